@@ -1,0 +1,10 @@
+//! ringproxy: a thread-per-core io_uring reverse proxy for WebSockets, driven by nginx's
+//! configuration language.
+//!
+//! Data flow (see `DESIGN.md`): a shard per core accepts on its own SO_REUSEPORT listener, reads
+//! the request head (sans-IO parser over a pooled buffer), routes it by `server`/`location`,
+//! proxies plain requests or turns `Upgrade` requests into a two-way tunnel. The configuration is
+//! lexed and parsed into an AST that keeps file:line ([`config`]), then built into one immutable,
+//! validated model shared by every shard.
+
+pub mod config;

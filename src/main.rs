@@ -1,0 +1,2 @@
+//! The `ringproxy` command line (nginx's flags).
+fn main() {}
