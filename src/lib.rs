@@ -7,4 +7,6 @@
 //! lexed and parsed into an AST that keeps file:line ([`config`]), then built into one immutable,
 //! validated model shared by every shard.
 
+pub mod cli;
 pub mod config;
+pub mod sys;

@@ -1,2 +1,121 @@
-//! The `ringproxy` command line (nginx's flags).
-fn main() {}
+//! The `ringproxy` command line: nginx's flags with nginx's meaning and messages.
+//!
+//! `-t`/`-T` test (and dump) the configuration, `-s` signals the process named by the pid file,
+//! `-v`/`-V`/`-h` inform. Starting the proxy itself is the engine's job (shards, listeners).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use ringproxy::cli::{self, Options};
+use ringproxy::config::{self, LoadOptions, Loaded};
+
+fn main() -> ExitCode {
+    let opts = match cli::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ringproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if opts.help {
+        eprint!("{}", cli::usage());
+        return ExitCode::SUCCESS;
+    }
+    if opts.version {
+        eprintln!("ringproxy version: ringproxy/{}", env!("CARGO_PKG_VERSION"));
+        if opts.version_full {
+            eprintln!("built with rustls (TLS), monoio (io_uring with epoll fallback), httparse");
+            eprintln!("configure arguments: none (features are fixed at build time)");
+        }
+        if !opts.test {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let conf_file = opts.conf_file();
+    let load_opts = LoadOptions {
+        file: conf_file.clone(),
+        prefix: opts.prefix(),
+        params: opts.params.clone(),
+    };
+    let loaded = config::load(&load_opts);
+    if opts.test {
+        return test(&opts, &conf_file, loaded);
+    }
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ringproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_warnings(&loaded);
+    if let Some(signal) = opts.signal {
+        return match send_signal(&loaded.config.main.pid, signal.number()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("ringproxy: [error] {msg}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    eprintln!(
+        "ringproxy: [alert] this build has no proxy engine yet: only -t, -T, -s, -v, -V and -h work"
+    );
+    ExitCode::FAILURE
+}
+
+fn print_warnings(loaded: &Loaded) {
+    for w in &loaded.warnings {
+        eprintln!("ringproxy: {w}");
+    }
+}
+
+fn test(
+    opts: &Options,
+    conf_file: &std::path::Path,
+    loaded: Result<Loaded, config::ConfigError>,
+) -> ExitCode {
+    let name = conf_file.display();
+    match loaded {
+        Ok(loaded) => {
+            print_warnings(&loaded);
+            if !opts.quiet {
+                eprintln!("ringproxy: the configuration file {name} syntax is ok");
+                eprintln!("ringproxy: configuration file {name} test is successful");
+            }
+            if opts.dump {
+                let mut out = std::io::stdout().lock();
+                for f in &loaded.ast.files {
+                    let _ = writeln!(out, "# configuration file {}:", f.path);
+                    let _ = out.write_all(&f.text);
+                    let _ = writeln!(out);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringproxy: {e}");
+            eprintln!("ringproxy: configuration file {name} test failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn send_signal(pid_file: &std::path::Path, sig: i32) -> Result<(), String> {
+    let text = std::fs::read_to_string(pid_file).map_err(|e| {
+        format!(
+            "open() \"{}\" failed ({})",
+            pid_file.display(),
+            config::os_error(&e)
+        )
+    })?;
+    let trimmed = text.trim_end_matches(['\n', '\r', ' ']);
+    let pid: i32 = trimmed.parse().ok().filter(|&p| p > 0).ok_or_else(|| {
+        format!(
+            "invalid PID number \"{trimmed}\" in \"{}\"",
+            pid_file.display()
+        )
+    })?;
+    ringproxy::sys::kill(pid, sig)
+        .map_err(|e| format!("kill({pid}, {sig}) failed ({})", config::os_error(&e)))
+}

@@ -127,7 +127,7 @@ fn read(path: &Path, at: Option<&Span>) -> Result<Vec<u8>> {
 }
 
 /// nginx's form of an OS error: `2: No such file or directory`.
-pub(crate) fn os_error(e: &std::io::Error) -> String {
+pub fn os_error(e: &std::io::Error) -> String {
     let text = e.to_string();
     // std appends " (os error N)"; nginx writes "N: text".
     match (e.raw_os_error(), text.find(" (os error")) {

@@ -1,0 +1,955 @@
+//! The one table of directives: name, contexts, arity and what each does.
+//!
+//! Every nginx directive ringproxy accepts is here, and so is every common nginx directive it
+//! refuses (with `is not supported by ringproxy`), so a user gets a reason rather than nginx's
+//! `unknown directive`. Directives accepted with no effect carry the reason, which the README's
+//! compatibility table repeats. The walker (`build.rs`) checks context, block and arity in
+//! nginx's order and calls the handler.
+
+use super::build::{Env, MainBuild, UpstreamBuild};
+use super::error::Result;
+use super::model::*;
+use super::parser::Directive;
+use super::template::Template;
+use super::values::{parse_flag, parse_number, parse_size, parse_time};
+use super::ConfigError;
+
+/// Context bits (nginx's NGX_MAIN_CONF, NGX_EVENT_CONF, NGX_HTTP_*_CONF).
+pub type Ctx = u8;
+/// Top level.
+pub const MAIN: Ctx = 1;
+/// `events { }`.
+pub const EVENTS: Ctx = 2;
+/// `http { }`.
+pub const HTTP: Ctx = 4;
+/// `server { }` in `http`.
+pub const SERVER: Ctx = 8;
+/// `location { }`.
+pub const LOC: Ctx = 16;
+/// `upstream { }`.
+pub const UPS: Ctx = 32;
+const HSL: Ctx = HTTP | SERVER | LOC;
+const HS: Ctx = HTTP | SERVER;
+const SL: Ctx = SERVER | LOC;
+
+/// How many arguments a directive takes (after its name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Between `min` and `max` inclusive.
+    Range(u8, u8),
+    /// At least this many.
+    AtLeast(u8),
+    /// Exactly one, `on` or `off`.
+    Flag,
+}
+
+/// Which block a block directive opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// `events`.
+    Events,
+    /// `http`.
+    Http,
+    /// `server` in `http`.
+    Server,
+    /// `location`.
+    Location,
+    /// `upstream`.
+    Upstream,
+    /// `map`.
+    Map,
+    /// `types`.
+    Types,
+}
+
+/// What a directive does.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Opens a block.
+    Block(Block),
+    /// Sets something in the main context.
+    Main(fn(&mut MainBuild, &Directive, &mut Env) -> Result<()>),
+    /// Sets something in `events`.
+    Events(fn(&mut EventsConf, &Directive, &mut Env) -> Result<()>),
+    /// Sets something at the http, server or location level.
+    Level(fn(&mut LocConf, &Directive, &mut Env) -> Result<()>),
+    /// Sets something of the server itself (`listen`, `server_name`).
+    Server(fn(&mut ServerConf, &Directive, &mut Env) -> Result<()>),
+    /// Sets something of the `http` block itself (`log_format`).
+    Http(fn(&mut HttpConf, &Directive, &mut Env) -> Result<()>),
+    /// Sets something of an `upstream` block.
+    Upstream(fn(&mut UpstreamBuild, &Directive, &mut Env) -> Result<()>),
+    /// Accepted and checked for arity, with no effect in ringproxy; the reason is documented.
+    NoEffect(&'static str),
+    /// Refused with `"x" directive is not supported by ringproxy` and the hint.
+    Unsupported(&'static str),
+}
+
+/// One row of the table.
+#[derive(Clone, Copy)]
+pub struct Spec {
+    /// Directive name.
+    pub name: &'static str,
+    /// Where it may appear.
+    pub ctx: Ctx,
+    /// Arguments.
+    pub arity: Arity,
+    /// What it does.
+    pub handler: Handler,
+}
+
+impl Spec {
+    /// Whether the directive opens a block.
+    pub fn is_block(&self) -> bool {
+        matches!(self.handler, Handler::Block(_))
+    }
+}
+
+const fn n(min: u8, max: u8) -> Arity {
+    Arity::Range(min, max)
+}
+const A0: Arity = Arity::Range(0, 0);
+const A1: Arity = Arity::Range(1, 1);
+const A2: Arity = Arity::Range(2, 2);
+const FLAG: Arity = Arity::Flag;
+const MORE1: Arity = Arity::AtLeast(1);
+const MORE2: Arity = Arity::AtLeast(2);
+
+macro_rules! spec {
+    ($name:literal, $ctx:expr, $arity:expr, $handler:expr) => {
+        Spec {
+            name: $name,
+            ctx: $ctx,
+            arity: $arity,
+            handler: $handler,
+        }
+    };
+}
+
+macro_rules! level {
+    ($name:literal, $ctx:expr, flag, $field:ident) => {
+        spec!(
+            $name,
+            $ctx,
+            FLAG,
+            Handler::Level(|c, d, _| set_once(&mut c.$field, flag(d)?, d))
+        )
+    };
+    ($name:literal, $ctx:expr, time, $field:ident) => {
+        spec!(
+            $name,
+            $ctx,
+            A1,
+            Handler::Level(|c, d, _| set_once(&mut c.$field, time(d, 0)?, d))
+        )
+    };
+    ($name:literal, $ctx:expr, size, $field:ident) => {
+        spec!(
+            $name,
+            $ctx,
+            A1,
+            Handler::Level(|c, d, _| set_once(&mut c.$field, size(d, 0)?, d))
+        )
+    };
+    ($name:literal, $ctx:expr, num, $field:ident) => {
+        spec!(
+            $name,
+            $ctx,
+            A1,
+            Handler::Level(|c, d, _| set_once(&mut c.$field, num(d, 0)?, d))
+        )
+    };
+    ($name:literal, $ctx:expr, string, $field:ident) => {
+        spec!(
+            $name,
+            $ctx,
+            A1,
+            Handler::Level(|c, d, _| set_once(&mut c.$field, d.arg(0).to_string(), d))
+        )
+    };
+    ($name:literal, $ctx:expr, conf_path, $field:ident) => {
+        spec!(
+            $name,
+            $ctx,
+            A1,
+            Handler::Level(|c, d, e| set_once(&mut c.$field, e.conf_path(d.arg(0)), d))
+        )
+    };
+}
+
+const NO_DISK: &str = "ringproxy streams bodies and never writes them to disk";
+const NO_HASH: &str = "ringproxy sizes its lookup tables itself";
+const NO_CACHE: &str = "ringproxy has no cache";
+const STREAMED: &str = "ringproxy streams responses through one pooled buffer per direction";
+
+/// The table. Names may repeat with different contexts (`server`, `keepalive_timeout`).
+pub static DIRECTIVES: &[Spec] = &[
+    // Main context.
+    spec!("events", MAIN, A0, Handler::Block(Block::Events)),
+    spec!("http", MAIN, A0, Handler::Block(Block::Http)),
+    spec!("daemon", MAIN, FLAG, Handler::Main(|m, d, _| set_once(&mut m.daemon, flag(d)?, d))),
+    spec!("pid", MAIN, A1, Handler::Main(|m, d, e| set_once(&mut m.pid, e.prefix_path(d.arg(0)), d))),
+    spec!("worker_processes", MAIN, A1, Handler::Main(worker_processes)),
+    spec!("worker_rlimit_nofile", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_rlimit_nofile, num(d, 0)?, d))),
+    spec!("worker_shutdown_timeout", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_shutdown_timeout, time(d, 0)?, d))),
+    spec!("worker_cpu_affinity", MAIN, MORE1, Handler::Main(worker_cpu_affinity)),
+    spec!("user", MAIN, n(1, 2), Handler::Main(|m, d, _| {
+        let group = d.args.get(1).map(|a| a.value.clone());
+        set_once(&mut m.user, (d.arg(0).to_string(), group), d)
+    })),
+    spec!("error_log", MAIN, MORE1, Handler::Main(|m, d, e| {
+        m.error_log.push(error_log(d, e)?);
+        Ok(())
+    })),
+    spec!("master_process", MAIN, FLAG, Handler::NoEffect("ringproxy is one process with a thread per core")),
+    spec!("env", MAIN, A1, Handler::NoEffect("ringproxy starts no worker processes, so there is no environment to filter")),
+    spec!("lock_file", MAIN, A1, Handler::NoEffect("no accept mutex: each shard has its own SO_REUSEPORT socket")),
+    spec!("pcre_jit", MAIN, FLAG, Handler::NoEffect("regular expressions are compiled by the regex crate, always")),
+    spec!("timer_resolution", MAIN, A1, Handler::NoEffect("timers come from the io_uring/epoll runtime")),
+    spec!("worker_priority", MAIN, A1, Handler::Unsupported("")),
+    spec!("worker_rlimit_core", MAIN, A1, Handler::Unsupported("")),
+    spec!("working_directory", MAIN, A1, Handler::Unsupported("")),
+    spec!("load_module", MAIN, A1, Handler::Unsupported("dynamic modules do not exist in ringproxy")),
+    spec!("thread_pool", MAIN, n(1, 3), Handler::Unsupported("")),
+    spec!("ssl_engine", MAIN, A1, Handler::Unsupported("TLS is rustls, not OpenSSL")),
+    spec!("stream", MAIN, A0, Handler::Unsupported("only the http module exists")),
+    spec!("mail", MAIN, A0, Handler::Unsupported("only the http module exists")),
+    // events.
+    spec!("worker_connections", EVENTS, A1, Handler::Events(|ev, d, _| {
+        ev.worker_connections = num(d, 0)?;
+        Ok(())
+    })),
+    spec!("multi_accept", EVENTS, FLAG, Handler::Events(|ev, d, _| {
+        ev.multi_accept = flag(d)?;
+        Ok(())
+    })),
+    spec!("use", EVENTS, A1, Handler::Events(|ev, d, _| {
+        ev.method = Some(match d.arg(0) {
+            "epoll" => EventMethod::Epoll,
+            "io_uring" => EventMethod::IoUring,
+            other => return Err(err(d, format!("invalid event type \"{other}\""))),
+        });
+        Ok(())
+    })),
+    spec!("accept_mutex", EVENTS, FLAG, Handler::NoEffect("no accept mutex: each shard has its own SO_REUSEPORT socket")),
+    spec!("accept_mutex_delay", EVENTS, A1, Handler::NoEffect("no accept mutex: each shard has its own SO_REUSEPORT socket")),
+    spec!("debug_connection", EVENTS, A1, Handler::Unsupported("")),
+    spec!("worker_aio_requests", EVENTS, A1, Handler::Unsupported("")),
+    // http core.
+    spec!("server", HTTP, A0, Handler::Block(Block::Server)),
+    spec!("location", SL, n(1, 2), Handler::Block(Block::Location)),
+    spec!("upstream", HTTP, A1, Handler::Block(Block::Upstream)),
+    spec!("map", HTTP, A2, Handler::Block(Block::Map)),
+    spec!("types", HSL, A0, Handler::Block(Block::Types)),
+    spec!("listen", SERVER, MORE1, Handler::Server(super::build::listen)),
+    spec!("server_name", SERVER, MORE1, Handler::Server(super::build::server_name)),
+    spec!("root", HSL, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Root(e.prefix_path(d.arg(0)))))),
+    spec!("alias", LOC, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Alias(e.prefix_path(d.arg(0)))))),
+    spec!("index", HSL, MORE1, Handler::Level(|c, d, e| {
+        let list = d.args.iter().map(|a| e.template(&a.value, d)).collect::<Result<Vec<_>>>()?;
+        set_once(&mut c.index, list, d)
+    })),
+    spec!("try_files", SL, MORE2, Handler::Level(try_files)),
+    level!("default_type", HSL, string, default_type),
+    spec!("keepalive_timeout", HSL, n(1, 2), Handler::Level(|c, d, _| {
+        set_once(&mut c.keepalive_timeout, time(d, 0)?, d)?;
+        if d.args.len() == 2 {
+            c.keepalive_header_timeout = Some(time(d, 1)?);
+        }
+        Ok(())
+    })),
+    level!("keepalive_requests", HSL, num, keepalive_requests),
+    level!("keepalive_time", HSL, time, keepalive_time),
+    level!("client_header_timeout", HS, time, client_header_timeout),
+    level!("client_header_buffer_size", HS, size, client_header_buffer_size),
+    spec!("large_client_header_buffers", HS, A2, Handler::Level(|c, d, _| {
+        let count = num(d, 0)?;
+        let size = size(d, 1)?;
+        if count == 0 || size == 0 {
+            return Err(invalid_value(d));
+        }
+        set_once(&mut c.large_client_header_buffers, (count, size), d)
+    })),
+    level!("client_max_body_size", HSL, size, client_max_body_size),
+    level!("client_body_timeout", HSL, time, client_body_timeout),
+    level!("client_body_buffer_size", HSL, size, client_body_buffer_size),
+    level!("send_timeout", HSL, time, send_timeout),
+    level!("tcp_nodelay", HSL, flag, tcp_nodelay),
+    spec!("server_tokens", HSL, A1, Handler::Level(|c, d, _| {
+        let v = match d.arg(0) {
+            "on" | "build" => true,
+            "off" => false,
+            other => return Err(err(d, format!("invalid value \"{other}\""))),
+        };
+        set_once(&mut c.server_tokens, v, d)
+    })),
+    level!("merge_slashes", HS, flag, merge_slashes),
+    level!("underscores_in_headers", HS, flag, underscores_in_headers),
+    level!("ignore_invalid_headers", HS, flag, ignore_invalid_headers),
+    level!("chunked_transfer_encoding", HSL, flag, chunked_transfer_encoding),
+    level!("etag", HSL, flag, etag),
+    level!("log_not_found", HSL, flag, log_not_found),
+    level!("absolute_redirect", HSL, flag, absolute_redirect),
+    level!("port_in_redirect", HSL, flag, port_in_redirect),
+    level!("server_name_in_redirect", HSL, flag, server_name_in_redirect),
+    spec!("error_page", HSL, MORE2, Handler::Level(error_page)),
+    spec!("internal", LOC, A0, Handler::Level(|c, _, _| {
+        c.internal = true;
+        Ok(())
+    })),
+    spec!("error_log", HSL, MORE1, Handler::Level(|c, d, e| {
+        let log = error_log(d, e)?;
+        c.error_log.get_or_insert_with(Vec::new).push(log);
+        Ok(())
+    })),
+    spec!("sendfile", HSL, FLAG, Handler::NoEffect("static files are read into the shard's buffers; sendfile(2) is not used")),
+    spec!("tcp_nopush", HSL, FLAG, Handler::NoEffect("responses are written whole; TCP_CORK is not used")),
+    spec!("sendfile_max_chunk", HSL, A1, Handler::NoEffect("sendfile(2) is not used")),
+    spec!("output_buffers", HSL, A2, Handler::NoEffect(STREAMED)),
+    spec!("postpone_output", HSL, A1, Handler::NoEffect(STREAMED)),
+    spec!("client_body_temp_path", HSL, n(1, 4), Handler::NoEffect(NO_DISK)),
+    spec!("lingering_close", HSL, A1, Handler::NoEffect("ringproxy shuts down its write side and closes; it does not linger")),
+    spec!("lingering_time", HSL, A1, Handler::NoEffect("ringproxy does not linger on close")),
+    spec!("lingering_timeout", HSL, A1, Handler::NoEffect("ringproxy does not linger on close")),
+    spec!("reset_timedout_connection", HSL, FLAG, Handler::NoEffect("timed-out connections are closed at once")),
+    spec!("resolver", HSL, MORE1, Handler::NoEffect("upstream host names are resolved at start and reload, as nginx does without a resolver")),
+    spec!("resolver_timeout", HSL, A1, Handler::NoEffect("upstream host names are resolved at start and reload")),
+    spec!("open_file_cache", HSL, n(1, 2), Handler::NoEffect("files are opened per request")),
+    spec!("open_file_cache_valid", HSL, A1, Handler::NoEffect("files are opened per request")),
+    spec!("open_file_cache_min_uses", HSL, A1, Handler::NoEffect("files are opened per request")),
+    spec!("open_file_cache_errors", HSL, FLAG, Handler::NoEffect("files are opened per request")),
+    spec!("types_hash_max_size", HSL, A1, Handler::NoEffect(NO_HASH)),
+    spec!("types_hash_bucket_size", HSL, A1, Handler::NoEffect(NO_HASH)),
+    spec!("variables_hash_max_size", HTTP, A1, Handler::NoEffect(NO_HASH)),
+    spec!("variables_hash_bucket_size", HTTP, A1, Handler::NoEffect(NO_HASH)),
+    spec!("server_names_hash_max_size", HTTP, A1, Handler::NoEffect(NO_HASH)),
+    spec!("server_names_hash_bucket_size", HTTP, A1, Handler::NoEffect(NO_HASH)),
+    spec!("map_hash_max_size", HTTP, A1, Handler::NoEffect(NO_HASH)),
+    spec!("map_hash_bucket_size", HTTP, A1, Handler::NoEffect(NO_HASH)),
+    spec!("proxy_headers_hash_max_size", HSL, A1, Handler::NoEffect(NO_HASH)),
+    spec!("proxy_headers_hash_bucket_size", HSL, A1, Handler::NoEffect(NO_HASH)),
+    spec!("connection_pool_size", HS, A1, Handler::NoEffect("connection memory comes from the shard's pools")),
+    spec!("request_pool_size", HS, A1, Handler::NoEffect("request memory comes from the shard's pools")),
+    spec!("keepalive_disable", HSL, n(1, 2), Handler::Unsupported("")),
+    spec!("limit_except", LOC, MORE1, Handler::Unsupported("")),
+    spec!("if", SL, MORE1, Handler::Unsupported("use map instead")),
+    spec!("limit_rate", HSL, A1, Handler::Unsupported("")),
+    spec!("limit_rate_after", HSL, A1, Handler::Unsupported("")),
+    spec!("aio", HSL, A1, Handler::Unsupported("")),
+    spec!("directio", HSL, A1, Handler::Unsupported("")),
+    spec!("max_ranges", HSL, A1, Handler::Unsupported("")),
+    spec!("if_modified_since", HSL, A1, Handler::Unsupported("")),
+    spec!("recursive_error_pages", HSL, FLAG, Handler::Unsupported("")),
+    spec!("client_body_in_file_only", HSL, A1, Handler::Unsupported("")),
+    spec!("client_body_in_single_buffer", HSL, FLAG, Handler::Unsupported("")),
+    spec!("disable_symlinks", HSL, n(1, 2), Handler::Unsupported("")),
+    spec!("satisfy", HSL, A1, Handler::Unsupported("")),
+    spec!("auth_basic", HSL, A1, Handler::Unsupported("")),
+    spec!("auth_basic_user_file", HSL, A1, Handler::Unsupported("")),
+    spec!("auth_request", HSL, A1, Handler::Unsupported("")),
+    spec!("allow", HSL, A1, Handler::Unsupported("")),
+    spec!("deny", HSL, A1, Handler::Unsupported("")),
+    spec!("limit_req", HSL, n(1, 3), Handler::Unsupported("")),
+    spec!("limit_req_zone", HTTP, n(3, 4), Handler::Unsupported("")),
+    spec!("limit_conn", HSL, A2, Handler::Unsupported("")),
+    spec!("limit_conn_zone", HTTP, A2, Handler::Unsupported("")),
+    spec!("expires", HSL, n(1, 2), Handler::Unsupported("")),
+    spec!("add_trailer", HSL, n(2, 3), Handler::Unsupported("")),
+    spec!("charset", HSL, A1, Handler::Unsupported("")),
+    spec!("ssi", HSL, FLAG, Handler::Unsupported("")),
+    spec!("autoindex", HSL, FLAG, Handler::Unsupported("")),
+    spec!("real_ip_header", HSL, A1, Handler::Unsupported("")),
+    spec!("set_real_ip_from", HSL, A1, Handler::Unsupported("")),
+    spec!("gzip_static", HSL, A1, Handler::Unsupported("")),
+    spec!("http2", HS, FLAG, Handler::Unsupported("ringproxy speaks HTTP/1.1")),
+    spec!("fastcgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("uwsgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("grpc_pass", LOC, n(0, 1), Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("scgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("memcached_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    // rewrite module.
+    spec!("rewrite", SL, n(2, 3), Handler::Level(super::build::rewrite)),
+    spec!("return", SL, n(1, 2), Handler::Level(super::build::return_)),
+    spec!("set", SL, A2, Handler::Level(super::build::set)),
+    spec!("break", SL, A0, Handler::Level(|c, _, _| {
+        c.script.push(ScriptOp::Break);
+        Ok(())
+    })),
+    level!("rewrite_log", HSL, flag, rewrite_log),
+    spec!("uninitialized_variable_warn", HSL, FLAG, Handler::NoEffect("ringproxy refuses undefined variables at load time")),
+    // proxy module.
+    spec!("proxy_pass", LOC, A1, Handler::Level(super::build::proxy_pass)),
+    spec!("proxy_http_version", HSL, A1, Handler::Level(|c, d, _| {
+        let v = match d.arg(0) {
+            "1.0" => HttpVersion::Http10,
+            "1.1" => HttpVersion::Http11,
+            other => return Err(err(d, format!("invalid value \"{other}\""))),
+        };
+        set_once(&mut c.proxy_http_version, v, d)
+    })),
+    spec!("proxy_set_header", HSL, A2, Handler::Level(|c, d, e| {
+        let value = e.template(d.arg(1), d)?;
+        c.proxy_set_header.get_or_insert_with(Vec::new).push((d.arg(0).to_string(), value));
+        Ok(())
+    })),
+    spec!("proxy_hide_header", HSL, A1, Handler::Level(|c, d, _| {
+        c.proxy_hide_header.get_or_insert_with(Vec::new).push(d.arg(0).to_ascii_lowercase());
+        Ok(())
+    })),
+    spec!("proxy_pass_header", HSL, A1, Handler::Level(|c, d, _| {
+        c.proxy_pass_header.get_or_insert_with(Vec::new).push(d.arg(0).to_ascii_lowercase());
+        Ok(())
+    })),
+    level!("proxy_connect_timeout", HSL, time, proxy_connect_timeout),
+    level!("proxy_read_timeout", HSL, time, proxy_read_timeout),
+    level!("proxy_send_timeout", HSL, time, proxy_send_timeout),
+    level!("proxy_buffer_size", HSL, size, proxy_buffer_size),
+    spec!("proxy_next_upstream", HSL, MORE1, Handler::Level(next_upstream)),
+    level!("proxy_next_upstream_tries", HSL, num, proxy_next_upstream_tries),
+    level!("proxy_next_upstream_timeout", HSL, time, proxy_next_upstream_timeout),
+    level!("proxy_intercept_errors", HSL, flag, proxy_intercept_errors),
+    level!("proxy_ignore_client_abort", HSL, flag, proxy_ignore_client_abort),
+    level!("proxy_pass_request_headers", HSL, flag, proxy_pass_request_headers),
+    level!("proxy_pass_request_body", HSL, flag, proxy_pass_request_body),
+    level!("proxy_socket_keepalive", HSL, flag, proxy_socket_keepalive),
+    spec!("proxy_redirect", HSL, n(1, 2), Handler::Level(proxy_redirect)),
+    spec!("proxy_splice", HSL, A1, Handler::Level(|c, d, _| {
+        let v = match d.arg(0) {
+            "on" => SpliceMode::On,
+            "off" => SpliceMode::Off,
+            "auto" => SpliceMode::Auto,
+            other => return Err(err(d, format!("invalid value \"{other}\""))),
+        };
+        set_once(&mut c.proxy_splice, v, d)
+    })),
+    spec!("proxy_allow_upgrade", HSL, MORE1, Handler::Level(|c, d, _| {
+        let list = d.args.iter().map(|a| a.value.to_ascii_lowercase()).collect();
+        set_once(&mut c.proxy_allow_upgrade, list, d)
+    })),
+    level!("proxy_ssl_server_name", HSL, flag, proxy_ssl_server_name),
+    spec!("proxy_ssl_name", HSL, A1, Handler::Level(|c, d, e| {
+        let t = e.template(d.arg(0), d)?;
+        set_once(&mut c.proxy_ssl_name, t, d)
+    })),
+    level!("proxy_ssl_verify", HSL, flag, proxy_ssl_verify),
+    level!("proxy_ssl_verify_depth", HSL, num, proxy_ssl_verify_depth),
+    level!("proxy_ssl_trusted_certificate", HSL, conf_path, proxy_ssl_trusted_certificate),
+    level!("proxy_ssl_certificate", HSL, conf_path, proxy_ssl_certificate),
+    level!("proxy_ssl_certificate_key", HSL, conf_path, proxy_ssl_certificate_key),
+    level!("proxy_ssl_session_reuse", HSL, flag, proxy_ssl_session_reuse),
+    level!("proxy_ssl_ciphers", HSL, string, proxy_ssl_ciphers),
+    spec!("proxy_ssl_protocols", HSL, MORE1, Handler::Level(|c, d, _| {
+        let v = tls_versions(d)?;
+        set_once(&mut c.proxy_ssl_protocols, v, d)
+    })),
+    spec!("proxy_buffering", HSL, FLAG, Handler::NoEffect(STREAMED)),
+    spec!("proxy_request_buffering", HSL, FLAG, Handler::NoEffect("request bodies are streamed to the backend as they arrive")),
+    spec!("proxy_buffers", HSL, A2, Handler::NoEffect(STREAMED)),
+    spec!("proxy_busy_buffers_size", HSL, A1, Handler::NoEffect(STREAMED)),
+    spec!("proxy_temp_path", HSL, n(1, 4), Handler::NoEffect(NO_DISK)),
+    spec!("proxy_max_temp_file_size", HSL, A1, Handler::NoEffect(NO_DISK)),
+    spec!("proxy_temp_file_write_size", HSL, A1, Handler::NoEffect(NO_DISK)),
+    spec!("proxy_ignore_headers", HSL, MORE1, Handler::NoEffect("ringproxy does not act on X-Accel-* or caching headers")),
+    spec!("proxy_cache", HSL, A1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_path", HTTP, MORE2, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_key", HSL, A1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_valid", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_bypass", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_no_cache", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_use_stale", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_methods", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_min_uses", HSL, A1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_lock", HSL, FLAG, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_revalidate", HSL, FLAG, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_store", HSL, A1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cookie_domain", HSL, n(1, 2), Handler::Unsupported("")),
+    spec!("proxy_cookie_path", HSL, n(1, 2), Handler::Unsupported("")),
+    spec!("proxy_cookie_flags", HSL, MORE1, Handler::Unsupported("")),
+    spec!("proxy_bind", HSL, n(1, 2), Handler::Unsupported("")),
+    spec!("proxy_set_body", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_method", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_limit_rate", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_force_ranges", HSL, FLAG, Handler::Unsupported("")),
+    spec!("proxy_send_lowat", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_ssl_crl", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_ssl_password_file", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_ssl_conf_command", HSL, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
+    // upstream module.
+    spec!("server", UPS, MORE1, Handler::Upstream(super::build::upstream_server)),
+    spec!("hash", UPS, n(1, 2), Handler::Upstream(super::build::upstream_hash)),
+    spec!("ip_hash", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::IpHash, d, e))),
+    spec!("least_conn", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::LeastConn, d, e))),
+    spec!("random", UPS, n(0, 2), Handler::Upstream(super::build::upstream_random)),
+    spec!("keepalive", UPS, A1, Handler::Upstream(|u, d, _| {
+        let v = num(d, 0)?;
+        if v == 0 {
+            return Err(err(d, format!("invalid value \"{}\" in \"keepalive\" directive", d.arg(0))));
+        }
+        set_once(&mut u.keepalive, v, d)
+    })),
+    spec!("keepalive_timeout", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_timeout, time(d, 0)?, d))),
+    spec!("keepalive_requests", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_requests, num(d, 0)?, d))),
+    spec!("keepalive_time", UPS, A1, Handler::NoEffect("upstream connections are reused until keepalive_requests or keepalive_timeout")),
+    spec!("zone", UPS, n(1, 2), Handler::NoEffect("each shard keeps its own peer state; nothing is shared between shards")),
+    spec!("sticky", UPS, MORE1, Handler::Unsupported("")),
+    spec!("queue", UPS, n(1, 2), Handler::Unsupported("")),
+    spec!("ntlm", UPS, A0, Handler::Unsupported("")),
+    // log module.
+    spec!("access_log", HSL, MORE1, Handler::Level(super::build::access_log)),
+    spec!("log_format", HTTP, MORE2, Handler::Http(super::build::log_format)),
+    spec!("open_log_file_cache", HSL, n(1, 4), Handler::NoEffect("log files are opened once per shard and reopened on USR1")),
+    // headers module.
+    spec!("add_header", HSL, n(2, 3), Handler::Level(|c, d, e| {
+        let always = match d.args.get(2).map(|a| a.value.as_str()) {
+            None => false,
+            Some("always") => true,
+            Some(other) => return Err(err(d, format!("invalid parameter \"{other}\""))),
+        };
+        let value = e.template(d.arg(1), d)?;
+        let h = AddHeader { name: d.arg(0).to_string(), value, always };
+        c.add_header.get_or_insert_with(Vec::new).push(h);
+        Ok(())
+    })),
+    // gzip module.
+    level!("gzip", HSL, flag, gzip),
+    spec!("gzip_comp_level", HSL, A1, Handler::Level(|c, d, _| {
+        let v = num(d, 0)?;
+        if !(1..=9).contains(&v) {
+            return Err(err(d, "the value must be in 1..9 range"));
+        }
+        set_once(&mut c.gzip_comp_level, v, d)
+    })),
+    level!("gzip_min_length", HSL, size, gzip_min_length),
+    spec!("gzip_http_version", HSL, A1, Handler::Level(|c, d, _| {
+        let v = match d.arg(0) {
+            "1.0" => HttpVersion::Http10,
+            "1.1" => HttpVersion::Http11,
+            other => return Err(err(d, format!("invalid value \"{other}\""))),
+        };
+        set_once(&mut c.gzip_http_version, v, d)
+    })),
+    spec!("gzip_proxied", HSL, MORE1, Handler::Level(|c, d, _| {
+        const OK: &[&str] = &["off", "expired", "no-cache", "no-store", "private", "no_last_modified", "no_etag", "auth", "any"];
+        let mut list = Vec::new();
+        for a in &d.args {
+            if !OK.contains(&a.value.as_str()) {
+                return Err(err(d, format!("invalid value \"{}\"", a.value)));
+            }
+            list.push(a.value.clone());
+        }
+        set_once(&mut c.gzip_proxied, list, d)
+    })),
+    spec!("gzip_types", HSL, MORE1, Handler::Level(|c, d, _| {
+        let mut list: Vec<String> = d.args.iter().map(|a| a.value.to_ascii_lowercase()).collect();
+        if !list.iter().any(|t| t == "text/html") {
+            list.push("text/html".into());
+        }
+        set_once(&mut c.gzip_types, list, d)
+    })),
+    level!("gzip_vary", HSL, flag, gzip_vary),
+    spec!("gzip_disable", HSL, MORE1, Handler::Level(|c, d, _| {
+        for a in &d.args {
+            if a.value != "msie6" && a.value != "degradation" {
+                Regex::new(&a.value, true).map_err(|e| err(d, e))?;
+            }
+        }
+        let list = d.args.iter().map(|a| a.value.clone()).collect();
+        set_once(&mut c.gzip_disable, list, d)
+    })),
+    spec!("gzip_buffers", HSL, A2, Handler::NoEffect("compression output goes through the shard's buffer pool")),
+    spec!("gzip_window", HSL, A1, Handler::Unsupported("")),
+    spec!("gzip_hash", HSL, A1, Handler::Unsupported("")),
+    // stub_status module.
+    spec!("stub_status", SL, n(0, 1), Handler::Level(|c, _, _| {
+        c.stub_status = true;
+        Ok(())
+    })),
+    // ssl module.
+    spec!("ssl_certificate", HS, A1, Handler::Level(|c, d, e| {
+        c.ssl_certificate.get_or_insert_with(Vec::new).push(e.conf_path(d.arg(0)));
+        Ok(())
+    })),
+    spec!("ssl_certificate_key", HS, A1, Handler::Level(|c, d, e| {
+        c.ssl_certificate_key.get_or_insert_with(Vec::new).push(e.conf_path(d.arg(0)));
+        Ok(())
+    })),
+    spec!("ssl_protocols", HS, MORE1, Handler::Level(|c, d, _| {
+        let v = tls_versions(d)?;
+        set_once(&mut c.ssl_protocols, v, d)
+    })),
+    level!("ssl_ciphers", HS, string, ssl_ciphers),
+    level!("ssl_prefer_server_ciphers", HS, flag, ssl_prefer_server_ciphers),
+    level!("ssl_session_timeout", HS, time, ssl_session_timeout),
+    level!("ssl_session_tickets", HS, flag, ssl_session_tickets),
+    spec!("ssl_session_cache", HS, n(1, 2), Handler::Level(ssl_session_cache)),
+    level!("ssl_reject_handshake", HS, flag, ssl_reject_handshake),
+    spec!("ssl_verify_client", HS, A1, Handler::Level(|c, d, _| {
+        let v = d.arg(0);
+        if !["on", "off", "optional", "optional_no_ca"].contains(&v) {
+            return Err(err(d, format!("invalid value \"{v}\"")));
+        }
+        set_once(&mut c.ssl_verify_client, v.to_string(), d)
+    })),
+    level!("ssl_client_certificate", HS, conf_path, ssl_client_certificate),
+    level!("ssl_verify_depth", HS, num, ssl_verify_depth),
+    level!("ssl_ecdh_curve", HS, string, ssl_ecdh_curve),
+    spec!("ssl_dhparam", HS, A1, Handler::NoEffect("rustls has no finite-field Diffie-Hellman; key exchange is ECDHE")),
+    spec!("ssl_buffer_size", HS, A1, Handler::NoEffect("rustls sizes its records itself")),
+    spec!("ssl", HS, FLAG, Handler::Unsupported("use the \"ssl\" parameter of the \"listen\" directive")),
+    spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
+    spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),
+    spec!("ssl_trusted_certificate", HS, A1, Handler::Unsupported("")),
+    spec!("ssl_crl", HS, A1, Handler::Unsupported("")),
+    spec!("ssl_stapling", HS, FLAG, Handler::Unsupported("")),
+    spec!("ssl_stapling_verify", HS, FLAG, Handler::Unsupported("")),
+    spec!("ssl_early_data", HS, FLAG, Handler::Unsupported("")),
+    spec!("ssl_conf_command", HS, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
+];
+
+/// Looks a directive up for a context: `Ok(spec)`, or `Err(true)` when the name exists in
+/// another context ("not allowed here"), `Err(false)` when nobody knows it.
+pub fn lookup(name: &str, ctx: Ctx) -> std::result::Result<&'static Spec, bool> {
+    let mut known = false;
+    for spec in DIRECTIVES {
+        if spec.name == name {
+            if spec.ctx & ctx != 0 {
+                return Ok(spec);
+            }
+            known = true;
+        }
+    }
+    Err(known)
+}
+
+// ---- helpers shared by handlers ----
+
+/// An error at the directive.
+pub(crate) fn err(d: &Directive, msg: impl Into<String>) -> ConfigError {
+    ConfigError::at(&d.span, msg)
+}
+
+fn invalid_value(d: &Directive) -> ConfigError {
+    err(d, format!("\"{}\" directive invalid value", d.name()))
+}
+
+fn invalid_number(d: &Directive) -> ConfigError {
+    err(d, format!("\"{}\" directive invalid number", d.name()))
+}
+
+/// Sets a value once per level (`"x" directive is duplicate` otherwise).
+pub(crate) fn set_once<T>(slot: &mut Option<T>, value: T, d: &Directive) -> Result<()> {
+    if slot.is_some() {
+        return Err(err(d, format!("\"{}\" directive is duplicate", d.name())));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+pub(crate) fn flag(d: &Directive) -> Result<bool> {
+    parse_flag(d.arg(0)).ok_or_else(|| {
+        err(
+            d,
+            format!(
+                "invalid value \"{}\" in \"{}\" directive, it must be \"on\" or \"off\"",
+                d.arg(0),
+                d.name()
+            ),
+        )
+    })
+}
+
+pub(crate) fn time(d: &Directive, i: usize) -> Result<std::time::Duration> {
+    parse_time(d.arg(i)).ok_or_else(|| invalid_value(d))
+}
+
+pub(crate) fn size(d: &Directive, i: usize) -> Result<u64> {
+    parse_size(d.arg(i)).ok_or_else(|| invalid_value(d))
+}
+
+pub(crate) fn num<T: TryFrom<u64>>(d: &Directive, i: usize) -> Result<T> {
+    parse_number(d.arg(i))
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| invalid_number(d))
+}
+
+fn worker_processes(m: &mut MainBuild, d: &Directive, _: &mut Env) -> Result<()> {
+    let v = if d.arg(0) == "auto" {
+        WorkerProcesses::Auto
+    } else {
+        match parse_number(d.arg(0)).and_then(|v| u32::try_from(v).ok()) {
+            Some(n) if n > 0 => WorkerProcesses::Count(n),
+            _ => {
+                return Err(err(
+                    d,
+                    format!(
+                        "invalid value \"{}\" in \"worker_processes\" directive",
+                        d.arg(0)
+                    ),
+                ))
+            }
+        }
+    };
+    set_once(&mut m.worker_processes, v, d)
+}
+
+fn cpu_mask(d: &Directive, s: &str) -> Result<Vec<bool>> {
+    if s.is_empty() || s.len() > 64 {
+        return Err(err(
+            d,
+            "\"worker_cpu_affinity\" supports up to 64 CPUs only",
+        ));
+    }
+    s.chars()
+        .rev()
+        .map(|c| match c {
+            '0' => Ok(false),
+            '1' => Ok(true),
+            other => Err(err(
+                d,
+                format!("invalid character \"{other}\" in \"worker_cpu_affinity\""),
+            )),
+        })
+        .collect()
+}
+
+fn worker_cpu_affinity(m: &mut MainBuild, d: &Directive, _: &mut Env) -> Result<()> {
+    let v = if d.arg(0) == "auto" {
+        if d.args.len() > 2 {
+            return Err(err(
+                d,
+                "invalid number of arguments in \"worker_cpu_affinity\" directive",
+            ));
+        }
+        CpuAffinity::Auto(d.args.get(1).map(|a| cpu_mask(d, &a.value)).transpose()?)
+    } else {
+        CpuAffinity::Masks(
+            d.args
+                .iter()
+                .map(|a| cpu_mask(d, &a.value))
+                .collect::<Result<_>>()?,
+        )
+    };
+    set_once(&mut m.worker_cpu_affinity, v, d)
+}
+
+fn error_log(d: &Directive, e: &mut Env) -> Result<ErrorLog> {
+    let target = match d.arg(0) {
+        "stderr" => LogTarget::Stderr,
+        s if s.starts_with("syslog:") || s.starts_with("memory:") => {
+            return Err(err(
+                d,
+                format!(
+                "\"error_log\" target \"{s}\" is not supported by ringproxy (use a file or stderr)"
+            ),
+            ))
+        }
+        s => LogTarget::File(e.prefix_path(s)),
+    };
+    let level = match d.args.get(1).map(|a| a.value.as_str()) {
+        None => LogLevel::Error,
+        Some(l) => parse_level(l).ok_or_else(|| err(d, format!("invalid log level \"{l}\"")))?,
+    };
+    if d.args.len() > 2 {
+        return Err(err(d, format!("invalid log level \"{}\"", d.arg(2))));
+    }
+    Ok(ErrorLog { target, level })
+}
+
+/// nginx's level names.
+pub fn parse_level(s: &str) -> Option<LogLevel> {
+    Some(match s {
+        "debug" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "notice" => LogLevel::Notice,
+        "warn" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        "crit" => LogLevel::Crit,
+        "alert" => LogLevel::Alert,
+        "emerg" => LogLevel::Emerg,
+        _ => return None,
+    })
+}
+
+fn doc_root(c: &mut LocConf, d: &Directive, v: DocRoot) -> Result<()> {
+    if d.arg(0).contains('$') {
+        return Err(err(
+            d,
+            format!(
+                "variables in \"{}\" are not supported by ringproxy",
+                d.name()
+            ),
+        ));
+    }
+    if let Some(prev) = &c.root {
+        let prev_name = match prev {
+            DocRoot::Root(_) => "root",
+            DocRoot::Alias(_) => "alias",
+        };
+        let msg = if prev_name == d.name() {
+            format!("\"{}\" directive is duplicate", d.name())
+        } else {
+            format!(
+                "\"{}\" directive is duplicate, \"{}\" directive was specified earlier",
+                d.name(),
+                prev_name
+            )
+        };
+        return Err(err(d, msg));
+    }
+    c.root = Some(v);
+    Ok(())
+}
+
+fn try_files(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
+    if c.try_files.is_some() {
+        return Err(err(d, "\"try_files\" directive is duplicate"));
+    }
+    let (last, files) = d.args.split_last().expect("arity checked");
+    let last = if let Some(code) = last.value.strip_prefix('=') {
+        match parse_number(code) {
+            Some(n) if (100..=999).contains(&n) => TryFilesLast::Code(n as u16),
+            _ => return Err(err(d, format!("invalid code \"{}\"", last.value))),
+        }
+    } else if let Some(name) = last.value.strip_prefix('@') {
+        TryFilesLast::Named(format!("@{name}"))
+    } else {
+        TryFilesLast::Uri(e.template(&last.value, d)?)
+    };
+    let files = files
+        .iter()
+        .map(|a| e.template(&a.value, d))
+        .collect::<Result<Vec<_>>>()?;
+    c.try_files = Some(TryFiles { files, last });
+    Ok(())
+}
+
+fn error_page(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
+    let (uri, rest) = d.args.split_last().expect("arity checked");
+    let mut codes = Vec::new();
+    let mut response = None;
+    for (i, a) in rest.iter().enumerate() {
+        if let Some(r) = a.value.strip_prefix('=') {
+            if i != rest.len() - 1 {
+                return Err(err(d, format!("invalid value \"{}\"", a.value)));
+            }
+            response = Some(if r.is_empty() {
+                None
+            } else {
+                match parse_number(r) {
+                    Some(n) if n <= 999 => Some(n as u16),
+                    _ => return Err(err(d, format!("invalid value \"{}\"", a.value))),
+                }
+            });
+            continue;
+        }
+        match parse_number(&a.value) {
+            Some(n) if (300..=599).contains(&n) && n != 499 => codes.push(n as u16),
+            Some(_) => {
+                return Err(err(
+                    d,
+                    format!("value \"{}\" must be between 300 and 599", a.value),
+                ))
+            }
+            None => return Err(err(d, format!("invalid value \"{}\"", a.value))),
+        }
+    }
+    if codes.is_empty() {
+        return Err(err(
+            d,
+            "invalid number of arguments in \"error_page\" directive",
+        ));
+    }
+    let page = ErrorPage {
+        codes,
+        response,
+        uri: e.template(&uri.value, d)?,
+    };
+    c.error_page.get_or_insert_with(Vec::new).push(page);
+    Ok(())
+}
+
+fn next_upstream(c: &mut LocConf, d: &Directive, _: &mut Env) -> Result<()> {
+    const OK: &[&str] = &[
+        "error",
+        "timeout",
+        "denied",
+        "invalid_header",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_403",
+        "http_404",
+        "http_429",
+        "non_idempotent",
+        "off",
+    ];
+    let mut v = NextUpstream {
+        off: false,
+        when: Vec::new(),
+    };
+    for a in &d.args {
+        if !OK.contains(&a.value.as_str()) {
+            return Err(err(d, format!("invalid value \"{}\"", a.value)));
+        }
+        if a.value == "off" {
+            v.off = true;
+        } else {
+            v.when.push(a.value.clone());
+        }
+    }
+    set_once(&mut c.proxy_next_upstream, v, d)
+}
+
+fn proxy_redirect(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
+    let list = c.proxy_redirect.get_or_insert_with(Vec::new);
+    match (d.arg(0), d.args.len()) {
+        ("off", 1) => list.push(("off".into(), Template::default())),
+        ("default", 1) => list.push(("default".into(), Template::default())),
+        (_, 2) => {
+            let to = e.template(d.arg(1), d)?;
+            list.push((d.arg(0).to_string(), to));
+        }
+        _ => return Err(err(d, format!("invalid parameter \"{}\"", d.arg(0)))),
+    }
+    Ok(())
+}
+
+fn tls_versions(d: &Directive) -> Result<Vec<TlsVersion>> {
+    let mut out = Vec::new();
+    for a in &d.args {
+        match a.value.as_str() {
+            "TLSv1.2" => out.push(TlsVersion::Tls12),
+            "TLSv1.3" => out.push(TlsVersion::Tls13),
+            v @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => {
+                return Err(err(
+                    d,
+                    format!("\"{}\" value \"{v}\" is not supported by ringproxy (rustls speaks TLSv1.2 and TLSv1.3 only)", d.name()),
+                ))
+            }
+            v => return Err(err(d, format!("invalid value \"{v}\""))),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn ssl_session_cache(c: &mut LocConf, d: &Directive, _: &mut Env) -> Result<()> {
+    for a in &d.args {
+        let v = a.value.as_str();
+        let ok = v == "off"
+            || v == "none"
+            || v == "builtin"
+            || v.strip_prefix("builtin:")
+                .is_some_and(|n| parse_number(n).is_some())
+            || v.strip_prefix("shared:")
+                .and_then(|rest| rest.rsplit_once(':'))
+                .is_some_and(|(name, size)| !name.is_empty() && parse_size(size).is_some());
+        if !ok || ((v == "off" || v == "none") && d.args.len() > 1) {
+            return Err(err(d, format!("invalid session cache \"{v}\"")));
+        }
+    }
+    let list = d.args.iter().map(|a| a.value.clone()).collect();
+    set_once(&mut c.ssl_session_cache, list, d)
+}

@@ -1,0 +1,770 @@
+//! The typed, validated configuration the shards run on.
+//!
+//! Built by `build.rs` from the AST through the directive table; immutable afterwards and shared
+//! as one `Arc<Config>` by every shard (swapped whole on reload). Settings that nginx inherits
+//! from `http` to `server` to `location` live in [`LocConf`] as `Option`s, merged down once at
+//! build time so a request reads its location's values without walking parents. Every element
+//! keeps the [`Span`] it came from so later checks can still name file:line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::Span;
+use super::template::Template;
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Main (top-level) context.
+    pub main: MainConf,
+    /// `events { }`.
+    pub events: EventsConf,
+    /// `http { }`, if present.
+    pub http: Option<HttpConf>,
+}
+
+/// `worker_processes N|auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerProcesses {
+    /// One shard per available core.
+    Auto,
+    /// This many shards.
+    Count(u32),
+}
+
+/// `worker_cpu_affinity`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// `auto [mask]`: shard i on the i-th allowed core (optionally limited by the mask).
+    Auto(Option<Vec<bool>>),
+    /// One mask per shard, as written (`0101`), rightmost digit CPU 0.
+    Masks(Vec<Vec<bool>>),
+}
+
+/// nginx log levels for `error_log`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// `debug`.
+    Debug,
+    /// `info`.
+    Info,
+    /// `notice`.
+    Notice,
+    /// `warn`.
+    Warn,
+    /// `error` (the default).
+    Error,
+    /// `crit`.
+    Crit,
+    /// `alert`.
+    Alert,
+    /// `emerg`.
+    Emerg,
+}
+
+/// Where a log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    /// A file (absolute after prefix resolution).
+    File(PathBuf),
+    /// The standard error stream (`stderr`).
+    Stderr,
+}
+
+/// `error_log target [level]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorLog {
+    /// Destination.
+    pub target: LogTarget,
+    /// Minimum level written.
+    pub level: LogLevel,
+}
+
+/// Main context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MainConf {
+    /// Number of shards.
+    pub worker_processes: WorkerProcesses,
+    /// Soft `RLIMIT_NOFILE` to set at start.
+    pub worker_rlimit_nofile: Option<u64>,
+    /// How long a graceful stop waits for connections.
+    pub worker_shutdown_timeout: Option<Duration>,
+    /// Pinning.
+    pub worker_cpu_affinity: Option<CpuAffinity>,
+    /// Pid file (absolute); default `logs/ringproxy.pid` under the prefix.
+    pub pid: PathBuf,
+    /// Error logs; default `logs/error.log` at `error`.
+    pub error_log: Vec<ErrorLog>,
+    /// Detach from the terminal (default on).
+    pub daemon: bool,
+    /// `user name [group]` (takes effect only when started as root).
+    pub user: Option<(String, Option<String>)>,
+    /// Where `-p`/default prefix pointed: relative paths resolve against it.
+    pub prefix: PathBuf,
+}
+
+/// `use` in `events`: which driver the shards run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventMethod {
+    /// io_uring with the epoll fallback (ringproxy's default).
+    IoUring,
+    /// Force the epoll driver.
+    Epoll,
+}
+
+/// `events { }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventsConf {
+    /// Connections per shard (default 512).
+    pub worker_connections: u32,
+    /// Accept all pending connections at once.
+    pub multi_accept: bool,
+    /// Driver choice; `None` is the default (io_uring, falling back to epoll).
+    pub method: Option<EventMethod>,
+}
+
+/// `http { }`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConf {
+    /// `map` blocks, in order.
+    pub maps: Vec<MapConf>,
+    /// `upstream` blocks (and implicit ones made for `proxy_pass host:port`).
+    pub upstreams: Vec<UpstreamConf>,
+    /// `server` blocks, in order.
+    pub servers: Vec<ServerConf>,
+    /// `log_format` definitions (the predefined `combined` included).
+    pub log_formats: Vec<LogFormat>,
+    /// Settings at the `http` level (servers merged from these).
+    pub conf: LocConf,
+}
+
+/// `log_format name [escape=...] string ...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFormat {
+    /// Name used by `access_log`.
+    pub name: String,
+    /// `default`, `json` or `none`.
+    pub escape: String,
+    /// The format with its variables.
+    pub format: Template,
+}
+
+/// A `map` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapConf {
+    /// The source value (`$http_upgrade`).
+    pub source: Template,
+    /// The variable defined (without `$`).
+    pub variable: String,
+    /// `hostnames;`: keys may be wildcards.
+    pub hostnames: bool,
+    /// `volatile;`: not cached per request.
+    pub volatile: bool,
+    /// `default value;` (empty string when absent).
+    pub default: Template,
+    /// Exact keys (lowercase: nginx compares them case-insensitively) and their values.
+    pub exact: Vec<(String, Template)>,
+    /// `hostnames` wildcard keys (`*.example.com`, `.example.com`, `www.example.*`).
+    pub wildcards: Vec<(String, Template)>,
+    /// Regex keys in order, with `~*` compiled case-insensitively.
+    pub regexes: Vec<(Regex, Template)>,
+    /// Where the block starts.
+    pub span: Span,
+}
+
+/// A compiled regular expression that remembers its source (for dumps and equality).
+#[derive(Clone, Debug)]
+pub struct Regex {
+    /// As written, without the `~`/`~*`.
+    pub source: String,
+    /// `~*`.
+    pub caseless: bool,
+    /// Compiled.
+    pub regex: regex::Regex,
+}
+
+impl PartialEq for Regex {
+    fn eq(&self, other: &Regex) -> bool {
+        self.source == other.source && self.caseless == other.caseless
+    }
+}
+
+impl Regex {
+    /// Compiles `source` (nginx uses PCRE; the `regex` crate accepts the common subset).
+    pub fn new(source: &str, caseless: bool) -> Result<Regex, String> {
+        let regex = regex::RegexBuilder::new(source)
+            .case_insensitive(caseless)
+            .build()
+            .map_err(|e| {
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or("").trim().to_string();
+                format!("invalid regex \"{source}\": {last}")
+            })?;
+        Ok(Regex {
+            source: source.to_string(),
+            caseless,
+            regex,
+        })
+    }
+}
+
+/// Balancing method of an upstream group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (default).
+    RoundRobin,
+    /// `hash KEY [consistent]`.
+    Hash {
+        /// The key.
+        key: Template,
+        /// Ketama placement.
+        consistent: bool,
+    },
+    /// `least_conn`.
+    LeastConn,
+    /// `ip_hash`.
+    IpHash,
+    /// `random [two [least_conn]]`.
+    Random {
+        /// Power of two choices.
+        two: bool,
+    },
+}
+
+/// An upstream `server`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConf {
+    /// As written (`127.0.0.1:9001`, `backend.local`), which consistent hashing uses.
+    pub name: String,
+    /// Resolved addresses (a name may resolve to several: each becomes a peer, as in nginx).
+    pub addrs: Vec<SocketAddr>,
+    /// `weight=` (default 1).
+    pub weight: u32,
+    /// `max_fails=` (default 1; 0 disables accounting).
+    pub max_fails: u32,
+    /// `fail_timeout=` (default 10s).
+    pub fail_timeout: Duration,
+    /// `backup`.
+    pub backup: bool,
+    /// `down`.
+    pub down: bool,
+    /// `max_conns=` (0: unlimited).
+    pub max_conns: u32,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// An `upstream` block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamConf {
+    /// Group name (or `host:port` for an implicit group made by `proxy_pass`).
+    pub name: String,
+    /// Whether it was written as an `upstream` block.
+    pub explicit: bool,
+    /// Peers in order.
+    pub peers: Vec<PeerConf>,
+    /// Balancing method.
+    pub balance: Balance,
+    /// `keepalive N`: idle connections cached per shard (0: none).
+    pub keepalive: u32,
+    /// `keepalive_timeout` for cached upstream connections (default 60s).
+    pub keepalive_timeout: Duration,
+    /// `keepalive_requests` per cached upstream connection (default 1000).
+    pub keepalive_requests: u32,
+    /// Where it was defined (or first referenced).
+    pub span: Span,
+}
+
+/// A `listen` directive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// The address to bind (`*:80` is 0.0.0.0:80).
+    pub addr: SocketAddr,
+    /// `default_server`.
+    pub default_server: bool,
+    /// `ssl`.
+    pub ssl: bool,
+    /// `backlog=N` (default 511, as nginx on Linux).
+    pub backlog: i32,
+    /// `reuseport` (ringproxy always uses SO_REUSEPORT per shard; kept for dumps).
+    pub reuseport: bool,
+    /// `ipv6only=on|off` (default on).
+    pub ipv6only: bool,
+    /// `rcvbuf=`.
+    pub rcvbuf: Option<u64>,
+    /// `sndbuf=`.
+    pub sndbuf: Option<u64>,
+    /// `so_keepalive=on|off`.
+    pub so_keepalive: Option<bool>,
+    /// `deferred` (TCP_DEFER_ACCEPT).
+    pub deferred: bool,
+    /// `fastopen=N`.
+    pub fastopen: Option<u32>,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// A `server_name` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerName {
+    /// `example.com` (stored lowercase).
+    Exact(String),
+    /// `*.example.com` (stored as `.example.com`) and `.example.com` (also matches the bare
+    /// name, stored with `also_bare`).
+    LeadingWildcard {
+        /// The suffix including the leading dot.
+        suffix: String,
+        /// `.example.com` form: also matches `example.com`.
+        also_bare: bool,
+    },
+    /// `www.example.*` (stored as `www.example.`).
+    TrailingWildcard(String),
+    /// `~regex`.
+    Regex(Regex),
+}
+
+/// A `server` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConf {
+    /// `listen` directives (default `*:80` as root, `*:8000` otherwise, like nginx).
+    pub listen: Vec<Listen>,
+    /// `server_name` entries (default `""`).
+    pub names: Vec<ServerName>,
+    /// Merged settings at the server level.
+    pub conf: LocConf,
+    /// Locations at the server level, in order of appearance.
+    pub locations: Vec<Location>,
+    /// Where the block starts.
+    pub span: Span,
+}
+
+/// How a location matches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LocationMatch {
+    /// `location = /uri`.
+    Exact(String),
+    /// `location /uri` or, with `no_regex`, `location ^~ /uri`.
+    Prefix {
+        /// The prefix.
+        path: String,
+        /// `^~`: a longest match stops the regex search.
+        no_regex: bool,
+    },
+    /// `location ~ re` / `location ~* re`.
+    Regex(Regex),
+    /// `location @name`.
+    Named(String),
+}
+
+/// A `location` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Location {
+    /// How it matches.
+    pub matcher: LocationMatch,
+    /// Merged settings.
+    pub conf: LocConf,
+    /// Nested locations.
+    pub locations: Vec<Location>,
+    /// Where the block starts.
+    pub span: Span,
+}
+
+/// `proxy_pass` target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyPass {
+    /// `https://` instead of `http://`.
+    pub tls: bool,
+    /// Index into `HttpConf::upstreams` (explicit group or implicit `host:port`).
+    pub upstream: usize,
+    /// The host part as written (`backend`, `127.0.0.1:9001`): `$proxy_host`.
+    pub host: String,
+    /// The URI part, if any (`proxy_pass http://group/;` has `/`).
+    pub uri: Option<String>,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// One step of the rewrite module's script (run in order, per server and per location).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScriptOp {
+    /// `rewrite regex replacement [last|break|redirect|permanent]`.
+    Rewrite {
+        /// The pattern.
+        regex: Regex,
+        /// The replacement.
+        replacement: Template,
+        /// The flag.
+        flag: RewriteFlag,
+    },
+    /// `return code [text|URL]` or `return URL`.
+    Return {
+        /// Status code.
+        code: u16,
+        /// Body text or redirect URL.
+        text: Option<Template>,
+    },
+    /// `set $var value`.
+    Set {
+        /// Variable name without `$`.
+        var: String,
+        /// Value.
+        value: Template,
+    },
+    /// `break`.
+    Break,
+}
+
+/// `rewrite` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewriteFlag {
+    /// No flag: go on with the next rewrite directive.
+    None,
+    /// `last`: search a location for the new URI.
+    Last,
+    /// `break`: stop rewriting, stay in this location.
+    Break,
+    /// `redirect`: 302.
+    Redirect,
+    /// `permanent`: 301.
+    Permanent,
+}
+
+/// `try_files` final fallback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TryFilesLast {
+    /// `=404`.
+    Code(u16),
+    /// `@name`.
+    Named(String),
+    /// An internal redirect to a URI.
+    Uri(Template),
+}
+
+/// `try_files file ... last`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TryFiles {
+    /// Candidates (a trailing `/` means a directory).
+    pub files: Vec<Template>,
+    /// What to do when none exists.
+    pub last: TryFilesLast,
+}
+
+/// `access_log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// `access_log off`.
+    Off,
+    /// `access_log path [format] [buffer=] [flush=] [if=]`.
+    File {
+        /// Destination (absolute).
+        path: PathBuf,
+        /// Format name (default `combined`).
+        format: String,
+        /// `buffer=size`.
+        buffer: Option<u64>,
+        /// `flush=time`.
+        flush: Option<Duration>,
+        /// `if=condition`.
+        condition: Option<Template>,
+    },
+}
+
+/// `error_page code ... [=[response]] uri`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorPage {
+    /// Status codes it applies to.
+    pub codes: Vec<u16>,
+    /// `=`: keep the page's own code; `=N`: answer N; absent: the original code.
+    pub response: Option<Option<u16>>,
+    /// Where to go.
+    pub uri: Template,
+}
+
+/// `add_header name value [always]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddHeader {
+    /// Header name.
+    pub name: String,
+    /// Value (an empty result adds nothing, as nginx).
+    pub value: Template,
+    /// Also on error responses.
+    pub always: bool,
+}
+
+/// `proxy_http_version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// 1.0 (nginx's default): no upstream keep-alive, no upgrade.
+    Http10,
+    /// 1.1.
+    Http11,
+}
+
+/// `proxy_next_upstream` conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextUpstream {
+    /// `off`: never retry.
+    pub off: bool,
+    /// Conditions as written (`error`, `timeout`, `invalid_header`, `http_502`, `non_idempotent`...).
+    pub when: Vec<String>,
+}
+
+/// `proxy_splice on|off|auto`: which tunnel forwarding path plain-TCP WebSockets use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpliceMode {
+    /// Always `splice(2)` through a pooled pipe.
+    On,
+    /// Always copy through a pooled buffer.
+    Off,
+    /// Decided per tunnel by ringproxy (see README's benchmark section).
+    Auto,
+}
+
+/// `ssl_protocols` members (rustls speaks only these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLSv1.2.
+    Tls12,
+    /// TLSv1.3.
+    Tls13,
+}
+
+/// `root path` or `alias path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocRoot {
+    /// `root`: the URI is appended to the path.
+    Root(PathBuf),
+    /// `alias`: the location's prefix is replaced by the path.
+    Alias(PathBuf),
+}
+
+/// `types { }`: extension to MIME type.
+pub type Types = Vec<(String, String)>;
+
+macro_rules! loc_conf {
+    (
+        merged { $( $(#[$m:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)? }
+        own { $( $(#[$wm:meta])* $wfield:ident : $wty:ty ),* $(,)? }
+    ) => {
+        /// Settings of one level (`http`, `server` or `location`). `Option` means "not set at this
+        /// level"; [`LocConf::merge`] fills unset values from the enclosing level, and the
+        /// accessor of the same name returns the value or nginx's default.
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct LocConf {
+            $( $(#[$m])* pub $field: Option<$ty>, )*
+            $( $(#[$wm])* pub $wfield: $wty, )*
+        }
+
+        impl LocConf {
+            /// Takes from `parent` every value not set at this level (nginx's merge; arrays such
+            /// as `proxy_set_header` are inherited only when the level sets none).
+            pub fn merge(&mut self, parent: &LocConf) {
+                $( if self.$field.is_none() { self.$field = parent.$field.clone(); } )*
+            }
+
+            $(
+                $(#[$m])*
+                #[allow(clippy::redundant_closure_call)]
+                pub fn $field(&self) -> $ty {
+                    self.$field.clone().unwrap_or_else(|| $default)
+                }
+            )*
+        }
+    };
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+loc_conf! {
+    merged {
+        /// `proxy_http_version`.
+        proxy_http_version: HttpVersion = HttpVersion::Http10,
+        /// `proxy_set_header` (in order; nginx's defaults are added by the proxy).
+        proxy_set_header: Vec<(String, Template)> = Vec::new(),
+        /// `proxy_hide_header`.
+        proxy_hide_header: Vec<String> = Vec::new(),
+        /// `proxy_pass_header`.
+        proxy_pass_header: Vec<String> = Vec::new(),
+        /// `proxy_connect_timeout`.
+        proxy_connect_timeout: Duration = secs(60),
+        /// `proxy_read_timeout`.
+        proxy_read_timeout: Duration = secs(60),
+        /// `proxy_send_timeout`.
+        proxy_send_timeout: Duration = secs(60),
+        /// `proxy_buffer_size` (largest upstream response head).
+        proxy_buffer_size: u64 = 4096,
+        /// `proxy_next_upstream`.
+        proxy_next_upstream: NextUpstream = NextUpstream { off: false, when: vec!["error".into(), "timeout".into()] },
+        /// `proxy_next_upstream_tries` (0: unlimited).
+        proxy_next_upstream_tries: u32 = 0,
+        /// `proxy_next_upstream_timeout` (0: unlimited).
+        proxy_next_upstream_timeout: Duration = secs(0),
+        /// `proxy_intercept_errors`.
+        proxy_intercept_errors: bool = false,
+        /// `proxy_ignore_client_abort`.
+        proxy_ignore_client_abort: bool = false,
+        /// `proxy_pass_request_headers`.
+        proxy_pass_request_headers: bool = true,
+        /// `proxy_pass_request_body`.
+        proxy_pass_request_body: bool = true,
+        /// `proxy_socket_keepalive`.
+        proxy_socket_keepalive: bool = false,
+        /// `proxy_redirect` (`default` when unset).
+        proxy_redirect: Vec<(String, Template)> = Vec::new(),
+        /// `proxy_splice` (ringproxy's own).
+        proxy_splice: SpliceMode = SpliceMode::Auto,
+        /// `proxy_allow_upgrade`: upgrade protocols forwarded besides WebSocket (ringproxy's
+        /// own; `h2c` is refused unless listed).
+        proxy_allow_upgrade: Vec<String> = Vec::new(),
+        /// `proxy_ssl_server_name`.
+        proxy_ssl_server_name: bool = false,
+        /// `proxy_ssl_name`.
+        proxy_ssl_name: Template = Template::parse("$proxy_host").expect("static"),
+        /// `proxy_ssl_verify`.
+        proxy_ssl_verify: bool = false,
+        /// `proxy_ssl_verify_depth`.
+        proxy_ssl_verify_depth: u32 = 1,
+        /// `proxy_ssl_trusted_certificate`.
+        proxy_ssl_trusted_certificate: PathBuf = PathBuf::new(),
+        /// `proxy_ssl_certificate`.
+        proxy_ssl_certificate: PathBuf = PathBuf::new(),
+        /// `proxy_ssl_certificate_key`.
+        proxy_ssl_certificate_key: PathBuf = PathBuf::new(),
+        /// `proxy_ssl_session_reuse`.
+        proxy_ssl_session_reuse: bool = true,
+        /// `proxy_ssl_ciphers`.
+        proxy_ssl_ciphers: String = "DEFAULT".into(),
+        /// `proxy_ssl_protocols`.
+        proxy_ssl_protocols: Vec<TlsVersion> = vec![TlsVersion::Tls12, TlsVersion::Tls13],
+        /// `keepalive_timeout` (0 disables client keep-alive).
+        keepalive_timeout: Duration = secs(75),
+        /// `keepalive_timeout`'s second argument (`Keep-Alive: timeout=`).
+        keepalive_header_timeout: Duration = secs(0),
+        /// `keepalive_requests`.
+        keepalive_requests: u32 = 1000,
+        /// `client_header_timeout` (one deadline from accept to the end of the head).
+        client_header_timeout: Duration = secs(60),
+        /// `client_header_buffer_size`.
+        client_header_buffer_size: u64 = 1024,
+        /// `large_client_header_buffers number size`.
+        large_client_header_buffers: (u32, u64) = (4, 8192),
+        /// `client_max_body_size` (0: unlimited).
+        client_max_body_size: u64 = 1024 * 1024,
+        /// `client_body_timeout`.
+        client_body_timeout: Duration = secs(60),
+        /// `client_body_buffer_size`.
+        client_body_buffer_size: u64 = 16384,
+        /// `send_timeout`.
+        send_timeout: Duration = secs(60),
+        /// `keepalive_time`: longest life of a client keep-alive connection.
+        keepalive_time: Duration = secs(3600),
+        /// `merge_slashes`.
+        merge_slashes: bool = true,
+        /// `underscores_in_headers`.
+        underscores_in_headers: bool = false,
+        /// `ignore_invalid_headers`.
+        ignore_invalid_headers: bool = true,
+        /// `chunked_transfer_encoding`.
+        chunked_transfer_encoding: bool = true,
+        /// `etag`.
+        etag: bool = true,
+        /// `log_not_found`.
+        log_not_found: bool = true,
+        /// `absolute_redirect`.
+        absolute_redirect: bool = true,
+        /// `port_in_redirect`.
+        port_in_redirect: bool = true,
+        /// `server_name_in_redirect`.
+        server_name_in_redirect: bool = false,
+        /// `rewrite_log`.
+        rewrite_log: bool = false,
+        /// `tcp_nodelay`.
+        tcp_nodelay: bool = true,
+        /// `server_tokens`.
+        server_tokens: bool = true,
+        /// `root` or `alias` (they are one setting in nginx; default `root html` under the
+        /// prefix, set at the `http` level by the builder).
+        root: DocRoot = DocRoot::Root(PathBuf::from("html")),
+        /// `index`.
+        index: Vec<Template> = vec![Template::parse("index.html").expect("static")],
+        /// `default_type`.
+        default_type: String = "text/plain".into(),
+        /// `types`.
+        types: Types = default_types(),
+        /// `error_page`.
+        error_page: Vec<ErrorPage> = Vec::new(),
+        /// `add_header`.
+        add_header: Vec<AddHeader> = Vec::new(),
+        /// `access_log` (default `logs/access.log combined`).
+        access_log: Vec<AccessLog> = Vec::new(),
+        /// `error_log` at this level.
+        error_log: Vec<ErrorLog> = Vec::new(),
+        /// `gzip`.
+        gzip: bool = false,
+        /// `gzip_comp_level`.
+        gzip_comp_level: u32 = 1,
+        /// `gzip_min_length`.
+        gzip_min_length: u64 = 20,
+        /// `gzip_http_version`.
+        gzip_http_version: HttpVersion = HttpVersion::Http11,
+        /// `gzip_proxied` (as written: `off`, `any`, `expired`, ...).
+        gzip_proxied: Vec<String> = vec!["off".into()],
+        /// `gzip_types` (`text/html` is always included).
+        gzip_types: Vec<String> = vec!["text/html".into()],
+        /// `gzip_vary`.
+        gzip_vary: bool = false,
+        /// `gzip_disable` regexes.
+        gzip_disable: Vec<String> = Vec::new(),
+        /// `ssl_certificate` files (several for RSA + ECDSA).
+        ssl_certificate: Vec<PathBuf> = Vec::new(),
+        /// `ssl_certificate_key` files, paired in order with `ssl_certificate`.
+        ssl_certificate_key: Vec<PathBuf> = Vec::new(),
+        /// `ssl_protocols`.
+        ssl_protocols: Vec<TlsVersion> = vec![TlsVersion::Tls12, TlsVersion::Tls13],
+        /// `ssl_ciphers` (as written; mapped to rustls suites by the TLS layer).
+        ssl_ciphers: String = "HIGH:!aNULL:!MD5".into(),
+        /// `ssl_prefer_server_ciphers`.
+        ssl_prefer_server_ciphers: bool = false,
+        /// `ssl_session_timeout`.
+        ssl_session_timeout: Duration = secs(300),
+        /// `ssl_session_tickets`.
+        ssl_session_tickets: bool = true,
+        /// `ssl_session_cache` (as written: `off`, `none`, `builtin[:size]`, `shared:name:size`).
+        ssl_session_cache: Vec<String> = vec!["none".into()],
+        /// `ssl_reject_handshake`.
+        ssl_reject_handshake: bool = false,
+        /// `ssl_verify_client`.
+        ssl_verify_client: String = "off".into(),
+        /// `ssl_client_certificate`.
+        ssl_client_certificate: PathBuf = PathBuf::new(),
+        /// `ssl_verify_depth`.
+        ssl_verify_depth: u32 = 1,
+        /// `ssl_ecdh_curve`.
+        ssl_ecdh_curve: String = "auto".into(),
+    }
+    own {
+        /// `proxy_pass` (nginx does not inherit it into nested locations).
+        proxy_pass: Option<ProxyPass>,
+        /// `try_files` (location only, not inherited).
+        try_files: Option<TryFiles>,
+        /// `stub_status` (location only).
+        stub_status: bool,
+        /// `internal` (location only).
+        internal: bool,
+        /// The rewrite module's script for this level (not inherited: nginx runs the server's
+        /// script, then the location's).
+        script: Vec<ScriptOp>,
+    }
+}
+
+/// nginx's built-in `types` when none are configured.
+fn default_types() -> Types {
+    vec![
+        ("html".into(), "text/html".into()),
+        ("gif".into(), "image/gif".into()),
+        ("jpg".into(), "image/jpeg".into()),
+    ]
+}
