@@ -84,12 +84,9 @@ fn test(
                 eprintln!("ringproxy: configuration file {name} test is successful");
             }
             if opts.dump {
-                let mut out = std::io::stdout().lock();
-                for f in &loaded.ast.files {
-                    let _ = writeln!(out, "# configuration file {}:", f.path);
-                    let _ = out.write_all(&f.text);
-                    let _ = writeln!(out);
-                }
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(&config::dump::dump(&loaded.ast));
             }
             ExitCode::SUCCESS
         }

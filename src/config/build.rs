@@ -7,12 +7,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::blocks::{self, location_name};
 use super::directives::{self, err, Arity, Block, Ctx, Handler};
 use super::error::{ConfigError, ConfigWarning, Result, Span};
 use super::model::*;
 use super::parser::{Ast, Directive};
 use super::template::{Template, VarCheck, VarRegistry};
-use super::values::{parse_flag, parse_host_port, parse_number, parse_size, resolve};
+use super::values::resolve;
 
 /// What the build needs besides the AST.
 #[derive(Clone, Debug)]
@@ -27,19 +28,20 @@ pub struct BuildOptions {
 
 /// Build state shared by the handlers.
 pub struct Env {
-    opts: BuildOptions,
-    vars: VarRegistry,
-    used_vars: Vec<(String, Span)>,
-    warnings: Vec<ConfigWarning>,
-    proxy_refs: Vec<ProxyRef>,
-    upstreams: Vec<UpstreamConf>,
+    pub(super) opts: BuildOptions,
+    pub(super) vars: VarRegistry,
+    pub(super) used_vars: Vec<(String, Span)>,
+    pub(super) warnings: Vec<ConfigWarning>,
+    pub(super) proxy_refs: Vec<ProxyRef>,
+    pub(super) upstreams: Vec<UpstreamConf>,
+    pub(super) log_formats: Vec<String>,
 }
 
-struct ProxyRef {
-    host: String,
-    port: Option<u16>,
-    tls: bool,
-    span: Span,
+pub(super) struct ProxyRef {
+    pub(super) host: String,
+    pub(super) port: Option<u16>,
+    pub(super) tls: bool,
+    pub(super) span: Span,
 }
 
 impl Env {
@@ -62,7 +64,7 @@ impl Env {
         Ok(t)
     }
 
-    fn regex(&mut self, source: &str, caseless: bool, d: &Directive) -> Result<Regex> {
+    pub(super) fn regex(&mut self, source: &str, caseless: bool, d: &Directive) -> Result<Regex> {
         let re = Regex::new(source, caseless).map_err(|m| err(d, m))?;
         for name in re.regex.capture_names().flatten() {
             self.vars.define(name);
@@ -70,7 +72,7 @@ impl Env {
         Ok(re)
     }
 
-    fn warn(&mut self, span: Option<&Span>, message: String) {
+    pub(super) fn warn(&mut self, span: Option<&Span>, message: String) {
         self.warnings.push(ConfigWarning {
             message,
             span: span.cloned(),
@@ -119,7 +121,7 @@ impl UpstreamBuild {
     }
 }
 
-enum Scope<'a> {
+pub(super) enum Scope<'a> {
     Main(&'a mut MainBuild, &'a mut BuildState),
     Events(&'a mut EventsConf),
     Http(&'a mut HttpConf),
@@ -129,7 +131,7 @@ enum Scope<'a> {
 }
 
 #[derive(Default)]
-struct BuildState {
+pub(super) struct BuildState {
     events: Option<EventsConf>,
     http: Option<HttpConf>,
 }
@@ -143,6 +145,7 @@ pub fn build(ast: &Ast, opts: &BuildOptions) -> Result<(Config, Vec<ConfigWarnin
         warnings: Vec::new(),
         proxy_refs: Vec::new(),
         upstreams: Vec::new(),
+        log_formats: Vec::new(),
     };
     let mut main = MainBuild::default();
     let mut state = BuildState::default();
@@ -184,7 +187,12 @@ pub fn build(ast: &Ast, opts: &BuildOptions) -> Result<(Config, Vec<ConfigWarnin
     Ok((Config { main, events, http }, env.warnings))
 }
 
-fn walk(list: &[Directive], ctx: Ctx, scope: &mut Scope<'_>, env: &mut Env) -> Result<()> {
+pub(super) fn walk(
+    list: &[Directive],
+    ctx: Ctx,
+    scope: &mut Scope<'_>,
+    env: &mut Env,
+) -> Result<()> {
     for d in list {
         let spec = match directives::lookup(d.name(), ctx) {
             Ok(spec) => spec,
@@ -196,6 +204,14 @@ fn walk(list: &[Directive], ctx: Ctx, scope: &mut Scope<'_>, env: &mut Env) -> R
             }
             Err(false) => return Err(err(d, format!("unknown directive \"{}\"", d.name()))),
         };
+        if let Handler::Unsupported(hint) = spec.handler {
+            let mut msg = format!("\"{}\" directive is not supported by ringproxy", d.name());
+            if !hint.is_empty() {
+                msg.push_str(": ");
+                msg.push_str(hint);
+            }
+            return Err(err(d, msg));
+        }
         if spec.is_block() && d.block.is_none() {
             return Err(err(
                 d,
@@ -221,14 +237,6 @@ fn walk(list: &[Directive], ctx: Ctx, scope: &mut Scope<'_>, env: &mut Env) -> R
             ));
         }
         match (spec.handler, &mut *scope) {
-            (Handler::Unsupported(hint), _) => {
-                let mut msg = format!("\"{}\" directive is not supported by ringproxy", d.name());
-                if !hint.is_empty() {
-                    msg.push_str(": ");
-                    msg.push_str(hint);
-                }
-                return Err(err(d, msg));
-            }
             (Handler::NoEffect(_), _) => {
                 if spec.arity == Arity::Flag {
                     directives::flag(d)?;
@@ -254,7 +262,7 @@ fn walk(list: &[Directive], ctx: Ctx, scope: &mut Scope<'_>, env: &mut Env) -> R
     Ok(())
 }
 
-fn children(d: &Directive) -> &[Directive] {
+pub(super) fn children(d: &Directive) -> &[Directive] {
     d.block.as_deref().unwrap_or(&[])
 }
 
@@ -317,18 +325,18 @@ fn block(kind: Block, d: &Directive, scope: &mut Scope<'_>, env: &mut Env) -> Re
             http.servers.push(server);
         }
         (Block::Location, Scope::Server(server)) => {
-            let loc = location(d, None, env)?;
+            let loc = blocks::location(d, None, env)?;
             server.locations.push(loc);
         }
         (Block::Location, Scope::Location(parent)) => {
-            let loc = location(d, Some(parent), env)?;
+            let loc = blocks::location(d, Some(parent), env)?;
             parent.locations.push(loc);
         }
-        (Block::Upstream, Scope::Http(_)) => upstream(d, env)?,
-        (Block::Map, Scope::Http(http)) => http.maps.push(map(d, env)?),
-        (Block::Types, Scope::Http(h)) => types(&mut h.conf, d, env)?,
-        (Block::Types, Scope::Server(s)) => types(&mut s.conf, d, env)?,
-        (Block::Types, Scope::Location(l)) => types(&mut l.conf, d, env)?,
+        (Block::Upstream, Scope::Http(_)) => blocks::upstream(d, env)?,
+        (Block::Map, Scope::Http(http)) => http.maps.push(blocks::map(d, env)?),
+        (Block::Types, Scope::Http(h)) => blocks::types(&mut h.conf, d, env)?,
+        (Block::Types, Scope::Server(s)) => blocks::types(&mut s.conf, d, env)?,
+        (Block::Types, Scope::Location(l)) => blocks::types(&mut l.conf, d, env)?,
         _ => {
             return Err(err(
                 d,
@@ -340,645 +348,6 @@ fn block(kind: Block, d: &Directive, scope: &mut Scope<'_>, env: &mut Env) -> Re
 }
 
 const COMBINED: &str = "$remote_addr - - [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
-
-fn location_name(m: &LocationMatch) -> &str {
-    match m {
-        LocationMatch::Exact(s) | LocationMatch::Named(s) => s,
-        LocationMatch::Prefix { path, .. } => path,
-        LocationMatch::Regex(r) => &r.source,
-    }
-}
-
-fn location(d: &Directive, parent: Option<&Location>, env: &mut Env) -> Result<Location> {
-    let matcher = match d.args.len() {
-        2 => {
-            let (m, name) = (d.arg(0), d.arg(1));
-            match m {
-                "=" => LocationMatch::Exact(name.to_string()),
-                "^~" => LocationMatch::Prefix {
-                    path: name.to_string(),
-                    no_regex: true,
-                },
-                "~" => LocationMatch::Regex(env.regex(name, false, d)?),
-                "~*" => LocationMatch::Regex(env.regex(name, true, d)?),
-                _ => return Err(err(d, format!("invalid location modifier \"{m}\""))),
-            }
-        }
-        _ => {
-            let name = d.arg(0);
-            if let Some(rest) = name.strip_prefix('=') {
-                LocationMatch::Exact(rest.to_string())
-            } else if let Some(rest) = name.strip_prefix("~*") {
-                LocationMatch::Regex(env.regex(rest, true, d)?)
-            } else if let Some(rest) = name.strip_prefix('~') {
-                LocationMatch::Regex(env.regex(rest, false, d)?)
-            } else if name.starts_with('@') {
-                LocationMatch::Named(name.to_string())
-            } else {
-                LocationMatch::Prefix {
-                    path: name.to_string(),
-                    no_regex: false,
-                }
-            }
-        }
-    };
-    if let Some(parent) = parent {
-        let pname = location_name(&parent.matcher);
-        let name = location_name(&matcher);
-        match (&parent.matcher, &matcher) {
-            (LocationMatch::Exact(_), _) => {
-                return Err(err(
-                    d,
-                    format!("location \"{name}\" cannot be inside the exact location \"{pname}\""),
-                ))
-            }
-            (LocationMatch::Named(_), _) => {
-                return Err(err(
-                    d,
-                    format!("location \"{name}\" cannot be inside the named location \"{pname}\""),
-                ))
-            }
-            (_, LocationMatch::Named(_)) => {
-                return Err(err(
-                    d,
-                    format!("named location \"{name}\" can be on the server level only"),
-                ))
-            }
-            (_, LocationMatch::Regex(_)) => {}
-            _ => {
-                if !name.starts_with(pname) {
-                    return Err(err(
-                        d,
-                        format!("location \"{name}\" is outside location \"{pname}\""),
-                    ));
-                }
-            }
-        }
-    }
-    let mut loc = Location {
-        matcher,
-        conf: LocConf::default(),
-        locations: Vec::new(),
-        span: d.span.clone(),
-    };
-    walk(
-        children(d),
-        directives::LOC,
-        &mut Scope::Location(&mut loc),
-        env,
-    )?;
-    Ok(loc)
-}
-
-fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
-    let name = d.arg(0).to_string();
-    if env
-        .upstreams
-        .iter()
-        .any(|u| u.name.eq_ignore_ascii_case(&name))
-    {
-        return Err(err(d, format!("duplicate upstream \"{name}\"")));
-    }
-    let mut u = UpstreamBuild {
-        conf: UpstreamConf {
-            name,
-            explicit: true,
-            peers: Vec::new(),
-            balance: Balance::RoundRobin,
-            keepalive: 0,
-            keepalive_timeout: Duration::from_secs(60),
-            keepalive_requests: 1000,
-            span: d.span.clone(),
-        },
-        balance_set: false,
-        keepalive: None,
-        keepalive_timeout: None,
-        keepalive_requests: None,
-    };
-    walk(
-        children(d),
-        directives::UPS,
-        &mut Scope::Upstream(&mut u),
-        env,
-    )?;
-    if u.conf.peers.is_empty() {
-        return Err(err(d, "no servers are inside upstream"));
-    }
-    u.conf.keepalive = u.keepalive.unwrap_or(0);
-    u.conf.keepalive_timeout = u.keepalive_timeout.unwrap_or(Duration::from_secs(60));
-    u.conf.keepalive_requests = u.keepalive_requests.unwrap_or(1000);
-    env.upstreams.push(u.conf);
-    Ok(())
-}
-
-/// `server address [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down] [max_conns=N]`.
-pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env) -> Result<()> {
-    let addr = d.arg(0);
-    if addr.starts_with("unix:") {
-        return Err(err(
-            d,
-            "unix domain sockets in upstream are not supported by ringproxy",
-        ));
-    }
-    let hp =
-        parse_host_port(addr, false).map_err(|e| err(d, format!("{e} in upstream \"{addr}\"")))?;
-    let port = hp.port.unwrap_or(80);
-    let addrs = resolve(&hp.host, port)
-        .ok_or_else(|| err(d, format!("host not found in upstream \"{addr}\"")))?;
-    let mut peer = PeerConf {
-        name: addr.to_string(),
-        addrs,
-        weight: 1,
-        max_fails: 1,
-        fail_timeout: Duration::from_secs(10),
-        backup: false,
-        down: false,
-        max_conns: 0,
-        span: d.span.clone(),
-    };
-    let invalid = |a: &str| err(d, format!("invalid parameter \"{a}\""));
-    for a in &d.args[1..] {
-        let v = a.value.as_str();
-        if let Some(n) = v.strip_prefix("weight=") {
-            peer.weight = parse_number(n)
-                .filter(|&n| n > 0 && n <= u32::MAX as u64)
-                .ok_or_else(|| invalid(v))? as u32;
-        } else if let Some(n) = v.strip_prefix("max_fails=") {
-            peer.max_fails = parse_number(n)
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| invalid(v))?;
-        } else if let Some(t) = v.strip_prefix("fail_timeout=") {
-            peer.fail_timeout = super::values::parse_time(t).ok_or_else(|| invalid(v))?;
-        } else if let Some(n) = v.strip_prefix("max_conns=") {
-            peer.max_conns = parse_number(n)
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| invalid(v))?;
-        } else if v == "backup" {
-            if !matches!(u.conf.balance, Balance::RoundRobin | Balance::LeastConn) {
-                return Err(err(
-                    d,
-                    "balancing method does not support parameter \"backup\"",
-                ));
-            }
-            peer.backup = true;
-        } else if v == "down" {
-            peer.down = true;
-        } else {
-            return Err(invalid(v));
-        }
-    }
-    u.conf.peers.push(peer);
-    Ok(())
-}
-
-pub(crate) fn upstream_hash(u: &mut UpstreamBuild, d: &Directive, e: &mut Env) -> Result<()> {
-    let consistent = match d.args.get(1).map(|a| a.value.as_str()) {
-        None => false,
-        Some("consistent") => true,
-        Some(other) => return Err(err(d, format!("invalid parameter \"{other}\""))),
-    };
-    let key = e.template(d.arg(0), d)?;
-    u.set_balance(Balance::Hash { key, consistent }, d, e)
-}
-
-pub(crate) fn upstream_random(u: &mut UpstreamBuild, d: &Directive, e: &mut Env) -> Result<()> {
-    let two = match d.args.first().map(|a| a.value.as_str()) {
-        None => false,
-        Some("two") => {
-            if let Some(m) = d.args.get(1) {
-                if m.value != "least_conn" {
-                    return Err(err(d, format!("invalid parameter \"{}\"", m.value)));
-                }
-            }
-            true
-        }
-        Some(other) => return Err(err(d, format!("invalid parameter \"{other}\""))),
-    };
-    u.set_balance(Balance::Random { two }, d, e)
-}
-
-fn map(d: &Directive, env: &mut Env) -> Result<MapConf> {
-    let source = env.template(d.arg(0), d)?;
-    let var = d
-        .arg(1)
-        .strip_prefix('$')
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| err(d, format!("invalid variable name \"{}\"", d.arg(1))))?
-        .to_ascii_lowercase();
-    env.vars.define(&var);
-    let mut m = MapConf {
-        source,
-        variable: var,
-        hostnames: false,
-        volatile: false,
-        default: Template::default(),
-        exact: Vec::new(),
-        wildcards: Vec::new(),
-        regexes: Vec::new(),
-        span: d.span.clone(),
-    };
-    let mut default_set = false;
-    for e in children(d) {
-        if e.block.is_some() {
-            return Err(err(e, "unexpected \"{\""));
-        }
-        let key = &e.name;
-        if e.args.is_empty() && !key.quoted && key.value == "hostnames" {
-            m.hostnames = true;
-            continue;
-        }
-        if e.args.is_empty() && !key.quoted && key.value == "volatile" {
-            m.volatile = true;
-            continue;
-        }
-        if e.args.len() != 1 {
-            return Err(err(e, "invalid number of the map parameters"));
-        }
-        let value = env.template(e.arg(0), e)?;
-        if !key.quoted && key.value == "default" {
-            if default_set {
-                return Err(err(e, "duplicate default map parameter"));
-            }
-            default_set = true;
-            m.default = value;
-            continue;
-        }
-        let k = key.value.as_str();
-        if let Some(re) = k.strip_prefix('~') {
-            let (re, caseless) = match re.strip_prefix('*') {
-                Some(r) => (r, true),
-                None => (re, false),
-            };
-            let re = env.regex(re, caseless, e)?;
-            m.regexes.push((re, value));
-            continue;
-        }
-        let k = k.strip_prefix('\\').unwrap_or(k).to_ascii_lowercase();
-        let is_wild =
-            m.hostnames && (k.starts_with("*.") || k.starts_with('.') || k.ends_with(".*"));
-        let list = if is_wild {
-            &mut m.wildcards
-        } else {
-            &mut m.exact
-        };
-        if list.iter().any(|(have, _)| *have == k) {
-            return Err(err(e, format!("conflicting parameter \"{}\"", key.value)));
-        }
-        list.push((k, value));
-    }
-    Ok(m)
-}
-
-fn types(c: &mut LocConf, d: &Directive, _: &mut Env) -> Result<()> {
-    if c.types.is_some() {
-        return Err(err(d, "\"types\" directive is duplicate"));
-    }
-    let mut list: Types = Vec::new();
-    for e in children(d) {
-        if e.block.is_some() {
-            return Err(err(e, "unexpected \"{\""));
-        }
-        let mime = e.name.value.clone();
-        for ext in &e.args {
-            let ext = ext.value.to_ascii_lowercase();
-            if let Some(slot) = list.iter_mut().find(|(x, _)| *x == ext) {
-                slot.1 = mime.clone();
-            } else {
-                list.push((ext, mime.clone()));
-            }
-        }
-    }
-    c.types = Some(list);
-    Ok(())
-}
-
-/// `listen address[:port] [default_server] [ssl] [backlog=N] ...`.
-pub(crate) fn listen(s: &mut ServerConf, d: &Directive, _: &mut Env) -> Result<()> {
-    let text = d.arg(0);
-    if text.starts_with("unix:") {
-        return Err(err(
-            d,
-            "unix domain sockets in \"listen\" are not supported by ringproxy",
-        ));
-    }
-    let hp = parse_host_port(text, true)
-        .map_err(|e| err(d, format!("{e} in \"{text}\" of the \"listen\" directive")))?;
-    let port = hp.port.unwrap_or(80);
-    let addr = *resolve(&hp.host, port)
-        .and_then(|v| v.first().copied())
-        .as_ref()
-        .ok_or_else(|| {
-            err(
-                d,
-                format!("host not found in \"{text}\" of the \"listen\" directive"),
-            )
-        })?;
-    let mut l = Listen {
-        addr,
-        default_server: false,
-        ssl: false,
-        backlog: 511,
-        reuseport: false,
-        ipv6only: true,
-        rcvbuf: None,
-        sndbuf: None,
-        so_keepalive: None,
-        deferred: false,
-        fastopen: None,
-        span: d.span.clone(),
-    };
-    for a in &d.args[1..] {
-        let v = a.value.as_str();
-        let bad = |what: &str| err(d, format!("invalid {what} \"{v}\""));
-        match v {
-            "default_server" | "default" => l.default_server = true,
-            "ssl" => l.ssl = true,
-            "reuseport" => l.reuseport = true,
-            "deferred" => l.deferred = true,
-            "bind" => {}
-            "http2" | "quic" | "proxy_protocol" | "spdy" => {
-                return Err(err(d, format!("the \"{v}\" parameter of the \"listen\" directive is not supported by ringproxy")))
-            }
-            _ => {
-                if let Some(n) = v.strip_prefix("backlog=") {
-                    l.backlog = parse_number(n).and_then(|n| i32::try_from(n).ok()).filter(|&n| n > 0).ok_or_else(|| bad("backlog"))?;
-                } else if let Some(n) = v.strip_prefix("rcvbuf=") {
-                    l.rcvbuf = Some(parse_size(n).ok_or_else(|| bad("rcvbuf"))?);
-                } else if let Some(n) = v.strip_prefix("sndbuf=") {
-                    l.sndbuf = Some(parse_size(n).ok_or_else(|| bad("sndbuf"))?);
-                } else if let Some(n) = v.strip_prefix("fastopen=") {
-                    l.fastopen = Some(parse_number(n).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("fastopen"))?);
-                } else if let Some(f) = v.strip_prefix("ipv6only=") {
-                    l.ipv6only = parse_flag(f).ok_or_else(|| err(d, format!("invalid ipv6only flags \"{f}\"")))?;
-                } else if let Some(f) = v.strip_prefix("so_keepalive=") {
-                    l.so_keepalive = Some(match parse_flag(f) {
-                        Some(b) => b,
-                        None if f.split(':').count() == 3 => true,
-                        None => return Err(err(d, format!("invalid so_keepalive value: \"{f}\""))),
-                    });
-                } else {
-                    return Err(err(d, format!("invalid parameter \"{v}\"")));
-                }
-            }
-        }
-    }
-    if s.listen.iter().any(|o| o.addr == l.addr) {
-        return Err(err(d, format!("a duplicate listen {}", l.addr)));
-    }
-    s.listen.push(l);
-    Ok(())
-}
-
-/// `server_name name ...`.
-pub(crate) fn server_name(s: &mut ServerConf, d: &Directive, e: &mut Env) -> Result<()> {
-    for a in &d.args {
-        let v = a.value.as_str();
-        let name = if let Some(re) = v.strip_prefix('~') {
-            ServerName::Regex(e.regex(re, false, d)?)
-        } else {
-            let lower = v.to_ascii_lowercase();
-            if lower.contains('/') {
-                e.warn(
-                    Some(&d.span),
-                    format!("server name \"{v}\" has suspicious symbols"),
-                );
-            }
-            if let Some(rest) = lower.strip_prefix("*.") {
-                ServerName::LeadingWildcard {
-                    suffix: format!(".{rest}"),
-                    also_bare: false,
-                }
-            } else if lower.starts_with('.') && lower.len() > 1 {
-                ServerName::LeadingWildcard {
-                    suffix: lower.clone(),
-                    also_bare: true,
-                }
-            } else if let Some(rest) = lower.strip_suffix(".*") {
-                ServerName::TrailingWildcard(format!("{rest}."))
-            } else {
-                ServerName::Exact(lower.clone())
-            }
-        };
-        let bad_star = match &name {
-            ServerName::Exact(n) => n.contains('*'),
-            ServerName::LeadingWildcard { suffix, .. } => suffix.contains('*'),
-            ServerName::TrailingWildcard(p) => p.contains('*'),
-            ServerName::Regex(_) => false,
-        };
-        if bad_star {
-            return Err(err(d, format!("invalid server name or wildcard \"{v}\"")));
-        }
-        s.names.push(name);
-    }
-    Ok(())
-}
-
-fn is_redirect_target(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://") || s.starts_with("$scheme")
-}
-
-/// `rewrite regex replacement [flag]`.
-pub(crate) fn rewrite(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let regex = e.regex(d.arg(0), false, d)?;
-    let replacement = e.template(d.arg(1), d)?;
-    let mut flag = match d.args.get(2).map(|a| a.value.as_str()) {
-        None => RewriteFlag::None,
-        Some("last") => RewriteFlag::Last,
-        Some("break") => RewriteFlag::Break,
-        Some("redirect") => RewriteFlag::Redirect,
-        Some("permanent") => RewriteFlag::Permanent,
-        Some(other) => return Err(err(d, format!("invalid parameter \"{other}\""))),
-    };
-    if flag == RewriteFlag::None && is_redirect_target(d.arg(1)) {
-        flag = RewriteFlag::Redirect;
-    }
-    c.script.push(ScriptOp::Rewrite {
-        regex,
-        replacement,
-        flag,
-    });
-    Ok(())
-}
-
-/// `return code [text]`, `return code URL`, `return URL`.
-pub(crate) fn return_(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let first = d.arg(0);
-    let (code, text) = match parse_number(first) {
-        Some(code) if code <= 999 => {
-            let text = match d.args.get(1) {
-                Some(a) => Some(e.template(&a.value, d)?),
-                None => None,
-            };
-            (code as u16, text)
-        }
-        Some(_) => return Err(err(d, format!("invalid return code \"{first}\""))),
-        None => {
-            if d.args.len() == 2 || !is_redirect_target(first) {
-                return Err(err(d, format!("invalid return code \"{first}\"")));
-            }
-            (302, Some(e.template(first, d)?))
-        }
-    };
-    c.script.push(ScriptOp::Return { code, text });
-    Ok(())
-}
-
-/// `set $var value`.
-pub(crate) fn set(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let var = d
-        .arg(0)
-        .strip_prefix('$')
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .ok_or_else(|| err(d, format!("invalid variable name \"{}\"", d.arg(0))))?
-        .to_ascii_lowercase();
-    e.vars.define(&var);
-    let value = e.template(d.arg(1), d)?;
-    c.script.push(ScriptOp::Set { var, value });
-    Ok(())
-}
-
-/// `proxy_pass http[s]://host[:port][/uri]`.
-pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    if c.proxy_pass.is_some() || c.stub_status {
-        return Err(err(d, "\"proxy_pass\" directive is duplicate"));
-    }
-    let url = d.arg(0);
-    if url.contains('$') {
-        return Err(err(
-            d,
-            "variables in \"proxy_pass\" are not supported by ringproxy",
-        ));
-    }
-    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else {
-        return Err(err(d, format!("invalid URL prefix in \"{url}\"")));
-    };
-    let (host, uri) = match rest.find('/') {
-        Some(i) => (&rest[..i], Some(rest[i..].to_string())),
-        None => (rest, None),
-    };
-    if host.starts_with("unix:") {
-        return Err(err(
-            d,
-            "unix domain sockets in \"proxy_pass\" are not supported by ringproxy",
-        ));
-    }
-    let hp =
-        parse_host_port(host, false).map_err(|m| err(d, format!("{m} in upstream \"{rest}\"")))?;
-    e.proxy_refs.push(ProxyRef {
-        host: hp.host.clone(),
-        port: hp.port,
-        tls,
-        span: d.span.clone(),
-    });
-    c.proxy_pass = Some(ProxyPass {
-        tls,
-        upstream: e.proxy_refs.len() - 1,
-        host: host.to_string(),
-        uri,
-        span: d.span.clone(),
-    });
-    Ok(())
-}
-
-/// `access_log off` or `access_log path [format [buffer=size] [flush=time] [if=condition]]`.
-pub(crate) fn access_log(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let list = c.access_log.get_or_insert_with(Vec::new);
-    if d.arg(0) == "off" {
-        if d.args.len() > 1 {
-            return Err(err(
-                d,
-                "invalid number of arguments in \"access_log\" directive",
-            ));
-        }
-        list.push(AccessLog::Off);
-        return Ok(());
-    }
-    let path = d.arg(0);
-    if path.starts_with("syslog:") || path.contains('$') {
-        return Err(err(
-            d,
-            format!("access_log \"{path}\" is not supported by ringproxy (use a plain file path)"),
-        ));
-    }
-    let format = d
-        .args
-        .get(1)
-        .map_or("combined", |a| a.value.as_str())
-        .to_string();
-    let (mut buffer, mut flush, mut condition) = (None, None, None);
-    for a in d.args.iter().skip(2) {
-        let v = a.value.as_str();
-        if let Some(s) = v.strip_prefix("buffer=") {
-            buffer =
-                Some(parse_size(s).ok_or_else(|| err(d, format!("invalid buffer size \"{s}\"")))?);
-        } else if let Some(t) = v.strip_prefix("flush=") {
-            flush = Some(
-                super::values::parse_time(t)
-                    .ok_or_else(|| err(d, format!("invalid flush time \"{t}\"")))?,
-            );
-        } else if let Some(cond) = v.strip_prefix("if=") {
-            condition = Some(cond.to_string());
-        } else {
-            return Err(err(d, format!("invalid parameter \"{v}\"")));
-        }
-    }
-    if flush.is_some() && buffer.is_none() {
-        return Err(err(
-            d,
-            format!("no buffer is defined for access_log \"{path}\""),
-        ));
-    }
-    let condition = match condition {
-        Some(cond) => Some(e.template(&cond, d)?),
-        None => None,
-    };
-    let path = e.prefix_path(path);
-    c.access_log
-        .get_or_insert_with(Vec::new)
-        .push(AccessLog::File {
-            path,
-            format,
-            buffer,
-            flush,
-            condition,
-        });
-    Ok(())
-}
-
-/// `log_format name [escape=default|json|none] string ...`.
-pub(crate) fn log_format(h: &mut HttpConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let name = d.arg(0).to_string();
-    if h.log_formats.iter().any(|f| f.name == name) {
-        return Err(err(d, format!("duplicate \"log_format\" name \"{name}\"")));
-    }
-    let mut rest = &d.args[1..];
-    let mut escape = "default".to_string();
-    if let Some(esc) = rest[0].value.strip_prefix("escape=") {
-        if !["default", "json", "none"].contains(&esc) {
-            return Err(err(d, format!("unknown log format escaping \"{esc}\"")));
-        }
-        escape = esc.to_string();
-        rest = &rest[1..];
-    }
-    if rest.is_empty() {
-        return Err(err(
-            d,
-            "invalid number of arguments in \"log_format\" directive",
-        ));
-    }
-    let text: String = rest.iter().map(|a| a.value.as_str()).collect();
-    let format = e.template(&text, d)?;
-    h.log_formats.push(LogFormat {
-        name,
-        escape,
-        format,
-    });
-    Ok(())
-}
 
 /// The checks nginx makes once the whole `http` block is read, and the merges.
 fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
@@ -1040,14 +409,6 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
         }
         check_locations(&server.locations)?;
         check_ssl(server)?;
-    }
-    // Access log formats must exist.
-    let formats: Vec<String> = http.log_formats.iter().map(|f| f.name.clone()).collect();
-    for server in &http.servers {
-        check_log_formats(&server.conf, &formats, &server.span)?;
-        for_each_location(&server.locations, &mut |l| {
-            check_log_formats(&l.conf, &formats, &l.span)
-        })?;
     }
     check_listen_conflicts(http, env)?;
     Ok(())
@@ -1115,14 +476,6 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
     Ok(())
 }
 
-fn for_each_location(list: &[Location], f: &mut dyn FnMut(&Location) -> Result<()>) -> Result<()> {
-    for l in list {
-        f(l)?;
-        for_each_location(&l.locations, f)?;
-    }
-    Ok(())
-}
-
 fn check_locations(list: &[Location]) -> Result<()> {
     for (i, l) in list.iter().enumerate() {
         let dup = list[..i].iter().any(|o| match (&o.matcher, &l.matcher) {
@@ -1147,13 +500,14 @@ fn check_locations(list: &[Location]) -> Result<()> {
 fn check_ssl(server: &ServerConf) -> Result<()> {
     let certs = server.conf.ssl_certificate();
     let keys = server.conf.ssl_certificate_key();
-    if let Some(l) = server.listen.iter().find(|l| l.ssl) {
-        if certs.is_empty() && !server.conf.ssl_reject_handshake() {
-            return Err(ConfigError::at(
-                &l.span,
-                "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
-            ));
-        }
+    if server.listen.iter().any(|l| l.ssl)
+        && certs.is_empty()
+        && !server.conf.ssl_reject_handshake()
+    {
+        return Err(ConfigError::at(
+            &server.span,
+            "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
+        ));
     }
     if keys.len() < certs.len() {
         return Err(ConfigError::at(
@@ -1163,20 +517,6 @@ fn check_ssl(server: &ServerConf) -> Result<()> {
                 certs[keys.len()].display()
             ),
         ));
-    }
-    Ok(())
-}
-
-fn check_log_formats(c: &LocConf, formats: &[String], span: &Span) -> Result<()> {
-    for log in c.access_log.iter().flatten() {
-        if let AccessLog::File { format, .. } = log {
-            if !formats.contains(format) {
-                return Err(ConfigError::at(
-                    span,
-                    format!("unknown log format \"{format}\""),
-                ));
-            }
-        }
     }
     Ok(())
 }

@@ -6,11 +6,15 @@
 //! compatibility table repeats. The walker (`build.rs`) checks context, block and arity in
 //! nginx's order and calls the handler.
 
+use super::blocks;
 use super::build::{Env, MainBuild, UpstreamBuild};
 use super::error::Result;
+use super::handlers::{
+    self, doc_root, error_log, error_page, next_upstream, proxy_redirect, ssl_session_cache,
+    tls_versions, try_files, worker_cpu_affinity, worker_processes,
+};
 use super::model::*;
 use super::parser::Directive;
-use super::template::Template;
 use super::values::{parse_flag, parse_number, parse_size, parse_time};
 use super::ConfigError;
 
@@ -241,8 +245,8 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("upstream", HTTP, A1, Handler::Block(Block::Upstream)),
     spec!("map", HTTP, A2, Handler::Block(Block::Map)),
     spec!("types", HSL, A0, Handler::Block(Block::Types)),
-    spec!("listen", SERVER, MORE1, Handler::Server(super::build::listen)),
-    spec!("server_name", SERVER, MORE1, Handler::Server(super::build::server_name)),
+    spec!("listen", SERVER, MORE1, Handler::Server(handlers::listen)),
+    spec!("server_name", SERVER, MORE1, Handler::Server(handlers::server_name)),
     spec!("root", HSL, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Root(e.prefix_path(d.arg(0)))))),
     spec!("alias", LOC, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Alias(e.prefix_path(d.arg(0)))))),
     spec!("index", HSL, MORE1, Handler::Level(|c, d, e| {
@@ -368,9 +372,9 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("scgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
     spec!("memcached_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
     // rewrite module.
-    spec!("rewrite", SL, n(2, 3), Handler::Level(super::build::rewrite)),
-    spec!("return", SL, n(1, 2), Handler::Level(super::build::return_)),
-    spec!("set", SL, A2, Handler::Level(super::build::set)),
+    spec!("rewrite", SL, n(2, 3), Handler::Level(handlers::rewrite)),
+    spec!("return", SL, n(1, 2), Handler::Level(handlers::return_)),
+    spec!("set", SL, A2, Handler::Level(handlers::set)),
     spec!("break", SL, A0, Handler::Level(|c, _, _| {
         c.script.push(ScriptOp::Break);
         Ok(())
@@ -378,7 +382,7 @@ pub static DIRECTIVES: &[Spec] = &[
     level!("rewrite_log", HSL, flag, rewrite_log),
     spec!("uninitialized_variable_warn", HSL, FLAG, Handler::NoEffect("ringproxy refuses undefined variables at load time")),
     // proxy module.
-    spec!("proxy_pass", LOC, A1, Handler::Level(super::build::proxy_pass)),
+    spec!("proxy_pass", LOC, A1, Handler::Level(handlers::proxy_pass)),
     spec!("proxy_http_version", HSL, A1, Handler::Level(|c, d, _| {
         let v = match d.arg(0) {
             "1.0" => HttpVersion::Http10,
@@ -475,11 +479,11 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_ssl_password_file", HSL, A1, Handler::Unsupported("")),
     spec!("proxy_ssl_conf_command", HSL, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
     // upstream module.
-    spec!("server", UPS, MORE1, Handler::Upstream(super::build::upstream_server)),
-    spec!("hash", UPS, n(1, 2), Handler::Upstream(super::build::upstream_hash)),
+    spec!("server", UPS, MORE1, Handler::Upstream(blocks::upstream_server)),
+    spec!("hash", UPS, n(1, 2), Handler::Upstream(blocks::upstream_hash)),
     spec!("ip_hash", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::IpHash, d, e))),
     spec!("least_conn", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::LeastConn, d, e))),
-    spec!("random", UPS, n(0, 2), Handler::Upstream(super::build::upstream_random)),
+    spec!("random", UPS, n(0, 2), Handler::Upstream(blocks::upstream_random)),
     spec!("keepalive", UPS, A1, Handler::Upstream(|u, d, _| {
         let v = num(d, 0)?;
         if v == 0 {
@@ -495,8 +499,8 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("queue", UPS, n(1, 2), Handler::Unsupported("")),
     spec!("ntlm", UPS, A0, Handler::Unsupported("")),
     // log module.
-    spec!("access_log", HSL, MORE1, Handler::Level(super::build::access_log)),
-    spec!("log_format", HTTP, MORE2, Handler::Http(super::build::log_format)),
+    spec!("access_log", HSL, MORE1, Handler::Level(handlers::access_log)),
+    spec!("log_format", HTTP, MORE2, Handler::Http(handlers::log_format)),
     spec!("open_log_file_cache", HSL, n(1, 4), Handler::NoEffect("log files are opened once per shard and reopened on USR1")),
     // headers module.
     spec!("add_header", HSL, n(2, 3), Handler::Level(|c, d, e| {
@@ -628,11 +632,11 @@ pub(crate) fn err(d: &Directive, msg: impl Into<String>) -> ConfigError {
     ConfigError::at(&d.span, msg)
 }
 
-fn invalid_value(d: &Directive) -> ConfigError {
+pub(crate) fn invalid_value(d: &Directive) -> ConfigError {
     err(d, format!("\"{}\" directive invalid value", d.name()))
 }
 
-fn invalid_number(d: &Directive) -> ConfigError {
+pub(crate) fn invalid_number(d: &Directive) -> ConfigError {
     err(d, format!("\"{}\" directive invalid number", d.name()))
 }
 
@@ -670,286 +674,4 @@ pub(crate) fn num<T: TryFrom<u64>>(d: &Directive, i: usize) -> Result<T> {
     parse_number(d.arg(i))
         .and_then(|v| T::try_from(v).ok())
         .ok_or_else(|| invalid_number(d))
-}
-
-fn worker_processes(m: &mut MainBuild, d: &Directive, _: &mut Env) -> Result<()> {
-    let v = if d.arg(0) == "auto" {
-        WorkerProcesses::Auto
-    } else {
-        match parse_number(d.arg(0)).and_then(|v| u32::try_from(v).ok()) {
-            Some(n) if n > 0 => WorkerProcesses::Count(n),
-            _ => {
-                return Err(err(
-                    d,
-                    format!(
-                        "invalid value \"{}\" in \"worker_processes\" directive",
-                        d.arg(0)
-                    ),
-                ))
-            }
-        }
-    };
-    set_once(&mut m.worker_processes, v, d)
-}
-
-fn cpu_mask(d: &Directive, s: &str) -> Result<Vec<bool>> {
-    if s.is_empty() || s.len() > 64 {
-        return Err(err(
-            d,
-            "\"worker_cpu_affinity\" supports up to 64 CPUs only",
-        ));
-    }
-    s.chars()
-        .rev()
-        .map(|c| match c {
-            '0' => Ok(false),
-            '1' => Ok(true),
-            other => Err(err(
-                d,
-                format!("invalid character \"{other}\" in \"worker_cpu_affinity\""),
-            )),
-        })
-        .collect()
-}
-
-fn worker_cpu_affinity(m: &mut MainBuild, d: &Directive, _: &mut Env) -> Result<()> {
-    let v = if d.arg(0) == "auto" {
-        if d.args.len() > 2 {
-            return Err(err(
-                d,
-                "invalid number of arguments in \"worker_cpu_affinity\" directive",
-            ));
-        }
-        CpuAffinity::Auto(d.args.get(1).map(|a| cpu_mask(d, &a.value)).transpose()?)
-    } else {
-        CpuAffinity::Masks(
-            d.args
-                .iter()
-                .map(|a| cpu_mask(d, &a.value))
-                .collect::<Result<_>>()?,
-        )
-    };
-    set_once(&mut m.worker_cpu_affinity, v, d)
-}
-
-fn error_log(d: &Directive, e: &mut Env) -> Result<ErrorLog> {
-    let target = match d.arg(0) {
-        "stderr" => LogTarget::Stderr,
-        s if s.starts_with("syslog:") || s.starts_with("memory:") => {
-            return Err(err(
-                d,
-                format!(
-                "\"error_log\" target \"{s}\" is not supported by ringproxy (use a file or stderr)"
-            ),
-            ))
-        }
-        s => LogTarget::File(e.prefix_path(s)),
-    };
-    let level = match d.args.get(1).map(|a| a.value.as_str()) {
-        None => LogLevel::Error,
-        Some(l) => parse_level(l).ok_or_else(|| err(d, format!("invalid log level \"{l}\"")))?,
-    };
-    if d.args.len() > 2 {
-        return Err(err(d, format!("invalid log level \"{}\"", d.arg(2))));
-    }
-    Ok(ErrorLog { target, level })
-}
-
-/// nginx's level names.
-pub fn parse_level(s: &str) -> Option<LogLevel> {
-    Some(match s {
-        "debug" => LogLevel::Debug,
-        "info" => LogLevel::Info,
-        "notice" => LogLevel::Notice,
-        "warn" => LogLevel::Warn,
-        "error" => LogLevel::Error,
-        "crit" => LogLevel::Crit,
-        "alert" => LogLevel::Alert,
-        "emerg" => LogLevel::Emerg,
-        _ => return None,
-    })
-}
-
-fn doc_root(c: &mut LocConf, d: &Directive, v: DocRoot) -> Result<()> {
-    if d.arg(0).contains('$') {
-        return Err(err(
-            d,
-            format!(
-                "variables in \"{}\" are not supported by ringproxy",
-                d.name()
-            ),
-        ));
-    }
-    if let Some(prev) = &c.root {
-        let prev_name = match prev {
-            DocRoot::Root(_) => "root",
-            DocRoot::Alias(_) => "alias",
-        };
-        let msg = if prev_name == d.name() {
-            format!("\"{}\" directive is duplicate", d.name())
-        } else {
-            format!(
-                "\"{}\" directive is duplicate, \"{}\" directive was specified earlier",
-                d.name(),
-                prev_name
-            )
-        };
-        return Err(err(d, msg));
-    }
-    c.root = Some(v);
-    Ok(())
-}
-
-fn try_files(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    if c.try_files.is_some() {
-        return Err(err(d, "\"try_files\" directive is duplicate"));
-    }
-    let (last, files) = d.args.split_last().expect("arity checked");
-    let last = if let Some(code) = last.value.strip_prefix('=') {
-        match parse_number(code) {
-            Some(n) if (100..=999).contains(&n) => TryFilesLast::Code(n as u16),
-            _ => return Err(err(d, format!("invalid code \"{}\"", last.value))),
-        }
-    } else if let Some(name) = last.value.strip_prefix('@') {
-        TryFilesLast::Named(format!("@{name}"))
-    } else {
-        TryFilesLast::Uri(e.template(&last.value, d)?)
-    };
-    let files = files
-        .iter()
-        .map(|a| e.template(&a.value, d))
-        .collect::<Result<Vec<_>>>()?;
-    c.try_files = Some(TryFiles { files, last });
-    Ok(())
-}
-
-fn error_page(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let (uri, rest) = d.args.split_last().expect("arity checked");
-    let mut codes = Vec::new();
-    let mut response = None;
-    for (i, a) in rest.iter().enumerate() {
-        if let Some(r) = a.value.strip_prefix('=') {
-            if i != rest.len() - 1 {
-                return Err(err(d, format!("invalid value \"{}\"", a.value)));
-            }
-            response = Some(if r.is_empty() {
-                None
-            } else {
-                match parse_number(r) {
-                    Some(n) if n <= 999 => Some(n as u16),
-                    _ => return Err(err(d, format!("invalid value \"{}\"", a.value))),
-                }
-            });
-            continue;
-        }
-        match parse_number(&a.value) {
-            Some(n) if (300..=599).contains(&n) && n != 499 => codes.push(n as u16),
-            Some(_) => {
-                return Err(err(
-                    d,
-                    format!("value \"{}\" must be between 300 and 599", a.value),
-                ))
-            }
-            None => return Err(err(d, format!("invalid value \"{}\"", a.value))),
-        }
-    }
-    if codes.is_empty() {
-        return Err(err(
-            d,
-            "invalid number of arguments in \"error_page\" directive",
-        ));
-    }
-    let page = ErrorPage {
-        codes,
-        response,
-        uri: e.template(&uri.value, d)?,
-    };
-    c.error_page.get_or_insert_with(Vec::new).push(page);
-    Ok(())
-}
-
-fn next_upstream(c: &mut LocConf, d: &Directive, _: &mut Env) -> Result<()> {
-    const OK: &[&str] = &[
-        "error",
-        "timeout",
-        "denied",
-        "invalid_header",
-        "http_500",
-        "http_502",
-        "http_503",
-        "http_504",
-        "http_403",
-        "http_404",
-        "http_429",
-        "non_idempotent",
-        "off",
-    ];
-    let mut v = NextUpstream {
-        off: false,
-        when: Vec::new(),
-    };
-    for a in &d.args {
-        if !OK.contains(&a.value.as_str()) {
-            return Err(err(d, format!("invalid value \"{}\"", a.value)));
-        }
-        if a.value == "off" {
-            v.off = true;
-        } else {
-            v.when.push(a.value.clone());
-        }
-    }
-    set_once(&mut c.proxy_next_upstream, v, d)
-}
-
-fn proxy_redirect(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let list = c.proxy_redirect.get_or_insert_with(Vec::new);
-    match (d.arg(0), d.args.len()) {
-        ("off", 1) => list.push(("off".into(), Template::default())),
-        ("default", 1) => list.push(("default".into(), Template::default())),
-        (_, 2) => {
-            let to = e.template(d.arg(1), d)?;
-            list.push((d.arg(0).to_string(), to));
-        }
-        _ => return Err(err(d, format!("invalid parameter \"{}\"", d.arg(0)))),
-    }
-    Ok(())
-}
-
-fn tls_versions(d: &Directive) -> Result<Vec<TlsVersion>> {
-    let mut out = Vec::new();
-    for a in &d.args {
-        match a.value.as_str() {
-            "TLSv1.2" => out.push(TlsVersion::Tls12),
-            "TLSv1.3" => out.push(TlsVersion::Tls13),
-            v @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => {
-                return Err(err(
-                    d,
-                    format!("\"{}\" value \"{v}\" is not supported by ringproxy (rustls speaks TLSv1.2 and TLSv1.3 only)", d.name()),
-                ))
-            }
-            v => return Err(err(d, format!("invalid value \"{v}\""))),
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
-fn ssl_session_cache(c: &mut LocConf, d: &Directive, _: &mut Env) -> Result<()> {
-    for a in &d.args {
-        let v = a.value.as_str();
-        let ok = v == "off"
-            || v == "none"
-            || v == "builtin"
-            || v.strip_prefix("builtin:")
-                .is_some_and(|n| parse_number(n).is_some())
-            || v.strip_prefix("shared:")
-                .and_then(|rest| rest.rsplit_once(':'))
-                .is_some_and(|(name, size)| !name.is_empty() && parse_size(size).is_some());
-        if !ok || ((v == "off" || v == "none") && d.args.len() > 1) {
-            return Err(err(d, format!("invalid session cache \"{v}\"")));
-        }
-    }
-    let list = d.args.iter().map(|a| a.value.clone()).collect();
-    set_once(&mut c.ssl_session_cache, list, d)
 }

@@ -11,8 +11,11 @@ pub mod parser;
 
 pub use error::{ConfigError, ConfigWarning, Span};
 pub use parser::{os_error, Arg, Ast, Directive};
+pub mod blocks;
 pub mod build;
 pub mod directives;
+pub mod dump;
+pub mod handlers;
 pub mod model;
 pub mod template;
 pub mod values;
