@@ -124,12 +124,14 @@ pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
             keepalive: 0,
             keepalive_timeout: Duration::from_secs(60),
             keepalive_requests: 1000,
+            keepalive_time: Duration::from_secs(3600),
             span: d.span.clone(),
         },
         balance_set: false,
         keepalive: None,
         keepalive_timeout: None,
         keepalive_requests: None,
+        keepalive_time: None,
     };
     walk(
         children(d),
@@ -143,6 +145,7 @@ pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
     u.conf.keepalive = u.keepalive.unwrap_or(0);
     u.conf.keepalive_timeout = u.keepalive_timeout.unwrap_or(Duration::from_secs(60));
     u.conf.keepalive_requests = u.keepalive_requests.unwrap_or(1000);
+    u.conf.keepalive_time = u.keepalive_time.unwrap_or(Duration::from_secs(3600));
     env.upstreams.push(u.conf);
     Ok(())
 }

@@ -100,6 +100,7 @@ pub struct UpstreamBuild {
     pub(crate) keepalive: Option<u32>,
     pub(crate) keepalive_timeout: Option<Duration>,
     pub(crate) keepalive_requests: Option<u32>,
+    pub(crate) keepalive_time: Option<Duration>,
 }
 
 impl UpstreamBuild {
@@ -107,14 +108,8 @@ impl UpstreamBuild {
         if self.balance_set {
             e.warn(Some(&d.span), "load balancing method redefined".into());
         }
-        if b != Balance::RoundRobin && b != Balance::LeastConn {
-            if let Some(p) = self.conf.peers.iter().find(|p| p.backup) {
-                return Err(ConfigError::at(
-                    &p.span,
-                    "balancing method does not support parameter \"backup\"",
-                ));
-            }
-        }
+        // nginx refuses `backup` only in `server` lines after a method without backup support;
+        // backups listed before `hash` are kept (its round-robin fallback may use them).
         self.balance_set = true;
         self.conf.balance = b;
         Ok(())
@@ -448,6 +443,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
         keepalive: 0,
         keepalive_timeout: Duration::from_secs(60),
         keepalive_requests: 1000,
+        keepalive_time: Duration::from_secs(3600),
         span: r.span.clone(),
     });
     Ok(env.upstreams.len() - 1)

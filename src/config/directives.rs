@@ -493,7 +493,7 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     spec!("keepalive_timeout", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_timeout, time(d, 0)?, d))),
     spec!("keepalive_requests", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_requests, num(d, 0)?, d))),
-    spec!("keepalive_time", UPS, A1, Handler::NoEffect("upstream connections are reused until keepalive_requests or keepalive_timeout")),
+    spec!("keepalive_time", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_time, time(d, 0)?, d))),
     spec!("zone", UPS, n(1, 2), Handler::NoEffect("each shard keeps its own peer state; nothing is shared between shards")),
     spec!("sticky", UPS, MORE1, Handler::Unsupported("")),
     spec!("queue", UPS, n(1, 2), Handler::Unsupported("")),

@@ -334,6 +334,7 @@ pub(crate) fn log_format(h: &mut HttpConf, d: &Directive, e: &mut Env) -> Result
     }
     let text: String = rest.iter().map(|a| a.value.as_str()).collect();
     let format = e.template(&text, d)?;
+    e.log_formats.push(name.clone());
     h.log_formats.push(LogFormat {
         name,
         escape,

@@ -272,6 +272,8 @@ pub struct UpstreamConf {
     pub keepalive_timeout: Duration,
     /// `keepalive_requests` per cached upstream connection (default 1000).
     pub keepalive_requests: u32,
+    /// `keepalive_time`: longest life of a cached upstream connection (default 1h).
+    pub keepalive_time: Duration,
     /// Where it was defined (or first referenced).
     pub span: Span,
 }
