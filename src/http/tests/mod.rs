@@ -1,0 +1,6 @@
+//! Unit tests of the HTTP layer, one file per module, through the public API.
+
+mod body;
+mod headers;
+mod request;
+mod response;
