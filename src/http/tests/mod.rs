@@ -2,5 +2,6 @@
 
 mod body;
 mod headers;
+mod no_panic;
 mod request;
 mod response;
