@@ -207,7 +207,8 @@ pub enum RequestError {
 
 impl RequestError {
     /// nginx's status for this error. 494 is internal: send it as 400 with its own page (see
-    /// [`super::status::wire_status`]). `Http09` has no status: answer with a bare body.
+    /// [`super::status::wire_status`]). `Http09` gives 200: nginx answers it with a bare body
+    /// and no head at all.
     pub fn status(&self) -> u16 {
         use RequestError::*;
         match self {
@@ -238,7 +239,13 @@ pub fn parse_request<'h, 'b>(
             return Ok(Parsed::Partial);
         }
         Ok(httparse::Status::Complete(n)) => n,
-        Err(e) => return Err(classify_error(buf, e)),
+        Err(e) => {
+            return match classify_error(buf, e) {
+                Some(e) => Err(e),
+                // `GET /path\r` may be an HTTP/0.9 line whose LF has not arrived yet.
+                None => check_limits(buf, limits).map(|()| Parsed::Partial),
+            };
+        }
     };
     check_limits(&buf[..head_len], limits)?;
     let method = req.method.unwrap_or_default();
@@ -365,19 +372,20 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
 
 /// Maps an httparse error to nginx's answer, recognising HTTP/0.9 and HTTP/2+ request lines
 /// (which httparse reports as token/version errors).
-fn classify_error(buf: &[u8], e: httparse::Error) -> RequestError {
-    match e {
+/// `None`: an HTTP/0.9 request line still waiting for its LF.
+fn classify_error(buf: &[u8], e: httparse::Error) -> Option<RequestError> {
+    Some(match e {
         httparse::Error::HeaderName => RequestError::InvalidHeaderName,
         httparse::Error::HeaderValue => RequestError::InvalidHeaderValue,
         httparse::Error::NewLine => RequestError::InvalidLineEnding,
         httparse::Error::TooManyHeaders => RequestError::TooManyHeaders,
         httparse::Error::Token | httparse::Error::Version | httparse::Error::Status => {
-            classify_request_line(buf)
+            return classify_request_line(buf);
         }
-    }
+    })
 }
 
-fn classify_request_line(buf: &[u8]) -> RequestError {
+fn classify_request_line(buf: &[u8]) -> Option<RequestError> {
     let start = buf
         .iter()
         .position(|&c| c != b'\r' && c != b'\n')
@@ -386,34 +394,33 @@ fn classify_request_line(buf: &[u8]) -> RequestError {
     let line = &buf[start..line_end.map_or(buf.len(), |e| start + e)];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some(sp) = line.iter().position(|&c| c == b' ') else {
-        return RequestError::InvalidRequestLine;
+        return Some(RequestError::InvalidRequestLine);
     };
     let method = &line[..sp];
     let rest = &line[sp + 1..];
     let target_len = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
     let after = &rest[target_len..];
     let valid_target = target_len > 0 && rest[..target_len].iter().all(|&c| c > b' ' && c != 0x7f);
-    if let Some(end) = line_end {
-        if valid_target && after.iter().all(|&c| c == b' ') {
-            if method != b"GET" {
-                return RequestError::InvalidHttp09Method;
-            }
-            let target_start = start + sp + 1;
-            return RequestError::Http09 {
-                target_start,
-                target_end: target_start + target_len,
-                head_len: start + end + 1,
-            };
+    if valid_target && after.iter().all(|&c| c == b' ') {
+        let end = line_end?;
+        if method != b"GET" {
+            return Some(RequestError::InvalidHttp09Method);
         }
+        let target_start = start + sp + 1;
+        return Some(RequestError::Http09 {
+            target_start,
+            target_end: target_start + target_len,
+            head_len: start + end + 1,
+        });
     }
     let version = after.strip_prefix(b" ").unwrap_or(after);
-    match version.strip_prefix(b"HTTP/") {
+    Some(match version.strip_prefix(b"HTTP/") {
         Some([b'2'..=b'9', ..]) | Some([b'1', b'0'..=b'9', ..]) => {
             RequestError::VersionNotSupported
         }
         Some(_) => RequestError::InvalidVersion,
         None => RequestError::InvalidRequestLine,
-    }
+    })
 }
 
 /// Replays nginx's buffer use: the head fills `client_header_buffer_size`; when a line does not

@@ -353,6 +353,9 @@ fn http09_is_its_own_error() {
     let e = err(b"POST /x\r\n");
     assert_eq!((e, e.status()), (RequestError::InvalidHttp09Method, 400));
     assert_eq!(parse(b"GET /index.html"), Ok(Parsed::Partial));
+    assert_eq!(parse(b"GET /index.html\r"), Ok(Parsed::Partial));
+    assert_eq!(parse(b"GET /index.html  \r"), Ok(Parsed::Partial));
+    assert_eq!(err(b"GET /a\rb\r\n").status(), 400);
 }
 
 #[test]
