@@ -77,9 +77,9 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Decides what happens to header `name` of a message whose `Connection` header values are
-/// `connection` (all of them, e.g. from [`super::request::RequestHead::connection_tokens`]'s
-/// source headers). `underscores_in_headers` is nginx's directive of that name (default off).
+/// Decides what happens to header `name` of a message; `connection` is the raw value of each of
+/// the message's `Connection` header lines (lists are split here). `underscores_in_headers` is
+/// nginx's directive of that name (default off).
 pub fn forward<'a>(
     name: &str,
     connection: impl IntoIterator<Item = &'a [u8]>,
