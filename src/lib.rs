@@ -2,11 +2,12 @@
 //! configuration language.
 //!
 //! Data flow (see `DESIGN.md`): a shard per core accepts on its own SO_REUSEPORT listener, reads
-//! the request head (sans-IO parser over a pooled buffer), routes it by `server`/`location`,
-//! proxies plain requests or turns `Upgrade` requests into a two-way tunnel. The configuration is
-//! lexed and parsed into an AST that keeps file:line ([`config`]), then built into one immutable,
-//! validated model shared by every shard.
+//! the request head (sans-IO parser over a pooled buffer, [`http`]), routes it by
+//! `server`/`location`, picks a peer ([`upstream`]), proxies plain requests or turns `Upgrade`
+//! requests into a two-way tunnel. The configuration is lexed and parsed into an AST that keeps
+//! file:line ([`config`]), then built into one immutable, validated model shared by every shard.
 
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod sys;

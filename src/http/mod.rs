@@ -1,0 +1,16 @@
+//! The sans-IO HTTP/1.1 layer: pure functions over bytes, no sockets, no panics on input.
+//!
+//! Data flow: client bytes -> request head ([`request`], [`target`]) -> route -> upstream
+//! request ([`headers`] decides what is forwarded) -> response head ([`response`]) -> body relay
+//! ([`body`]). Errors carry the status nginx answers with; [`status`] has the reason phrases and
+//! error pages.
+
+pub mod body;
+pub mod headers;
+pub mod request;
+pub mod response;
+pub mod status;
+pub mod target;
+
+#[cfg(test)]
+mod tests;
