@@ -5,8 +5,11 @@
 # One throwaway nginx (worker_processes 1, so round-robin state is one sequence) serves
 # backends on 127.0.0.1:19001-19004, 127.0.0.1:19011-19013 and 127.0.0.2-4:80, each answering
 # its own "$server_addr:$server_port", and proxies /<table>/ to one upstream per table.
+# 127.0.0.1:19005 has no listener: the *_dead tables show nginx's retries (proxy_next_upstream
+# error, max_fails/fail_timeout) on a refused connection.
 # Each output file starts with the upstream's `server` lines (parsed by the test) and then
-# holds "<key> <answering backend address>" lines, or "<n> <address>" for round robin.
+# holds "<key> <answering backend address> <$upstream_addr: every peer tried, comma-separated>"
+# lines, with "<n>" instead of a key for round robin.
 #
 # Needs: nginx (apt-get install -y nginx), curl, root (binds port 80 on 127.0.0.2-4).
 # Usage: scripts/gen-nginx-hash-table.sh [nkeys]   (default 300)
@@ -29,6 +32,9 @@ declare -A tables=(
   [chash_down]='hash $arg_k consistent|127.0.0.1:19001 weight=1;127.0.0.1:19002 weight=2 down;127.0.0.1:19003 weight=1;127.0.0.1:19004 weight=3'
   [hash]='hash $arg_k|127.0.0.1:19001 weight=1;127.0.0.1:19002 weight=2;127.0.0.1:19003 weight=1;127.0.0.1:19004 weight=3'
   [hash_down]='hash $arg_k|127.0.0.1:19001 weight=1;127.0.0.1:19002 weight=2 down;127.0.0.1:19003 weight=1;127.0.0.1:19004 weight=3'
+  [chash_dead]='hash $arg_k consistent|127.0.0.1:19001;127.0.0.1:19005 weight=2;127.0.0.1:19003;127.0.0.1:19004 weight=3'
+  [hash_dead]='hash $arg_k|127.0.0.1:19001;127.0.0.1:19005 weight=2;127.0.0.1:19003;127.0.0.1:19004 weight=3'
+  [rr_dead]='|127.0.0.1:19001;127.0.0.1:19005 weight=3 max_fails=3;127.0.0.1:19003 weight=2'
   [rr_5_1_1]='|127.0.0.1:19001 weight=5;127.0.0.1:19002;127.0.0.1:19003'
   [rr_1_2_1_3]='|127.0.0.1:19001 weight=1;127.0.0.1:19002 weight=2;127.0.0.1:19003 weight=1;127.0.0.1:19004 weight=3'
 )
@@ -57,7 +63,7 @@ declare -A tables=(
   echo "  server {"
   echo "    listen 127.0.0.1:19000;"
   for t in "${!tables[@]}"; do
-    echo "    location /$t/ { proxy_pass http://$t; proxy_next_upstream off; }"
+    echo "    location /$t/ { proxy_pass http://$t; add_header X-Up \$upstream_addr always; }"
   done
   echo "  }"
   echo "}"
@@ -82,11 +88,11 @@ for t in $(printf '%s\n' "${!tables[@]}" | sort); do
   if [[ $t == rr_* ]]; then
     n=$((${#servers[@]} * 7))
     for i in $(seq 0 $((n - 1))); do urls+=("http://127.0.0.1:19000/$t/"); done
-    mapfile -t answers < <(curl -sf -w '\n' "${urls[@]}")
+    mapfile -t answers < <(curl -sf -w ' %header{x-up}\n' "${urls[@]}" | sed 's/, /,/g')
     for i in "${!answers[@]}"; do echo "$i ${answers[$i]}"; done >>"$file"
   else
     for i in $(seq 0 $((nkeys - 1))); do urls+=("http://127.0.0.1:19000/$t/?k=key$i"); done
-    mapfile -t answers < <(curl -sf -w '\n' "${urls[@]}")
+    mapfile -t answers < <(curl -sf -w ' %header{x-up}\n' "${urls[@]}" | sed 's/, /,/g')
     for i in "${!answers[@]}"; do echo "key$i ${answers[$i]}"; done >>"$file"
   fi
   echo "$file: $(grep -vc '^#\|^server ' "$file") picks"

@@ -4,9 +4,12 @@
 //! (run as root: `apt-get install -y nginx && scripts/gen-nginx-hash-table.sh 300`) with nginx
 //! 1.22.1 from Debian 12 (`nginx version: nginx/1.22.1`, x86_64): one nginx with
 //! `worker_processes 1` proxies `/<table>/?k=key<i>` to an `upstream <table>` whose backends
-//! answer their own address. Each file lists the upstream's `server` lines, then one
-//! `<key> <address that answered>` line per request (`<n> <address>` for round robin, one
-//! request after the other). Our balancer must pick the same peer for every line.
+//! answer their own address; nothing listens on 127.0.0.1:19005, so nginx retries the
+//! `*_dead` tables' requests on the next peer (`proxy_next_upstream error`) and marks it failed.
+//! Each file lists the upstream's `server` lines, then one
+//! `<key> <address that answered> <$upstream_addr: every address tried, comma-separated>` line
+//! per request (`<n>` for round robin, one request after the other). Our balancer must try the
+//! same peers in the same order for every line.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,8 +18,12 @@ use std::time::{Duration, Instant};
 use ringproxy::upstream::balancer::{build, Method, Outcome, PickState};
 use ringproxy::upstream::PeerSpec;
 
+/// The backend address with no listener: every attempt on it fails.
+const DEAD: &str = "127.0.0.1:19005";
+
 struct Table {
     specs: Vec<PeerSpec>,
+    /// (key, every address tried in order: the last one answered).
     picks: Vec<(String, String)>,
 }
 
@@ -40,6 +47,7 @@ fn parse_server(line: &str) -> PeerSpec {
     for w in words {
         match w.split_once('=') {
             Some(("weight", n)) => spec.weight = n.parse().expect("weight"),
+            Some(("max_fails", n)) => spec.max_fails = n.parse().expect("max_fails"),
             None if w == "down" => spec.down = true,
             None if w == "backup" => spec.backup = true,
             _ => panic!("unknown server parameter {w}"),
@@ -64,15 +72,23 @@ fn load(name: &str) -> Table {
         if let Some(rest) = line.strip_prefix("server ") {
             table.specs.push(parse_server(rest));
         } else {
-            let (key, addr) = line.split_once(' ').expect("<key> <address>");
-            table.picks.push((key.to_owned(), addr.to_owned()));
+            let mut cols = line.split(' ');
+            let (Some(key), Some(answered), Some(tried), None) =
+                (cols.next(), cols.next(), cols.next(), cols.next())
+            else {
+                panic!("{name}: want <key> <address> <tried,...>: {line}");
+            };
+            assert!(tried.ends_with(answered), "{name}: {line}");
+            table.picks.push((key.to_owned(), tried.to_owned()));
         }
     }
     assert!(!table.specs.is_empty() && table.picks.len() >= 20, "{name}");
     table
 }
 
-/// Our picks for every key of `table`, one request each, answered successfully.
+/// Our attempts for every key, one request each: attempts on [`DEAD`] fail and are retried
+/// as nginx's proxy_next_upstream does, the first live peer answers. The whole run fits in one
+/// second, as nginx's did, so fail_timeout never expires.
 fn replay(method: &Method, specs: Vec<PeerSpec>, keys: &[&str]) -> Vec<String> {
     let mut b = build(method, specs).expect("valid peers");
     let now = Instant::now();
@@ -80,10 +96,26 @@ fn replay(method: &Method, specs: Vec<PeerSpec>, keys: &[&str]) -> Vec<String> {
         .map(|k| {
             let mut st = PickState::new();
             let key = (method != &Method::RoundRobin).then_some(k.as_bytes());
-            let id = b.pick(key, now, &mut st).expect("a peer");
-            b.report(id, Outcome::Success, now + Duration::from_millis(1));
-            b.release(id);
-            b.peers().spec(id).name.clone()
+            let mut tried = vec![];
+            for _ in 0..b.tries() {
+                let Some(id) = b.pick(key, now, &mut st) else {
+                    break;
+                };
+                let name = b.peers().spec(id).name.clone();
+                let dead = name == DEAD;
+                tried.push(name);
+                let outcome = if dead {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                b.report(id, outcome, now + Duration::from_millis(1));
+                b.release(id);
+                if !dead {
+                    break;
+                }
+            }
+            tried.join(",")
         })
         .collect()
 }
@@ -153,7 +185,10 @@ fn consistent_hash_hashes_the_server_text_not_the_resolved_address() {
 #[test]
 fn consistent_hash_skips_a_down_peer_along_the_ring() {
     let table = assert_matches_nginx("chash_down", Method::ConsistentHash);
-    assert!(table.picks.iter().all(|(_, a)| a != "127.0.0.1:19002"));
+    assert!(table
+        .picks
+        .iter()
+        .all(|(_, t)| !t.contains("127.0.0.1:19002")));
 }
 
 #[test]
@@ -164,7 +199,35 @@ fn hash_matches_nginx() {
 #[test]
 fn hash_rehashes_past_a_down_peer_like_nginx() {
     let table = assert_matches_nginx("hash_down", Method::Hash);
-    assert!(table.picks.iter().all(|(_, a)| a != "127.0.0.1:19002"));
+    assert!(table
+        .picks
+        .iter()
+        .all(|(_, t)| !t.contains("127.0.0.1:19002")));
+}
+
+#[test]
+fn consistent_hash_retries_a_refused_peer_like_nginx() {
+    let table = assert_matches_nginx("chash_dead", Method::ConsistentHash);
+    assert!(table.picks.iter().any(|(_, t)| t.starts_with(DEAD)));
+}
+
+#[test]
+fn hash_retries_a_refused_peer_like_nginx() {
+    let table = assert_matches_nginx("hash_dead", Method::Hash);
+    assert!(table.picks.iter().any(|(_, t)| t.starts_with(DEAD)));
+}
+
+#[test]
+fn round_robin_retries_a_refused_peer_and_lowers_its_weight_like_nginx() {
+    // weight=3 max_fails=3: each failure costs one unit of effective weight; the third
+    // disables the peer for fail_timeout.
+    let table = assert_matches_nginx("rr_dead", Method::RoundRobin);
+    let retried = table
+        .picks
+        .iter()
+        .filter(|(_, t)| t.starts_with(DEAD))
+        .count();
+    assert_eq!(retried, 3);
 }
 
 #[test]
