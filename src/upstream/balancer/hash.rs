@@ -137,8 +137,9 @@ pub struct ChashPoint {
 pub struct ChashRing {
     points: Vec<ChashPoint>,
     servers: Vec<String>,
-    /// For each primary peer (in `Peers::primary` order), its index in `servers`.
-    peer_server: Vec<u32>,
+    /// For each entry of `servers`, the primary peers with that text, in config order: the ones
+    /// nginx's scan over all peers would match (it compares `server` strings), found directly.
+    server_peers: Vec<Vec<PeerId>>,
 }
 
 impl ChashRing {
@@ -148,7 +149,7 @@ impl ChashRing {
     /// size, so on a 32-bit collision both keep the earlier peer's point.)
     pub fn new(peers: &Peers) -> Self {
         let mut servers: Vec<String> = Vec::new();
-        let mut peer_server = Vec::with_capacity(peers.primary().len());
+        let mut server_peers: Vec<Vec<PeerId>> = Vec::new();
         let mut points = Vec::with_capacity(
             usize::try_from(peers.primary_weight() * u64::from(POINTS_PER_WEIGHT)).unwrap_or(0),
         );
@@ -158,10 +159,11 @@ impl ChashRing {
                 Some(i) => i,
                 None => {
                     servers.push(spec.server.clone());
+                    server_peers.push(Vec::new());
                     servers.len() - 1
                 }
             } as u32;
-            peer_server.push(server);
+            server_peers[server as usize].push(id);
             let base = server_base_hash(&spec.server);
             let mut prev = 0u32;
             for _ in 0..spec.weight.saturating_mul(POINTS_PER_WEIGHT) {
@@ -179,7 +181,7 @@ impl ChashRing {
         ChashRing {
             points,
             servers,
-            peer_server,
+            server_peers,
         }
     }
 
@@ -283,12 +285,8 @@ impl Balancer for ConsistentHash {
             let mut best: Option<PeerId> = None;
             let mut best_weight = 0i64;
             let mut total = 0i64;
-            for i in 0..peers.primary().len() {
-                let id = peers.primary()[i];
-                if state.tried.contains(id)
-                    || !peers.usable(id, now)
-                    || self.ring.peer_server[i] != server
-                {
+            for &id in &self.ring.server_peers[server as usize] {
+                if state.tried.contains(id) || !peers.usable(id, now) {
                     continue;
                 }
                 let weight = i64::from(peers.spec(id).weight);
@@ -381,6 +379,35 @@ mod tests {
         let ring = ChashRing::new(&two);
         assert_eq!(ring.points().len(), 160);
         assert_eq!(ring.servers(), ["b.local:80"]);
+    }
+
+    #[test]
+    fn addresses_of_one_server_share_its_keys_by_round_robin() {
+        let t0 = Instant::now();
+        let specs = vec![
+            spec("b.local:80", 1, 1),
+            spec("b.local:80", 2, 1),
+            spec("c.local:80", 3, 1),
+        ];
+        let mut ch = ConsistentHash::new(specs).unwrap();
+        let key = (0u32..)
+            .map(|i| format!("k{i}"))
+            .find(|k| {
+                let ring = ch.ring();
+                let i = ring.find(crc32fast::hash(k.as_bytes())) % ring.points().len();
+                ring.servers()[ring.points()[i].server as usize] == "b.local:80"
+            })
+            .unwrap();
+        let picks: Vec<usize> = (0..4)
+            .map(|_| {
+                let id = ch
+                    .pick(Some(key.as_bytes()), t0, &mut PickState::new())
+                    .unwrap();
+                ch.release(id);
+                id.index()
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
     }
 
     #[test]
