@@ -1,0 +1,129 @@
+//! Peer selection: which peer of an upstream gets the next attempt of a request.
+//!
+//! In the data flow, the proxy handler asks its shard's balancer for a peer (`pick`), connects,
+//! then tells the balancer how it went (`report`) and hands the connection slot back when the
+//! upstream connection closes (`release`); on a retryable error it calls `pick` again with the
+//! same [`PickState`], up to [`Balancer::tries`] times. Balancers are sans-IO and single-shard:
+//! time comes in as an argument, state is plain fields.
+//!
+//! Each method follows nginx 1.22's source so ringproxy picks the peer nginx would:
+//! [`RoundRobin`] (`ngx_http_upstream_round_robin.c`), [`Hash`] and [`ConsistentHash`]
+//! (`ngx_http_upstream_hash_module.c`). least_conn, random, ip_hash and health checks plug in as
+//! further implementations of [`Balancer`] over the same [`Peers`].
+
+pub mod hash;
+pub mod round_robin;
+
+use std::time::Instant;
+
+pub use hash::{ChashPoint, ChashRing, ConsistentHash, Hash};
+pub use round_robin::RoundRobin;
+
+use super::peer::{PeerId, PeerListError, PeerSpec, Peers, TriedSet};
+
+/// How an attempt on a peer ended, for max_fails/fail_timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer answered (nginx: not `NGX_PEER_FAILED`).
+    Success,
+    /// The attempt failed in a way `proxy_next_upstream` counts (connect error, timeout, ...).
+    Failure,
+}
+
+/// Which tier of peers a request is being served from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tier {
+    /// The non-backup peers.
+    #[default]
+    Primary,
+    /// The backup peers, once no primary peer was available for this request.
+    Backup,
+}
+
+/// Per-request selection state (nginx's per-request peer data): the peers already tried, the
+/// tier, and how far a hash balancer has walked. Create one per request, pass it to every
+/// `pick` of that request.
+#[derive(Clone, Debug, Default)]
+pub struct PickState {
+    pub(crate) tried: TriedSet,
+    pub(crate) tier: Tier,
+    /// Hash progress: `hp->hash` (accumulated hash for `hash`, ring position for `consistent`).
+    pub(crate) hash: u32,
+    /// `hp->rehash`: how many times the `hash` key was rehashed.
+    pub(crate) rehash: u32,
+    /// `hp->tries`: failed hash probes; past 20 the hash balancers fall back to round robin.
+    pub(crate) hash_tries: u32,
+    /// Whether the consistent-hash ring position was looked up for this request.
+    pub(crate) hash_started: bool,
+}
+
+impl PickState {
+    /// State for a new request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The peers this request was already given.
+    pub fn tried(&self) -> &TriedSet {
+        &self.tried
+    }
+
+    /// The tier the last pick came from.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+}
+
+/// A load-balancing method over one shard's [`Peers`].
+pub trait Balancer {
+    /// The peers and their run-time state.
+    fn peers(&self) -> &Peers;
+
+    /// The peers and their run-time state, for [`Balancer::report`] and [`Balancer::release`].
+    fn peers_mut(&mut self) -> &mut Peers;
+
+    /// Picks a peer for the next attempt of the request whose state is `state`, or `None` when
+    /// no peer can take it (nginx's `NGX_BUSY`: 502). Records the peer in `state` so later
+    /// attempts skip it, and counts a connection on it until [`Balancer::release`].
+    ///
+    /// `key` is the evaluated `hash` key; pass the same key for every attempt of one request.
+    /// Balancers without a key ignore it; hash balancers fall back to round robin without one.
+    fn pick(&mut self, key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId>;
+
+    /// Feeds the outcome of an attempt on `peer` into max_fails/fail_timeout.
+    fn report(&mut self, peer: PeerId, outcome: Outcome, now: Instant) {
+        self.peers_mut()
+            .report(peer, outcome == Outcome::Success, now);
+    }
+
+    /// Gives back the connection slot a [`Balancer::pick`] took (max_conns accounting).
+    fn release(&mut self, peer: PeerId) {
+        self.peers_mut().release(peer);
+    }
+
+    /// How many attempts one request may make (`ngx_http_upstream_tries`): the peers that are
+    /// not `down`. `proxy_next_upstream_tries` may lower it further.
+    fn tries(&self) -> usize {
+        self.peers().tries()
+    }
+}
+
+/// The balancing methods implemented so far, as named in the `upstream` block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// No balancing directive: weighted round robin.
+    RoundRobin,
+    /// `hash KEY`.
+    Hash,
+    /// `hash KEY consistent`.
+    ConsistentHash,
+}
+
+/// Builds the balancer for `method` over `specs` (config order).
+pub fn build(method: &Method, specs: Vec<PeerSpec>) -> Result<Box<dyn Balancer>, PeerListError> {
+    Ok(match method {
+        Method::RoundRobin => Box::new(RoundRobin::new(specs)?),
+        Method::Hash => Box::new(Hash::new(specs)?),
+        Method::ConsistentHash => Box::new(ConsistentHash::new(specs)?),
+    })
+}

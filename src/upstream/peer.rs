@@ -1,0 +1,456 @@
+//! Peers of one upstream: what the config says about each (`PeerSpec`) and what one shard has
+//! learnt about each at run time (`PeerState`: failures, check times, open connections).
+//!
+//! Sits between the config model (the lead maps each resolved `server` address into a
+//! `PeerSpec`) and the balancers in [`super::balancer`], which read and update the state. Every
+//! shard owns its own `Peers`, so nothing here is atomic or locked; what must agree across shards
+//! (the consistent-hash ring) is computed from the specs alone.
+//!
+//! The state fields and their updates mirror `ngx_http_upstream_rr_peer_t` and
+//! `ngx_http_upstream_free_round_robin_peer` in nginx 1.22
+//! (`src/http/ngx_http_upstream_round_robin.c`). nginx keeps times in whole seconds
+//! (`ngx_time()`); we keep `Instant`s, so the fail_timeout window is exact instead of rounded to
+//! the second.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Index of a peer in the list given to [`Peers::new`] (primary and backup peers alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub usize);
+
+impl PeerId {
+    /// The position of this peer in the spec list.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// One upstream peer as configured: one resolved address of one `server` directive.
+///
+/// A `server backend.local:8080;` line that resolves to two addresses gives two `PeerSpec`s with
+/// the same `server` and different `addr`/`name`, as nginx does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The address argument of the `server` directive exactly as written (`"127.0.0.1:9001"`,
+    /// `"backend.local:8080"`, `"127.0.0.2"` without a port). This, not the resolved address, is
+    /// what `hash ... consistent` hashes: nginx 1.22 builds the ring from `peer->server`
+    /// (`server[i].name`) and splits it into host and port at the last `:` followed only by
+    /// digits, so `"127.0.0.2"` hashes with an empty port even though it connects to port 80.
+    pub server: String,
+    /// The resolved address as text, as nginx prints it in `$upstream_addr` (`"127.0.0.1:9001"`).
+    pub name: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// `weight=` (nginx default 1; 0 is rejected).
+    pub weight: u32,
+    /// `max_fails=` (default 1; 0 disables failure accounting).
+    pub max_fails: u32,
+    /// `fail_timeout=` (default 10s).
+    pub fail_timeout: Duration,
+    /// `backup`: used only when no primary peer is available (round robin).
+    pub backup: bool,
+    /// `down`: never picked (but still placed on the consistent-hash ring, as nginx does).
+    pub down: bool,
+    /// `max_conns=` (default 0: unlimited), counted per shard.
+    pub max_conns: u32,
+}
+
+impl PeerSpec {
+    /// A peer with nginx's defaults: weight 1, max_fails 1, fail_timeout 10s, not backup, not
+    /// down, no max_conns. `name` is `addr` printed as nginx prints it.
+    pub fn new(server: impl Into<String>, addr: SocketAddr) -> Self {
+        PeerSpec {
+            server: server.into(),
+            name: addr.to_string(),
+            addr,
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            backup: false,
+            down: false,
+            max_conns: 0,
+        }
+    }
+}
+
+/// What one shard knows about one peer at run time (`ngx_http_upstream_rr_peer_t`'s mutable part).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerState {
+    /// Failures counted since the peer last succeeded after a check.
+    pub fails: u32,
+    /// When the peer last failed (`accessed`); `None` is nginx's 0, "long ago".
+    pub accessed: Option<Instant>,
+    /// Start of the current fail_timeout window (`checked`): set on failure and when the peer is
+    /// picked more than fail_timeout after the previous check.
+    pub checked: Option<Instant>,
+    /// Connections picked and not yet released (for `max_conns`).
+    pub conns: u32,
+    /// Smooth weighted round robin: the running score.
+    pub current_weight: i64,
+    /// Smooth weighted round robin: the weight in use, lowered on failure, raised back by one
+    /// per pick until it reaches `weight`.
+    pub effective_weight: i64,
+}
+
+/// Which peers one request has already been sent to (`rrp->tried`), so a retry never picks the
+/// same peer twice. Up to 64 peers fit without allocating.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TriedSet {
+    first: u64,
+    rest: Vec<u64>,
+}
+
+impl TriedSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `peer` was tried.
+    pub fn contains(&self, peer: PeerId) -> bool {
+        let i = peer.0;
+        if i < 64 {
+            self.first & (1 << i) != 0
+        } else {
+            self.rest
+                .get(i / 64 - 1)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        }
+    }
+
+    /// Marks `peer` as tried.
+    pub fn insert(&mut self, peer: PeerId) {
+        let i = peer.0;
+        if i < 64 {
+            self.first |= 1 << i;
+        } else {
+            let w = i / 64 - 1;
+            if self.rest.len() <= w {
+                self.rest.resize(w + 1, 0);
+            }
+            self.rest[w] |= 1 << (i % 64);
+        }
+    }
+
+    /// Forgets every peer (for reusing the set for another request).
+    pub fn clear(&mut self) {
+        self.first = 0;
+        self.rest.iter_mut().for_each(|w| *w = 0);
+    }
+
+    /// Number of peers tried.
+    pub fn len(&self) -> usize {
+        self.first.count_ones() as usize
+            + self
+                .rest
+                .iter()
+                .map(|w| w.count_ones() as usize)
+                .sum::<usize>()
+    }
+
+    /// Whether no peer was tried.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a peer list cannot make an upstream (nginx refuses the same configurations).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerListError {
+    /// Every peer is `backup` (or the list is empty): nginx's "no servers in upstream".
+    #[error("no servers in upstream: at least one server must not be \"backup\"")]
+    NoServers,
+    /// `weight=0`: nginx's "invalid parameter".
+    #[error("invalid parameter \"weight=0\" for server \"{server}\": weight must be at least 1")]
+    ZeroWeight {
+        /// The `server` as written.
+        server: String,
+    },
+}
+
+/// The peers of one upstream with one shard's run-time state: the input every balancer shares.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    specs: Vec<PeerSpec>,
+    states: Vec<PeerState>,
+    primary: Vec<PeerId>,
+    backup: Vec<PeerId>,
+    primary_weight: u64,
+    single: bool,
+    tries: usize,
+}
+
+impl Peers {
+    /// Builds the peer list in config order; primary and backup peers keep their relative order,
+    /// which decides ties in round robin as in nginx.
+    pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
+        if let Some(s) = specs.iter().find(|s| s.weight == 0) {
+            return Err(PeerListError::ZeroWeight {
+                server: s.server.clone(),
+            });
+        }
+        let (backup, primary): (Vec<PeerId>, Vec<PeerId>) = (0..specs.len())
+            .map(PeerId)
+            .partition(|id| specs[id.0].backup);
+        if primary.is_empty() {
+            return Err(PeerListError::NoServers);
+        }
+        let primary_weight = primary.iter().map(|id| u64::from(specs[id.0].weight)).sum();
+        // ngx_http_upstream_tries(): the non-down peers of both tiers.
+        let tries = specs.iter().filter(|s| !s.down).count();
+        let states = specs
+            .iter()
+            .map(|s| PeerState {
+                fails: 0,
+                accessed: None,
+                checked: None,
+                conns: 0,
+                current_weight: 0,
+                effective_weight: i64::from(s.weight),
+            })
+            .collect();
+        Ok(Peers {
+            single: primary.len() == 1 && backup.is_empty(),
+            specs,
+            states,
+            primary,
+            backup,
+            primary_weight,
+            tries,
+        })
+    }
+
+    /// All peers, indexed by [`PeerId`].
+    pub fn specs(&self) -> &[PeerSpec] {
+        &self.specs
+    }
+
+    /// The configuration of one peer.
+    pub fn spec(&self, id: PeerId) -> &PeerSpec {
+        &self.specs[id.0]
+    }
+
+    /// The run-time state of one peer.
+    pub fn state(&self, id: PeerId) -> &PeerState {
+        &self.states[id.0]
+    }
+
+    pub(crate) fn state_mut(&mut self, id: PeerId) -> &mut PeerState {
+        &mut self.states[id.0]
+    }
+
+    /// Number of peers (primary and backup).
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Always false: [`Peers::new`] refuses an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// The primary (non-backup) peers in config order.
+    pub fn primary(&self) -> &[PeerId] {
+        &self.primary
+    }
+
+    /// The backup peers in config order.
+    pub fn backup(&self) -> &[PeerId] {
+        &self.backup
+    }
+
+    /// Sum of the primary peers' weights, down ones included (`peers->total_weight`).
+    pub fn primary_weight(&self) -> u64 {
+        self.primary_weight
+    }
+
+    /// One primary peer and no backup (`peers->single`): nginx then never marks it failed.
+    pub fn is_single(&self) -> bool {
+        self.single
+    }
+
+    /// How many peers one request may try (`ngx_http_upstream_tries`): the peers not `down`.
+    pub fn tries(&self) -> usize {
+        self.tries
+    }
+
+    /// Whether `id` may take a request now: not down, not failed within fail_timeout, under
+    /// max_conns (the checks of `ngx_http_upstream_get_peer`, in its order).
+    pub(crate) fn usable(&self, id: PeerId, now: Instant) -> bool {
+        let spec = &self.specs[id.0];
+        let state = &self.states[id.0];
+        if spec.down {
+            return false;
+        }
+        if spec.max_fails != 0
+            && state.fails >= spec.max_fails
+            && state
+                .checked
+                .is_some_and(|c| now.saturating_duration_since(c) <= spec.fail_timeout)
+        {
+            return false;
+        }
+        !(spec.max_conns != 0 && state.conns >= spec.max_conns)
+    }
+
+    /// Books a pick: one more connection, and a new fail_timeout window if the last one is over.
+    pub(crate) fn take(&mut self, id: PeerId, now: Instant) {
+        let fail_timeout = self.specs[id.0].fail_timeout;
+        let state = &mut self.states[id.0];
+        state.conns += 1;
+        if state
+            .checked
+            .is_none_or(|c| now.saturating_duration_since(c) > fail_timeout)
+        {
+            state.checked = Some(now);
+        }
+    }
+
+    /// Feeds a request's outcome into max_fails/fail_timeout, as
+    /// `ngx_http_upstream_free_round_robin_peer` does (minus the connection count: see
+    /// [`Peers::release`]).
+    ///
+    /// A failure counts, starts a window and lowers `effective_weight` by `weight / max_fails`;
+    /// a success clears the count only if the peer was picked (re-checked) after its last
+    /// failure. A single peer is never marked failed.
+    pub fn report(&mut self, id: PeerId, success: bool, now: Instant) {
+        if self.single {
+            return;
+        }
+        let spec = &self.specs[id.0];
+        let state = &mut self.states[id.0];
+        if success {
+            if state.accessed < state.checked {
+                state.fails = 0;
+            }
+            return;
+        }
+        state.fails += 1;
+        state.accessed = Some(now);
+        state.checked = Some(now);
+        if let Some(step) = spec.weight.checked_div(spec.max_fails) {
+            state.effective_weight -= i64::from(step);
+        }
+        state.effective_weight = state.effective_weight.max(0);
+    }
+
+    /// Returns the connection a pick booked (`peer->conns--`).
+    pub fn release(&mut self, id: PeerId) {
+        let state = &mut self.states[id.0];
+        state.conns = state.conns.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(port: u16) -> PeerSpec {
+        PeerSpec::new(
+            format!("127.0.0.1:{port}"),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    }
+
+    #[test]
+    fn defaults_are_nginx_defaults() {
+        let s = spec(9001);
+        assert_eq!(s.name, "127.0.0.1:9001");
+        assert_eq!((s.weight, s.max_fails, s.max_conns), (1, 1, 0));
+        assert_eq!(s.fail_timeout, Duration::from_secs(10));
+        assert!(!s.backup && !s.down);
+    }
+
+    #[test]
+    fn tried_set_small_and_large() {
+        let mut t = TriedSet::new();
+        assert!(t.is_empty());
+        for i in [0, 5, 63, 64, 130] {
+            assert!(!t.contains(PeerId(i)));
+            t.insert(PeerId(i));
+            assert!(t.contains(PeerId(i)));
+        }
+        assert!(!t.contains(PeerId(1)) && !t.contains(PeerId(129)) && !t.contains(PeerId(500)));
+        assert_eq!(t.len(), 5);
+        t.clear();
+        assert!(t.is_empty() && !t.contains(PeerId(130)));
+    }
+
+    #[test]
+    fn rejects_what_nginx_rejects() {
+        let backup_only = vec![PeerSpec {
+            backup: true,
+            ..spec(1)
+        }];
+        assert_eq!(
+            Peers::new(backup_only).unwrap_err(),
+            PeerListError::NoServers
+        );
+        assert_eq!(Peers::new(vec![]).unwrap_err(), PeerListError::NoServers);
+        let zero = vec![PeerSpec {
+            weight: 0,
+            ..spec(1)
+        }];
+        assert!(matches!(
+            Peers::new(zero).unwrap_err(),
+            PeerListError::ZeroWeight { .. }
+        ));
+    }
+
+    #[test]
+    fn tiers_tries_and_single() {
+        let p = Peers::new(vec![
+            spec(1),
+            PeerSpec {
+                backup: true,
+                ..spec(2)
+            },
+            PeerSpec {
+                down: true,
+                weight: 3,
+                ..spec(3)
+            },
+        ])
+        .unwrap();
+        assert_eq!(p.primary(), &[PeerId(0), PeerId(2)]);
+        assert_eq!(p.backup(), &[PeerId(1)]);
+        assert_eq!(p.primary_weight(), 4);
+        assert_eq!(p.tries(), 2);
+        assert!(!p.is_single());
+        assert!(Peers::new(vec![spec(1)]).unwrap().is_single());
+    }
+
+    #[test]
+    fn failure_lowers_effective_weight_and_success_after_check_clears() {
+        let t0 = Instant::now();
+        let mut p = Peers::new(vec![
+            PeerSpec {
+                weight: 10,
+                max_fails: 3,
+                ..spec(1)
+            },
+            spec(2),
+        ])
+        .unwrap();
+        let a = PeerId(0);
+        p.take(a, t0);
+        p.report(a, false, t0);
+        assert_eq!(p.state(a).fails, 1);
+        assert_eq!(p.state(a).effective_weight, 7);
+        // A success right after the failure does not clear it (accessed == checked) ...
+        p.report(a, true, t0 + Duration::from_secs(1));
+        assert_eq!(p.state(a).fails, 1);
+        // ... one after a pick that opened a new window does.
+        p.take(a, t0 + Duration::from_secs(11));
+        p.report(a, true, t0 + Duration::from_secs(11));
+        assert_eq!(p.state(a).fails, 0);
+        p.release(a);
+        p.release(a);
+        assert_eq!(p.state(a).conns, 0);
+        for _ in 0..5 {
+            p.report(a, false, t0);
+        }
+        assert_eq!(p.state(a).effective_weight, 0);
+    }
+}
