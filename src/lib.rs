@@ -8,3 +8,4 @@
 //! validated model shared by every shard.
 
 pub mod config;
+pub mod ws;
