@@ -11,8 +11,9 @@ use std::io;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-/// Smallest spare capacity offered to the kernel per read: small reads cost a syscall each.
-const MIN_READ: usize = 16 * 1024;
+/// Smallest spare capacity offered to the kernel per read: small reads cost a syscall each, and
+/// large ones cost memory on every idle connection (a held WebSocket keeps its buffer).
+const MIN_READ: usize = 4096;
 
 pub struct BufConn<S> {
     pub io: S,

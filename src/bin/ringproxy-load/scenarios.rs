@@ -164,36 +164,43 @@ async fn pingpong(sh: Arc<Shared>, st: St, i: usize) {
             sleep(RETRY_PAUSE).await;
             continue;
         };
-        loop {
-            if Instant::now() >= end {
+        // One deadline for the whole session rather than a timer per round trip: the bound is
+        // the same absolute instant, and arming a timer per message costs throughput.
+        let session = async {
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    return Ok(());
+                }
+                counter += 1;
+                let tag = counter.to_le_bytes();
+                let n = size.min(8);
+                payload[..n].copy_from_slice(&tag[..n]);
+                match ws.echo_check(&payload, &mut rng).await {
+                    Ok(()) => {
+                        let t1 = Instant::now();
+                        if t1 >= measure_from && t1 <= end {
+                            let mut s = st.borrow_mut();
+                            s.ops += 1;
+                            s.payload_bytes += 2 * size as u64;
+                            s.hist.saturating_record((t1 - t0).as_nanos() as u64);
+                        }
+                    }
+                    // The framing is intact, only the content differs: keep this connection.
+                    Err(ClientError::Mismatch) => st.borrow_mut().error(ClientError::Mismatch),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match timeout_at(end + GRACE, session).await {
+            Ok(Ok(())) => {
                 close_quietly(ws, &mut rng).await;
                 return;
             }
-            counter += 1;
-            let tag = counter.to_le_bytes();
-            let n = size.min(8);
-            payload[..n].copy_from_slice(&tag[..n]);
-            let t0 = Instant::now();
-            match timeout_at(end + GRACE, ws.echo_check(&payload, &mut rng)).await {
-                Ok(Ok(())) => {
-                    let t1 = Instant::now();
-                    if t1 >= measure_from && t1 <= end {
-                        let mut s = st.borrow_mut();
-                        s.ops += 1;
-                        s.payload_bytes += 2 * size as u64;
-                        s.hist.saturating_record((t1 - t0).as_nanos() as u64);
-                    }
-                }
-                // The framing is intact, only the content differs: keep going on this connection.
-                Ok(Err(ClientError::Mismatch)) => st.borrow_mut().error(ClientError::Mismatch),
-                Ok(Err(e)) => {
-                    st.borrow_mut().error(e);
-                    break;
-                }
-                Err(_) => {
-                    st.borrow_mut().error(ClientError::Timeout);
-                    return;
-                }
+            Ok(Err(e)) => st.borrow_mut().error(e),
+            Err(_) => {
+                st.borrow_mut().error(ClientError::Timeout);
+                return;
             }
         }
         sleep(RETRY_PAUSE).await;
