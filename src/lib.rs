@@ -5,7 +5,8 @@
 //! the request head (sans-IO parser over a pooled buffer), routes it by `server`/`location`,
 //! proxies plain requests or turns `Upgrade` requests into a two-way tunnel. The configuration is
 //! lexed and parsed into an AST that keeps file:line ([`config`]), then built into one immutable,
-//! validated model shared by every shard.
+//! validated model shared by every shard. [`ws`] is the sans-IO RFC 6455 frame codec, shared
+//! with the `ringproxy-load` benchmark tool.
 
 pub mod config;
 pub mod ws;
