@@ -496,3 +496,48 @@ async fn push_and_hold_against_echo_backend() {
     assert_eq!(num(&v, "survived"), 50.0, "{v}");
     assert_clean(&v);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_accept_key_is_counted_not_fatal() {
+    // A server that answers every upgrade with 101 but a wrong Sec-WebSocket-Accept.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+                    )
+                    .await;
+                let _ = s.read_to_end(&mut buf).await;
+            });
+        }
+    });
+    let url = format!("ws://{addr}/");
+    let v = run_json(
+        &[
+            "handshake",
+            "--url",
+            &url,
+            "--connections",
+            "2",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert!(num(&v, "errors") > 0.0, "{v}");
+    assert_eq!((num(&v, "ops"), num(&v, "established")), (0.0, 0.0), "{v}");
+}

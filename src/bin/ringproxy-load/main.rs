@@ -98,7 +98,7 @@ fn run_client(args: ClientArgs) -> Result<()> {
     if let Some(e) = thread_error {
         bail!("{e}");
     }
-    if !total.connected_any {
+    if !total.reached_any {
         bail!(
             "cannot connect to {}: {}",
             args.target.url,

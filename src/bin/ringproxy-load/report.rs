@@ -18,7 +18,7 @@ pub struct Stats {
     pub survived: u64,
     pub lost: u64,
     /// Whether any TCP connect succeeded: none at all means the tool could not run.
-    pub connected_any: bool,
+    pub reached_any: bool,
     pub first_error: Option<String>,
 }
 
@@ -34,7 +34,7 @@ impl Stats {
             established: 0,
             survived: 0,
             lost: 0,
-            connected_any: false,
+            reached_any: false,
             first_error: None,
         }
     }
@@ -55,7 +55,7 @@ impl Stats {
         self.established += o.established;
         self.survived += o.survived;
         self.lost += o.lost;
-        self.connected_any |= o.connected_any;
+        self.reached_any |= o.reached_any;
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }

@@ -32,7 +32,9 @@ pub struct Shared {
     pub args: ClientArgs,
     pub start: std::time::Instant,
     pub opened: AtomicU64,
-    pub ever_connected: AtomicBool,
+    /// Whether any TCP connection to the target ever succeeded (even if its upgrade failed):
+    /// until then a refused connect means the target is wrong or down, not a counted error.
+    pub reached: AtomicBool,
     /// Connections that finished their first attempt, good or bad (`push` measures once all
     /// have).
     pub settled: AtomicUsize,
@@ -49,7 +51,7 @@ impl Shared {
             args,
             start: std::time::Instant::now(),
             opened: AtomicU64::new(0),
-            ever_connected: AtomicBool::new(false),
+            reached: AtomicBool::new(false),
             settled: AtomicUsize::new(0),
             all_settled_ns: AtomicU64::new(u64::MAX),
             next_open: AtomicUsize::new(0),
@@ -80,9 +82,9 @@ impl Shared {
         }
     }
 
-    fn connected(&self) {
-        self.ever_connected.store(true, Ordering::Relaxed);
-        self.opened.fetch_add(1, Ordering::Relaxed);
+    fn reached(&self, st: &St) {
+        self.reached.store(true, Ordering::Relaxed);
+        st.borrow_mut().reached_any = true;
     }
 }
 
@@ -125,13 +127,16 @@ pub async fn run_thread(sh: Arc<Shared>, t: usize, tx: mpsc::Sender<Msg>) -> Sta
 async fn open(sh: &Shared, st: &St, rng: &mut Rng, deadline: Instant) -> Option<WsClient> {
     match timeout_at(deadline, WsClient::connect(&sh.args.target, rng)).await {
         Ok(Ok(ws)) => {
-            sh.connected();
-            let mut s = st.borrow_mut();
-            s.connected_any = true;
-            s.established += 1;
+            sh.reached(st);
+            sh.opened.fetch_add(1, Ordering::Relaxed);
+            st.borrow_mut().established += 1;
             Some(ws)
         }
         Ok(Err(e)) => {
+            if !matches!(e, ClientError::Connect(_)) {
+                // TCP got through; the upgrade failed, which is a result, not a setup problem.
+                sh.reached(st);
+            }
             st.borrow_mut().error(&e);
             None
         }
@@ -158,7 +163,9 @@ async fn pingpong(sh: Arc<Shared>, st: St, i: usize) {
     let mut counter = 0u64;
     while Instant::now() < end {
         let Some(mut ws) = open(&sh, &st, &mut rng, end + GRACE).await else {
-            if !sh.ever_connected.load(Ordering::Relaxed) {
+            // Nothing has ever connected: the target is wrong or down, and retrying for the
+            // whole duration would only hide that.
+            if !sh.reached.load(Ordering::Relaxed) {
                 return;
             }
             sleep(RETRY_PAUSE).await;
@@ -218,7 +225,7 @@ async fn handshake(sh: Arc<Shared>, st: St, i: usize) {
     while Instant::now() < end {
         let t0 = Instant::now();
         let Some(mut ws) = open(&sh, &st, &mut rng, end + GRACE).await else {
-            if !sh.ever_connected.load(Ordering::Relaxed) {
+            if !sh.reached.load(Ordering::Relaxed) {
                 return;
             }
             sleep(RETRY_PAUSE).await;
@@ -335,7 +342,7 @@ async fn hold(sh: &Arc<Shared>, st: &St, mine: usize, tx: &mpsc::Sender<Msg>) {
                             .hist
                             .saturating_record(t0.elapsed().as_nanos() as u64);
                         held.borrow_mut().push(ws);
-                    } else if !sh.ever_connected.load(Ordering::Relaxed) {
+                    } else if !sh.reached.load(Ordering::Relaxed) {
                         // Nothing has ever connected: the target is wrong or down.
                         break;
                     }
