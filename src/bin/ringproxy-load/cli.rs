@@ -6,7 +6,36 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+/// Why the command line was refused; each message names the flag and what it expects.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}\n{USAGE}")]
+    Usage(String),
+    #[error("invalid {what} {value:?}: expected {expected}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error(transparent)]
+    Args(#[from] lexopt::Error),
+}
+
+type Result<T, E = CliError> = std::result::Result<T, E>;
+
+fn invalid(what: &'static str, value: &str, expected: &'static str) -> CliError {
+    CliError::Invalid {
+        what,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+fn usage(msg: String) -> CliError {
+    CliError::Usage(msg)
+}
 
 pub const USAGE: &str = "\
 usage:
@@ -85,18 +114,17 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("invalid duration {s:?} (expected e.g. 10, 10s, 500ms, 2m)"))?;
+    const EXPECTED: &str = "a duration such as 10, 10s, 500ms, 2m";
+    let v: f64 = num.parse().map_err(|_| invalid("duration", s, EXPECTED))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
         "m" => v * 60.0,
         "h" => v * 3600.0,
-        _ => bail!("invalid duration unit in {s:?} (use ms, s, m or h)"),
+        _ => return Err(invalid("duration", s, EXPECTED)),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        bail!("invalid duration {s:?}");
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(invalid("duration", s, EXPECTED));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -110,24 +138,30 @@ pub fn parse_size(s: &str) -> Result<usize> {
     } else {
         (lower.as_str(), 1)
     };
-    let n: usize = num
-        .parse()
-        .with_context(|| format!("invalid size {s:?} (expected e.g. 64, 64k, 1m)"))?;
-    n.checked_mul(mult).context("size too large")
+    const EXPECTED: &str = "a byte count such as 64, 64k, 1m";
+    let n: usize = num.parse().map_err(|_| invalid("size", s, EXPECTED))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| invalid("size", s, EXPECTED))
 }
 
 pub fn parse_url(url: &str) -> Result<Target> {
+    let bad = |reason: String| CliError::Url {
+        url: url.to_string(),
+        reason,
+    };
     let rest = match url.strip_prefix("ws://") {
         Some(r) => r,
-        None if url.starts_with("wss://") => bail!("wss:// is not supported by ringproxy-load"),
-        None => bail!("URL {url:?} must start with ws://"),
+        None if url.starts_with("wss://") => {
+            return Err(bad("wss:// is not supported by ringproxy-load".into()))
+        }
+        None => return Err(bad("must start with ws://".into())),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if authority.is_empty() {
-        bail!("URL {url:?} has no host");
+        return Err(bad("no host".into()));
     }
     let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| {
         !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']')
@@ -138,9 +172,9 @@ pub fn parse_url(url: &str) -> Result<Target> {
     };
     let addr = with_port
         .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {authority:?}"))?
+        .map_err(|e| bad(format!("cannot resolve {authority:?}: {e}")))?
         .next()
-        .with_context(|| format!("{authority:?} resolved to no address"))?;
+        .ok_or_else(|| bad(format!("{authority:?} resolved to no address")))?;
     Ok(Target {
         url: url.to_string(),
         addr,
@@ -149,11 +183,11 @@ pub fn parse_url(url: &str) -> Result<Target> {
     })
 }
 
-fn positive(name: &str, v: usize) -> Result<usize> {
-    if v == 0 {
-        bail!("--{name} must be at least 1");
+fn count(what: &'static str, v: &str) -> Result<usize> {
+    match v.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(invalid(what, v, "a whole number of at least 1")),
     }
-    Ok(v)
 }
 
 pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Command> {
@@ -162,7 +196,12 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
     let sub = match p.next()? {
         Some(Value(v)) => v.string()?,
         Some(Long("help")) | Some(Short('h')) | None => return Ok(Command::Help),
-        Some(other) => bail!("expected a subcommand first, got {}", other.unexpected()),
+        Some(other) => {
+            return Err(usage(format!(
+                "expected a subcommand first, got {}",
+                other.unexpected()
+            )))
+        }
     };
     let scenario = match sub.as_str() {
         "echo" => None,
@@ -172,7 +211,7 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         "push" => Some(Scenario::Push),
         "bulk" => Some(Scenario::Bulk),
         "help" => return Ok(Command::Help),
-        other => bail!("unknown subcommand {other:?}\n{USAGE}"),
+        other => return Err(usage(format!("unknown subcommand {other:?}"))),
     };
     let allowed: &[&str] = match scenario {
         None => &["listen", "push-rate", "threads"],
@@ -208,13 +247,13 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         let name = match &arg {
             Long(n) => n.to_string(),
             Short('h') => return Ok(Command::Help),
-            _ => bail!("unexpected argument {}\n{USAGE}", arg.unexpected()),
+            _ => return Err(usage(format!("unexpected argument {}", arg.unexpected()))),
         };
         if name == "help" {
             return Ok(Command::Help);
         }
         if !allowed.contains(&name.as_str()) {
-            bail!("--{name} is not an option of `{sub}`\n{USAGE}");
+            return Err(usage(format!("--{name} is not an option of `{sub}`")));
         }
         if name == "json" {
             json = true;
@@ -226,24 +265,18 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
             "push-rate" => {
                 push_rate = v
                     .parse()
-                    .with_context(|| format!("invalid --push-rate {v:?}"))?;
+                    .map_err(|_| invalid("--push-rate", &v, "messages per second, 0 to 1000000"))?;
                 if !(0.0..=1e6).contains(&push_rate) {
-                    bail!("--push-rate must be between 0 and 1000000");
+                    return Err(invalid(
+                        "--push-rate",
+                        &v,
+                        "messages per second, 0 to 1000000",
+                    ));
                 }
             }
-            "threads" => {
-                let t: usize = v
-                    .parse()
-                    .with_context(|| format!("invalid --threads {v:?}"))?;
-                threads = positive("threads", t)?;
-            }
+            "threads" => threads = count("--threads", &v)?,
             "url" => url = Some(v),
-            "connections" => {
-                let n: usize = v
-                    .parse()
-                    .with_context(|| format!("invalid --connections {v:?}"))?;
-                connections = Some(positive("connections", n)?);
-            }
+            "connections" => connections = Some(count("--connections", &v)?),
             "size" => size = Some(parse_size(&v)?),
             "duration" => duration = parse_duration(&v)?,
             "warmup" => warmup = parse_duration(&v)?,
@@ -251,9 +284,9 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
             "open-rate" => {
                 let r: f64 = v
                     .parse()
-                    .with_context(|| format!("invalid --open-rate {v:?}"))?;
+                    .map_err(|_| invalid("--open-rate", &v, "handshakes per second, above 0"))?;
                 if !(r > 0.0 && r.is_finite()) {
-                    bail!("--open-rate must be a positive number");
+                    return Err(invalid("--open-rate", &v, "handshakes per second, above 0"));
                 }
                 open_rate = Some(r);
             }
@@ -262,14 +295,15 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
     }
 
     let Some(scenario) = scenario else {
-        let listen = listen.context("echo needs --listen ADDR (e.g. 127.0.0.1:0)")?;
+        let listen =
+            listen.ok_or_else(|| usage("echo needs --listen ADDR (e.g. 127.0.0.1:0)".into()))?;
         return Ok(Command::Echo(EchoArgs {
             listen,
             push_rate,
             threads,
         }));
     };
-    let url = url.context("missing --url ws://HOST:PORT/path")?;
+    let url = url.ok_or_else(|| usage("missing --url ws://HOST:PORT/path".into()))?;
     let (default_conns, default_size) = match scenario {
         Scenario::Rtt => (50, 64),
         Scenario::Handshake => (50, 16),

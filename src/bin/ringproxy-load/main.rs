@@ -55,8 +55,10 @@ fn run_client(args: ClientArgs) -> Result<()> {
         std::thread::Builder::new()
             .name(format!("load-{t}"))
             .spawn(move || {
-                let res = rt::block_on(|| scenarios::run_thread(sh, t, tx.clone()));
-                let _ = tx.send(Msg::Done(t, res));
+                let mut guard = DoneGuard { t, tx, sent: false };
+                let res = rt::block_on(|| scenarios::run_thread(sh, t, guard.tx.clone()));
+                guard.sent = true;
+                let _ = guard.tx.send(Msg::Done(t, res));
             })
             .context("cannot start a client thread")?;
     }
@@ -139,6 +141,25 @@ fn run_client(args: ClientArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Reports a thread that panicked as done, so the main thread (and a `hold` run waiting for
+/// every thread to finish opening) is never left waiting for it.
+struct DoneGuard {
+    t: usize,
+    tx: mpsc::Sender<Msg>,
+    sent: bool,
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        if !self.sent {
+            let _ = self.tx.send(Msg::Done(
+                self.t,
+                Err(anyhow::anyhow!("client thread panicked")),
+            ));
+        }
+    }
 }
 
 fn progress(sh: &Shared) {
