@@ -133,6 +133,15 @@ impl WsClient {
         })
     }
 
+    /// Drops both buffers while the connection idles: `hold` keeps thousands open and must
+    /// measure the proxy's memory per connection, not the tool's.
+    pub fn release_buffers(&mut self) {
+        if self.pending == 0 {
+            self.c.release_if_empty();
+        }
+        self.wbuf = Vec::new();
+    }
+
     /// Sends one whole message as a single masked frame, with one write.
     pub async fn send(
         &mut self,

@@ -49,6 +49,14 @@ impl<S> BufConn<S> {
         }
     }
 
+    /// Frees the read buffer if nothing is pending in it, for connections about to sit idle.
+    pub fn release_if_empty(&mut self) {
+        if self.rpos >= self.rbuf.len() {
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+        }
+    }
+
     pub fn into_parts(self) -> (S, Vec<u8>) {
         let mut buf = self.rbuf;
         buf.drain(..self.rpos);

@@ -337,7 +337,8 @@ async fn hold(sh: &Arc<Shared>, st: &St, mine: usize, tx: &mpsc::Sender<Msg>) {
                     }
                     let t0 = Instant::now();
                     let deadline = Instant::now() + HOLD_OP_TIMEOUT;
-                    if let Some(ws) = open(&sh, &st, &mut rng, deadline).await {
+                    if let Some(mut ws) = open(&sh, &st, &mut rng, deadline).await {
+                        ws.release_buffers();
                         st.borrow_mut()
                             .hist
                             .saturating_record(t0.elapsed().as_nanos() as u64);
