@@ -12,6 +12,9 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod log;
+pub mod proxy;
+pub mod shard;
 pub mod sys;
 pub mod upstream;
 pub mod ws;

@@ -1,7 +1,7 @@
 //! The `ringproxy` command line: nginx's flags with nginx's meaning and messages.
 //!
 //! `-t`/`-T` test (and dump) the configuration, `-s` signals the process named by the pid file,
-//! `-v`/`-V`/`-h` inform. Starting the proxy itself is the engine's job (shards, listeners).
+//! `-v`/`-V`/`-h` inform; otherwise the shards start (`shard::run`) and serve until a signal.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -58,10 +58,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    eprintln!(
-        "ringproxy: [alert] this build has no proxy engine yet: only -t, -T, -s, -v, -V and -h work"
-    );
-    ExitCode::FAILURE
+    let config = std::sync::Arc::new(loaded.config);
+    if let Err(e) = ringproxy::log::init(&config.main.error_logs(opts.error_log.as_deref())) {
+        eprintln!("ringproxy: [emerg] {e}");
+        return ExitCode::FAILURE;
+    }
+    match ringproxy::shard::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringproxy: [emerg] {e}");
+            ringproxy::log!(Emerg, "{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn print_warnings(loaded: &Loaded) {

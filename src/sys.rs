@@ -18,3 +18,69 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Borrows the descriptor of a socket monoio owns, for the lifetime of the borrow of `owner`, so
+/// safe `rustix` calls (`read`, `write`, `splice`, `shutdown`) can use it after readiness.
+pub fn fd<T: std::os::fd::AsRawFd>(owner: &T) -> std::os::fd::BorrowedFd<'_> {
+    // SAFETY: `owner` keeps the descriptor open for at least as long as `&T` lives, and the
+    // returned BorrowedFd cannot outlive that borrow.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(owner.as_raw_fd()) }
+}
+
+/// Detaches from the terminal as nginx's `daemon on` does: fork (the parent exits at once with
+/// status 0), start a new session, and point stdin/stdout at /dev/null. Must run before any
+/// thread is started.
+pub fn daemonize() -> io::Result<()> {
+    // SAFETY: called while the process is single-threaded (before shards start), so the child
+    // inherits a consistent address space; the parent only calls _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        // SAFETY: _exit ends the parent without running destructors the child still needs.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: setsid has no memory effects; failure is reported through the return value.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    use std::os::fd::AsRawFd;
+    for target in [0, 1] {
+        // SAFETY: dup2 onto the standard descriptors; `null` stays open during the call.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `setsockopt(fd, level, name, &value)` for integer options that neither socket2 nor rustix
+/// wrap (TCP_DEFER_ACCEPT, TCP_FASTOPEN).
+pub fn setsockopt_int<T: std::os::fd::AsRawFd>(
+    sock: &T,
+    level: i32,
+    name: i32,
+    value: i32,
+) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `value`, a live i32 on our stack; the kernel only
+    // reads it. The descriptor is owned by `sock` for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -167,14 +167,7 @@ pub fn build(ast: &Ast, opts: &BuildOptions) -> Result<(Config, Vec<ConfigWarnin
         pid: main
             .pid
             .unwrap_or_else(|| opts.prefix.join("logs/ringproxy.pid")),
-        error_log: if main.error_log.is_empty() {
-            vec![ErrorLog {
-                target: LogTarget::File(opts.prefix.join("logs/error.log")),
-                level: LogLevel::Error,
-            }]
-        } else {
-            main.error_log
-        },
+        error_log: main.error_log,
         daemon: main.daemon.unwrap_or(true),
         user: main.user,
         prefix: opts.prefix.clone(),

@@ -94,7 +94,8 @@ pub struct MainConf {
     pub worker_cpu_affinity: Option<CpuAffinity>,
     /// Pid file (absolute); default `logs/ringproxy.pid` under the prefix.
     pub pid: PathBuf,
-    /// Error logs; default `logs/error.log` at `error`.
+    /// Error logs as configured; empty means the default (`logs/error.log` at `error`, or what
+    /// `-e` names), see [`MainConf::error_logs`].
     pub error_log: Vec<ErrorLog>,
     /// Detach from the terminal (default on).
     pub daemon: bool,
@@ -102,6 +103,25 @@ pub struct MainConf {
     pub user: Option<(String, Option<String>)>,
     /// Where `-p`/default prefix pointed: relative paths resolve against it.
     pub prefix: PathBuf,
+}
+
+impl MainConf {
+    /// The error logs to open: the configured ones, else `-e`'s (`stderr` or a file), else
+    /// `logs/error.log` under the prefix, as nginx.
+    pub fn error_logs(&self, cli: Option<&str>) -> Vec<ErrorLog> {
+        if !self.error_log.is_empty() {
+            return self.error_log.clone();
+        }
+        let target = match cli {
+            Some("stderr") => LogTarget::Stderr,
+            Some(path) => LogTarget::File(self.prefix.join(path)),
+            None => LogTarget::File(self.prefix.join("logs/error.log")),
+        };
+        vec![ErrorLog {
+            target,
+            level: LogLevel::Error,
+        }]
+    }
 }
 
 /// `use` in `events`: which driver the shards run.

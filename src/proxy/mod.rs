@@ -1,0 +1,68 @@
+//! Proxying: a client connection's state machine (`handler`), the tunnel after a 101
+//! (`tunnel`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
+//! responses ringproxy makes itself (`respond`).
+
+pub mod handler;
+mod interim;
+pub mod io;
+pub mod pool;
+pub mod respond;
+pub mod tunnel;
+
+use std::cell::RefCell;
+
+use crate::config::model::{Balance, Config, UpstreamConf};
+use crate::upstream::balancer::{self, Balancer, Method};
+use crate::upstream::peer::PeerSpec;
+
+/// What a shard builds from the configuration to proxy: one balancer per upstream group
+/// (shard-local state: fail counts, smooth weights), in `HttpConf::upstreams` order.
+pub struct ShardProxy {
+    /// Balancers, indexed like `HttpConf::upstreams`.
+    pub balancers: Vec<RefCell<Box<dyn Balancer>>>,
+}
+
+fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
+    let mut specs = Vec::new();
+    for p in &u.peers {
+        for addr in &p.addrs {
+            let mut s = PeerSpec::new(p.name.clone(), *addr);
+            s.weight = p.weight;
+            s.max_fails = p.max_fails;
+            s.fail_timeout = p.fail_timeout;
+            s.backup = p.backup;
+            s.down = p.down;
+            s.max_conns = p.max_conns;
+            specs.push(s);
+        }
+    }
+    specs
+}
+
+impl ShardProxy {
+    /// Builds the shard's balancers.
+    pub fn new(config: &Config) -> Result<ShardProxy, String> {
+        let mut balancers = Vec::new();
+        for u in config.http.iter().flat_map(|h| &h.upstreams) {
+            let method = match &u.balance {
+                Balance::RoundRobin => Method::RoundRobin,
+                Balance::Hash {
+                    consistent: false, ..
+                } => Method::Hash,
+                Balance::Hash {
+                    consistent: true, ..
+                } => Method::ConsistentHash,
+                other => {
+                    return Err(format!(
+                        "balancing method {other:?} of upstream \"{}\" is not implemented",
+                        u.name
+                    ))
+                }
+            };
+            let b = balancer::build(&method, peer_specs(u))
+                .map_err(|e| format!("upstream \"{}\": {e}", u.name))?;
+            balancers.push(RefCell::new(b));
+        }
+        Ok(ShardProxy { balancers })
+    }
+}

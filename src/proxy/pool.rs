@@ -1,0 +1,120 @@
+//! Per-shard pools of relay buffers and pipes.
+//!
+//! A tunnel borrows a buffer (copy path) or a pipe (splice path) only while bytes are in flight
+//! and gives it back before it waits again, so idle tunnels cost no buffer (DESIGN.md, decision
+//! 2). Each shard is one thread, so the pools are thread-local: no locks, no atomics.
+
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
+
+/// Size of one relay buffer: large enough that a 64 KiB WebSocket message takes four reads.
+pub const BUF_SIZE: usize = 16 * 1024;
+
+/// Idle buffers kept for reuse; beyond this, returned buffers are freed.
+const MAX_IDLE_BUFS: usize = 1024;
+
+/// Idle pipes kept for reuse (each costs two descriptors).
+const MAX_IDLE_PIPES: usize = 256;
+
+/// Bytes a pipe holds (the Linux default, 16 pages).
+pub const PIPE_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static PIPES: RefCell<Vec<(OwnedFd, OwnedFd)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer borrowed from the shard's pool; returned on drop.
+pub struct PooledBuf(Option<Vec<u8>>);
+
+impl PooledBuf {
+    /// Takes a buffer of `BUF_SIZE` bytes.
+    pub fn take() -> PooledBuf {
+        let buf = BUFS
+            .with(|b| b.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0; BUF_SIZE]);
+        PooledBuf(Some(buf))
+    }
+
+    /// The whole buffer.
+    pub fn bytes(&mut self) -> &mut [u8] {
+        self.0.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.0.take() {
+            BUFS.with(|b| {
+                let mut b = b.borrow_mut();
+                if b.len() < MAX_IDLE_BUFS {
+                    b.push(buf);
+                }
+            });
+        }
+    }
+}
+
+/// Buffers currently idle in this shard's pool (for tests and metrics).
+pub fn idle_buffers() -> usize {
+    BUFS.with(|b| b.borrow().len())
+}
+
+/// A pipe borrowed from the shard's pool. It must be returned empty: `give_back` does that, and
+/// a pipe dropped with bytes in it (an error path) is closed instead of reused.
+pub struct PooledPipe {
+    /// Read end.
+    pub read: OwnedFd,
+    /// Write end.
+    pub write: OwnedFd,
+}
+
+impl PooledPipe {
+    /// Takes an empty pipe (non-blocking both ends).
+    pub fn take() -> std::io::Result<PooledPipe> {
+        if let Some((read, write)) = PIPES.with(|p| p.borrow_mut().pop()) {
+            return Ok(PooledPipe { read, write });
+        }
+        let (read, write) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+        )?;
+        Ok(PooledPipe { read, write })
+    }
+
+    /// Returns an empty pipe to the pool.
+    pub fn give_back(self) {
+        PIPES.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < MAX_IDLE_PIPES {
+                p.push((self.read, self.write));
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_return_to_the_pool() {
+        let before = idle_buffers();
+        {
+            let mut a = PooledBuf::take();
+            a.bytes()[0] = 1;
+            let _b = PooledBuf::take();
+        }
+        assert_eq!(idle_buffers(), before.max(2));
+        let _c = PooledBuf::take();
+        assert_eq!(idle_buffers(), before.max(2) - 1);
+    }
+
+    #[test]
+    fn pipes_are_reused() {
+        let p = PooledPipe::take().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&p.read);
+        p.give_back();
+        let q = PooledPipe::take().unwrap();
+        assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&q.read), fd);
+    }
+}

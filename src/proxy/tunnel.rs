@@ -1,0 +1,294 @@
+//! The tunnel: after a `101 Switching Protocols`, bytes flow both ways until both sides close.
+//!
+//! Each direction waits for readability with no buffer held, then borrows a pooled buffer (copy
+//! path) or a pooled pipe (splice path), moves what is there with non-blocking system calls, and
+//! returns it before waiting again (DESIGN.md, decisions 2 and 3: splice is `splice(2)` after
+//! readiness, never io_uring's splice op, which parks a kernel thread per pending call).
+//! A FIN is passed on as a half-close while the other direction keeps flowing; an error or reset
+//! closes both. `proxy_read_timeout` closes a tunnel silent in both directions that long;
+//! `proxy_send_timeout` one whose writes stay blocked that long. A slow reader blocks the writer
+//! of its direction, which stops reading its source: memory per tunnel stays one buffer per
+//! active direction.
+
+use std::cell::Cell;
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use monoio::net::TcpStream;
+use rustix::io::Errno;
+use rustix::net::Shutdown;
+use rustix::pipe::SpliceFlags;
+
+use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
+use crate::sys::fd;
+
+/// How a tunnel forwards bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Read into a pooled buffer, write it out.
+    Copy,
+    /// `splice(2)` socket -> pooled pipe -> socket.
+    Splice,
+}
+
+/// Tunnel settings, from the location's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct TunnelConfig {
+    /// Close when both directions were silent this long (`proxy_read_timeout`).
+    pub read_timeout: Duration,
+    /// Close when a write stays blocked this long (`proxy_send_timeout`).
+    pub send_timeout: Duration,
+    /// Forwarding path.
+    pub path: Path,
+}
+
+/// Which side of the tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client connection.
+    Client,
+    /// The upstream connection.
+    Upstream,
+}
+
+/// Why a tunnel ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both directions closed cleanly (FIN both ways).
+    Closed,
+    /// Silent in both directions for `proxy_read_timeout`.
+    ReadTimeout,
+    /// A write blocked for `proxy_send_timeout` towards this side.
+    SendTimeout(Side),
+    /// A read or write on this side failed (reset, ...).
+    Error(Side, io::Error),
+}
+
+/// Bytes moved and why the tunnel ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Client to upstream.
+    pub up_bytes: u64,
+    /// Upstream to client.
+    pub down_bytes: u64,
+    /// Why it ended.
+    pub end: End,
+}
+
+struct Shared {
+    last_activity: Cell<Instant>,
+}
+
+enum PumpErr {
+    ReadTimeout,
+    SendTimeout(Side),
+    Io(Side, io::Error),
+}
+
+/// Runs the tunnel to its end. The caller has already forwarded any bytes that arrived with the
+/// heads (a pipelined first frame), and closes both sockets when this returns.
+pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) -> Outcome {
+    let shared = Shared {
+        last_activity: Cell::new(Instant::now()),
+    };
+    let up_bytes = Cell::new(0u64);
+    let down_bytes = Cell::new(0u64);
+    let up = Box::pin(pump(
+        client,
+        upstream,
+        Side::Client,
+        &cfg,
+        &shared,
+        &up_bytes,
+    ));
+    let down = Box::pin(pump(
+        upstream,
+        client,
+        Side::Upstream,
+        &cfg,
+        &shared,
+        &down_bytes,
+    ));
+    let result = match select(up, down).await {
+        Either::Left((Ok(()), rest)) => rest.await,
+        Either::Right((Ok(()), rest)) => rest.await,
+        Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+    };
+    let end = match result {
+        Ok(()) => End::Closed,
+        Err(PumpErr::ReadTimeout) => End::ReadTimeout,
+        Err(PumpErr::SendTimeout(side)) => End::SendTimeout(side),
+        Err(PumpErr::Io(side, e)) => End::Error(side, e),
+    };
+    Outcome {
+        up_bytes: up_bytes.get(),
+        down_bytes: down_bytes.get(),
+        end,
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Client => Side::Upstream,
+        Side::Upstream => Side::Client,
+    }
+}
+
+/// One direction: `src` to `dst` until `src` sends FIN (then half-close `dst`).
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    side: Side,
+    cfg: &TunnelConfig,
+    shared: &Shared,
+    moved: &Cell<u64>,
+) -> Result<(), PumpErr> {
+    loop {
+        wait_readable(src, side, cfg, shared).await?;
+        let eof = match cfg.path {
+            Path::Copy => copy_ready(src, dst, side, cfg, shared, moved).await?,
+            Path::Splice => splice_ready(src, dst, side, cfg, shared, moved).await?,
+        };
+        if eof {
+            // Pass the FIN on; the other direction keeps flowing.
+            let _ = rustix::net::shutdown(fd(dst), Shutdown::Write);
+            return Ok(());
+        }
+    }
+}
+
+async fn wait_readable(
+    src: &TcpStream,
+    side: Side,
+    cfg: &TunnelConfig,
+    shared: &Shared,
+) -> Result<(), PumpErr> {
+    loop {
+        let deadline = shared.last_activity.get() + cfg.read_timeout;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(PumpErr::ReadTimeout);
+        }
+        match monoio::time::timeout(deadline - now, src.readable(false)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => return Err(PumpErr::Io(side, e)),
+            // The other direction may have been active meanwhile: re-check the shared deadline.
+            Err(_) => continue,
+        }
+    }
+}
+
+/// Copies what `src` has ready. Returns whether `src` reached end of stream.
+async fn copy_ready(
+    src: &TcpStream,
+    dst: &TcpStream,
+    side: Side,
+    cfg: &TunnelConfig,
+    shared: &Shared,
+    moved: &Cell<u64>,
+) -> Result<bool, PumpErr> {
+    let mut buf = PooledBuf::take();
+    loop {
+        match rustix::io::read(fd(src), buf.bytes()) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                write_all(dst, &buf.bytes()[..n], other(side), cfg).await?;
+                shared.last_activity.set(Instant::now());
+                moved.set(moved.get() + n as u64);
+                if n < BUF_SIZE {
+                    // Probably drained: wait for readiness again without holding the buffer.
+                    return Ok(false);
+                }
+            }
+            Err(Errno::AGAIN) => return Ok(false),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(PumpErr::Io(side, e.into())),
+        }
+    }
+}
+
+/// Writes all of `data` to `dst`, waiting for writability (bounded by `proxy_send_timeout`).
+pub async fn write_all_to(
+    dst: &TcpStream,
+    mut data: &[u8],
+    send_timeout: Duration,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd(dst), data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::AGAIN) => {
+                match monoio::time::timeout(send_timeout, dst.writable(false)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+                }
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn write_all(
+    dst: &TcpStream,
+    data: &[u8],
+    dst_side: Side,
+    cfg: &TunnelConfig,
+) -> Result<(), PumpErr> {
+    write_all_to(dst, data, cfg.send_timeout)
+        .await
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                PumpErr::SendTimeout(dst_side)
+            } else {
+                PumpErr::Io(dst_side, e)
+            }
+        })
+}
+
+/// Splices what `src` has ready through a pooled pipe. Returns whether `src` reached its end.
+async fn splice_ready(
+    src: &TcpStream,
+    dst: &TcpStream,
+    side: Side,
+    cfg: &TunnelConfig,
+    shared: &Shared,
+    moved: &Cell<u64>,
+) -> Result<bool, PumpErr> {
+    let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    loop {
+        let n = match rustix::pipe::splice(fd(src), None, &pipe.write, None, PIPE_SIZE, flags) {
+            Ok(0) => {
+                pipe.give_back();
+                return Ok(true);
+            }
+            Ok(n) => n,
+            Err(Errno::AGAIN) => {
+                pipe.give_back();
+                return Ok(false);
+            }
+            Err(Errno::INTR) => continue,
+            // The pipe is dropped (closed), never reused, on errors: it may hold bytes.
+            Err(e) => return Err(PumpErr::Io(side, e.into())),
+        };
+        let mut left = n;
+        while left > 0 {
+            match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
+                Ok(m) => left -= m,
+                Err(Errno::AGAIN) => {
+                    match monoio::time::timeout(cfg.send_timeout, dst.writable(false)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(PumpErr::Io(other(side), e)),
+                        Err(_) => return Err(PumpErr::SendTimeout(other(side))),
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(PumpErr::Io(other(side), e.into())),
+            }
+        }
+        shared.last_activity.set(Instant::now());
+        moved.set(moved.get() + n as u64);
+    }
+}

@@ -1,0 +1,112 @@
+//! Listening sockets: one per `listen` address per shard, each with SO_REUSEPORT so the kernel
+//! spreads connections over the shards without a shared accept queue or lock.
+//!
+//! Bound in the main thread before any shard starts, so a bind error is reported (in nginx's
+//! words) before the pid file exists and before daemonizing.
+
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::model::{HttpConf, Listen};
+
+/// One address to listen on, with the socket options of its first `listen` that set any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// Where to bind.
+    pub addr: SocketAddr,
+    /// The `listen` it came from (options).
+    pub listen: Listen,
+}
+
+/// The distinct addresses of a configuration. Like nginx, a specific `ip:port` is not bound when
+/// a wildcard `*:port` of the same family exists: the wildcard socket receives those
+/// connections and the server is chosen by the connection's local address.
+pub fn specs(http: &HttpConf) -> Vec<ListenSpec> {
+    let mut out: Vec<ListenSpec> = Vec::new();
+    for server in &http.servers {
+        for l in &server.listen {
+            if let Some(have) = out.iter_mut().find(|s| s.addr == l.addr) {
+                // `ssl` on any listen of an address makes the address TLS, as in nginx.
+                have.listen.ssl |= l.ssl;
+                continue;
+            }
+            out.push(ListenSpec {
+                addr: l.addr,
+                listen: l.clone(),
+            });
+        }
+    }
+    let wildcard_ports: Vec<(bool, u16)> = out
+        .iter()
+        .filter(|s| s.addr.ip().is_unspecified())
+        .map(|s| (s.addr.is_ipv4(), s.addr.port()))
+        .collect();
+    out.retain(|s| {
+        s.addr.ip().is_unspecified() || !wildcard_ports.contains(&(s.addr.is_ipv4(), s.addr.port()))
+    });
+    out
+}
+
+/// Binds one shard's socket for `spec`. The error text is nginx's:
+/// `bind() to 0.0.0.0:80 failed (98: Address already in use)`.
+pub fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, String> {
+    let l = &spec.listen;
+    let fail = |call: &str, e: std::io::Error| {
+        format!(
+            "{call}() to {} failed ({})",
+            spec.addr,
+            crate::config::os_error(&e)
+        )
+    };
+    let domain = if spec.addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket =
+        Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| fail("socket", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| fail("setsockopt(SO_REUSEADDR)", e))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(|e| fail("setsockopt(SO_REUSEPORT)", e))?;
+    if spec.addr.is_ipv6() {
+        socket
+            .set_only_v6(l.ipv6only)
+            .map_err(|e| fail("setsockopt(IPV6_V6ONLY)", e))?;
+    }
+    if let Some(n) = l.rcvbuf {
+        socket
+            .set_recv_buffer_size(n as usize)
+            .map_err(|e| fail("setsockopt(SO_RCVBUF)", e))?;
+    }
+    if let Some(n) = l.sndbuf {
+        socket
+            .set_send_buffer_size(n as usize)
+            .map_err(|e| fail("setsockopt(SO_SNDBUF)", e))?;
+    }
+    if let Some(on) = l.so_keepalive {
+        socket
+            .set_keepalive(on)
+            .map_err(|e| fail("setsockopt(SO_KEEPALIVE)", e))?;
+    }
+    if l.deferred {
+        crate::sys::setsockopt_int(&socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 1)
+            .map_err(|e| fail("setsockopt(TCP_DEFER_ACCEPT)", e))?;
+    }
+    if let Some(q) = l.fastopen {
+        let q = i32::try_from(q).unwrap_or(i32::MAX);
+        crate::sys::setsockopt_int(&socket, libc::IPPROTO_TCP, libc::TCP_FASTOPEN, q)
+            .map_err(|e| fail("setsockopt(TCP_FASTOPEN)", e))?;
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| fail("fcntl(O_NONBLOCK)", e))?;
+    socket
+        .bind(&spec.addr.into())
+        .map_err(|e| fail("bind", e))?;
+    socket.listen(l.backlog).map_err(|e| fail("listen", e))?;
+    Ok(socket.into())
+}

@@ -1,0 +1,189 @@
+//! One shard's life: build its runtime, adopt its listening sockets, accept connections (within
+//! `worker_connections`, backing off on EMFILE), hand each to the proxy, and on a graceful stop
+//! stop accepting and wait for its connections to finish.
+
+use std::cell::Cell;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncReadRent;
+use monoio::net::{TcpListener, UnixStream};
+
+use super::event::Event;
+use super::listener::ListenSpec;
+use super::Driver;
+use crate::config::model::Config;
+use crate::log;
+
+/// io_uring submission queue size per shard.
+const RING_ENTRIES: u32 = 4096;
+
+/// What every connection task of a shard shares (single-threaded: `Cell`, `Rc`).
+pub struct ShardCtx {
+    /// Shard number (0-based).
+    pub id: usize,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Open connections, client and upstream (`worker_connections` counts both, as nginx).
+    pub active: Cell<usize>,
+    /// Set on a graceful stop: keep-alive connections close instead of waiting.
+    pub stopping: Event,
+    /// Proxy state built from the configuration for this shard (router, balancers, pools).
+    pub proxy: crate::proxy::ShardProxy,
+}
+
+impl ShardCtx {
+    /// Counts a connection for its lifetime (drop the guard when it closes).
+    pub fn hold(self: &Rc<Self>) -> ConnGuard {
+        self.active.set(self.active.get() + 1);
+        ConnGuard(self.clone())
+    }
+}
+
+/// Keeps one connection counted in `ShardCtx::active`.
+pub struct ConnGuard(Rc<ShardCtx>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+/// Thread body of a shard. Reports on `ready` once it accepts (or why it cannot).
+pub fn run(
+    id: usize,
+    config: Arc<Config>,
+    sockets: Vec<(ListenSpec, std::net::TcpListener)>,
+    control: StdUnixStream,
+    driver: Driver,
+    ready: Sender<Result<(), String>>,
+) {
+    let main = shard_main(id, config, sockets, control, ready.clone());
+    let built = match driver {
+        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(main)),
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(main)),
+    };
+    if let Err(e) = built {
+        let _ = ready.send(Err(format!("shard {id}: cannot start its runtime ({e})")));
+    }
+}
+
+async fn shard_main(
+    id: usize,
+    config: Arc<Config>,
+    sockets: Vec<(ListenSpec, std::net::TcpListener)>,
+    control: StdUnixStream,
+    ready: Sender<Result<(), String>>,
+) {
+    let proxy = match crate::proxy::ShardProxy::new(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let ctx = Rc::new(ShardCtx {
+        id,
+        config: config.clone(),
+        active: Cell::new(0),
+        stopping: Event::default(),
+        proxy,
+    });
+    let mut listeners = Vec::new();
+    for (spec, std_listener) in sockets {
+        match TcpListener::from_std(std_listener) {
+            Ok(l) => listeners.push((spec, l)),
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {id}: cannot adopt {} ({e})", spec.addr)));
+                return;
+            }
+        }
+    }
+    let control = match UnixStream::from_std(control) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: control channel ({e})")));
+            return;
+        }
+    };
+    let mut accepts = Vec::new();
+    for (spec, listener) in listeners {
+        accepts.push(monoio::spawn(accept_loop(ctx.clone(), spec, listener)));
+    }
+    let _ = ready.send(Ok(()));
+    // Wait for "Q" (graceful stop) or the main thread going away.
+    let mut control = control;
+    let (_, _) = control.read(vec![0u8; 1]).await;
+    ctx.stopping.set();
+    for a in accepts {
+        a.await;
+    }
+    let deadline = config
+        .main
+        .worker_shutdown_timeout
+        .map(|d| Instant::now() + d);
+    while ctx.active.get() > 0 {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            log!(
+                Notice,
+                "shard {id}: {} connections still open at worker_shutdown_timeout",
+                ctx.active.get()
+            );
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn accept_loop(ctx: Rc<ShardCtx>, spec: ListenSpec, listener: TcpListener) {
+    let limit = ctx.config.events.worker_connections as usize;
+    let mut last_warn: Option<Instant> = None;
+    let mut warn = |msg: String| {
+        // Once a second at most: a flood of refusals must not become a flood of log lines.
+        if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            last_warn = Some(Instant::now());
+            log!(Alert, "{msg}");
+        }
+    };
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = ctx.stopping.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if ctx.active.get() >= limit {
+                    warn(format!("{limit} worker_connections are not enough"));
+                    drop(stream);
+                    continue;
+                }
+                let ctx2 = ctx.clone();
+                let spec2 = spec.clone();
+                monoio::spawn(async move {
+                    crate::proxy::handler::serve(ctx2, spec2, stream, peer).await;
+                });
+            }
+            Err(e) => {
+                let raw = e.raw_os_error();
+                if raw == Some(libc::EMFILE) || raw == Some(libc::ENFILE) {
+                    warn(format!("accept() failed ({})", crate::config::os_error(&e)));
+                    // Back off instead of spinning on a full descriptor table.
+                    monoio::time::sleep(Duration::from_millis(100)).await;
+                } else if raw != Some(libc::ECONNABORTED) && raw != Some(libc::EINTR) {
+                    warn(format!("accept() failed ({})", crate::config::os_error(&e)));
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
