@@ -160,21 +160,11 @@ pub fn upstream_head(
         if v11 { "1.1" } else { "1.0" }
     )
     .into_bytes();
-    let mut set: Vec<(String, Template)> = vec![
-        (
-            "Host".into(),
-            Template::parse("$proxy_host").expect("static"),
-        ),
-        (
-            "Connection".into(),
-            Template::parse("close").expect("static"),
-        ),
-    ];
-    for (n, v) in conf.proxy_set_header() {
-        if let Some(slot) = set.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&n)) {
-            slot.1 = v;
-        } else {
-            set.push((n, v));
+    // nginx: the configured headers in order, then its defaults not overridden.
+    let mut set: Vec<(String, Template)> = conf.proxy_set_header();
+    for (n, v) in [("Host", "$proxy_host"), ("Connection", "close")] {
+        if !set.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)) {
+            set.push((n.to_string(), Template::parse(v).expect("static")));
         }
     }
     let mut upgrade = false;

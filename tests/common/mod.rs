@@ -69,3 +69,159 @@ pub fn run(args: &[&str]) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A free TCP port on 127.0.0.1 (bound then released: the proxy needs a port number in its
+/// configuration, and several shards bind it with SO_REUSEPORT).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bundled echo backend (`ringproxy-load echo`) on 127.0.0.1:0.
+pub struct Echo {
+    pub addr: std::net::SocketAddr,
+    _child: Child,
+}
+
+impl Echo {
+    pub fn start() -> Echo {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringproxy-load"))
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn echo");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let child = Child(child);
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("echo output");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected echo output {line:?}"))
+            .parse()
+            .unwrap();
+        Echo {
+            addr,
+            _child: child,
+        }
+    }
+}
+
+/// ringproxy running a configuration in a temp prefix, in the foreground, until dropped.
+pub struct Proxy {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Proxy {
+    /// Writes `conf` (with `{port}` and `{backend}`... already substituted by the caller) as
+    /// `ringproxy.conf` in a temp prefix and starts ringproxy on it with `extra` -g directives
+    /// (after `daemon off;`); returns once the pid file exists (every shard is accepting).
+    pub fn start(conf: &str, port: u16, extra: &str, env: &[(&str, &str)]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        std::fs::write(dir.path().join("ringproxy.conf"), conf).unwrap();
+        Proxy::start_in(dir, port, extra, env)
+    }
+
+    /// Like `start`, in a prefix the caller prepared (`ringproxy.conf` and `logs/` in it).
+    pub fn start_in(dir: tempfile::TempDir, port: u16, extra: &str, env: &[(&str, &str)]) -> Proxy {
+        let p = dir.path().to_str().unwrap().to_string();
+        let g = format!("daemon off; {extra}");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut cmd = Command::new(ringproxy());
+        cmd.args([
+            "-p",
+            &p,
+            "-c",
+            "ringproxy.conf",
+            "-g",
+            &g,
+            "-e",
+            "logs/error.log",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = Child(cmd.spawn().expect("spawn ringproxy"));
+        let pid = dir.path().join("logs/ringproxy.pid");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut proxy = Proxy {
+            dir,
+            port,
+            child: Some(child),
+        };
+        while !pid.exists() {
+            if let Some(status) = proxy.child.as_mut().unwrap().0.try_wait().unwrap() {
+                panic!("ringproxy exited with {status}: {}", proxy.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ringproxy did not write its pid file within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        proxy
+    }
+
+    /// What ringproxy printed on stderr and in its error log so far.
+    pub fn stderr(&self) -> String {
+        let a = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        let b = std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default();
+        format!("{a}{b}")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().0.id() as i32
+    }
+
+    /// Sends `sig` and waits (up to `limit`) for the exit status.
+    pub fn stop_with(mut self, sig: i32, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = ringproxy::sys::kill(child.0.id() as i32, sig);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ringproxy did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A seed configuration with its ports substituted: `8080`/`8020` -> `port`, backends
+/// `127.0.0.1:9001`/`:9002` -> the given addresses.
+pub fn seed(name: &str, port: u16, b1: std::net::SocketAddr, b2: std::net::SocketAddr) -> String {
+    let text = std::fs::read_to_string(seed_dir().join(name)).unwrap();
+    text.replace("127.0.0.1:9001", &b1.to_string())
+        .replace("127.0.0.1:9002", &b2.to_string())
+        .replace("listen 8080", &format!("listen 127.0.0.1:{port}"))
+        .replace("listen 8020", &format!("listen 127.0.0.1:{}", free_port()))
+}

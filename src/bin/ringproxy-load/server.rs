@@ -1,7 +1,7 @@
 //! `ringproxy-load echo`: the backend for proxy tests and benchmarks.
 //!
 //! Speaks just enough HTTP/1.1 to be a fair upstream (keep-alive, Content-Length and chunked
-//! request bodies, `GET /headers` mirrors the request head so tests can see what a proxy
+//! request bodies, `GET .../headers` mirrors the request head so tests can see what a proxy
 //! forwarded) and RFC 6455 WebSocket: echo frame by frame, ping/pong, close handshake, and a
 //! timestamped broadcast on `/push*` paths. One listener socket per thread (SO_REUSEPORT), one
 //! monoio runtime per thread, as in the proxy itself.
@@ -129,7 +129,8 @@ fn parse_head(buf: &[u8]) -> HeadResult {
     let mut h = Head {
         len,
         method_head: req.method == Some("HEAD"),
-        path_headers: path == "/headers",
+        // Any path ending in /headers, so a proxied location prefix (`/websocket/headers`) works.
+        path_headers: path.split('?').next().unwrap_or("").ends_with("/headers"),
         path_push: path.starts_with("/push"),
         keep_alive: version == 1,
         ws_key: None,
