@@ -57,6 +57,11 @@ async fn ws_session(url: &str) {
 /// Sends one raw HTTP request and reads the whole response (the proxy closes or the length
 /// says so): enough for tests that read a single response.
 async fn http(port: u16, raw: &[u8]) -> String {
+    http_until(port, raw, false).await
+}
+
+/// Like `http`, but with `to_close` reads until the proxy closes (several responses).
+async fn http_until(port: u16, raw: &[u8], to_close: bool) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(raw).await.unwrap();
     let mut out = Vec::new();
@@ -71,6 +76,9 @@ async fn http(port: u16, raw: &[u8]) -> String {
         }
         out.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&out);
+        if to_close {
+            continue;
+        }
         if let Some(end) = text.find("\r\n\r\n") {
             let head = &text[..end];
             if let Some(len) = head
@@ -158,7 +166,7 @@ async fn plain_requests_through_the_websocket_locations() {
     let r = http(p, b"POST /chat/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
     // Two requests on one keep-alive connection (HTTP/1.1 default).
-    let r = http(p, b"GET /chat/a HTTP/1.1\r\nHost: a\r\n\r\nGET /chat/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    let r = http_until(p, b"GET /chat/a HTTP/1.1\r\nHost: a\r\n\r\nGET /chat/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", true).await;
     assert_eq!(r.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{r}");
     // Outside every location: 404 from ringproxy itself.
     let r = http(p, b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n").await;
