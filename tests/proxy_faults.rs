@@ -1,0 +1,356 @@
+//! Faults and edge cases through a running ringproxy, with scripted backends (tokio): smuggling
+//! inputs are refused and never reach the backend, a backend that refuses an upgrade is relayed
+//! as an ordinary response, 502/504, a reset mid-tunnel, half-close both ways, the idle timeout,
+//! consistent hashing across shards, and graceful/fast stops.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const T: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy)]
+enum Script {
+    /// Answer every request with this response and close.
+    Answer(&'static [u8]),
+    /// Accept and never answer.
+    Silent,
+    /// Answer 101, then reset the connection.
+    UpgradeThenReset,
+    /// Answer 101, read until the client's FIN, then send "bye" and close.
+    UpgradeThenBye,
+    /// Answer 101, then echo bytes until closed.
+    UpgradeEcho,
+    /// Answer 200 with this backend's id as the body.
+    Id(u8),
+}
+
+struct Backend {
+    addr: std::net::SocketAddr,
+    conns: Arc<AtomicUsize>,
+}
+
+async fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b).await {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    head
+}
+
+const UPGRADED: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+
+async fn backend(script: Script) -> Backend {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c2 = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            c2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = read_head(&mut s).await;
+                match script {
+                    Script::Answer(r) => {
+                        let _ = s.write_all(r).await;
+                    }
+                    Script::Silent => tokio::time::sleep(T).await,
+                    Script::UpgradeThenReset => {
+                        let _ = s.write_all(UPGRADED).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                        drop(s);
+                    }
+                    Script::UpgradeThenBye => {
+                        let _ = s.write_all(UPGRADED).await;
+                        let mut sink = Vec::new();
+                        let _ = s.read_to_end(&mut sink).await;
+                        let _ = s
+                            .write_all(format!("bye after {}", sink.len()).as_bytes())
+                            .await;
+                        let _ = s.shutdown().await;
+                    }
+                    Script::UpgradeEcho => {
+                        let _ = s.write_all(UPGRADED).await;
+                        let mut b = [0u8; 4096];
+                        while let Ok(n) = s.read(&mut b).await {
+                            if n == 0 || s.write_all(&b[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Script::Id(id) => {
+                        let r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n{id}"
+                        );
+                        let _ = s.write_all(r.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    Backend { addr, conns }
+}
+
+fn conf(
+    port: u16,
+    servers: &[std::net::SocketAddr],
+    extra_upstream: &str,
+    extra_loc: &str,
+) -> String {
+    let read_timeout = if extra_loc.contains("proxy_read_timeout") {
+        ""
+    } else {
+        "proxy_read_timeout 1s;"
+    };
+    let servers: String = servers
+        .iter()
+        .map(|a| format!("        server {a};\n"))
+        .collect();
+    format!(
+        "events {{}}\nhttp {{\n    upstream b {{\n{servers}        {extra_upstream}\n    }}\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://b;\n            proxy_http_version 1.1;\n            proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection \"upgrade\";\n            proxy_connect_timeout 2s;\n            {read_timeout}\n            {extra_loc}\n        }}\n    }}\n}}\n"
+    )
+}
+
+async fn start(script: Script, extra_loc: &str) -> (Backend, Proxy) {
+    let b = backend(script).await;
+    let port = common::free_port();
+    let p = Proxy::start(&conf(port, &[b.addr], "", extra_loc), port, "", &[]);
+    (b, p)
+}
+
+async fn roundtrip(port: u16, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .expect("closed in time");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const UPGRADE_REQ: &[u8] = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_inputs_are_refused_and_never_forwarded() {
+    let (b, p) = start(
+        Script::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        "",
+    )
+    .await;
+    let cases: &[(&[u8], &str)] = &[
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", "400"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello", "400"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello", "400"),
+        // nginx 1.22.1 answers an unknown Transfer-Encoding with 501 (checked by hand).
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Space : a\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Nul: a\0b\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Cr: a\rb\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
+    ];
+    for (raw, status) in cases {
+        let r = roundtrip(p.port, raw).await;
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{:?} -> {r}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    assert_eq!(
+        b.conns.load(Ordering::SeqCst),
+        0,
+        "a refused request reached the backend"
+    );
+    // The same proxy forwards a well-formed request.
+    let r = roundtrip(
+        p.port,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_is_relayed_and_early_bytes_are_not_forwarded() {
+    for (answer, status) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"[..],
+            "200",
+        ),
+        (
+            &b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"[..],
+            "426",
+        ),
+    ] {
+        let (_b, p) = start(Script::Answer(answer), "").await;
+        let mut req = UPGRADE_REQ.to_vec();
+        req.extend_from_slice(b"\x81\x80\0\0\0\0");
+        let r = roundtrip(p.port, &req).await;
+        assert!(r.starts_with(&format!("HTTP/1.1 {status} ")), "{r}");
+        assert!(!r.contains("101"), "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let dead = common::free_port();
+    let port = common::free_port();
+    let dead_addr: std::net::SocketAddr = format!("127.0.0.1:{dead}").parse().unwrap();
+    let p = Proxy::start(&conf(port, &[dead_addr], "", ""), port, "", &[]);
+    let r = roundtrip(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{r}");
+    assert!(
+        p.stderr()
+            .contains("connect() failed (111: Connection refused) while connecting to upstream"),
+        "{}",
+        p.stderr()
+    );
+
+    let (_b, p) = start(Script::Silent, "").await;
+    let r = roundtrip(p.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 504 Gateway Time-out\r\n"), "{r}");
+}
+
+async fn upgrade(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(UPGRADE_REQ).await.unwrap();
+    let head = tokio::time::timeout(T, read_head(&mut s)).await.unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_mid_tunnel_closes_the_client() {
+    let (_b, p) = start(Script::UpgradeThenReset, "").await;
+    let mut s = upgrade(p.port).await;
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(T, s.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_is_passed_on_both_ways() {
+    for path in ["off", "on"] {
+        let (_b, p) = start(Script::UpgradeThenBye, &format!("proxy_splice {path};")).await;
+        let mut s = upgrade(p.port).await;
+        s.write_all(b"12345").await.unwrap();
+        // Client -> backend FIN; the backend still answers on the other direction.
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(T, s.read_to_end(&mut out))
+            .await
+            .expect("in time")
+            .unwrap();
+        assert_eq!(out, b"bye after 5", "splice {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tunnel_is_closed_after_proxy_read_timeout() {
+    let (_b, p) = start(Script::UpgradeEcho, "").await;
+    let mut s = upgrade(p.port).await;
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(T, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"ping");
+    // proxy_read_timeout is 1s: the silent tunnel must be closed well within the deadline.
+    let r = tokio::time::timeout(T, s.read(&mut buf))
+        .await
+        .expect("closed by the proxy");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_picks_the_same_peer_on_every_shard() {
+    let (b1, b2) = (backend(Script::Id(1)).await, backend(Script::Id(2)).await);
+    let port = common::free_port();
+    let p = Proxy::start(
+        &conf(
+            port,
+            &[b1.addr, b2.addr],
+            "hash $remote_addr consistent;",
+            "",
+        ),
+        port,
+        "worker_processes 2;",
+        &[],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = roundtrip(
+            p.port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        seen.insert(r.chars().last().unwrap());
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "one client address must map to one peer: {seen:?}"
+    );
+    // Both shards served some of the 40 connections (SO_REUSEPORT spreads by source port).
+    assert!(b1.conns.load(Ordering::SeqCst) + b2.conns.load(Ordering::SeqCst) == 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_lets_open_tunnels_finish_and_term_stops_at_once() {
+    let (_b, p) = start(Script::UpgradeEcho, "proxy_read_timeout 30s;").await;
+    let port = p.port;
+    let mut s = upgrade(port).await;
+    let pid = p.pid();
+    ringproxy::sys::kill(pid, libc::SIGQUIT).unwrap();
+    // New connections are refused once the listeners close...
+    let deadline = std::time::Instant::now() + T;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after QUIT"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while the open tunnel keeps working.
+    s.write_all(b"still").await.unwrap();
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(T, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"still");
+    drop(s);
+    let status = p.stop_with(0, T);
+    assert!(status.success(), "{status}");
+
+    let (_b, p) = start(Script::UpgradeEcho, "proxy_read_timeout 30s;").await;
+    let _s = upgrade(p.port).await;
+    let status = p.stop_with(libc::SIGTERM, T);
+    assert!(status.success(), "{status}");
+}
