@@ -72,7 +72,7 @@ async fn backend(script: Script) -> Backend {
                     Script::UpgradeThenReset => {
                         let _ = s.write_all(UPGRADED).await;
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        let _ = s.set_linger(Some(Duration::ZERO));
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
                         drop(s);
                     }
                     Script::UpgradeThenBye => {
