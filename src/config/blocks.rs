@@ -193,7 +193,7 @@ pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env)
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| invalid(v))?;
         } else if v == "backup" {
-            if !matches!(u.conf.balance, Balance::RoundRobin | Balance::LeastConn) {
+            if u.conf.balance != Balance::RoundRobin {
                 return Err(err(
                     d,
                     "balancing method does not support parameter \"backup\"",
@@ -218,22 +218,6 @@ pub(crate) fn upstream_hash(u: &mut UpstreamBuild, d: &Directive, e: &mut Env) -
     };
     let key = e.template(d.arg(0), d)?;
     u.set_balance(Balance::Hash { key, consistent }, d, e)
-}
-
-pub(crate) fn upstream_random(u: &mut UpstreamBuild, d: &Directive, e: &mut Env) -> Result<()> {
-    let two = match d.args.first().map(|a| a.value.as_str()) {
-        None => false,
-        Some("two") => {
-            if let Some(m) = d.args.get(1) {
-                if m.value != "least_conn" {
-                    return Err(err(d, format!("invalid parameter \"{}\"", m.value)));
-                }
-            }
-            true
-        }
-        Some(other) => return Err(err(d, format!("invalid parameter \"{other}\""))),
-    };
-    u.set_balance(Balance::Random { two }, d, e)
 }
 
 pub(super) fn map(d: &Directive, env: &mut Env) -> Result<MapConf> {

@@ -184,6 +184,7 @@ macro_rules! level {
 const NO_DISK: &str = "ringproxy streams bodies and never writes them to disk";
 const NO_HASH: &str = "ringproxy sizes its lookup tables itself";
 const NO_CACHE: &str = "ringproxy has no cache";
+const BALANCERS: &str = "balancing is round robin (default), hash KEY or hash KEY consistent";
 const STREAMED: &str = "ringproxy streams responses through one pooled buffer per direction";
 
 /// The table. Names may repeat with different contexts (`server`, `keepalive_timeout`).
@@ -481,9 +482,9 @@ pub static DIRECTIVES: &[Spec] = &[
     // upstream module.
     spec!("server", UPS, MORE1, Handler::Upstream(blocks::upstream_server)),
     spec!("hash", UPS, n(1, 2), Handler::Upstream(blocks::upstream_hash)),
-    spec!("ip_hash", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::IpHash, d, e))),
-    spec!("least_conn", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::LeastConn, d, e))),
-    spec!("random", UPS, n(0, 2), Handler::Upstream(blocks::upstream_random)),
+    spec!("ip_hash", UPS, A0, Handler::Unsupported(BALANCERS)),
+    spec!("least_conn", UPS, A0, Handler::Unsupported(BALANCERS)),
+    spec!("random", UPS, n(0, 2), Handler::Unsupported(BALANCERS)),
     spec!("keepalive", UPS, A1, Handler::Upstream(|u, d, _| {
         let v = num(d, 0)?;
         if v == 0 {

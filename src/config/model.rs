@@ -241,15 +241,6 @@ pub enum Balance {
         /// Ketama placement.
         consistent: bool,
     },
-    /// `least_conn`.
-    LeastConn,
-    /// `ip_hash`.
-    IpHash,
-    /// `random [two [least_conn]]`.
-    Random {
-        /// Power of two choices.
-        two: bool,
-    },
 }
 
 /// An upstream `server`.

@@ -52,12 +52,6 @@ impl ShardProxy {
                 Balance::Hash {
                     consistent: true, ..
                 } => Method::ConsistentHash,
-                other => {
-                    return Err(format!(
-                        "balancing method {other:?} of upstream \"{}\" is not implemented",
-                        u.name
-                    ))
-                }
             };
             let b = balancer::build(&method, peer_specs(u))
                 .map_err(|e| format!("upstream \"{}\": {e}", u.name))?;
