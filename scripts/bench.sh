@@ -5,7 +5,8 @@
 # them into medians (CSV), a README-ready markdown table and a PNG chart of the ratios to nginx.
 #
 #   scripts/bench.sh [--quick] [--workers 1|all|both] [--repeats N] [--hold N]
-#                    [--targets direct,nginx,haproxy,ringproxy] [--load PATH] [--no-build]
+#                    [--targets direct,nginx,haproxy,ringproxy] [--client-threads N]
+#                    [--echo-threads N] [--load PATH] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -19,6 +20,8 @@ usage: scripts/bench.sh [options]
   --repeats N       interleaved repeats, medians reported (default: 3; 1 with --quick)
   --hold N          idle WebSockets held for the memory scenario (default: 9000)
   --targets LIST    comma-separated subset of direct,nginx,haproxy,ringproxy (default: all)
+  --client-threads N  --threads for the load clients (default: the load tool's)
+  --echo-threads N  --threads for the echo backend (default: the load tool's)
   --load PATH       load tool used for echo and clients (default: target/release/ringproxy-load)
   --no-build        do not run cargo build (use the binaries already in target/release)
   -h, --help        this text
@@ -32,6 +35,8 @@ HOLD=9000
 TARGETS="direct,nginx,haproxy,ringproxy"
 LOAD=""
 BUILD=1
+CLIENT_THREADS=()
+ECHO_THREADS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -40,6 +45,8 @@ while [ $# -gt 0 ]; do
     --hold) HOLD=${2:?--hold needs a number}; shift ;;
     --targets) TARGETS=${2:?--targets needs a list}; shift ;;
     --load) LOAD=${2:?--load needs a path}; shift ;;
+    --client-threads) CLIENT_THREADS=(--threads "${2:?--client-threads needs a number}"); shift ;;
+    --echo-threads) ECHO_THREADS=(--threads "${2:?--echo-threads needs a number}"); shift ;;
     --no-build) BUILD=0 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -56,7 +63,7 @@ if [ "$QUICK" = 1 ]; then
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
-  RTT_D=3s RTT_W=500ms HS_D=2s BULK_D=2s PUSH_D=3s PUSH_N=2000 HOLD_IDLE=3s
+  RTT_D=3s RTT_W=500ms HS_D=2s BULK_D=2s PUSH_D=3s PUSH_N=2000 HOLD_IDLE=2s
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold)
 fi
 case "$WORKERS" in
@@ -220,7 +227,7 @@ rss_kib() { # VmRSS of $1 and its descendants, in KiB
 
 # ---------------------------------------------------------------- echo backend
 ECHO_OUT=$RUN_DIR/echo.out
-"$LOAD" echo --listen 127.0.0.1:0 --push-rate 10 >"$ECHO_OUT" 2>"$RUN_DIR/echo.err" &
+"$LOAD" echo --listen 127.0.0.1:0 --push-rate 10 "${ECHO_THREADS[@]+"${ECHO_THREADS[@]}"}" >"$ECHO_OUT" 2>"$RUN_DIR/echo.err" &
 ECHO_PID=$!
 STARTED+=("$ECHO_PID")
 for _ in $(seq 100); do
@@ -394,6 +401,9 @@ scenario_args() {
     hold) echo "hold --url $base/ --connections $HOLD --idle $HOLD_IDLE --open-rate $HOLD_OPEN_RATE" ;;
   esac
 }
+json_num() { # $1 = key, $2 = one-line JSON object: the key's numeric value, or nothing
+  grep -o "\"$1\": *-\{0,1\}[0-9][0-9.eE+-]*" <<<"$2" | head -1 | sed 's/^[^:]*: *//' || true
+}
 seconds_of() { # 500ms / 3s -> seconds (awk float)
   awk -v d="$1" 'BEGIN { if (d ~ /ms$/) { sub(/ms$/, "", d); print d / 1000 } else { sub(/s$/, "", d); print d + 0 } }'
 }
@@ -411,6 +421,7 @@ run_one() {
   out=$RUN_DIR/$t-w$w-$sc-r$rep.out
   err=$RUN_DIR/$t-w$w-$sc-r$rep.err
   read -r -a args <<<"$(scenario_args "$sc" "$base")"
+  args+=("${CLIENT_THREADS[@]+"${CLIENT_THREADS[@]}"}")
   timeout_s=120
   [ -n "$pid" ] && cpu0=$(cpu_ticks "$pid") && rss0=$(rss_kib "$pid")
   if [ "$sc" = hold ]; then
@@ -447,12 +458,11 @@ run_one() {
   extra=$(printf ',"target":%s,"workers":%s,"label":%s,"repeat":%d' \
     "$(json_str "$t")" "$wjson" "$(json_str "$sc")" "$rep")
   if [ -n "$pid" ]; then
-    extra+=$(awk -v c0="$cpu0" -v c1="$cpu1" -v hz="$CLK_TCK" -v warm="$warm" \
-      -v ops="$(grep -o '"ops": *[0-9.]*' <<<"$line" | grep -o '[0-9.]*$' || true)" \
-      -v dur="$(grep -o '"duration_s": *[0-9.]*' <<<"$line" | grep -o '[0-9.]*$' || true)" \
+    extra+=$(awk -v c0="$cpu0" -v c1="$cpu1" -v sc="$sc" -v hz="$CLK_TCK" -v warm="$warm" \
+      -v ops="$(json_num ops "$line")" -v dur="$(json_num duration_s "$line")" \
       'BEGIN {
          cpu = (c1 - c0) / hz; printf ",\"cpu_s\":%.3f", cpu
-         if (ops > 0 && dur > 0) printf ",\"cpu_us_per_op\":%.3f", cpu * 1e6 / (ops * (dur + warm) / dur)
+         if (ops > 0 && dur > 0 && sc != "hold") printf ",\"cpu_us_per_op\":%.3f", cpu * 1e6 / (ops * (dur + warm) / dur)
          else printf ",\"cpu_us_per_op\":null"
        }')
   else
@@ -475,10 +485,12 @@ for t in direct nginx haproxy ringproxy; do wants "$t" && TARGET_LIST+=("$t"); d
 if wants ringproxy; then
   ok=0
   if [ -x "$RINGPROXY_BIN" ] && start_proxy ringproxy 1; then
-    if timeout 20 "$LOAD" rtt --url "ws://127.0.0.1:${PROXY_PORT[ringproxy]}/" --connections 1 \
-      --size 64 --duration 500ms --json >"$RUN_DIR/ringproxy-probe.out" 2>&1 &&
-      grep -q '"errors": *0[,}]' "$RUN_DIR/ringproxy-probe.out" &&
-      ! grep -q '"ops": *0[,}]' "$RUN_DIR/ringproxy-probe.out"; then
+    probe=$RUN_DIR/ringproxy-probe.out
+    timeout 20 "$LOAD" rtt --url "ws://127.0.0.1:${PROXY_PORT[ringproxy]}/" --connections 1 \
+      --size 64 --duration 500ms --json >"$probe" 2>"$RUN_DIR/ringproxy-probe.err" || true
+    line=$(grep '^{' "$probe" | tail -1 || true)
+    if awk -v ops="$(json_num ops "$line")" -v err="$(json_num errors "$line")" \
+      'BEGIN { exit !(ops > 0 && err == 0 && err != "") }'; then
       ok=1
     fi
     stop_proxy ringproxy

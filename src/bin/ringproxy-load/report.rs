@@ -475,7 +475,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn run(
@@ -493,7 +493,7 @@ mod tests {
         )
     }
 
-    fn sample() -> String {
+    pub(crate) fn sample() -> String {
         let mut lines = vec![r#"{"kind":"meta","command":"scripts/bench.sh --quick","nproc":2,"cpu_model":"Xeon","kernel":"Linux 6","nginx_version":"nginx version: nginx/1.22.1","haproxy_version":"HAProxy version 2.6.12","repeats":3,"notes":"ringproxy skipped"}"#.to_string()];
         for (rep, (d, n, h)) in [
             (150.0, 60.0, 50.0),

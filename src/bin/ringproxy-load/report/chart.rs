@@ -48,6 +48,8 @@ pub fn draw_png(rows: &[Row], meta: &Meta, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let shown: Vec<&Row> = rows
         .iter()
+        // Counts (survived, dropped, lost) are in the table; the chart shows rates and costs.
+        .filter(|r| !r.metric.unit.is_empty())
         .filter(|r| (0..4).any(|i| i != 1 && r.ratio(i).is_some()))
         .collect();
     if shown.is_empty() {
@@ -65,18 +67,18 @@ pub fn draw_png(rows: &[Row], meta: &Meta, path: &Path) -> Result<()> {
         .fold(1.0_f64, f64::max);
     let x_max = (max * 1.1).min(20.0);
     let height = 120 + 26 * shown.len() as u32;
-    let root = BitMapBackend::new(path, (1100, height)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1150, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let caption = format!(
-        "ratio to nginx (nginx = 1); {} x {}",
-        meta.nproc,
-        or_unknown(&meta.cpu_model)
+        "ratio to nginx (nginx = 1); {}, nproc {}",
+        or_unknown(&meta.cpu_model),
+        meta.nproc
     );
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(30)
-        .y_label_area_size(390)
+        .y_label_area_size(440)
         .build_cartesian_2d(0.0..x_max, 0.0..shown.len() as f64)?;
     chart
         .configure_mesh()
@@ -102,11 +104,13 @@ pub fn draw_png(rows: &[Row], meta: &Meta, path: &Path) -> Result<()> {
         } else {
             "lower"
         };
-        let label = format!(
-            "{} w{}: {} ({better} wins)",
-            r.title, r.workers, r.metric.name
-        );
-        root.draw(&Text::new(label, (px - 385, py - 7), ("sans-serif", 13)))?;
+        let workers = match r.workers.as_str() {
+            "1" => "1 worker".to_string(),
+            "all" => "all cores".to_string(),
+            w => w.to_string(),
+        };
+        let label = format!("{}, {workers}: {} ({better} wins)", r.title, r.metric.name);
+        root.draw(&Text::new(label, (px - 435, py - 7), ("sans-serif", 13)))?;
     }
     chart.draw_series(std::iter::once(PathElement::new(
         vec![(1.0, 0.0), (1.0, shown.len() as f64)],
@@ -128,4 +132,24 @@ pub fn draw_png(rows: &[Row], meta: &Meta, path: &Path) -> Result<()> {
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{aggregate, parse, tests::sample};
+    use super::*;
+
+    #[test]
+    fn draws_a_png_or_says_which_font_is_missing() {
+        let (meta, runs) = parse(&sample()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("ratios.png");
+        match draw_png(&aggregate(&runs), &meta, &png) {
+            Ok(()) => {
+                let bytes = std::fs::read(&png).unwrap();
+                assert_eq!(&bytes[1..4], b"PNG");
+            }
+            Err(e) => assert!(e.to_string().contains("font"), "{e:#}"),
+        }
+    }
 }
