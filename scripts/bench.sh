@@ -63,7 +63,7 @@ if [ "$QUICK" = 1 ]; then
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
-  RTT_D=3s RTT_W=500ms HS_D=2s BULK_D=2s PUSH_D=3s PUSH_N=2000 HOLD_IDLE=2s
+  RTT_D=3s RTT_W=500ms HS_D=2s BULK_D=2s PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold)
 fi
 case "$WORKERS" in
@@ -81,7 +81,7 @@ done
 wants() { [[ ",$TARGETS," == *",$1,"* ]]; }
 NCPU=$(nproc)
 CLK_TCK=$(getconf CLK_TCK)
-HOLD_OPEN_RATE=3000
+HOLD_OPEN_RATE=5000
 
 # ---------------------------------------------------------------- file descriptors
 # 9,000 proxied connections: 9,000 client fds in the load tool, 18,000 in the proxy (one worker
@@ -286,7 +286,7 @@ EOF
             proxy_http_version 1.1;
             proxy_set_header Upgrade \$http_upgrade;
             proxy_set_header Connection "upgrade";
-            proxy_set_header Host \$host;
+            proxy_set_header Host \$http_host; # as sent, port included, like HAProxy
             proxy_connect_timeout 5s;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
