@@ -383,8 +383,10 @@ pub fn to_markdown(meta: &Meta, rows: &[Row]) -> String {
         o,
         "Medians of {} interleaved repeats. \"direct\" is the echo backend without a proxy \
          (the ceiling). Ratios are target / nginx: above 1 wins for throughput, below 1 wins \
-         for latency, CPU and memory. CPU is the proxy's utime+stime over all its processes; \
-         memory is (RSS holding - RSS before) / connections.",
+         for latency, CPU and memory. CPU is the proxy's utime+stime over all its processes \
+         (master and workers) across the whole client run, per operation (warmup counted at \
+         the measured rate; push includes the subscribers' handshakes). Memory is the proxy's \
+         (VmRSS holding - VmRSS before) / held connections, summed over its processes.",
         meta.repeats.max(1)
     );
     if !meta.notes.is_empty() {
