@@ -45,6 +45,7 @@ usage:
   ringproxy-load hold --url URL [--connections N] [--idle D] [--open-rate R]
   ringproxy-load push --url URL [--connections N] [--duration D]
   ringproxy-load bulk --url URL [--size S] [--connections N] [--duration D]
+  ringproxy-load report --input results.jsonl --out-dir DIR   (scripts/bench.sh's tables and chart)
 client options: --json (one JSON object on stdout), --threads N (default 1)
 URL: ws://HOST:PORT/path   D: 10, 10s, 500ms, 2m   S: 64, 64k, 1m
 env RINGPROXY_DRIVER=epoll forces the epoll driver (default: io_uring, epoll if unavailable)";

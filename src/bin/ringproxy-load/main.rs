@@ -1,5 +1,6 @@
 //! `ringproxy-load`: the WebSocket load tool and test backend that ringproxy's benchmarks and
-//! integration tests drive (`echo` backend; `rtt`, `handshake`, `hold`, `push`, `bulk` clients).
+//! integration tests drive (`echo` backend; `rtt`, `handshake`, `hold`, `push`, `bulk` clients;
+//! `report` turns bench.sh's raw runs into tables and a chart).
 //!
 //! Threads each own one monoio runtime, like the proxy's shards; the main thread only prints
 //! progress, merges per-thread counters and reports. Exit status is non-zero only when the tool
@@ -13,6 +14,7 @@ mod report;
 mod rt;
 mod scenarios;
 mod server;
+mod summary;
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
@@ -26,6 +28,15 @@ use crate::report::{Report, Stats};
 use crate::scenarios::{Msg, Shared};
 
 fn main() {
+    // `report` (bench.sh's aggregation) has its own flags, outside the load-generating CLI.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("report") {
+        if let Err(e) = summary::run(&args[1..]) {
+            eprintln!("ringproxy-load: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cmd = match cli::parse_args(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
