@@ -256,12 +256,8 @@ $user_line
 worker_processes $(workers_n "$w");
 error_log $dir/error.log warn;
 pid $dir/proxy.pid;
-EOF
-    [ "$nginx_only" = 1 ] && cat <<EOF
 daemon off;
 worker_rlimit_nofile $NOFILE;
-EOF
-    cat <<EOF
 events {
     worker_connections $WORKER_CONNECTIONS;
 }
