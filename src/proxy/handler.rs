@@ -25,10 +25,11 @@ use crate::upstream::balancer::{Outcome as PeerOutcome, PickState};
 /// Most header lines accepted in one head (httparse needs a fixed array).
 const MAX_HEADERS: usize = 100;
 
-/// Where a connection is.
-#[derive(Debug, PartialEq, Eq)]
+/// Where a connection is after a request: waiting for the next head (keep-alive), switched to a
+/// tunnel (the 101 and any early bytes already relayed; only the two sockets live on), or done.
 enum State {
     ReadingHead,
+    Tunnel(TcpStream, TunnelConfig),
     Closed,
 }
 
@@ -62,9 +63,28 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         requests: 0,
         accepted: Instant::now(),
     };
-    let mut state = State::ReadingHead;
-    while state == State::ReadingHead {
-        state = one_request(&ctx, http, &mut conn).await;
+    loop {
+        // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
+        // before a tunnel starts, so an idle tunnel costs only its two sockets and this task.
+        match Box::pin(one_request(&ctx, http, &mut conn)).await {
+            State::ReadingHead => continue,
+            State::Closed => return,
+            State::Tunnel(upstream, cfg) => {
+                conn.buf = Vec::new();
+                let outcome = Box::pin(tunnel::run(&conn.stream, &upstream, cfg)).await;
+                log_tunnel_end(&outcome.end, conn.peer);
+                return;
+            }
+        }
+    }
+}
+
+fn log_tunnel_end(end: &tunnel::End, peer: SocketAddr) {
+    match end {
+        tunnel::End::Closed => {}
+        tunnel::End::ReadTimeout => log!(Info, "upstream timed out (110: Connection timed out) while proxying upgraded connection, client: {}", peer.ip()),
+        tunnel::End::SendTimeout(side) => log!(Info, "{side:?} send timed out while proxying upgraded connection, client: {}", peer.ip()),
+        tunnel::End::Error(side, e) => log!(Info, "{side:?} error ({}) while proxying upgraded connection, client: {}", crate::config::os_error(e), peer.ip()),
     }
 }
 
@@ -420,7 +440,13 @@ async fn proxy(
         return State::Closed;
     }
     match relay_response_body(conn, &upstream, ubuf, frame, conf).await {
-        Ok(()) if keep => State::ReadingHead,
+        Ok(()) if keep => {
+            if conn.buf.is_empty() {
+                // Idle keep-alive connections hold no buffer either.
+                conn.buf = Vec::new();
+            }
+            State::ReadingHead
+        }
         _ => State::Closed,
     }
 }
@@ -445,10 +471,12 @@ async fn tunnel_after_101(
     if !send(conn, &head, conf).await {
         return State::Closed;
     }
+    drop(head);
     // Bytes that came with the heads: the backend's first frame, the client's pipelined one.
     if !early_down.is_empty() && !send(conn, &early_down, conf).await {
         return State::Closed;
     }
+    drop(early_down);
     let early_up = std::mem::take(&mut conn.buf);
     if !early_up.is_empty()
         && write_all(&upstream, &early_up, conf.proxy_send_timeout())
@@ -457,6 +485,7 @@ async fn tunnel_after_101(
     {
         return State::Closed;
     }
+    drop(early_up);
     let path = match conf.proxy_splice() {
         SpliceMode::On => Path::Splice,
         SpliceMode::Off | SpliceMode::Auto => Path::Copy,
@@ -466,14 +495,7 @@ async fn tunnel_after_101(
         send_timeout: conf.proxy_send_timeout(),
         path,
     };
-    let outcome = tunnel::run(&conn.stream, &upstream, cfg).await;
-    match &outcome.end {
-        tunnel::End::Closed => {}
-        tunnel::End::ReadTimeout => log!(Info, "upstream timed out (110: Connection timed out) while proxying upgraded connection, client: {}", conn.peer.ip()),
-        tunnel::End::SendTimeout(side) => log!(Info, "{side:?} send timed out while proxying upgraded connection, client: {}", conn.peer.ip()),
-        tunnel::End::Error(side, e) => log!(Info, "{side:?} error ({}) while proxying upgraded connection, client: {}", crate::config::os_error(e), conn.peer.ip()),
-    }
-    State::Closed
+    State::Tunnel(upstream, cfg)
 }
 
 /// Sends the request body upstream, re-framed (length as length, chunked re-chunked).

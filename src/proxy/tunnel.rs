@@ -94,26 +94,21 @@ pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) ->
     };
     let up_bytes = Cell::new(0u64);
     let down_bytes = Cell::new(0u64);
-    let up = Box::pin(pump(
-        client,
-        upstream,
-        Side::Client,
-        &cfg,
-        &shared,
-        &up_bytes,
-    ));
-    let down = Box::pin(pump(
-        upstream,
-        client,
-        Side::Upstream,
-        &cfg,
-        &shared,
-        &down_bytes,
-    ));
-    let result = match select(up, down).await {
-        Either::Left((Ok(()), rest)) => rest.await,
-        Either::Right((Ok(()), rest)) => rest.await,
-        Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+    let up = pump(client, upstream, Side::Client, &cfg, &shared, &up_bytes);
+    let down = pump(upstream, client, Side::Upstream, &cfg, &shared, &down_bytes);
+    let pumps = Box::pin(async {
+        match select(Box::pin(up), Box::pin(down)).await {
+            Either::Left((Ok(()), rest)) => rest.await,
+            Either::Right((Ok(()), rest)) => rest.await,
+            Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+        }
+    });
+    // One idle timer per tunnel, not one per wait: a timer registration per message costs
+    // more than the message itself.
+    let watchdog = Box::pin(idle_watchdog(&shared, cfg.read_timeout));
+    let result = match select(pumps, watchdog).await {
+        Either::Left((r, _)) => r,
+        Either::Right(((), _)) => Err(PumpErr::ReadTimeout),
     };
     let end = match result {
         Ok(()) => End::Closed,
@@ -125,6 +120,18 @@ pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) ->
         up_bytes: up_bytes.get(),
         down_bytes: down_bytes.get(),
         end,
+    }
+}
+
+/// Resolves when neither direction moved a byte for `timeout` (`proxy_read_timeout`).
+async fn idle_watchdog(shared: &Shared, timeout: Duration) {
+    loop {
+        let due = shared.last_activity.get() + timeout;
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        monoio::time::sleep(due - now).await;
     }
 }
 
@@ -145,7 +152,7 @@ async fn pump(
     moved: &Cell<u64>,
 ) -> Result<(), PumpErr> {
     loop {
-        wait_readable(src, side, cfg, shared).await?;
+        wait_readable(src, side).await?;
         let eof = match cfg.path {
             Path::Copy => copy_ready(src, dst, side, cfg, shared, moved).await?,
             Path::Splice => splice_ready(src, dst, side, cfg, shared, moved).await?,
@@ -158,25 +165,8 @@ async fn pump(
     }
 }
 
-async fn wait_readable(
-    src: &TcpStream,
-    side: Side,
-    cfg: &TunnelConfig,
-    shared: &Shared,
-) -> Result<(), PumpErr> {
-    loop {
-        let deadline = shared.last_activity.get() + cfg.read_timeout;
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(PumpErr::ReadTimeout);
-        }
-        match monoio::time::timeout(deadline - now, src.readable(false)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => return Err(PumpErr::Io(side, e)),
-            // The other direction may have been active meanwhile: re-check the shared deadline.
-            Err(_) => continue,
-        }
-    }
+async fn wait_readable(src: &TcpStream, side: Side) -> Result<(), PumpErr> {
+    src.readable(false).await.map_err(|e| PumpErr::Io(side, e))
 }
 
 /// Copies what `src` has ready. Returns whether `src` reached end of stream.
