@@ -52,20 +52,28 @@ pub fn normalize_into<'a>(
     Ok(buf.as_str())
 }
 
-/// Whether nginx would leave the path unchanged.
+/// Whether nginx would leave the path unchanged (one pass over the bytes).
 fn is_clean(path: &str, merge_slashes: bool) -> bool {
     let b = path.as_bytes();
-    if b.first() != Some(&b'/') || b.iter().any(|&c| c == b'%' || c == b'#') {
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let mut segments = path[1..].split('/').peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        if seg == "." || seg == ".." || (seg.is_empty() && merge_slashes && !last) {
-            return false;
+    // Length of the current segment, and how many of its bytes are dots.
+    let (mut len, mut dots) = (0usize, 0usize);
+    for &c in &b[1..] {
+        match c {
+            b'%' | b'#' => return false,
+            b'/' => {
+                if (len == 0 && merge_slashes) || (len == dots && (len == 1 || len == 2)) {
+                    return false;
+                }
+                (len, dots) = (0, 0);
+            }
+            b'.' => (len, dots) = (len + 1, dots + 1),
+            _ => len += 1,
         }
     }
-    true
+    !(len == dots && (len == 1 || len == 2))
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -251,6 +259,34 @@ mod tests {
     fn non_utf8_bytes_stay_encoded() {
         assert_eq!(n("/caf%C3%A9").unwrap(), "/café");
         assert_eq!(n("/x%FF%2e").unwrap(), "/x%FF.");
+    }
+
+    /// The fast path agrees with the full normaliser on every short path over a small alphabet.
+    #[test]
+    fn clean_check_agrees_with_normaliser() {
+        let alphabet = [b'/', b'.', b'a', b'%', b'2', b'e', b'f', b'#'];
+        let mut paths = vec![b"/".to_vec()];
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for p in &paths {
+                for &c in &alphabet {
+                    let mut q = p.clone();
+                    q.push(c);
+                    next.push(q);
+                }
+            }
+            for p in &paths {
+                let p = std::str::from_utf8(p).unwrap();
+                for merge in [true, false] {
+                    let mut slow = String::new();
+                    let full = normalize_slow(p, merge, &mut slow).map(|()| slow);
+                    if is_clean(p, merge) {
+                        assert_eq!(full.as_deref(), Ok(p), "{p} merge={merge}");
+                    }
+                }
+            }
+            paths = next;
+        }
     }
 
     #[test]
