@@ -101,6 +101,25 @@ impl<'r> Captures<'r> {
     }
 }
 
+/// One pass over `subject` for a list of regexes tried in order (nginx's regex locations and
+/// `server_name` regexes): the index of the first that matches. Built only for two or more
+/// (`None` otherwise, or if the set would not compile: callers then try each in turn).
+fn regex_set<'a>(patterns: impl Iterator<Item = (&'a str, bool)>) -> Option<regex::RegexSet> {
+    let patterns: Vec<String> = patterns
+        .map(|(src, caseless)| {
+            if caseless {
+                format!("(?i){src}")
+            } else {
+                src.to_string()
+            }
+        })
+        .collect();
+    if patterns.len() < 2 {
+        return None;
+    }
+    regex::RegexSet::new(patterns).ok()
+}
+
 /// nginx's budget of URI changes per request (`r->uri_changes`): 10 `rewrite ... last` or
 /// internal redirects, the 11th is a [`RouteError::RedirectCycle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,6 +62,8 @@ pub(super) struct Level {
     redirect: Vec<(Box<str>, LocId)>,
     /// Regex locations in order of appearance.
     regex: Vec<LocId>,
+    /// The same regexes as one set, to find the first match in one pass.
+    regex_set: Option<regex::RegexSet>,
     /// `@name` locations (server level only).
     pub(super) named: Vec<(Box<str>, LocId)>,
 }
@@ -127,6 +129,12 @@ pub(super) fn build_level(
         let children = build_level(nodes, server, &path, &loc.locations);
         nodes[id.0 as usize].children = children;
     }
+    level.regex_set = super::regex_set(level.regex.iter().filter_map(|id| {
+        match &locs[nodes[id.0 as usize].path.last().copied()? as usize].matcher {
+            LocationMatch::Regex(r) => Some((r.source.as_str(), r.caseless)),
+            _ => None,
+        }
+    }));
     level.exact.sort_by(|a, b| a.0.cmp(&b.0));
     level.prefix.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     level
@@ -186,16 +194,25 @@ impl<'r> Search<'r> {
         if rc == Rc::Ok || rc == Rc::Done {
             return rc;
         }
-        if !no_regex {
-            for &id in &level.regex {
-                let node = self.node(id);
-                let Some(re) = &node.regex else { continue };
-                if let Some(captures) = Captures::exec(re, uri) {
-                    self.current = Some(id);
-                    self.captures = Some(captures);
-                    self.find(&node.children, uri);
-                    return Rc::Ok;
-                }
+        if no_regex {
+            return rc;
+        }
+        let candidates = match &level.regex_set {
+            // Only the first match of the set can win; it is run again for its captures.
+            Some(set) => match set.matches(uri).iter().next() {
+                Some(i) => &level.regex[i..=i],
+                None => &[],
+            },
+            None => &level.regex[..],
+        };
+        for &id in candidates {
+            let node = self.node(id);
+            let Some(re) = &node.regex else { continue };
+            if let Some(captures) = Captures::exec(re, uri) {
+                self.current = Some(id);
+                self.captures = Some(captures);
+                self.find(&node.children, uri);
+                return Rc::Ok;
             }
         }
         rc

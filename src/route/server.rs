@@ -61,6 +61,8 @@ pub(super) struct AddrTable {
     /// `www.example.` prefixes, longest first.
     trailing: Vec<(Box<str>, usize)>,
     regex: Vec<(regex::Regex, usize)>,
+    /// The same regexes as one set (see `route::regex_set`).
+    regex_set: Option<regex::RegexSet>,
 }
 
 impl AddrTable {
@@ -73,6 +75,7 @@ impl AddrTable {
             bare: HashMap::new(),
             trailing: Vec::new(),
             regex: Vec::new(),
+            regex_set: None,
         }
     }
 
@@ -125,7 +128,14 @@ impl AddrTable {
                     return found(*s, NameMatch::TrailingWildcard);
                 }
             }
-            for (re, s) in &self.regex {
+            let candidates = match &self.regex_set {
+                Some(set) => match set.matches(host).iter().next() {
+                    Some(i) => &self.regex[i..=i],
+                    None => &[],
+                },
+                None => &self.regex[..],
+            };
+            for (re, s) in candidates {
                 if let Some(captures) = Captures::exec(re, host) {
                     return ServerMatch {
                         server: *s,
@@ -168,6 +178,7 @@ pub(super) fn build(http: &HttpConf) -> Vec<AddrTable> {
         }
     }
     for t in &mut tables {
+        t.regex_set = super::regex_set(t.regex.iter().map(|(re, _)| (re.as_str(), true)));
         // Stable: among equal lengths the first written wins.
         t.trailing.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
