@@ -16,7 +16,9 @@
 //! 5. else the remembered prefix is used, or the server level when nothing matched.
 //!
 //! As in nginx, `^~` on a nested prefix only skips the regexes of its own level: the
-//! enclosing level's regexes still run when the enclosing prefix has no `^~`.
+//! enclosing level's regexes still run when the enclosing prefix has no `^~`. Where nginx runs
+//! a level's regexes one after the other, one `RegexSet` pass names the first that matches,
+//! and only that one runs again for its captures.
 
 use super::Captures;
 use crate::config::model::{Location, LocationMatch};

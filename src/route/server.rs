@@ -186,7 +186,8 @@ pub(super) fn build(http: &HttpConf) -> Vec<AddrTable> {
 }
 
 /// The table serving a connection accepted on `local`: the exact address, else the wildcard
-/// of the same family and port.
+/// of the same family and port, else (a `[::]` listener with `ipv6only=off` taking IPv4
+/// connections) any wildcard on that port.
 pub(super) fn table_for(tables: &[AddrTable], local: SocketAddr) -> Option<&AddrTable> {
     let local = match local {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
@@ -195,13 +196,17 @@ pub(super) fn table_for(tables: &[AddrTable], local: SocketAddr) -> Option<&Addr
         },
         SocketAddr::V4(_) => local,
     };
-    tables.iter().find(|t| t.addr == local).or_else(|| {
-        tables.iter().find(|t| {
-            t.addr.port() == local.port()
-                && t.addr.ip().is_unspecified()
-                && t.addr.is_ipv4() == local.is_ipv4()
+    let wildcard = |t: &&AddrTable| t.addr.port() == local.port() && t.addr.ip().is_unspecified();
+    tables
+        .iter()
+        .find(|t| t.addr == local)
+        .or_else(|| {
+            tables
+                .iter()
+                .filter(wildcard)
+                .find(|t| t.addr.is_ipv4() == local.is_ipv4())
         })
-    })
+        .or_else(|| tables.iter().find(wildcard))
 }
 
 impl AddrTable {

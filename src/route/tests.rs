@@ -417,6 +417,10 @@ fn addresses_wildcard_and_specific() {
         r.server_for(addr("127.0.0.1:7"), None).unwrap_err(),
         RouteError::NoServer(addr("127.0.0.1:7"))
     );
+    // An IPv4 connection on a dual-stack `[::]` listener finds the IPv6 wildcard's servers.
+    let dual = http(r#"server { listen [::]:7070 ipv6only=off; server_name d; return 200 dual; }"#);
+    let rd = Router::new(&dual);
+    assert_eq!(which(&dual, &rd, "[::ffff:10.0.0.1]:7070", None), "dual");
     let listed: Vec<_> = r.listen_addrs().collect();
     assert_eq!(listed.len(), 5);
     let sni = r
