@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod proxy;
 pub mod sys;
 pub mod upstream;
 pub mod ws;
