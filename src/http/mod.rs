@@ -12,7 +12,8 @@ pub mod response;
 pub mod script;
 pub mod status;
 pub mod target;
+pub mod time;
 pub mod vars;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

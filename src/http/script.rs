@@ -11,7 +11,7 @@
 //! with `http://`, `https://` or `$scheme` is a redirect (302, or 301 with `permanent`). If the
 //! replacement has a `?`, the text after it becomes the args and the original args are appended
 //! after `&`; a trailing `?` drops them. Captures copied into a redirect or into the args are
-//! escaped again when the client's URI was escaped. A location-level rewrite without a flag that
+//! escaped again ([`ESCAPE_ARGS`]) when the client's path had `%` escapes. A location-level rewrite without a flag that
 //! changed the URI makes nginx search the location again once the script ends: that is
 //! [`Outcome::Last`] too. Redirects to relative URLs are made absolute by [`absolute_location`],
 //! as nginx's header filter does (`absolute_redirect`, `port_in_redirect`,
@@ -179,7 +179,8 @@ struct Expanded {
 /// Renders a rewrite replacement: the first `?` in its literal text starts the args; captures
 /// after it (or anywhere in a redirect) are escaped when the client's URI was escaped.
 fn expand(t: &Template, redirect: bool, vars: &mut RequestVars<'_>) -> Expanded {
-    let escape_captures = vars.quoted_uri() || vars.plus_in_uri();
+    // Measured on nginx 1.22: only a `%` in the client's path turns this on (`+` alone does not).
+    let escape_captures = vars.quoted_uri();
     let mut uri = Vec::new();
     let mut args: Option<Vec<u8>> = None;
     let last = t.parts.len().saturating_sub(1);
@@ -210,7 +211,7 @@ fn expand(t: &Template, redirect: bool, vars: &mut RequestVars<'_>) -> Expanded 
             Part::Capture(n) => {
                 if let Some(c) = vars.capture(usize::from(*n)) {
                     if (in_args || redirect) && escape_captures {
-                        escape(c.as_bytes(), &ESCAPE_ARGS, out);
+                        escape_capture(c.as_bytes(), in_args, out);
                     } else {
                         out.extend_from_slice(c.as_bytes());
                     }
@@ -226,6 +227,21 @@ fn expand(t: &Template, redirect: bool, vars: &mut RequestVars<'_>) -> Expanded 
     }
 }
 
+/// Escapes a capture as nginx 1.22 does in redirects and args (measured): outside the args,
+/// space, `#` and `%` (and controls, non-ASCII) up to the capture's first `?`, which stays, and
+/// [`ESCAPE_ARGS`] (which adds `+`) after it; inside the args, [`ESCAPE_ARGS`] throughout.
+fn escape_capture(c: &[u8], in_args: bool, out: &mut Vec<u8>) {
+    let split = if in_args {
+        0
+    } else {
+        c.iter().position(|&b| b == b'?').map_or(c.len(), |q| q + 1)
+    };
+    let mut path_table = ESCAPE_ARGS;
+    path_table[1] &= !(1 << (b'+' - 32));
+    escape(&c[..split], &path_table, out);
+    escape(&c[split..], &ESCAPE_ARGS, out);
+}
+
 /// nginx's `NGX_ESCAPE_URI` set: controls, space, `#`, `%`, `?`, DEL and non-ASCII.
 pub const ESCAPE_URI: [u32; 8] = [
     0xffff_ffff,
@@ -238,10 +254,11 @@ pub const ESCAPE_URI: [u32; 8] = [
     0xffff_ffff,
 ];
 
-/// nginx's `NGX_ESCAPE_ARGS` set: the URI set plus `&`, `+`, `;`.
+/// The set nginx 1.22 escapes in captures copied into args: controls, space, `#`, `%`, `+`, DEL
+/// and non-ASCII (measured: `&`, `;` and `?` stay as they are).
 pub const ESCAPE_ARGS: [u32; 8] = [
     0xffff_ffff,
-    0x8800_0869,
+    0x0000_0829,
     0x0000_0000,
     0x8000_0000,
     0xffff_ffff,

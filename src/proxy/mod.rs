@@ -6,3 +6,6 @@
 
 pub mod request;
 pub mod response;
+
+#[cfg(test)]
+mod tests;
