@@ -9,8 +9,11 @@ pub mod body;
 pub mod headers;
 pub mod request;
 pub mod response;
+pub mod script;
 pub mod status;
 pub mod target;
+pub mod time;
+pub mod vars;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,4 +1,6 @@
-//! Proxying: a client connection's state machine (`handler`), the tunnel after a 101
+//! Proxying: a client connection's state machine (`handler`), what goes to the peer and what
+//! comes back as nginx's proxy module does it (`request` builds the upstream request head,
+//! `response` filters the upstream response head; both sans-IO), the tunnel after a 101
 //! (`tunnel`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
 //! responses ringproxy makes itself (`respond`).
 
@@ -6,8 +8,13 @@ pub mod handler;
 mod interim;
 pub mod io;
 pub mod pool;
+pub mod request;
 pub mod respond;
+pub mod response;
 pub mod tunnel;
+
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
 

@@ -1,0 +1,308 @@
+//! The rewrite module's script: `rewrite`, `return`, `set`, `break` for one level.
+//!
+//! Place in the data flow: request head -> route (server) -> **server script** -> location ->
+//! **location script** -> proxy. [`run`] executes one level's ops against the request's
+//! [`RequestVars`] (which it updates: `$uri`, `$args`, `set` variables, captures) and says what
+//! happens next ([`Outcome`]). The router owns the loop: on [`Outcome::Last`] it searches a
+//! location for the new URI and runs that location's script, at most [`MAX_URI_CHANGES`] times
+//! (nginx answers 500 "rewrite or internal redirection cycle" after that).
+//!
+//! nginx 1.22's rules: the regex runs on `$uri` (decoded, normalised). A replacement starting
+//! with `http://`, `https://` or `$scheme` is a redirect (302, or 301 with `permanent`). If the
+//! replacement has a `?`, the text after it becomes the args and the original args are appended
+//! after `&`; a trailing `?` drops them. Captures copied into a redirect or into the args are
+//! escaped again ([`ESCAPE_ARGS`]) when the client's path had `%` escapes. A location-level rewrite without a flag that
+//! changed the URI makes nginx search the location again once the script ends: that is
+//! [`Outcome::Last`] too. Redirects to relative URLs are made absolute by [`absolute_location`],
+//! as nginx's header filter does (`absolute_redirect`, `port_in_redirect`,
+//! `server_name_in_redirect`).
+
+use super::vars::RequestVars;
+use crate::config::model::{LocConf, RewriteFlag, ScriptOp};
+use crate::config::template::{Part, Template};
+
+/// How many times a request's URI may change (by `rewrite` or internal redirects) before nginx
+/// gives up with 500.
+pub const MAX_URI_CHANGES: u32 = 10;
+
+/// What the router does after a level's script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on: at the server level search a location, at the location level proxy.
+    Continue,
+    /// `break` or `rewrite ... break`: stop running scripts, stay in this location (with the
+    /// possibly rewritten `$uri`).
+    Break,
+    /// The URI changed (`rewrite ... last`, or a location-level rewrite without a flag): search
+    /// a location for this URI.
+    Last(String),
+    /// Answer the client now.
+    Return(Reply),
+}
+
+/// A response the script produces itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code (444: close the connection without answering, as nginx).
+    pub code: u16,
+    /// `Location` for 301, 302, 303, 307 and 308 (relative URLs not yet made absolute: see
+    /// [`absolute_location`]).
+    pub location: Option<Vec<u8>>,
+    /// The body text of `return code text`.
+    pub body: Option<Vec<u8>>,
+}
+
+/// Which script level runs: a location-level URI change without a flag re-searches the
+/// location; at the server level the location search comes next anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// `server { }` ops.
+    Server,
+    /// `location { }` ops.
+    Location,
+}
+
+/// Whether `code` is a redirect whose `return` argument is a URL.
+pub fn is_redirect(code: u16) -> bool {
+    matches!(code, 301 | 302 | 303 | 307 | 308)
+}
+
+/// Runs `ops` (one level's script) in order.
+pub fn run(ops: &[ScriptOp], level: Level, vars: &mut RequestVars<'_>) -> Outcome {
+    let mut changed = false;
+    for op in ops {
+        match op {
+            ScriptOp::Set { var, value } => {
+                let mut v = Vec::new();
+                vars.render(value, &mut v);
+                vars.set_var(var, v);
+            }
+            ScriptOp::Break => return Outcome::Break,
+            ScriptOp::Return { code, text } => {
+                let mut reply = Reply {
+                    code: *code,
+                    location: None,
+                    body: None,
+                };
+                if let Some(t) = text {
+                    let mut v = Vec::new();
+                    vars.render(t, &mut v);
+                    if is_redirect(*code) {
+                        reply.location = Some(v);
+                    } else {
+                        reply.body = Some(v);
+                    }
+                }
+                return Outcome::Return(reply);
+            }
+            ScriptOp::Rewrite {
+                regex,
+                replacement,
+                flag,
+            } => {
+                let uri = vars.uri().to_string();
+                if !vars.match_regex(regex, &uri) {
+                    continue;
+                }
+                let redirect = matches!(flag, RewriteFlag::Redirect | RewriteFlag::Permanent)
+                    || starts_as_redirect(replacement);
+                let r = expand(replacement, redirect, vars);
+                if redirect {
+                    let mut location = r.uri.into_bytes();
+                    if let Some(a) = &r.args {
+                        location.push(b'?');
+                        location.extend_from_slice(a.as_bytes());
+                    }
+                    if r.add_args {
+                        if let Some(orig) = vars.args().filter(|a| !a.is_empty()) {
+                            location.push(if r.args.is_some() { b'&' } else { b'?' });
+                            location.extend_from_slice(orig.as_bytes());
+                        }
+                    }
+                    let code = if *flag == RewriteFlag::Permanent {
+                        301
+                    } else {
+                        302
+                    };
+                    return Outcome::Return(Reply {
+                        code,
+                        location: Some(location),
+                        body: None,
+                    });
+                }
+                let args = match r.args {
+                    Some(mut a) => {
+                        if r.add_args {
+                            if let Some(orig) = vars.args().filter(|a| !a.is_empty()) {
+                                a.push('&');
+                                a.push_str(orig);
+                            }
+                        }
+                        Some(Some(a))
+                    }
+                    None if r.add_args => None,
+                    None => Some(None),
+                };
+                vars.set_uri(r.uri, args);
+                changed = true;
+                match flag {
+                    RewriteFlag::Last => return Outcome::Last(vars.uri().to_string()),
+                    RewriteFlag::Break => {
+                        vars.set_location_valid(false);
+                        return Outcome::Break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if changed && level == Level::Location {
+        return Outcome::Last(vars.uri().to_string());
+    }
+    Outcome::Continue
+}
+
+fn starts_as_redirect(t: &Template) -> bool {
+    match t.parts.first() {
+        Some(Part::Literal(s)) => s.starts_with("http://") || s.starts_with("https://"),
+        Some(Part::Var(v)) => v == "scheme",
+        _ => false,
+    }
+}
+
+struct Expanded {
+    uri: String,
+    args: Option<String>,
+    add_args: bool,
+}
+
+/// Renders a rewrite replacement: the first `?` in its literal text starts the args; captures
+/// after it (or anywhere in a redirect) are escaped when the client's URI was escaped.
+fn expand(t: &Template, redirect: bool, vars: &mut RequestVars<'_>) -> Expanded {
+    // Measured on nginx 1.22: only a `%` in the client's path turns this on (`+` alone does not).
+    let escape_captures = vars.quoted_uri();
+    let mut uri = Vec::new();
+    let mut args: Option<Vec<u8>> = None;
+    let last = t.parts.len().saturating_sub(1);
+    let mut add_args = true;
+    for (i, p) in t.parts.iter().enumerate() {
+        let in_args = args.is_some();
+        let out = args.as_mut().unwrap_or(&mut uri);
+        match p {
+            Part::Literal(s) => {
+                let mut s = s.as_str();
+                if i == last && s.ends_with('?') {
+                    add_args = false;
+                    s = &s[..s.len() - 1];
+                }
+                match (in_args, s.find('?')) {
+                    (false, Some(q)) => {
+                        out.extend_from_slice(&s.as_bytes()[..q]);
+                        args = Some(s.as_bytes()[q + 1..].to_vec());
+                    }
+                    _ => out.extend_from_slice(s.as_bytes()),
+                }
+                if i == last && !add_args && args.is_none() {
+                    // `/new?`: the trailing `?` only drops the original args.
+                    args = Some(Vec::new());
+                }
+            }
+            Part::Var(name) => vars.append_var(name, out),
+            Part::Capture(n) => {
+                if let Some(c) = vars.capture(usize::from(*n)) {
+                    if (in_args || redirect) && escape_captures {
+                        escape_capture(c.as_bytes(), in_args, out);
+                    } else {
+                        out.extend_from_slice(c.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+    let text = |v: Vec<u8>| String::from_utf8_lossy(&v).into_owned();
+    Expanded {
+        uri: text(uri),
+        args: args.map(text).filter(|a| !a.is_empty() || add_args),
+        add_args,
+    }
+}
+
+/// Escapes a capture as nginx 1.22 does in redirects and args (measured): outside the args,
+/// space, `#` and `%` (and controls, non-ASCII) up to the capture's first `?`, which stays, and
+/// [`ESCAPE_ARGS`] (which adds `+`) after it; inside the args, [`ESCAPE_ARGS`] throughout.
+fn escape_capture(c: &[u8], in_args: bool, out: &mut Vec<u8>) {
+    let split = if in_args {
+        0
+    } else {
+        c.iter().position(|&b| b == b'?').map_or(c.len(), |q| q + 1)
+    };
+    let mut path_table = ESCAPE_ARGS;
+    path_table[1] &= !(1 << (b'+' - 32));
+    escape(&c[..split], &path_table, out);
+    escape(&c[split..], &ESCAPE_ARGS, out);
+}
+
+/// nginx's `NGX_ESCAPE_URI` set: controls, space, `#`, `%`, `?`, DEL and non-ASCII.
+pub const ESCAPE_URI: [u32; 8] = [
+    0xffff_ffff,
+    0x8000_0029,
+    0x0000_0000,
+    0x8000_0000,
+    0xffff_ffff,
+    0xffff_ffff,
+    0xffff_ffff,
+    0xffff_ffff,
+];
+
+/// The set nginx 1.22 escapes in captures copied into args: controls, space, `#`, `%`, `+`, DEL
+/// and non-ASCII (measured: `&`, `;` and `?` stay as they are).
+pub const ESCAPE_ARGS: [u32; 8] = [
+    0xffff_ffff,
+    0x0000_0829,
+    0x0000_0000,
+    0x8000_0000,
+    0xffff_ffff,
+    0xffff_ffff,
+    0xffff_ffff,
+    0xffff_ffff,
+];
+
+/// Appends `src` to `out`, `%XX`-escaping (uppercase hex, as nginx) the bytes in `table`.
+pub fn escape(src: &[u8], table: &[u32; 8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in src {
+        if table[usize::from(c >> 5)] & (1 << (c & 0x1f)) != 0 {
+            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Makes a `Location` starting with `/` absolute as nginx's header filter does: scheme, then
+/// the server name (`server_name_in_redirect on`), else the request's host, else the local
+/// address; the local port unless it is the scheme's default or `port_in_redirect off`. Other
+/// values (and everything with `absolute_redirect off`) are returned unchanged.
+pub fn absolute_location(vars: &RequestVars<'_>, conf: &LocConf, location: &[u8]) -> Vec<u8> {
+    if !location.starts_with(b"/") || !conf.absolute_redirect() {
+        return location.to_vec();
+    }
+    let conn = vars.conn();
+    let https = conn.tls.is_some();
+    let mut out = Vec::with_capacity(location.len() + 32);
+    out.extend_from_slice(if https { b"https://" } else { b"http://" });
+    if conf.server_name_in_redirect() {
+        out.extend_from_slice(conn.server_name.as_bytes());
+    } else if let Some(h) = vars.head().host {
+        out.extend_from_slice(h.to_ascii_lowercase().as_bytes());
+    } else {
+        out.extend_from_slice(conn.local.ip().to_string().as_bytes());
+    }
+    let port = conn.local.port();
+    let default = if https { 443 } else { 80 };
+    if conf.port_in_redirect() && port != default {
+        out.extend_from_slice(format!(":{port}").as_bytes());
+    }
+    out.extend_from_slice(location);
+    out
+}
