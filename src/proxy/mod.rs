@@ -1,12 +1,14 @@
 //! Proxying: a client connection's state machine (`handler`), the tunnel after a 101
 //! (`tunnel`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
-//! responses ringproxy makes itself (`respond`).
+//! responses ringproxy makes itself (`respond`) and static files for locations without
+//! `proxy_pass` (`static_files`).
 
 pub mod handler;
 mod interim;
 pub mod io;
 pub mod pool;
 pub mod respond;
+pub mod static_files;
 pub mod tunnel;
 
 use std::cell::RefCell;
