@@ -2,7 +2,8 @@
 //! comes back as nginx's proxy module does it (`request` builds the upstream request head,
 //! `response` filters the upstream response head; both sans-IO), the tunnel after a 101
 //! (`tunnel`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
-//! responses ringproxy makes itself (`respond`).
+//! responses ringproxy makes itself (`respond`) and static files for locations without
+//! `proxy_pass` (`static_files`).
 
 pub mod handler;
 mod interim;
@@ -11,6 +12,7 @@ pub mod pool;
 pub mod request;
 pub mod respond;
 pub mod response;
+pub mod static_files;
 pub mod tunnel;
 
 #[cfg(test)]
