@@ -9,15 +9,23 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
-use super::interim::{self, Req, Vars};
-use super::io::{is_timeout, read_into, write_all};
+use super::io::{is_timeout, read_into, read_some, write_all};
+use super::pool::PooledBuf;
+use super::request::{build_request, UpstreamBody};
 use super::respond;
+use super::response::{write_client_head, ClientFraming, ClientOptions};
+use super::static_files::{self, Conditional, Decision};
 use super::tunnel::{self, Path, TunnelConfig};
-use crate::config::model::{Balance, HttpConf, LocConf, Location, SpliceMode};
+use crate::config::model::{
+    Balance, HttpConf, LocConf, Location, LocationMatch, ProxyPass, ServerName, SpliceMode,
+};
 use crate::http::body::{encode_chunk, ChunkedDecoder, LAST_CHUNK};
-use crate::http::request::{parse_request, Body, HeadLimits, Parsed};
+use crate::http::request::{parse_request, Body, HeadLimits, Parsed, RequestHead, Version};
 use crate::http::response::{parse_response, ResponseBody};
+use crate::http::script::{self, Level, Outcome as ScriptOutcome, Reply};
+use crate::http::vars::{ConnFacts, RequestVars, UpstreamFacts};
 use crate::log;
+use crate::route::{Found, LocId, UriChanges};
 use crate::shard::listener::ListenSpec;
 use crate::shard::ShardCtx;
 use crate::upstream::balancer::{Outcome as PeerOutcome, PickState};
@@ -41,6 +49,8 @@ struct Conn {
     buf: Vec<u8>,
     requests: u32,
     accepted: Instant,
+    /// `$connection`: this shard's connection serial number.
+    id: u64,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -53,8 +63,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         return;
     };
     let local = stream.local_addr().unwrap_or(spec.addr);
-    let default = interim::server_for(http, local, None);
-    let _ = stream.set_nodelay(default.conf.tcp_nodelay());
+    let nodelay = ctx
+        .proxy
+        .router
+        .default_server(local)
+        .map_or(true, |i| http.servers[i].conf.tcp_nodelay());
+    let _ = stream.set_nodelay(nodelay);
     let mut conn = Conn {
         stream,
         peer,
@@ -62,6 +76,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         buf: Vec::new(),
         requests: 0,
         accepted: Instant::now(),
+        id: ctx.proxy.next_connection_id(),
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
@@ -70,7 +85,6 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
             State::ReadingHead => continue,
             State::Closed => return,
             State::Tunnel(upstream, cfg) => {
-                conn.buf = Vec::new();
                 let outcome = Box::pin(tunnel::run(&conn.stream, &upstream, cfg)).await;
                 log_tunnel_end(&outcome.end, conn.peer);
                 return;
@@ -103,98 +117,323 @@ async fn send(conn: &Conn, bytes: &[u8], conf: &LocConf) -> bool {
         .is_ok()
 }
 
-/// Reads and serves one request. Returns `ReadingHead` to go on (keep-alive) or `Closed`.
+/// Answers with ringproxy's own page for `code` and closes.
+async fn fail(conn: &Conn, code: u16, conf: &LocConf) -> State {
+    let _ = send(
+        conn,
+        &respond::error(code, false, conf.server_tokens()),
+        conf,
+    )
+    .await;
+    State::Closed
+}
+
+/// The head buffer: a pooled buffer for the common case, grown into a heap buffer only for
+/// heads longer than one pooled buffer (nginx's large header buffers).
+enum HeadBuf {
+    Pooled(PooledBuf),
+    Large(Vec<u8>),
+}
+
+impl HeadBuf {
+    fn bytes(&mut self) -> &mut [u8] {
+        match self {
+            HeadBuf::Pooled(p) => p.bytes(),
+            HeadBuf::Large(v) => v,
+        }
+    }
+}
+
+/// Reads and serves one request. Returns `ReadingHead` to go on (keep-alive), `Tunnel`, or
+/// `Closed`.
 async fn one_request(ctx: &Rc<ShardCtx>, http: &HttpConf, conn: &mut Conn) -> State {
-    let default = interim::server_for(http, conn.local, None);
-    let dconf = &default.conf;
+    let router = &ctx.proxy.router;
+    let Ok(default_idx) = router.default_server(conn.local) else {
+        return State::Closed;
+    };
+    let dconf = &http.servers[default_idx].conf;
     let limits = limits(dconf);
-    // The head: nginx's client_header_timeout is one deadline, from the first byte we wait for.
     if conn.buf.is_empty() && conn.requests > 0 {
-        let idle = dconf.keepalive_timeout();
-        let wait = Instant::now() + idle;
-        conn.buf.reserve(dconf.client_header_buffer_size() as usize);
-        let stopping = ctx.stopping.wait();
-        let read = read_into(&conn.stream, &mut conn.buf, 4096, wait);
+        // Keep-alive: wait for the next request without holding a buffer.
+        let wait = Instant::now() + dconf.keepalive_timeout();
+        let readable = monoio::time::timeout_at(wait.into(), conn.stream.readable(false));
         let got = monoio::select! {
-            r = read => r,
-            _ = stopping => return State::Closed,
+            r = readable => r,
+            _ = ctx.stopping.wait() => return State::Closed,
         };
-        if !matches!(got, Ok(n) if n > 0) {
+        if !matches!(got, Ok(Ok(()))) {
             return State::Closed;
         }
     }
+    // client_header_timeout is one deadline for the whole head.
     let deadline = if conn.requests == 0 {
         conn.accepted
     } else {
         Instant::now()
     } + dconf.client_header_timeout();
-    let req = loop {
+    let mut buf = HeadBuf::Pooled(PooledBuf::take());
+    let mut filled = conn.buf.len().min(buf.bytes().len());
+    buf.bytes()[..filled].copy_from_slice(&conn.buf[..filled]);
+    conn.buf = conn.buf.split_off(filled);
+    let head_len = loop {
         let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match parse_request(&conn.buf, &mut hdrs, &limits) {
-            Ok(Parsed::Complete(head, len)) => {
-                let req = Req {
-                    method: head.method.to_string(),
-                    target: head.target.raw.to_string(),
-                    path: head.target.path.to_string(),
-                    version_11: head.version == crate::http::request::Version::Http11,
-                    headers: head
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_string(), h.value.to_vec()))
-                        .collect(),
-                    host: head.host.map(str::to_string),
-                    upgrade: head.upgrade,
-                    keep_alive: head.keep_alive,
-                };
-                let body = head.body;
-                conn.buf.drain(..len);
-                break (req, body);
-            }
+        let bytes = &buf.bytes()[..filled];
+        match parse_request(bytes, &mut hdrs, &limits) {
+            Ok(Parsed::Complete(_, len)) => break len,
             Ok(Parsed::Partial) => {}
             Err(e) => {
                 log!(Info, "client sent invalid request: {e} while reading client request headers, client: {}", conn.peer.ip());
-                let _ = send(
-                    conn,
-                    &respond::error(e.status(), false, dconf.server_tokens()),
-                    dconf,
-                )
-                .await;
-                return State::Closed;
+                return fail(conn, e.status(), dconf).await;
             }
         }
-        let room = limits.max_head_len().saturating_sub(conn.buf.len()).max(1);
-        match read_into(&conn.stream, &mut conn.buf, room.min(16 * 1024), deadline).await {
+        if filled == buf.bytes().len() {
+            let mut large = vec![0u8; limits.max_head_len().max(filled + 1)];
+            large[..filled].copy_from_slice(&buf.bytes()[..filled]);
+            buf = HeadBuf::Large(large);
+        }
+        match read_some(&conn.stream, &mut buf.bytes()[filled..], deadline).await {
             Ok(0) | Err(_) => return State::Closed,
-            Ok(_) => {}
+            Ok(n) => filled += n,
         }
     };
     conn.requests += 1;
-    let (req, body) = req;
-    let server = interim::server_for(http, conn.local, req.host.as_deref());
-    let Some(loc) = interim::find_location(&server.locations, &req.path) else {
-        let _ = send(
-            conn,
-            &respond::error(404, false, server.conf.server_tokens()),
-            &server.conf,
-        )
-        .await;
+    let bytes = &buf.bytes()[..filled];
+    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(Parsed::Complete(head, _)) = parse_request(bytes, &mut hdrs, &limits) else {
         return State::Closed;
     };
-    let conf = &loc.conf;
-    let keep_alive = req.keep_alive
-        && !conf.keepalive_timeout().is_zero()
-        && conn.requests < conf.keepalive_requests()
-        && !ctx.stopping.is_set();
-    if conf.proxy_pass.is_none() {
-        let _ = send(
-            conn,
-            &respond::error(404, false, conf.server_tokens()),
-            conf,
-        )
-        .await;
+    let early = &bytes[head_len..];
+    serve_request(ctx, http, conn, &head, early, default_idx).await
+}
+
+/// Where routing sends a request next.
+enum Next {
+    /// Search a location for `$uri` (first time, `rewrite ... last`, an internal redirect).
+    Search,
+    /// Go to a named location (`try_files ... @name`).
+    Named(LocId),
+}
+
+async fn serve_request(
+    ctx: &Rc<ShardCtx>,
+    http: &HttpConf,
+    conn: &mut Conn,
+    head: &RequestHead<'_, '_>,
+    early: &[u8],
+    default_idx: usize,
+) -> State {
+    let router = &ctx.proxy.router;
+    let dconf = &http.servers[default_idx].conf;
+    let Ok(sm) = router.server_for(conn.local, head.host) else {
+        return fail(conn, 400, dconf).await;
+    };
+    let server = &http.servers[sm.server];
+    let uri = match crate::route::uri::normalize(head.target.path, dconf.merge_slashes()) {
+        Ok(u) => u,
+        Err(_) => return fail(conn, 400, &server.conf).await,
+    };
+    let server_name = server.names.iter().find_map(|n| match n {
+        ServerName::Exact(e) => Some(e.as_str()),
+        _ => None,
+    });
+    let facts = ConnFacts {
+        remote: conn.peer,
+        local: conn.local,
+        tls: None,
+        server_name: server_name.unwrap_or(""),
+        connection: conn.id,
+        requests: conn.requests as u64,
+        hostname: &ctx.proxy.hostname,
+        pid: std::process::id(),
+        underscores_in_headers: server.conf.underscores_in_headers(),
+    };
+    let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
+    match script::run(&server.conf.script, Level::Server, &mut vars) {
+        ScriptOutcome::Return(r) => {
+            return reply(conn, &vars, &server.conf, r, head.keep_alive).await
+        }
+        ScriptOutcome::Continue | ScriptOutcome::Break | ScriptOutcome::Last(_) => {}
+    }
+    let mut changes = UriChanges::default();
+    let mut next = Next::Search;
+    loop {
+        // Find the location.
+        let loc: Option<&Location> = match next {
+            Next::Named(id) => router.location(http, id),
+            Next::Search => match router.find_location(sm.server, vars.uri()) {
+                Found::Location(id, _) => router.location(http, id),
+                Found::Redirect(id) => {
+                    let mut target = router.location_name(id).as_bytes().to_vec();
+                    if let Some(a) = vars.args() {
+                        target.push(b'?');
+                        target.extend_from_slice(a.as_bytes());
+                    }
+                    let r = Reply {
+                        code: 301,
+                        location: Some(target),
+                        body: None,
+                    };
+                    return reply(conn, &vars, &server.conf, r, head.keep_alive).await;
+                }
+                Found::ServerLevel => None,
+            },
+        };
+        let conf = loc.map_or(&server.conf, |l| &l.conf);
+        if let Some(l) = loc {
+            if let LocationMatch::Regex(re) = &l.matcher {
+                let subject = vars.uri().to_string();
+                vars.match_regex(re, &subject);
+            }
+            vars.set_location_valid(true);
+        }
+        match script::run(&conf.script, Level::Location, &mut vars) {
+            ScriptOutcome::Return(r) => return reply(conn, &vars, conf, r, head.keep_alive).await,
+            ScriptOutcome::Last(_) => {
+                if changes.change().is_err() {
+                    log!(
+                        Error,
+                        "rewrite or internal redirection cycle while processing \"{}\", client: {}",
+                        vars.uri(),
+                        conn.peer.ip()
+                    );
+                    return fail(conn, 500, conf).await;
+                }
+                next = Next::Search;
+                continue;
+            }
+            ScriptOutcome::Continue | ScriptOutcome::Break => {}
+        }
+        let keep_alive = head.keep_alive
+            && !conf.keepalive_timeout().is_zero()
+            && conn.requests < conf.keepalive_requests()
+            && !ctx.stopping.is_set();
+        if let Some(pp) = conf.proxy_pass.as_ref() {
+            let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
+            return proxy(
+                ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive,
+            )
+            .await;
+        }
+        if head.method != "GET" && head.method != "HEAD" {
+            return fail(conn, 405, conf).await;
+        }
+        if !early.is_empty() {
+            conn.buf = early.to_vec();
+        }
+        let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
+        let decision = {
+            let v = &mut vars;
+            let uri = v.uri().to_string();
+            static_files::resolve(conf, matcher, &uri, &mut |t| {
+                let mut out = Vec::new();
+                v.render(t, &mut out);
+                out
+            })
+        };
+        match decision {
+            Decision::File(hit) => {
+                let cond = Conditional {
+                    if_modified_since: header_str(head, "if-modified-since"),
+                    if_none_match: header_str(head, "if-none-match"),
+                };
+                return match static_files::serve(
+                    &conn.stream,
+                    &hit,
+                    &cond,
+                    head.method == "HEAD",
+                    keep_alive,
+                    conf,
+                )
+                .await
+                {
+                    Ok(()) if keep_alive => State::ReadingHead,
+                    Ok(()) => State::Closed,
+                    Err(e @ static_files::ServeError::Open { .. }) => {
+                        fail(conn, e.status(), conf).await
+                    }
+                    Err(_) => State::Closed,
+                };
+            }
+            Decision::RedirectDir(target) => {
+                let r = Reply {
+                    code: 301,
+                    location: Some(target.into_bytes()),
+                    body: None,
+                };
+                return reply(conn, &vars, conf, r, keep_alive).await;
+            }
+            Decision::InternalRedirect(target) => {
+                if changes.change().is_err() {
+                    return fail(conn, 500, conf).await;
+                }
+                match target.split_once('?') {
+                    Some((u, a)) => vars.set_uri(u.to_string(), Some(Some(a.to_string()))),
+                    None => vars.set_uri(target, None),
+                }
+                next = Next::Search;
+            }
+            Decision::Named(name) => match router.named_location(sm.server, &name) {
+                Some(id) => {
+                    if changes.change().is_err() {
+                        return fail(conn, 500, conf).await;
+                    }
+                    next = Next::Named(id);
+                }
+                None => return fail(conn, 500, conf).await,
+            },
+            Decision::Status(code) => return fail(conn, code, conf).await,
+        }
+    }
+}
+
+/// The matcher static files use for the server level (no location matched).
+static SERVER_LEVEL: LocationMatch = LocationMatch::Named(String::new());
+
+fn header_str<'b>(head: &RequestHead<'_, 'b>, name: &str) -> Option<&'b str> {
+    head.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
+/// Sends a `return`/redirect reply.
+async fn reply(
+    conn: &Conn,
+    vars: &RequestVars<'_>,
+    conf: &LocConf,
+    r: Reply,
+    keep_alive: bool,
+) -> State {
+    if r.code == 444 {
         return State::Closed;
     }
-    proxy(ctx, http, conn, &req, body, loc, keep_alive).await
+    let tokens = conf.server_tokens();
+    let mut extra: Vec<(&str, String)> = Vec::new();
+    if let Some(loc) = &r.location {
+        let abs = script::absolute_location(vars, conf, loc);
+        extra.push(("Location", String::from_utf8_lossy(&abs).into_owned()));
+    }
+    let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bytes = match &r.body {
+        Some(body) => respond::simple(
+            r.code,
+            &conf.default_type(),
+            body,
+            &extra_ref,
+            keep_alive,
+            tokens,
+        ),
+        None if r.code >= 300 => {
+            let page = crate::http::status::error_page(r.code).unwrap_or(b"");
+            respond::simple(r.code, "text/html", page, &extra_ref, keep_alive, tokens)
+        }
+        None => respond::simple(r.code, "", b"", &extra_ref, keep_alive, tokens),
+    };
+    if send(conn, &bytes, conf).await && keep_alive {
+        State::ReadingHead
+    } else {
+        State::Closed
+    }
 }
 
 /// Connects to a peer of the location's upstream, trying the next one as `proxy_next_upstream`
@@ -203,11 +442,11 @@ async fn connect(
     ctx: &ShardCtx,
     http: &HttpConf,
     conn: &Conn,
-    req: &Req,
+    head: &RequestHead<'_, '_>,
     conf: &LocConf,
-    vars: &Vars<'_>,
+    pp: &ProxyPass,
+    vars: &mut RequestVars<'_>,
 ) -> Result<(TcpStream, SocketAddr), u16> {
-    let pp = conf.proxy_pass.as_ref().expect("proxy location");
     let group = &http.upstreams[pp.upstream];
     let balancer = &ctx.proxy.balancers[pp.upstream];
     let key = match &group.balance {
@@ -231,7 +470,7 @@ async fn connect(
             .borrow_mut()
             .pick(key.as_deref(), Instant::now(), &mut state);
         let Some(id) = picked else {
-            log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", conn.peer.ip(), req.method, req.target, group.name);
+            log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", conn.peer.ip(), head.method, head.target.raw, group.name);
             return Err(status);
         };
         let addr = balancer.borrow().peers().spec(id).addr;
@@ -246,6 +485,7 @@ async fn connect(
                     .report(id, PeerOutcome::Success, Instant::now());
                 if super::io::set_nonblocking(&s).is_ok() {
                     let _ = s.set_nodelay(true);
+                    vars.upstream.addr = addr.to_string();
                     return Ok((s, addr));
                 }
                 std::io::Error::other("fcntl failed")
@@ -258,10 +498,11 @@ async fn connect(
             .report(id, PeerOutcome::Failure, Instant::now());
         let timed_out = is_timeout(&err);
         status = if timed_out { 504 } else { 502 };
+        let scheme = if pp.tls { "https" } else { "http" };
         if timed_out {
-            log!(Error, "upstream timed out (110: Connection timed out) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"http://{addr}\"", conn.peer.ip(), req.method, req.target);
+            log!(Error, "upstream timed out (110: Connection timed out) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", conn.peer.ip(), head.method, head.target.raw);
         } else {
-            log!(Error, "connect() failed ({}) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"http://{addr}\"", crate::config::os_error(&err), conn.peer.ip(), req.method, req.target);
+            log!(Error, "connect() failed ({}) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", crate::config::os_error(&err), conn.peer.ip(), head.method, head.target.raw);
         }
         let allowed = !next.off
             && next
@@ -274,19 +515,26 @@ async fn connect(
     }
 }
 
+fn sends_upgrade(upstream_head: &[u8]) -> bool {
+    upstream_head
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() > 8 && line[..8].eq_ignore_ascii_case(b"upgrade:"))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     ctx: &Rc<ShardCtx>,
     http: &HttpConf,
     conn: &mut Conn,
-    req: &Req,
-    body: Body,
-    loc: &Location,
+    head: &RequestHead<'_, '_>,
+    early: &[u8],
+    vars: &mut RequestVars<'_>,
+    conf: &LocConf,
+    pp: &ProxyPass,
+    matcher: &LocationMatch,
     keep_alive: bool,
 ) -> State {
-    let conf = &loc.conf;
-    let tokens = conf.server_tokens();
-    let pp = conf.proxy_pass.as_ref().expect("proxy location");
-    if let Body::Length(n) = body {
+    if let Body::Length(n) = head.body {
         let max = conf.client_max_body_size();
         if max > 0 && n > max {
             log!(
@@ -294,54 +542,72 @@ async fn proxy(
                 "client intended to send too large body: {n} bytes, client: {}",
                 conn.peer.ip()
             );
-            let _ = send(conn, &respond::error(413, false, tokens), conf).await;
-            return State::Closed;
+            return fail(conn, 413, conf).await;
         }
     }
-    let vars = Vars {
-        req,
-        remote: conn.peer,
-        local: conn.local,
-        maps: &http.maps,
-        proxy_host: &pp.host,
-    };
-    let (upstream, _addr) = match connect(ctx, http, conn, req, conf, &vars).await {
+    if head.upgrade
+        && !head
+            .upgrade_protocol
+            .is_some_and(|p| upgrade_allowed(p, conf))
+    {
+        // h2c (and anything else but websocket unless proxy_allow_upgrade lists it) is a
+        // request-smuggling vector: the request goes on without the upgrade.
+        log!(
+            Info,
+            "upgrade to \"{}\" refused, client: {}",
+            String::from_utf8_lossy(head.upgrade_protocol.unwrap_or(b"")),
+            conn.peer.ip()
+        );
+        return fail(conn, 400, conf).await;
+    }
+    vars.upstream = UpstreamFacts::for_proxy_pass(pp);
+    let (upstream, _addr) = match connect(ctx, http, conn, head, conf, pp, vars).await {
         Ok(u) => u,
-        Err(code) => {
-            let _ = send(conn, &respond::error(code, false, tokens), conf).await;
-            return State::Closed;
-        }
+        Err(code) => return fail(conn, code, conf).await,
     };
     let _upstream_guard = ctx.hold();
-    let v11 = conf.proxy_http_version() == crate::config::model::HttpVersion::Http11;
-    let body_header = match body {
-        Body::None => None,
-        Body::Length(n) => Some(format!("Content-Length: {n}\r\n")),
-        Body::Chunked if v11 => Some("Transfer-Encoding: chunked\r\n".to_string()),
-        Body::Chunked => {
-            let _ = send(conn, &respond::error(411, false, tokens), conf).await;
-            return State::Closed;
+    let body = match head.body {
+        Body::None => UpstreamBody::None,
+        Body::Length(n) => UpstreamBody::Length(n),
+        Body::Chunked => UpstreamBody::Chunked,
+    };
+    let mut out = Vec::with_capacity(1024);
+    if let Err(e) = build_request(vars, conf, pp, matcher, body, &mut out) {
+        log!(
+            Error,
+            "cannot build the upstream request: {e}, client: {}",
+            conn.peer.ip()
+        );
+        let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
+            411
+        } else {
+            500
+        };
+        return fail(conn, code, conf).await;
+    }
+    let sent_upgrade = sends_upgrade(&out);
+    if write_all(&upstream, &out, conf.proxy_send_timeout())
+        .await
+        .is_err()
+    {
+        return fail(conn, 502, conf).await;
+    }
+    drop(out);
+    // The request body (none for an upgrade: the bytes after the head are the first frames,
+    // held until the 101).
+    let leftover = if head.upgrade {
+        early.to_vec()
+    } else {
+        match relay_request_body(conn, &upstream, head.body, early, conf).await {
+            Ok(rest) => rest,
+            Err(_) => return State::Closed,
         }
     };
-    let (head, sent_upgrade) = interim::upstream_head(req, loc, conf, &vars, body_header);
-    if write_all(&upstream, &head, conf.proxy_send_timeout())
-        .await
-        .is_err()
-    {
-        let _ = send(conn, &respond::error(502, false, tokens), conf).await;
-        return State::Closed;
-    }
-    if relay_request_body(conn, &upstream, body, conf)
-        .await
-        .is_err()
-    {
-        return State::Closed;
-    }
     // The response head.
-    let mut ubuf: Vec<u8> = Vec::with_capacity(4096);
+    let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let max_head = conf.proxy_buffer_size() as usize;
-    let head_request = req.method == "HEAD";
-    let (status, framing, head_len, out_head) = loop {
+    let head_request = head.method == "HEAD";
+    let (status, framing, head_len, mut out_head) = loop {
         let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match parse_response(&ubuf, &mut hdrs, max_head.max(1024), head_request) {
             Ok(Parsed::Complete(h, len)) if h.status == 100 => {
@@ -349,106 +615,90 @@ async fn proxy(
                 continue;
             }
             Ok(Parsed::Complete(h, len)) => {
-                let mut out = Vec::with_capacity(len + 128);
-                out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", h.status, h.reason).as_bytes());
-                out.extend_from_slice(
-                    format!(
-                        "Server: {}\r\nDate: {}\r\n",
-                        respond::server_header(tokens),
-                        httpdate::fmt_http_date(std::time::SystemTime::now())
-                    )
-                    .as_bytes(),
-                );
-                for hd in h.headers.iter() {
-                    let pass = if h.body == ResponseBody::SwitchingProtocols {
-                        !hd.name.eq_ignore_ascii_case("server")
-                            && !hd.name.eq_ignore_ascii_case("date")
-                    } else {
-                        interim::pass_response_header(hd.name, conf)
-                    };
-                    if pass {
-                        out.extend_from_slice(hd.name.as_bytes());
-                        out.extend_from_slice(b": ");
-                        out.extend_from_slice(hd.value);
-                        out.extend_from_slice(b"\r\n");
+                let client_v11 = head.version == Version::Http11;
+                let cf = match h.body {
+                    ResponseBody::None | ResponseBody::SwitchingProtocols => ClientFraming::None,
+                    ResponseBody::Length(n) => ClientFraming::Length(n),
+                    ResponseBody::Chunked | ResponseBody::UntilClose if client_v11 => {
+                        ClientFraming::Chunked
                     }
+                    ResponseBody::Chunked | ResponseBody::UntilClose => ClientFraming::Close,
+                };
+                let keep = keep_alive
+                    && cf != ClientFraming::Close
+                    && h.body != ResponseBody::SwitchingProtocols;
+                let list: Vec<(&str, &[u8])> =
+                    h.headers.iter().map(|x| (x.name, x.value)).collect();
+                let mut o = Vec::with_capacity(len + 128);
+                let opts = ClientOptions {
+                    framing: cf,
+                    keep_alive: keep,
+                    now: std::time::SystemTime::now(),
+                };
+                if write_client_head(h.status, h.reason, &list, conf, &opts, &mut o).is_err() {
+                    return fail(conn, 502, conf).await;
                 }
-                break (h.status, h.body, len, out);
+                break (h.status, (h.body, cf, keep), len, o);
             }
             Ok(Parsed::Partial) => {}
             Err(e) => {
                 log!(Error, "upstream sent invalid header: {e} while reading response header from upstream, client: {}", conn.peer.ip());
-                let _ = send(conn, &respond::error(502, false, tokens), conf).await;
-                return State::Closed;
+                return fail(conn, 502, conf).await;
             }
         }
         let deadline = Instant::now() + conf.proxy_read_timeout();
-        match read_into(&upstream, &mut ubuf, 16 * 1024, deadline).await {
+        let room = max_head.saturating_sub(ubuf.len()).max(1024);
+        match read_into(&upstream, &mut ubuf, room, deadline).await {
             Ok(0) => {
                 log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
-                let _ = send(conn, &respond::error(502, false, tokens), conf).await;
-                return State::Closed;
+                return fail(conn, 502, conf).await;
             }
             Ok(_) => {}
             Err(e) => {
                 let code = if is_timeout(&e) { 504 } else { 502 };
                 log!(Error, "upstream timed out ({}) while reading response header from upstream, client: {}", crate::config::os_error(&e), conn.peer.ip());
-                let _ = send(conn, &respond::error(code, false, tokens), conf).await;
-                return State::Closed;
+                return fail(conn, code, conf).await;
             }
         }
     };
     ubuf.drain(..head_len);
-    let mut out_head = out_head;
-    if framing == ResponseBody::SwitchingProtocols {
-        if !(req.upgrade && sent_upgrade) || status != 101 {
-            let _ = send(conn, &respond::error(502, false, tokens), conf).await;
-            return State::Closed;
+    let (body, cf, keep) = framing;
+    if body == ResponseBody::SwitchingProtocols {
+        if !(head.upgrade && sent_upgrade) || status != 101 {
+            return fail(conn, 502, conf).await;
         }
-        out_head.extend_from_slice(b"\r\n");
+        conn.buf = leftover;
         return tunnel_after_101(conn, upstream, out_head, ubuf, conf).await;
     }
-    // An ordinary response: re-frame for the client.
-    let client_v11 = req.version_11;
-    let (frame, close_after) = match framing {
-        ResponseBody::None => (Frame::None, false),
-        ResponseBody::Length(n) => {
-            out_head.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
-            (Frame::Length(n), false)
-        }
-        ResponseBody::Chunked | ResponseBody::UntilClose if client_v11 => {
-            out_head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-            (
-                if framing == ResponseBody::Chunked {
-                    Frame::Chunked
-                } else {
-                    Frame::CloseToChunked
-                },
-                false,
-            )
-        }
-        ResponseBody::Chunked => (Frame::ChunkedToClose, true),
-        _ => (Frame::Close, true),
-    };
-    let keep = keep_alive && !close_after;
-    out_head.extend_from_slice(if keep {
-        b"Connection: keep-alive\r\n\r\n"
-    } else {
-        b"Connection: close\r\n\r\n"
-    });
     if !send(conn, &out_head, conf).await {
         return State::Closed;
     }
+    out_head.clear();
+    let frame = match (body, cf) {
+        (_, ClientFraming::None) => Frame::None,
+        (ResponseBody::Length(n), _) => Frame::Length(n),
+        (ResponseBody::Chunked, ClientFraming::Chunked) => Frame::Chunked,
+        (ResponseBody::Chunked, _) => Frame::ChunkedToClose,
+        (_, ClientFraming::Chunked) => Frame::CloseToChunked,
+        _ => Frame::Close,
+    };
     match relay_response_body(conn, &upstream, ubuf, frame, conf).await {
         Ok(()) if keep => {
-            if conn.buf.is_empty() {
-                // Idle keep-alive connections hold no buffer either.
-                conn.buf = Vec::new();
-            }
+            // Pipelined bytes beyond this request's body start the next request; an idle
+            // keep-alive connection holds no buffer.
+            conn.buf = leftover;
             State::ReadingHead
         }
         _ => State::Closed,
     }
+}
+
+fn upgrade_allowed(protocol: &[u8], conf: &LocConf) -> bool {
+    protocol.eq_ignore_ascii_case(b"websocket")
+        || conf
+            .proxy_allow_upgrade()
+            .iter()
+            .any(|p| p.as_bytes().eq_ignore_ascii_case(protocol))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -498,45 +748,47 @@ async fn tunnel_after_101(
     State::Tunnel(upstream, cfg)
 }
 
-/// Sends the request body upstream, re-framed (length as length, chunked re-chunked).
+/// Sends the request body upstream, re-framed (length as length, chunked re-chunked), starting
+/// with `early` (bytes read with the head). Returns the bytes read beyond the body (the next
+/// pipelined request).
 async fn relay_request_body(
     conn: &mut Conn,
     upstream: &TcpStream,
     body: Body,
+    early: &[u8],
     conf: &LocConf,
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<u8>> {
     let send_to = conf.proxy_send_timeout();
     let max = conf.client_max_body_size();
     match body {
-        Body::None => Ok(()),
+        Body::None => Ok(early.to_vec()),
         Body::Length(mut left) => {
-            let take = (left as usize).min(conn.buf.len());
-            write_all(upstream, &conn.buf[..take], send_to).await?;
-            conn.buf.drain(..take);
+            let take = (left as usize).min(early.len());
+            write_all(upstream, &early[..take], send_to).await?;
             left -= take as u64;
-            let mut chunk = super::pool::PooledBuf::take();
+            let mut chunk = PooledBuf::take();
             while left > 0 {
                 let want = (left as usize).min(chunk.bytes().len());
                 let deadline = Instant::now() + conf.client_body_timeout();
-                let n = super::io::read_some(&conn.stream, &mut chunk.bytes()[..want], deadline)
-                    .await?;
+                let n = read_some(&conn.stream, &mut chunk.bytes()[..want], deadline).await?;
                 if n == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
                 write_all(upstream, &chunk.bytes()[..n], send_to).await?;
                 left -= n as u64;
             }
-            Ok(())
+            Ok(early[take..].to_vec())
         }
         Body::Chunked => {
             let mut dec = ChunkedDecoder::new();
             let mut total = 0u64;
             let mut out = Vec::new();
+            let mut pending = early.to_vec();
             loop {
                 let mut consumed = 0;
-                while consumed < conn.buf.len() && !dec.is_done() {
+                while consumed < pending.len() && !dec.is_done() {
                     let step = dec
-                        .decode(&conn.buf[consumed..])
+                        .decode(&pending[consumed..])
                         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
                     consumed += step.consumed;
                     if !step.data.is_empty() {
@@ -547,21 +799,21 @@ async fn relay_request_body(
                         break;
                     }
                 }
-                conn.buf.drain(..consumed);
+                pending.drain(..consumed);
                 if max > 0 && total > max {
                     return Err(std::io::ErrorKind::InvalidData.into());
                 }
                 if dec.is_done() {
                     out.extend_from_slice(LAST_CHUNK);
                     write_all(upstream, &out, send_to).await?;
-                    return Ok(());
+                    return Ok(pending);
                 }
                 if !out.is_empty() {
                     write_all(upstream, &out, send_to).await?;
                     out.clear();
                 }
                 let deadline = Instant::now() + conf.client_body_timeout();
-                if read_into(&conn.stream, &mut conn.buf, 16 * 1024, deadline).await? == 0 {
+                if read_into(&conn.stream, &mut pending, 16 * 1024, deadline).await? == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
             }

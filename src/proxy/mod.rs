@@ -6,7 +6,6 @@
 //! `proxy_pass` (`static_files`).
 
 pub mod handler;
-mod interim;
 pub mod io;
 pub mod pool;
 pub mod request;
@@ -18,7 +17,7 @@ pub mod tunnel;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::config::model::{Balance, Config, UpstreamConf};
 use crate::upstream::balancer::{self, Balancer, Method};
@@ -29,6 +28,11 @@ use crate::upstream::peer::PeerSpec;
 pub struct ShardProxy {
     /// Balancers, indexed like `HttpConf::upstreams`.
     pub balancers: Vec<RefCell<Box<dyn Balancer>>>,
+    /// Server and location matching.
+    pub router: crate::route::Router,
+    /// `$hostname`.
+    pub hostname: String,
+    next_id: Cell<u64>,
 }
 
 fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
@@ -66,6 +70,26 @@ impl ShardProxy {
                 .map_err(|e| format!("upstream \"{}\": {e}", u.name))?;
             balancers.push(RefCell::new(b));
         }
-        Ok(ShardProxy { balancers })
+        let router = match config.http.as_ref() {
+            Some(h) => crate::route::Router::new(h),
+            None => return Err("no \"http\" section in configuration".into()),
+        };
+        let hostname = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        Ok(ShardProxy {
+            balancers,
+            router,
+            hostname,
+            next_id: Cell::new(0),
+        })
+    }
+
+    /// A serial number for a new client connection (`$connection`, per shard).
+    pub fn next_connection_id(&self) -> u64 {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        id
     }
 }
