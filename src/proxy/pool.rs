@@ -10,8 +10,9 @@ use std::os::fd::OwnedFd;
 /// Size of one relay buffer: large enough that a 64 KiB WebSocket message takes four reads.
 pub const BUF_SIZE: usize = 16 * 1024;
 
-/// Idle buffers kept for reuse; beyond this, returned buffers are freed.
-const MAX_IDLE_BUFS: usize = 1024;
+/// Idle buffers kept for reuse (2 MiB per shard); beyond this, returned buffers are freed, so a
+/// burst does not leave its peak in the pool for good.
+const MAX_IDLE_BUFS: usize = 128;
 
 /// Idle pipes kept for reuse (each costs two descriptors).
 const MAX_IDLE_PIPES: usize = 256;
