@@ -185,3 +185,50 @@ async fn backend_receives_the_configured_headers() {
     let want = "GET /websocket/headers HTTP/1.1\r\nHost: example.com\r\nX-Real-IP: 127.0.0.1\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nConnection: upgrade\r\nUser-Agent: t\r\n\r\n";
     assert_eq!(body, want, "full response: {r}");
 }
+
+/// Seed 003: a whole nginx.conf with `include conf.d/*.conf`, a single-page app served from
+/// `html/` with `try_files $uri $uri/ /index.html =404`, `/api` rewritten (`rewrite ... break`)
+/// to the backend, and the `/capture` WebSocket with `keepalive_timeout 0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_003_serves_the_app_the_api_and_the_websocket() {
+    let echo = Echo::start();
+    let port = common::free_port();
+    let dir = common::copy_tree(&common::seed_dir());
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let main = std::fs::read_to_string(dir.path().join("003-nginx.conf")).unwrap();
+    std::fs::write(dir.path().join("ringproxy.conf"), main).unwrap();
+    let site = std::fs::read_to_string(dir.path().join("conf.d/default.conf")).unwrap();
+    let site = site
+        .replace("listen 8080", &format!("listen 127.0.0.1:{port}"))
+        .replace("127.0.0.1:9001", &echo.addr.to_string());
+    std::fs::write(dir.path().join("conf.d/default.conf"), site).unwrap();
+    let index = std::fs::read(dir.path().join("html/index.html")).unwrap();
+    let proxy = Proxy::start_in(dir, port, "", &[]);
+    let p = proxy.port;
+
+    // The app: / and any unknown path fall back to index.html, with nginx's type and length.
+    for path in ["/", "/index.html", "/some/client/route"] {
+        let r = http(
+            p,
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {r}");
+        assert!(r.contains("Content-Type: text/html\r\n"), "{path}: {r}");
+        assert!(
+            r.contains(&format!("Content-Length: {}\r\n", index.len())),
+            "{path}: {r}"
+        );
+        assert!(r.ends_with(std::str::from_utf8(&index).unwrap()), "{path}");
+    }
+    // /api/x reaches the backend as /x (rewrite ... break), with the configured headers.
+    let r = http(
+        p,
+        b"GET /api/v1/headers HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+    assert!(body.starts_with("GET /v1/headers HTTP/1.0\r\nHost: app.local\r\nX-Real-IP: 127.0.0.1\r\nX-Forwarded-For: 127.0.0.1\r\n"), "{body}");
+    // The WebSocket location.
+    ws_session(&format!("ws://127.0.0.1:{p}/capture")).await;
+}
