@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-COMMAND="scripts/bench.sh$(printf ' %q' "$@")"
+COMMAND="scripts/bench.sh"
+if [ $# -gt 0 ]; then COMMAND+="$(printf " %q" "$@")"; fi
 
 usage() {
   cat <<'EOF'

@@ -165,6 +165,8 @@ async fn smuggling_inputs_are_refused_and_never_forwarded() {
         (b"GET / HTTP/1.1\r\nHost: a\r\nX-Cr: a\rb\r\n\r\n", "400"),
         (b"GET / HTTP/1.1\r\n\r\n", "400"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
+        // h2c upgrade: a smuggling vector, refused unless proxy_allow_upgrade lists it.
+        (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n", "400"),
     ];
     for (raw, status) in cases {
         let r = roundtrip(p.port, raw).await;
