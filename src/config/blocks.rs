@@ -164,17 +164,7 @@ pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env)
     let port = hp.port.unwrap_or(80);
     let addrs = resolve(&hp.host, port)
         .ok_or_else(|| err(d, format!("host not found in upstream \"{addr}\"")))?;
-    let mut peer = PeerConf {
-        name: addr.to_string(),
-        addrs,
-        weight: 1,
-        max_fails: 1,
-        fail_timeout: Duration::from_secs(10),
-        backup: false,
-        down: false,
-        max_conns: 0,
-        span: d.span.clone(),
-    };
+    let mut peer = PeerConf::new(addr.to_string(), addrs, d.span.clone());
     let invalid = |a: &str| err(d, format!("invalid parameter \"{a}\""));
     for a in &d.args[1..] {
         let v = a.value.as_str();

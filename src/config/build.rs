@@ -377,20 +377,8 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
         }
         if server.listen.is_empty() {
             let port = if env.opts.is_root { 80 } else { 8000 };
-            server.listen.push(Listen {
-                addr: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
-                default_server: false,
-                ssl: false,
-                backlog: 511,
-                reuseport: false,
-                ipv6only: true,
-                rcvbuf: None,
-                sndbuf: None,
-                so_keepalive: None,
-                deferred: false,
-                fastopen: None,
-                span: server.span.clone(),
-            });
+            let any = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+            server.listen.push(Listen::new(any, server.span.clone()));
         }
         if server.names.is_empty() {
             server.names.push(ServerName::Exact(String::new()));
@@ -421,17 +409,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
     env.upstreams.push(UpstreamConf {
         name: name.clone(),
         explicit: false,
-        peers: vec![PeerConf {
-            name,
-            addrs,
-            weight: 1,
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
-            backup: false,
-            down: false,
-            max_conns: 0,
-            span: r.span.clone(),
-        }],
+        peers: vec![PeerConf::new(name, addrs, r.span.clone())],
         balance: Balance::RoundRobin,
         keepalive: 0,
         keepalive_timeout: Duration::from_secs(60),

@@ -32,20 +32,7 @@ pub(crate) fn listen(s: &mut ServerConf, d: &Directive, _: &mut Env) -> Result<(
                 format!("host not found in \"{text}\" of the \"listen\" directive"),
             )
         })?;
-    let mut l = Listen {
-        addr,
-        default_server: false,
-        ssl: false,
-        backlog: 511,
-        reuseport: false,
-        ipv6only: true,
-        rcvbuf: None,
-        sndbuf: None,
-        so_keepalive: None,
-        deferred: false,
-        fastopen: None,
-        span: d.span.clone(),
-    };
+    let mut l = Listen::new(addr, d.span.clone());
     for a in &d.args[1..] {
         let v = a.value.as_str();
         let bad = |what: &str| err(d, format!("invalid {what} \"{v}\""));

@@ -266,6 +266,23 @@ pub struct PeerConf {
     pub span: Span,
 }
 
+impl PeerConf {
+    /// A peer with nginx's defaults (weight 1, max_fails 1, fail_timeout 10s).
+    pub fn new(name: String, addrs: Vec<SocketAddr>, span: Span) -> PeerConf {
+        PeerConf {
+            name,
+            addrs,
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            backup: false,
+            down: false,
+            max_conns: 0,
+            span,
+        }
+    }
+}
+
 /// An `upstream` block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamConf {
@@ -316,6 +333,26 @@ pub struct Listen {
     pub fastopen: Option<u32>,
     /// Where it was written.
     pub span: Span,
+}
+
+impl Listen {
+    /// `listen addr` with nginx's defaults (backlog 511 on Linux, ipv6only on).
+    pub fn new(addr: SocketAddr, span: Span) -> Listen {
+        Listen {
+            addr,
+            default_server: false,
+            ssl: false,
+            backlog: 511,
+            reuseport: false,
+            ipv6only: true,
+            rcvbuf: None,
+            sndbuf: None,
+            so_keepalive: None,
+            deferred: false,
+            fastopen: None,
+            span,
+        }
+    }
 }
 
 /// A `server_name` entry.

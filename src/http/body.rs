@@ -10,6 +10,7 @@
 //! trailers, which are dropped) because ringproxy re-frames the body it forwards: the backend
 //! only ever sees ringproxy's own framing, so leniency here cannot desynchronise it.
 
+use super::hex_digit as hex;
 use bytes::BufMut;
 
 /// Longest chunk extension accepted, per chunk-size line.
@@ -205,15 +206,6 @@ impl ChunkedDecoder {
             Data | Done => {}
         }
         Ok(())
-    }
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -10,6 +10,8 @@
 //! climb above the root, or that decodes to NUL, is rejected as nginx's URI normaliser does. A
 //! host name must not contain `..`, `/`, NUL, controls or spaces; a trailing dot is dropped.
 
+use super::hex_digit as hex;
+
 /// A request target split the way routing needs it. All slices borrow the request head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target<'a> {
@@ -156,15 +158,6 @@ pub fn validate_host(host: &str) -> Option<&str> {
         return None;
     }
     Some(&host[..host_len])
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Walks the path segment by segment as nginx's normaliser would (after percent-decoding) and

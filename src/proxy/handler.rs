@@ -748,6 +748,35 @@ async fn tunnel_after_101(
     State::Tunnel(upstream, cfg)
 }
 
+/// Decodes the chunked bytes in `input` into `out`, re-chunked or as plain data. Returns the
+/// bytes consumed and the payload bytes produced.
+fn decode_chunks(
+    dec: &mut ChunkedDecoder,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    rechunk: bool,
+) -> std::io::Result<(usize, u64)> {
+    let (mut consumed, mut data) = (0, 0u64);
+    while consumed < input.len() && !dec.is_done() {
+        let step = dec
+            .decode(&input[consumed..])
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+        consumed += step.consumed;
+        if !step.data.is_empty() {
+            data += step.data.len() as u64;
+            if rechunk {
+                encode_chunk(step.data, out);
+            } else {
+                out.extend_from_slice(step.data);
+            }
+        }
+        if step.consumed == 0 && step.data.is_empty() && !step.done {
+            break;
+        }
+    }
+    Ok((consumed, data))
+}
+
 /// Sends the request body upstream, re-framed (length as length, chunked re-chunked), starting
 /// with `early` (bytes read with the head). Returns the bytes read beyond the body (the next
 /// pipelined request).
@@ -785,20 +814,8 @@ async fn relay_request_body(
             let mut out = Vec::new();
             let mut pending = early.to_vec();
             loop {
-                let mut consumed = 0;
-                while consumed < pending.len() && !dec.is_done() {
-                    let step = dec
-                        .decode(&pending[consumed..])
-                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-                    consumed += step.consumed;
-                    if !step.data.is_empty() {
-                        total += step.data.len() as u64;
-                        encode_chunk(step.data, &mut out);
-                    }
-                    if step.consumed == 0 && step.data.is_empty() && !step.done {
-                        break;
-                    }
-                }
+                let (consumed, data) = decode_chunks(&mut dec, &pending, &mut out, true)?;
+                total += data;
                 pending.drain(..consumed);
                 if max > 0 && total > max {
                     return Err(std::io::ErrorKind::InvalidData.into());
@@ -852,23 +869,8 @@ async fn relay_response_body(
                 }
             }
             Frame::Chunked | Frame::ChunkedToClose => {
-                let mut consumed = 0;
-                while consumed < pending.len() && !dec.is_done() {
-                    let step = dec
-                        .decode(&pending[consumed..])
-                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-                    consumed += step.consumed;
-                    if !step.data.is_empty() {
-                        if frame == Frame::Chunked {
-                            encode_chunk(step.data, &mut out);
-                        } else {
-                            out.extend_from_slice(step.data);
-                        }
-                    }
-                    if step.consumed == 0 {
-                        break;
-                    }
-                }
+                let (consumed, _) =
+                    decode_chunks(&mut dec, &pending, &mut out, frame == Frame::Chunked)?;
                 pending.drain(..consumed);
                 if dec.is_done() && frame == Frame::Chunked {
                     out.extend_from_slice(LAST_CHUNK);

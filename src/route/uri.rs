@@ -11,6 +11,7 @@
 //!
 //! The common case, an already clean path, is returned borrowed: nothing is allocated.
 
+use crate::http::hex_digit as hex;
 use std::borrow::Cow;
 
 /// Why a path cannot be normalised (nginx answers 400 "client sent invalid request").
@@ -74,15 +75,6 @@ fn is_clean(path: &str, merge_slashes: bool) -> bool {
         }
     }
     !(len == dots && (len == 1 || len == 2))
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Ends the segment that starts at `start` in `out` (which ends with `/` before it).
