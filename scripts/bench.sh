@@ -64,7 +64,7 @@ if [ "$QUICK" = 1 ]; then
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
-  RTT_D=3s RTT_W=500ms HS_D=2s BULK_D=2s PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
+  RTT_D=2s RTT_W=500ms HS_D=1500ms BULK_D=1500ms PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold)
 fi
 case "$WORKERS" in
