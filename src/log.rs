@@ -10,7 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+#[cfg(test)]
+use std::time::UNIX_EPOCH;
 
 use crate::config::model::{ErrorLog, LogLevel, LogTarget};
 
@@ -93,33 +95,11 @@ fn level_name(l: LogLevel) -> &'static str {
 
 /// `YYYY/MM/DD HH:MM:SS` in UTC (nginx writes local time; servers run in UTC).
 pub fn timestamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
+    let c = crate::http::time::local_time(t, 0);
     format!(
-        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
+        "{:04}/{:02}/{:02} {:02}:{:02}:{:02}",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's public-domain algorithm,
-/// hand-written to avoid a date crate for one log prefix.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Writes one line at `level` to every sink that wants it.
@@ -161,11 +141,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_413), (2025, 11, 21));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    fn nginx_timestamp_format() {
         let t = UNIX_EPOCH + std::time::Duration::from_secs(1_763_713_607);
         assert_eq!(timestamp(t), "2025/11/21 08:26:47");
+        assert_eq!(timestamp(UNIX_EPOCH), "1970/01/01 00:00:00");
     }
 }

@@ -29,6 +29,16 @@ enum Script {
     UpgradeEcho,
     /// Answer 200 with this backend's id as the body.
     Id(u8),
+    /// Answer 101, then write `FLOOD` bytes of a pattern and close.
+    UpgradeThenFlood,
+}
+
+/// Bytes the flooding backend sends: far more than the socket buffers, so the proxy's writes to
+/// a client that is not reading must block and resume.
+const FLOOD: usize = 8 << 20;
+
+fn flood_byte(i: usize) -> u8 {
+    (i % 251) as u8
 }
 
 struct Backend {
@@ -92,6 +102,12 @@ async fn backend(script: Script) -> Backend {
                                 break;
                             }
                         }
+                    }
+                    Script::UpgradeThenFlood => {
+                        let _ = s.write_all(UPGRADED).await;
+                        let data: Vec<u8> = (0..FLOOD).map(flood_byte).collect();
+                        let _ = s.write_all(&data).await;
+                        let _ = s.shutdown().await;
                     }
                     Script::Id(id) => {
                         let r = format!(
@@ -355,4 +371,29 @@ async fn quit_lets_open_tunnels_finish_and_term_stops_at_once() {
     let _s = upgrade(p.port).await;
     let status = p.stop_with(libc::SIGTERM, T);
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_every_byte_in_order() {
+    for path in ["off", "on"] {
+        let (_b, p) = start(
+            Script::UpgradeThenFlood,
+            &format!("proxy_splice {path}; proxy_read_timeout 10s;"),
+        )
+        .await;
+        let mut s = upgrade(p.port).await;
+        // Not reading for a while: the proxy's writes to us block (backpressure).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = Vec::with_capacity(FLOOD);
+        tokio::time::timeout(T, s.read_to_end(&mut got))
+            .await
+            .expect("in time")
+            .unwrap();
+        assert_eq!(got.len(), FLOOD, "splice {path}");
+        let bad = got
+            .iter()
+            .enumerate()
+            .position(|(i, &b)| b != flood_byte(i));
+        assert_eq!(bad, None, "splice {path}: first corrupted byte");
+    }
 }

@@ -143,6 +143,11 @@ fn other(side: Side) -> Side {
 }
 
 /// One direction: `src` to `dst` until `src` sends FIN (then half-close `dst`).
+///
+/// While idle this future holds only its readiness wait: bytes are moved synchronously right
+/// after readiness, and only a write that would block (a slow reader) moves the in-flight data
+/// into a boxed slow path. So an idle tunnel costs two small futures and no buffer, and the
+/// common case allocates nothing per message.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
@@ -153,14 +158,18 @@ async fn pump(
 ) -> Result<(), PumpErr> {
     loop {
         wait_readable(src, side).await?;
-        let eof = match cfg.path {
-            Path::Copy => copy_ready(src, dst, side, cfg, shared, moved).await?,
-            Path::Splice => splice_ready(src, dst, side, cfg, shared, moved).await?,
+        let step = match cfg.path {
+            Path::Copy => copy_now(src, dst, side, shared, moved)?,
+            Path::Splice => splice_now(src, dst, side, shared, moved)?,
         };
-        if eof {
-            // Pass the FIN on; the other direction keeps flowing.
-            let _ = rustix::net::shutdown(fd(dst), Shutdown::Write);
-            return Ok(());
+        match step {
+            Step::Drained => {}
+            Step::Eof => {
+                // Pass the FIN on; the other direction keeps flowing.
+                let _ = rustix::net::shutdown(fd(dst), Shutdown::Write);
+                return Ok(());
+            }
+            Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, shared)).await?,
         }
     }
 }
@@ -169,33 +178,137 @@ async fn wait_readable(src: &TcpStream, side: Side) -> Result<(), PumpErr> {
     src.readable(false).await.map_err(|e| PumpErr::Io(side, e))
 }
 
-/// Copies what `src` has ready. Returns whether `src` reached end of stream.
-async fn copy_ready(
+/// Bytes read from `src` that `dst` could not take yet.
+enum Pending {
+    /// Copy path: `buf[at..end]` still to write.
+    Buf {
+        buf: PooledBuf,
+        at: usize,
+        end: usize,
+    },
+    /// Splice path: `left` bytes still in the pipe.
+    Pipe { pipe: PooledPipe, left: usize },
+}
+
+/// What one readiness round moved.
+enum Step {
+    /// Everything available was forwarded.
+    Drained,
+    /// `src` reached end of stream.
+    Eof,
+    /// `dst` would block: finish writing `Pending` (waiting for writability).
+    Blocked(Pending),
+}
+
+/// Copies what `src` has ready without waiting.
+fn copy_now(
     src: &TcpStream,
     dst: &TcpStream,
     side: Side,
-    cfg: &TunnelConfig,
     shared: &Shared,
     moved: &Cell<u64>,
-) -> Result<bool, PumpErr> {
+) -> Result<Step, PumpErr> {
     let mut buf = PooledBuf::take();
     loop {
-        match rustix::io::read(fd(src), buf.bytes()) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                write_all(dst, &buf.bytes()[..n], other(side), cfg).await?;
-                shared.last_activity.set(Instant::now());
-                moved.set(moved.get() + n as u64);
-                if n < BUF_SIZE {
-                    // Probably drained: wait for readiness again without holding the buffer.
-                    return Ok(false);
-                }
-            }
-            Err(Errno::AGAIN) => return Ok(false),
+        let n = match rustix::io::read(fd(src), buf.bytes()) {
+            Ok(0) => return Ok(Step::Eof),
+            Ok(n) => n,
+            Err(Errno::AGAIN) => return Ok(Step::Drained),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(PumpErr::Io(side, e.into())),
+        };
+        moved.set(moved.get() + n as u64);
+        shared.last_activity.set(Instant::now());
+        let mut at = 0;
+        while at < n {
+            match rustix::io::write(fd(dst), &buf.bytes()[at..n]) {
+                Ok(w) => at += w,
+                Err(Errno::AGAIN) => return Ok(Step::Blocked(Pending::Buf { buf, at, end: n })),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(PumpErr::Io(other(side), e.into())),
+            }
+        }
+        if n < BUF_SIZE {
+            // Probably drained: wait for readiness again without holding the buffer.
+            return Ok(Step::Drained);
         }
     }
+}
+
+/// Splices what `src` has ready through a pooled pipe without waiting.
+fn splice_now(
+    src: &TcpStream,
+    dst: &TcpStream,
+    side: Side,
+    shared: &Shared,
+    moved: &Cell<u64>,
+) -> Result<Step, PumpErr> {
+    let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    loop {
+        let n = match rustix::pipe::splice(fd(src), None, &pipe.write, None, PIPE_SIZE, flags) {
+            Ok(0) => {
+                pipe.give_back();
+                return Ok(Step::Eof);
+            }
+            Ok(n) => n,
+            Err(Errno::AGAIN) => {
+                pipe.give_back();
+                return Ok(Step::Drained);
+            }
+            Err(Errno::INTR) => continue,
+            // The pipe is dropped (closed), never reused, on errors: it may hold bytes.
+            Err(e) => return Err(PumpErr::Io(side, e.into())),
+        };
+        moved.set(moved.get() + n as u64);
+        shared.last_activity.set(Instant::now());
+        let mut left = n;
+        while left > 0 {
+            match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
+                Ok(m) => left -= m,
+                Err(Errno::AGAIN) => return Ok(Step::Blocked(Pending::Pipe { pipe, left })),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(PumpErr::Io(other(side), e.into())),
+            }
+        }
+    }
+}
+
+/// The slow path: `dst` is full. Waits for writability (bounded by `proxy_send_timeout`) until
+/// the pending bytes are out; `src` is not read meanwhile (backpressure).
+async fn finish(
+    dst: &TcpStream,
+    pending: Pending,
+    side: Side,
+    cfg: &TunnelConfig,
+    shared: &Shared,
+) -> Result<(), PumpErr> {
+    let dst_side = other(side);
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    match pending {
+        Pending::Buf { mut buf, at, end } => {
+            write_all(dst, &buf.bytes()[at..end], dst_side, cfg).await?;
+        }
+        Pending::Pipe { pipe, mut left } => {
+            while left > 0 {
+                match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
+                    Ok(m) => left -= m,
+                    Err(Errno::AGAIN) => {
+                        match monoio::time::timeout(cfg.send_timeout, dst.writable(false)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Err(PumpErr::Io(dst_side, e)),
+                            Err(_) => return Err(PumpErr::SendTimeout(dst_side)),
+                        }
+                    }
+                    Err(Errno::INTR) => {}
+                    Err(e) => return Err(PumpErr::Io(dst_side, e.into())),
+                }
+            }
+            pipe.give_back();
+        }
+    }
+    shared.last_activity.set(Instant::now());
+    Ok(())
 }
 
 /// Writes all of `data` to `dst`, waiting for writability (bounded by `proxy_send_timeout`).
@@ -235,50 +348,4 @@ async fn write_all(
                 PumpErr::Io(dst_side, e)
             }
         })
-}
-
-/// Splices what `src` has ready through a pooled pipe. Returns whether `src` reached its end.
-async fn splice_ready(
-    src: &TcpStream,
-    dst: &TcpStream,
-    side: Side,
-    cfg: &TunnelConfig,
-    shared: &Shared,
-    moved: &Cell<u64>,
-) -> Result<bool, PumpErr> {
-    let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
-    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
-    loop {
-        let n = match rustix::pipe::splice(fd(src), None, &pipe.write, None, PIPE_SIZE, flags) {
-            Ok(0) => {
-                pipe.give_back();
-                return Ok(true);
-            }
-            Ok(n) => n,
-            Err(Errno::AGAIN) => {
-                pipe.give_back();
-                return Ok(false);
-            }
-            Err(Errno::INTR) => continue,
-            // The pipe is dropped (closed), never reused, on errors: it may hold bytes.
-            Err(e) => return Err(PumpErr::Io(side, e.into())),
-        };
-        let mut left = n;
-        while left > 0 {
-            match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
-                Ok(m) => left -= m,
-                Err(Errno::AGAIN) => {
-                    match monoio::time::timeout(cfg.send_timeout, dst.writable(false)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(PumpErr::Io(other(side), e)),
-                        Err(_) => return Err(PumpErr::SendTimeout(other(side))),
-                    }
-                }
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(PumpErr::Io(other(side), e.into())),
-            }
-        }
-        shared.last_activity.set(Instant::now());
-        moved.set(moved.get() + n as u64);
-    }
 }
