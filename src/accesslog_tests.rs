@@ -337,3 +337,33 @@ fn failed_reopen_keeps_the_old_file() {
     with_vars(|v| logs.log(&list, v)).unwrap();
     assert_eq!(read(&dir.path().join("moved/k.log")).lines().count(), 1);
 }
+
+#[test]
+fn default_log_is_not_opened_when_overridden() {
+    // nginx 1.22 with `access_log logs/mine.log;` in the only server creates no logs/access.log.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let c = conf_in(dir.path(), &server(&format!("access_log {d}/mine.log;")));
+    let logs = AccessLogs::from_http(http(&c)).unwrap();
+    let paths: Vec<_> = logs.paths().map(Path::to_path_buf).collect();
+    assert_eq!(paths, [dir.path().join("mine.log")]);
+    assert!(!dir.path().join("logs/access.log").exists());
+}
+
+#[test]
+fn buffer_belongs_to_the_file() {
+    // As in nginx, an unbuffered access_log to a path that is buffered elsewhere goes through
+    // that path's buffer (lines stay in order).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let text = format!(
+        "http {{ log_format d '$status'; server {{ listen 127.0.0.1:8080; \
+         access_log {d}/s.log d buffer=1k; location / {{ access_log {d}/s.log d; }} }} }}"
+    );
+    let c = conf_in(dir.path(), &text);
+    let mut logs = AccessLogs::from_http(http(&c)).unwrap();
+    with_vars(|v| logs.log(&loc_logs(&c), v)).unwrap();
+    assert_eq!(read(&dir.path().join("s.log")), "");
+    logs.flush_all().unwrap();
+    assert_eq!(read(&dir.path().join("s.log")), "200\n");
+}
