@@ -147,9 +147,12 @@ fn write_once(file: &mut File, path: &Path, data: &[u8]) -> Result<(), AccessLog
 }
 
 fn open(path: &Path) -> Result<File, AccessLogError> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .append(true)
+        // nginx's NGX_FILE_DEFAULT_ACCESS (before the umask).
+        .mode(0o644)
         .open(path)
         .map_err(|e| AccessLogError::Open {
             path: path.to_path_buf(),
