@@ -9,6 +9,7 @@
 //! ([`config`]), then built into one immutable, validated model shared by every shard. [`ws`] is
 //! the sans-IO RFC 6455 frame codec, shared with the `ringproxy-load` benchmark tool.
 
+pub mod accesslog;
 pub mod cli;
 pub mod config;
 pub mod http;
