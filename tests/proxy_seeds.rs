@@ -232,3 +232,31 @@ async fn seed_003_serves_the_app_the_api_and_the_websocket() {
     // The WebSocket location.
     ws_session(&format!("ws://127.0.0.1:{p}/capture")).await;
 }
+
+/// The default access log (`logs/access.log`, `combined`, as nginx) gets one line per request;
+/// a WebSocket is logged with status 101 when its tunnel opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_written_to_the_access_log() {
+    let (_a, _b, proxy) = start_seed("001-chat-map.conf");
+    let r = http(
+        proxy.port,
+        b"GET /chat/x?y=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: curl/8\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let len = r[r.find("\r\n\r\n").unwrap() + 4..].len();
+    ws_session(&format!("ws://127.0.0.1:{}/chat/room", proxy.port)).await;
+    let log = std::fs::read_to_string(proxy.dir.path().join("logs/access.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].starts_with("127.0.0.1 - - ["), "{log}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "] \"GET /chat/x?y=1 HTTP/1.1\" 200 {len} \"-\" \"curl/8\""
+        )),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("] \"GET /chat/room HTTP/1.1\" 101 0 \"-\" "),
+        "{log}"
+    );
+}

@@ -3,6 +3,7 @@
 //! -> `Tunnel` after a `101` -> `Closed`; or back to `ReadingHead` for the next keep-alive
 //! request. Malformed requests get nginx's status and are never forwarded.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -51,6 +52,12 @@ struct Conn {
     accepted: Instant,
     /// `$connection`: this shard's connection serial number.
     id: u64,
+    /// Status of the current request's response (for `$status` in the access log).
+    status: Cell<u16>,
+    /// Bytes of the current response written to the client, head and body.
+    sent: Cell<u64>,
+    /// Of which, the head.
+    head_sent: Cell<u64>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -77,6 +84,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         requests: 0,
         accepted: Instant::now(),
         id: ctx.proxy.next_connection_id(),
+        status: Cell::new(0),
+        sent: Cell::new(0),
+        head_sent: Cell::new(0),
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
@@ -112,13 +122,25 @@ fn limits(conf: &LocConf) -> HeadLimits {
 }
 
 async fn send(conn: &Conn, bytes: &[u8], conf: &LocConf) -> bool {
-    write_all(&conn.stream, bytes, conf.send_timeout())
+    let ok = write_all(&conn.stream, bytes, conf.send_timeout())
         .await
-        .is_ok()
+        .is_ok();
+    if ok {
+        conn.sent.set(conn.sent.get() + bytes.len() as u64);
+    }
+    ok
+}
+
+/// Sends a response head: records the status and the head's size for the access log.
+async fn send_head(conn: &Conn, status: u16, bytes: &[u8], conf: &LocConf) -> bool {
+    conn.status.set(status);
+    conn.head_sent.set(bytes.len() as u64);
+    send(conn, bytes, conf).await
 }
 
 /// Answers with ringproxy's own page for `code` and closes.
 async fn fail(conn: &Conn, code: u16, conf: &LocConf) -> State {
+    conn.status.set(code);
     let _ = send(
         conn,
         &respond::error(code, false, conf.server_tokens()),
@@ -254,9 +276,13 @@ async fn serve_request(
         }
         ScriptOutcome::Continue | ScriptOutcome::Break | ScriptOutcome::Last(_) => {}
     }
+    conn.status.set(0);
+    conn.sent.set(0);
+    conn.head_sent.set(0);
+    let mut log_conf: &LocConf = &server.conf;
     let mut changes = UriChanges::default();
     let mut next = Next::Search;
-    loop {
+    let state = 'req: loop {
         // Find the location.
         let loc: Option<&Location> = match next {
             Next::Named(id) => router.location(http, id),
@@ -273,12 +299,13 @@ async fn serve_request(
                         location: Some(target),
                         body: None,
                     };
-                    return reply(conn, &vars, &server.conf, r, head.keep_alive).await;
+                    break 'req reply(conn, &vars, &server.conf, r, head.keep_alive).await;
                 }
                 Found::ServerLevel => None,
             },
         };
         let conf = loc.map_or(&server.conf, |l| &l.conf);
+        log_conf = conf;
         if let Some(l) = loc {
             if let LocationMatch::Regex(re) = &l.matcher {
                 let subject = vars.uri().to_string();
@@ -287,7 +314,9 @@ async fn serve_request(
             vars.set_location_valid(true);
         }
         match script::run(&conf.script, Level::Location, &mut vars) {
-            ScriptOutcome::Return(r) => return reply(conn, &vars, conf, r, head.keep_alive).await,
+            ScriptOutcome::Return(r) => {
+                break 'req reply(conn, &vars, conf, r, head.keep_alive).await
+            }
             ScriptOutcome::Last(_) => {
                 if changes.change().is_err() {
                     log!(
@@ -296,7 +325,7 @@ async fn serve_request(
                         vars.uri(),
                         conn.peer.ip()
                     );
-                    return fail(conn, 500, conf).await;
+                    break 'req fail(conn, 500, conf).await;
                 }
                 next = Next::Search;
                 continue;
@@ -309,13 +338,13 @@ async fn serve_request(
             && !ctx.stopping.is_set();
         if let Some(pp) = conf.proxy_pass.as_ref() {
             let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
-            return proxy(
+            break 'req proxy(
                 ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive,
             )
             .await;
         }
         if head.method != "GET" && head.method != "HEAD" {
-            return fail(conn, 405, conf).await;
+            break 'req fail(conn, 405, conf).await;
         }
         if !early.is_empty() {
             conn.buf = early.to_vec();
@@ -332,11 +361,15 @@ async fn serve_request(
         };
         match decision {
             Decision::File(hit) => {
+                conn.status.set(200);
+                if head.method != "HEAD" {
+                    conn.sent.set(hit.len);
+                }
                 let cond = Conditional {
                     if_modified_since: header_str(head, "if-modified-since"),
                     if_none_match: header_str(head, "if-none-match"),
                 };
-                return match static_files::serve(
+                break 'req match static_files::serve(
                     &conn.stream,
                     &hit,
                     &cond,
@@ -360,11 +393,11 @@ async fn serve_request(
                     location: Some(target.into_bytes()),
                     body: None,
                 };
-                return reply(conn, &vars, conf, r, keep_alive).await;
+                break 'req reply(conn, &vars, conf, r, keep_alive).await;
             }
             Decision::InternalRedirect(target) => {
                 if changes.change().is_err() {
-                    return fail(conn, 500, conf).await;
+                    break 'req fail(conn, 500, conf).await;
                 }
                 match target.split_once('?') {
                     Some((u, a)) => vars.set_uri(u.to_string(), Some(Some(a.to_string()))),
@@ -375,14 +408,42 @@ async fn serve_request(
             Decision::Named(name) => match router.named_location(sm.server, &name) {
                 Some(id) => {
                     if changes.change().is_err() {
-                        return fail(conn, 500, conf).await;
+                        break 'req fail(conn, 500, conf).await;
                     }
                     next = Next::Named(id);
                 }
-                None => return fail(conn, 500, conf).await,
+                None => break 'req fail(conn, 500, conf).await,
             },
-            Decision::Status(code) => return fail(conn, code, conf).await,
+            Decision::Status(code) => break 'req fail(conn, code, conf).await,
         }
+    };
+    log_request(ctx, conn, log_conf, &mut vars, head);
+    state
+}
+
+/// Writes the request's access-log line (nginx logs upgraded connections when they close;
+/// ringproxy logs them when the tunnel opens, with status 101).
+fn log_request(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    conf: &LocConf,
+    vars: &mut RequestVars<'_>,
+    head: &RequestHead<'_, '_>,
+) {
+    let logs = conf.access_log.as_deref().unwrap_or(&[]);
+    if logs.is_empty() {
+        return;
+    }
+    vars.response.status = conn.status.get();
+    vars.response.bytes_sent = conn.sent.get();
+    vars.response.body_bytes_sent = conn.sent.get().saturating_sub(conn.head_sent.get());
+    vars.request_length = head
+        .headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len() + 4)
+        .sum::<usize>() as u64;
+    if let Err(e) = ctx.proxy.access.borrow_mut().log(logs, vars) {
+        log!(Alert, "{e}");
     }
 }
 
@@ -404,6 +465,7 @@ async fn reply(
     r: Reply,
     keep_alive: bool,
 ) -> State {
+    conn.status.set(r.code);
     if r.code == 444 {
         return State::Closed;
     }
@@ -670,7 +732,7 @@ async fn proxy(
         conn.buf = leftover;
         return tunnel_after_101(conn, upstream, out_head, ubuf, conf).await;
     }
-    if !send(conn, &out_head, conf).await {
+    if !send_head(conn, status, &out_head, conf).await {
         return State::Closed;
     }
     out_head.clear();
@@ -718,7 +780,7 @@ async fn tunnel_after_101(
     early_down: Vec<u8>,
     conf: &LocConf,
 ) -> State {
-    if !send(conn, &head, conf).await {
+    if !send_head(conn, 101, &head, conf).await {
         return State::Closed;
     }
     drop(head);
@@ -838,6 +900,17 @@ async fn relay_request_body(
     }
 }
 
+/// Writes response body bytes to the client, counting them for the access log.
+async fn write_counted(
+    conn: &Conn,
+    data: &[u8],
+    timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    write_all(&conn.stream, data, timeout).await?;
+    conn.sent.set(conn.sent.get() + data.len() as u64);
+    Ok(())
+}
+
 async fn relay_response_body(
     conn: &Conn,
     upstream: &TcpStream,
@@ -861,7 +934,7 @@ async fn relay_response_body(
         match frame {
             Frame::Length(_) => {
                 let take = (left as usize).min(pending.len());
-                write_all(&conn.stream, &pending[..take], send_to).await?;
+                write_counted(conn, &pending[..take], send_to).await?;
                 left -= take as u64;
                 pending.clear();
                 if left == 0 {
@@ -875,7 +948,7 @@ async fn relay_response_body(
                 if dec.is_done() && frame == Frame::Chunked {
                     out.extend_from_slice(LAST_CHUNK);
                 }
-                write_all(&conn.stream, &out, send_to).await?;
+                write_counted(conn, &out, send_to).await?;
                 out.clear();
                 if dec.is_done() {
                     return Ok(());
@@ -884,13 +957,13 @@ async fn relay_response_body(
             Frame::CloseToChunked => {
                 if !pending.is_empty() {
                     encode_chunk(&pending, &mut out);
-                    write_all(&conn.stream, &out, send_to).await?;
+                    write_counted(conn, &out, send_to).await?;
                     out.clear();
                     pending.clear();
                 }
             }
             Frame::Close => {
-                write_all(&conn.stream, &pending, send_to).await?;
+                write_counted(conn, &pending, send_to).await?;
                 pending.clear();
             }
             Frame::None => return Ok(()),
@@ -899,7 +972,7 @@ async fn relay_response_body(
         let n = read_into(upstream, &mut pending, 16 * 1024, deadline).await?;
         if n == 0 {
             return match frame {
-                Frame::CloseToChunked => write_all(&conn.stream, LAST_CHUNK, send_to).await,
+                Frame::CloseToChunked => write_counted(conn, LAST_CHUNK, send_to).await,
                 Frame::Close => Ok(()),
                 _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
             };

@@ -32,6 +32,8 @@ pub struct ShardProxy {
     pub router: crate::route::Router,
     /// `$hostname`.
     pub hostname: String,
+    /// This shard's access logs (its own file handles and buffers).
+    pub access: RefCell<crate::accesslog::AccessLogs>,
     next_id: Cell<u64>,
 }
 
@@ -78,7 +80,12 @@ impl ShardProxy {
             .nodename()
             .to_string_lossy()
             .into_owned();
+        let access = match config.http.as_ref() {
+            Some(h) => crate::accesslog::AccessLogs::from_http(h).map_err(|e| e.to_string())?,
+            None => return Err("no \"http\" section in configuration".into()),
+        };
         Ok(ShardProxy {
+            access: RefCell::new(access),
             balancers,
             router,
             hostname,

@@ -171,7 +171,7 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
             crate::config::os_error(&e)
         )
     })?;
-    let stop = wait_for_stop();
+    let stop = wait_for_stop(&mut controls);
     let _ = std::fs::remove_file(&pid_path);
     if stop == Stop::Fast {
         log!(Notice, "exiting");
@@ -196,7 +196,7 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
     Ok(())
 }
 
-fn wait_for_stop() -> Stop {
+fn wait_for_stop(controls: &mut [UnixStream]) -> Stop {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
     let mut signals =
         match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1]) {
@@ -226,6 +226,9 @@ fn wait_for_stop() -> Stop {
                 SIGUSR1 => {
                     log!(Notice, "signal {sig} (SIGUSR1) received, reopening logs");
                     log::reopen();
+                    for c in controls.iter_mut() {
+                        let _ = c.write_all(b"R");
+                    }
                 }
                 SIGHUP => {
                     log!(Notice, "signal {sig} (SIGHUP) received: reload is not implemented yet, configuration unchanged");

@@ -121,9 +121,21 @@ async fn shard_main(
         accepts.push(monoio::spawn(accept_loop(ctx.clone(), spec, listener)));
     }
     let _ = ready.send(Ok(()));
-    // Wait for "Q" (graceful stop) or the main thread going away.
+    monoio::spawn(flush_access_logs(ctx.clone()));
+    // Control bytes from the main thread: "R" reopens the access logs (SIGUSR1), "Q" (or the
+    // main thread going away) stops gracefully.
     let mut control = control;
-    let (_, _) = control.read(vec![0u8; 1]).await;
+    loop {
+        let (r, buf) = control.read(vec![0u8; 1]).await;
+        match (r, buf.first()) {
+            (Ok(1), Some(b'R')) => {
+                for e in ctx.proxy.access.borrow_mut().reopen() {
+                    log!(Alert, "{e}");
+                }
+            }
+            _ => break,
+        }
+    }
     ctx.stopping.set();
     for a in accepts {
         a.await;
@@ -142,6 +154,28 @@ async fn shard_main(
             break;
         }
         monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes buffered access-log lines when their `flush=` time comes, and everything at the end.
+async fn flush_access_logs(ctx: Rc<ShardCtx>) {
+    loop {
+        let next = ctx.proxy.access.borrow().next_flush();
+        let wait = next.map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        monoio::select! {
+            _ = monoio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+            _ = ctx.stopping.wait() => {
+                if let Err(e) = ctx.proxy.access.borrow_mut().flush_all() {
+                    log!(Alert, "{e}");
+                }
+                return;
+            }
+        }
+        if let Err(e) = ctx.proxy.access.borrow_mut().flush_due(Instant::now()) {
+            log!(Alert, "{e}");
+        }
     }
 }
 
