@@ -266,7 +266,7 @@ async fn serve_request(
         connection: conn.id,
         requests: conn.requests as u64,
         hostname: &ctx.proxy.hostname,
-        pid: std::process::id(),
+        pid: ctx.proxy.pid,
         underscores_in_headers: server.conf.underscores_in_headers(),
     };
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());

@@ -32,6 +32,8 @@ pub struct ShardProxy {
     pub router: crate::route::Router,
     /// `$hostname`.
     pub hostname: String,
+    /// `$pid`, read once (getpid is a system call in current glibc).
+    pub pid: u32,
     /// This shard's access logs (its own file handles and buffers).
     pub access: RefCell<crate::accesslog::AccessLogs>,
     next_id: Cell<u64>,
@@ -86,6 +88,7 @@ impl ShardProxy {
         };
         Ok(ShardProxy {
             access: RefCell::new(access),
+            pid: std::process::id(),
             balancers,
             router,
             hostname,
