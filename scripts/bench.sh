@@ -122,6 +122,12 @@ install_pkg() { # $1 = command, $2 = Debian package
 PATH=$PATH:/usr/sbin:/sbin
 wants nginx && install_pkg nginx nginx
 wants haproxy && install_pkg haproxy haproxy
+# The chart's text needs a font (the report still writes the tables without one).
+if ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -qq fonts-dejavu-core >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq fonts-dejavu-core >/dev/null 2>&1; } ||
+    log "note: could not install fonts-dejavu-core; the PNG chart will be skipped"
+fi
 
 # ---------------------------------------------------------------- run directory, cleanup
 RUN_DIR=$ROOT/target/bench/run-$(date +%Y%m%d-%H%M%S)
