@@ -43,13 +43,7 @@ const CONF: &str = r#"events {} http {
 
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir();
-    let ast = ringproxy::config::parser::parse_str("bench.conf", CONF, &dir).unwrap();
-    let opts = ringproxy::config::build::BuildOptions {
-        prefix: dir.clone(),
-        conf_dir: dir,
-        is_root: false,
-    };
-    let cfg = ringproxy::config::build::build(&ast, &opts).unwrap().0;
+    let cfg = ringproxy::config::load_str("bench.conf", CONF, &dir).unwrap();
     let http = cfg.http.as_ref().unwrap();
     let conn = ConnFacts {
         remote: "192.0.2.1:5555".parse().unwrap(),

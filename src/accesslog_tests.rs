@@ -13,13 +13,7 @@ use crate::http::tests::{conn, with_head};
 /// Builds `text` with `dir` as prefix (so `logs/...` and relative paths land in `dir`).
 fn conf_in(dir: &Path, text: &str) -> Config {
     let text = format!("events {{ }}\n{text}");
-    let ast = crate::config::parser::parse_str("test.conf", &text, dir).expect("parses");
-    let opts = crate::config::build::BuildOptions {
-        prefix: dir.to_path_buf(),
-        conf_dir: dir.to_path_buf(),
-        is_root: false,
-    };
-    crate::config::build::build(&ast, &opts).expect("builds").0
+    crate::config::load_str("test.conf", &text, dir).expect("builds")
 }
 
 fn http(c: &Config) -> &HttpConf {

@@ -64,6 +64,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     })
 }
 
+/// Parses and builds a configuration held in memory, with `dir` as both prefix and
+/// configuration directory (for tests, benchmarks and fuzzing; `include` resolves against `dir`).
+pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Config, ConfigError> {
+    let ast = parser::parse_str(name, text, dir)?;
+    let opts = build::BuildOptions {
+        prefix: dir.to_path_buf(),
+        conf_dir: dir.to_path_buf(),
+        is_root: false,
+    };
+    Ok(build::build(&ast, &opts)?.0)
+}
+
 fn is_root() -> bool {
     // The effective uid decides nginx's default port (80 as root, 8000 otherwise).
     std::fs::read_to_string("/proc/self/status")

@@ -13,13 +13,7 @@ use crate::config::model::Config;
 /// Builds a configuration from text (upstream addresses must be literal IPs).
 pub(crate) fn conf(text: &str) -> Config {
     let dir = std::env::temp_dir();
-    let ast = crate::config::parser::parse_str("test.conf", text, &dir).expect("parses");
-    let opts = crate::config::build::BuildOptions {
-        prefix: dir.clone(),
-        conf_dir: dir,
-        is_root: false,
-    };
-    crate::config::build::build(&ast, &opts).expect("builds").0
+    crate::config::load_str("test.conf", text, &dir).expect("builds")
 }
 
 /// Parses `req` and hands the head to `f`.

@@ -50,6 +50,12 @@ impl Hash {
     }
 }
 
+/// nginx's rule for both hash methods: an empty or missing key, a single peer, or too many
+/// tries falls back to round robin.
+fn usable_key<'k>(key: Option<&'k [u8]>, peers: &Peers, state: &PickState) -> Option<&'k [u8]> {
+    key.filter(|k| !k.is_empty() && !peers.is_single() && state.hash_tries <= MAX_HASH_TRIES)
+}
+
 impl Balancer for Hash {
     fn peers(&self) -> &Peers {
         &self.peers
@@ -61,13 +67,8 @@ impl Balancer for Hash {
 
     fn pick(&mut self, key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         let peers = &mut self.peers;
-        let key = match key {
-            Some(k)
-                if !k.is_empty() && !peers.is_single() && state.hash_tries <= MAX_HASH_TRIES =>
-            {
-                k
-            }
-            _ => return round_robin::pick(peers, now, state),
+        let Some(key) = usable_key(key, peers, state) else {
+            return round_robin::pick(peers, now, state);
         };
         let total = peers.primary_weight();
         let id = loop {
@@ -266,13 +267,8 @@ impl Balancer for ConsistentHash {
 
     fn pick(&mut self, key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         let peers = &mut self.peers;
-        let key = match key {
-            Some(k)
-                if !k.is_empty() && !peers.is_single() && state.hash_tries <= MAX_HASH_TRIES =>
-            {
-                k
-            }
-            _ => return round_robin::pick(peers, now, state),
+        let Some(key) = usable_key(key, peers, state) else {
+            return round_robin::pick(peers, now, state);
         };
         if !state.hash_started {
             // ngx_http_upstream_init_chash_peer: once per request, ngx_crc32_long(key).
