@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
@@ -20,6 +21,7 @@ use rustix::io::Errno;
 use rustix::net::Shutdown;
 use rustix::pipe::SpliceFlags;
 
+use super::idle::IdleClock;
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
 
@@ -76,10 +78,6 @@ pub struct Outcome {
     pub end: End,
 }
 
-struct Shared {
-    last_activity: Cell<Instant>,
-}
-
 enum PumpErr {
     ReadTimeout,
     SendTimeout(Side),
@@ -88,25 +86,38 @@ enum PumpErr {
 
 /// Runs the tunnel to its end. The caller has already forwarded any bytes that arrived with the
 /// heads (a pipelined first frame), and closes both sockets when this returns.
+///
+/// Everything lives in this one future (no boxes): with the caller's task it is the whole cost
+/// of an idle tunnel, and the idle timeout is a slot in the shard's [`IdleClock`] table rather
+/// than a timer of its own.
 pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) -> Outcome {
-    let shared = Shared {
-        last_activity: Cell::new(Instant::now()),
-    };
+    let clock = IdleClock::register(cfg.read_timeout);
     let up_bytes = Cell::new(0u64);
     let down_bytes = Cell::new(0u64);
-    let up = pump(client, upstream, Side::Client, &cfg, &shared, &up_bytes);
-    let down = pump(upstream, client, Side::Upstream, &cfg, &shared, &down_bytes);
-    let pumps = Box::pin(async {
-        match select(Box::pin(up), Box::pin(down)).await {
+    let up = pin!(pump(
+        client,
+        upstream,
+        Side::Client,
+        &cfg,
+        &clock,
+        &up_bytes
+    ));
+    let down = pin!(pump(
+        upstream,
+        client,
+        Side::Upstream,
+        &cfg,
+        &clock,
+        &down_bytes
+    ));
+    let pumps = pin!(async {
+        match select(up, down).await {
             Either::Left((Ok(()), rest)) => rest.await,
             Either::Right((Ok(()), rest)) => rest.await,
             Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
         }
     });
-    // One idle timer per tunnel, not one per wait: a timer registration per message costs
-    // more than the message itself.
-    let watchdog = Box::pin(idle_watchdog(&shared, cfg.read_timeout));
-    let result = match select(pumps, watchdog).await {
+    let result = match select(pumps, clock.expired()).await {
         Either::Left((r, _)) => r,
         Either::Right(((), _)) => Err(PumpErr::ReadTimeout),
     };
@@ -120,18 +131,6 @@ pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) ->
         up_bytes: up_bytes.get(),
         down_bytes: down_bytes.get(),
         end,
-    }
-}
-
-/// Resolves when neither direction moved a byte for `timeout` (`proxy_read_timeout`).
-async fn idle_watchdog(shared: &Shared, timeout: Duration) {
-    loop {
-        let due = shared.last_activity.get() + timeout;
-        let now = Instant::now();
-        if now >= due {
-            return;
-        }
-        monoio::time::sleep(due - now).await;
     }
 }
 
@@ -153,14 +152,14 @@ async fn pump(
     dst: &TcpStream,
     side: Side,
     cfg: &TunnelConfig,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<(), PumpErr> {
     loop {
         wait_readable(src, side).await?;
         let step = match cfg.path {
-            Path::Copy => copy_now(src, dst, side, shared, moved)?,
-            Path::Splice => splice_now(src, dst, side, shared, moved)?,
+            Path::Copy => copy_now(src, dst, side, clock, moved)?,
+            Path::Splice => splice_now(src, dst, side, clock, moved)?,
         };
         match step {
             Step::Drained => {}
@@ -169,7 +168,7 @@ async fn pump(
                 let _ = rustix::net::shutdown(fd(dst), Shutdown::Write);
                 return Ok(());
             }
-            Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, shared)).await?,
+            Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, clock)).await?,
         }
     }
 }
@@ -205,7 +204,7 @@ fn copy_now(
     src: &TcpStream,
     dst: &TcpStream,
     side: Side,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<Step, PumpErr> {
     let mut buf = PooledBuf::take();
@@ -218,7 +217,7 @@ fn copy_now(
             Err(e) => return Err(PumpErr::Io(side, e.into())),
         };
         moved.set(moved.get() + n as u64);
-        shared.last_activity.set(Instant::now());
+        clock.touch(Instant::now());
         let mut at = 0;
         while at < n {
             match rustix::io::write(fd(dst), &buf.bytes()[at..n]) {
@@ -240,7 +239,7 @@ fn splice_now(
     src: &TcpStream,
     dst: &TcpStream,
     side: Side,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<Step, PumpErr> {
     let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
@@ -261,7 +260,7 @@ fn splice_now(
             Err(e) => return Err(PumpErr::Io(side, e.into())),
         };
         moved.set(moved.get() + n as u64);
-        shared.last_activity.set(Instant::now());
+        clock.touch(Instant::now());
         let mut left = n;
         while left > 0 {
             match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
@@ -281,7 +280,7 @@ async fn finish(
     pending: Pending,
     side: Side,
     cfg: &TunnelConfig,
-    shared: &Shared,
+    clock: &IdleClock,
 ) -> Result<(), PumpErr> {
     let dst_side = other(side);
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
@@ -307,7 +306,7 @@ async fn finish(
             pipe.give_back();
         }
     }
-    shared.last_activity.set(Instant::now());
+    clock.touch(Instant::now());
     Ok(())
 }
 
