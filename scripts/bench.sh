@@ -4,8 +4,13 @@
 # sampled from /proc. Raw runs go to target/bench/results.jsonl; `ringproxy-load report` turns
 # them into medians (CSV), a README-ready markdown table and a PNG chart of the ratios to nginx.
 #
+# The wss-* scenarios terminate TLS in the proxy (1 worker; certificate from `ringproxy-load
+# cert`, ECDSA P-256 unless --cert-type rsa) and proxy plain WebSocket to the echo backend;
+# "direct" is then the echo backend's own rustls TLS mode.
+#
 #   scripts/bench.sh [--quick] [--workers 1|all|both] [--repeats N] [--hold N]
-#                    [--targets direct,nginx,haproxy,ringproxy] [--client-threads N]
+#                    [--targets direct,nginx,haproxy,ringproxy] [--scenarios LIST]
+#                    [--cert-type ecdsa|rsa] [--client-threads N]
 #                    [--echo-threads N] [--load PATH] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +26,9 @@ usage: scripts/bench.sh [options]
   --repeats N       interleaved repeats, medians reported (default: 3; 1 with --quick)
   --hold N          idle WebSockets held for the memory scenario (default: 9000)
   --targets LIST    comma-separated subset of direct,nginx,haproxy,ringproxy (default: all)
+  --scenarios LIST  comma-separated subset of rtt-64,rtt-4k,handshake,bulk-64k,bulk-1m,push,
+                    hold,wss-handshake,wss-rtt-64 (default: all; bulk-1m not with --quick)
+  --cert-type T     ecdsa (P-256, default) or rsa (2048) for the wss-* scenarios
   --client-threads N  --threads for the load clients (default: the load tool's)
   --echo-threads N  --threads for the echo backend (default: the load tool's)
   --load PATH       load tool used for echo and clients (default: target/release/ringproxy-load)
@@ -34,6 +42,8 @@ WORKERS=""
 REPEATS=""
 HOLD=9000
 TARGETS="direct,nginx,haproxy,ringproxy"
+SCENARIO_LIST=""
+CERT_TYPE=ecdsa
 LOAD=""
 BUILD=1
 CLIENT_THREADS=()
@@ -45,6 +55,8 @@ while [ $# -gt 0 ]; do
     --repeats) REPEATS=${2:?--repeats needs a number}; shift ;;
     --hold) HOLD=${2:?--hold needs a number}; shift ;;
     --targets) TARGETS=${2:?--targets needs a list}; shift ;;
+    --scenarios) SCENARIO_LIST=${2:?--scenarios needs a list}; shift ;;
+    --cert-type) CERT_TYPE=${2:?--cert-type needs ecdsa or rsa}; shift ;;
     --load) LOAD=${2:?--load needs a path}; shift ;;
     --client-threads) CLIENT_THREADS=(--threads "${2:?--client-threads needs a number}"); shift ;;
     --echo-threads) ECHO_THREADS=(--threads "${2:?--echo-threads needs a number}"); shift ;;
@@ -61,12 +73,25 @@ die() { log "error: $*"; exit 1; }
 if [ "$QUICK" = 1 ]; then
   : "${WORKERS:=1}" "${REPEATS:=1}"
   RTT_D=1s RTT_W=200ms HS_D=1s BULK_D=1s PUSH_D=2s PUSH_N=500 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold wss-handshake wss-rtt-64)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
   RTT_D=2s RTT_W=500ms HS_D=1500ms BULK_D=1500ms PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold wss-handshake wss-rtt-64)
 fi
+if [ -n "$SCENARIO_LIST" ]; then
+  IFS=, read -r -a SCENARIOS <<<"$SCENARIO_LIST"
+  for sc in "${SCENARIOS[@]}"; do
+    case "$sc" in
+      rtt-64 | rtt-4k | handshake | bulk-64k | bulk-1m | push | hold | wss-handshake | wss-rtt-64) ;;
+      *) die "unknown scenario $sc" ;;
+    esac
+  done
+fi
+case "$CERT_TYPE" in ecdsa | rsa) ;; *) die "--cert-type must be ecdsa or rsa" ;; esac
+is_tls() { [[ "$1" == wss-* ]]; }
+WANT_TLS=0
+for sc in "${SCENARIOS[@]}"; do is_tls "$sc" && WANT_TLS=1; done
 case "$WORKERS" in
   1) WORKER_SETS=(1) ;;
   all) WORKER_SETS=(all) ;;
@@ -246,16 +271,47 @@ ECHO_ADDR=$(awk '/^listening on / {print $3; exit}' "$ECHO_OUT")
 [ -n "$ECHO_ADDR" ] || die "echo backend did not report its address"
 log "echo backend on $ECHO_ADDR (pid $ECHO_PID)"
 
+# ---------------------------------------------------------------- TLS certificate, TLS echo
+# One self-signed certificate for 127.0.0.1 and localhost, trusted by the client as its own CA.
+TLS_DIR=$RUN_DIR/tls
+TLS_CERT=$TLS_DIR/cert.pem
+TLS_KEY=$TLS_DIR/key.pem
+ECHO_TLS_ADDR=""
+if [ "$WANT_TLS" = 1 ]; then
+  "$LOAD" cert --name 127.0.0.1 --name localhost --type "$CERT_TYPE" --out "$TLS_DIR" >/dev/null ||
+    die "ringproxy-load cert failed"
+  cat "$TLS_CERT" "$TLS_KEY" >"$TLS_DIR/haproxy.pem" # HAProxy wants both in one file
+  if wants direct; then
+    "$LOAD" echo --listen 127.0.0.1:0 --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY" \
+      "${ECHO_THREADS[@]+"${ECHO_THREADS[@]}"}" >"$RUN_DIR/echo-tls.out" 2>"$RUN_DIR/echo-tls.err" &
+    ECHO_TLS_PID=$!
+    STARTED+=("$ECHO_TLS_PID")
+    for _ in $(seq 100); do
+      grep -q '^listening on ' "$RUN_DIR/echo-tls.out" 2>/dev/null && break
+      [ -d "/proc/$ECHO_TLS_PID" ] || die "TLS echo backend exited: $(tail -3 "$RUN_DIR/echo-tls.err")"
+      sleep 0.1
+    done
+    ECHO_TLS_ADDR=$(awk '/^listening on / {print $3; exit}' "$RUN_DIR/echo-tls.out")
+    [ -n "$ECHO_TLS_ADDR" ] || die "TLS echo backend did not report its address"
+    log "TLS echo backend on $ECHO_TLS_ADDR (pid $ECHO_TLS_PID), $CERT_TYPE certificate"
+  fi
+fi
+
 # ---------------------------------------------------------------- proxy configurations
 # $1 = target, $2 = workers (1|all), $3 = listen port, $4 = config dir. Prints the config path.
 workers_n() { if [ "$1" = all ]; then echo "$NCPU"; else echo 1; fi; }
 
 write_nginx_conf() { # nginx's and ringproxy's (same language); $5 = 1 for nginx-only directives
-  local w=$1 port=$2 dir=$3 file=$4 nginx_only=$5 user_line=""
+  # $6 = 1: the listener terminates TLS (listen ... ssl, ssl_certificate), as for wss-*.
+  local w=$1 port=$2 dir=$3 file=$4 nginx_only=$5 tls=${6:-0} user_line="" listen_ssl="" ssl_lines=""
   if [ "$nginx_only" = 1 ] && [ "$(id -u)" = 0 ]; then
     user_line="user $(id -un) $(id -gn);"
   fi
   [ "$nginx_only" = 0 ] || mkdir -p "$dir/tmp"
+  if [ "$tls" = 1 ]; then
+    listen_ssl=" ssl"
+    ssl_lines=$'\n'"        ssl_certificate $TLS_CERT;"$'\n'"        ssl_certificate_key $TLS_KEY;"
+  fi
   {
     cat <<EOF
 # generated by scripts/bench.sh
@@ -283,7 +339,7 @@ EOF
         server $ECHO_ADDR;
     }
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$port${listen_ssl} backlog=4096;${ssl_lines}
         location / {
             proxy_pass http://echo;
             proxy_http_version 1.1;
@@ -300,8 +356,9 @@ EOF
   } >"$file"
 }
 
-write_haproxy_conf() {
-  local w=$1 port=$2 dir=$3 file=$4
+write_haproxy_conf() { # $5 = 1: the bind terminates TLS
+  local w=$1 port=$2 dir=$3 file=$4 tls=${5:-0} bind_ssl=""
+  [ "$tls" = 1 ] && bind_ssl=" ssl crt $TLS_DIR/haproxy.pem"
   cat >"$file" <<EOF
 # generated by scripts/bench.sh; no log lines, so no access log; HAProxy's alerts and
 # warnings go to stderr, which the script sends to $dir/error.log
@@ -319,7 +376,7 @@ defaults
     timeout http-request 10s
 
 frontend fe
-    bind 127.0.0.1:$port
+    bind 127.0.0.1:$port$bind_ssl
     backlog 4096
     maxconn $HAPROXY_MAXCONN
     default_backend echo
@@ -330,8 +387,8 @@ EOF
 }
 
 declare -A PROXY_PID PROXY_PORT
-start_proxy() { # $1 = target, $2 = workers; sets PROXY_PID/PROXY_PORT[$1]
-  local t=$1 w=$2 port dir conf pid
+start_proxy() { # $1 = target, $2 = workers, $3 = 1 for a TLS listener; sets PROXY_PID/PROXY_PORT[$1]
+  local t=$1 w=$2 tls=${3:-0} port dir conf pid
   port=$(free_port)
   dir=$RUN_DIR/$t-w$w
   mkdir -p "$dir"
@@ -339,19 +396,19 @@ start_proxy() { # $1 = target, $2 = workers; sets PROXY_PID/PROXY_PORT[$1]
   rm -f "$dir/proxy.pid"
   case "$t" in
     nginx)
-      write_nginx_conf "$w" "$port" "$dir" "$conf" 1
+      write_nginx_conf "$w" "$port" "$dir" "$conf" 1 "$tls"
       nginx -t -q -c "$conf" -p "$dir" -e "$dir/error.log" 2>>"$dir/stderr.log" ||
         { log "nginx -t rejected $conf: $(tail -2 "$dir/stderr.log" | tr '\n' ' ')"; return 1; }
       nginx -c "$conf" -p "$dir" -e "$dir/error.log" >>"$dir/stdout.log" 2>>"$dir/stderr.log" &
       ;;
     haproxy)
-      write_haproxy_conf "$w" "$port" "$dir" "$conf"
+      write_haproxy_conf "$w" "$port" "$dir" "$conf" "$tls"
       haproxy -c -q -f "$conf" >>"$dir/error.log" 2>&1 ||
         { log "haproxy -c rejected $conf: $(tail -2 "$dir/error.log" | tr '\n' ' ')"; return 1; }
       haproxy -db -f "$conf" >>"$dir/stdout.log" 2>>"$dir/error.log" &
       ;;
     ringproxy)
-      write_nginx_conf "$w" "$port" "$dir" "$conf" 0
+      write_nginx_conf "$w" "$port" "$dir" "$conf" 0 "$tls"
       "$RINGPROXY_BIN" -c "$conf" -p "$dir" >>"$dir/stdout.log" 2>>"$dir/error.log" &
       ;;
   esac
@@ -402,6 +459,9 @@ scenario_args() {
     bulk-1m) echo "bulk --url $base/ --connections 4 --size 1048576 --duration $BULK_D" ;;
     push) echo "push --url $base/push --connections $PUSH_N --duration $PUSH_D" ;;
     hold) echo "hold --url $base/ --connections $HOLD --idle $HOLD_IDLE --open-rate $HOLD_OPEN_RATE" ;;
+    # Each op: TCP connect, full TLS handshake (no resumption), upgrade, one 16 B echo, close.
+    wss-handshake) echo "handshake --url $base/ --ca $TLS_CERT --connections 50 --duration $HS_D" ;;
+    wss-rtt-64) echo "rtt --url $base/ --ca $TLS_CERT --connections 50 --size 64 --duration $RTT_D --warmup $RTT_W" ;;
   esac
 }
 json_num() { # $1 = key, $2 = one-line JSON object: the key's numeric value, or nothing
@@ -415,10 +475,12 @@ seconds_of() { # 500ms / 3s -> seconds (awk float)
 run_one() {
   local t=$1 w=$2 sc=$3 rep=$4 base pid="" out err args line
   local cpu0=0 cpu1=0 rss0="" rss1="" extra timeout_s
+  local scheme=ws direct_addr=$ECHO_ADDR
+  is_tls "$sc" && scheme=wss direct_addr=$ECHO_TLS_ADDR
   if [ "$t" = direct ]; then
-    base=ws://$ECHO_ADDR
+    base=$scheme://$direct_addr
   else
-    base=ws://127.0.0.1:${PROXY_PORT[$t]}
+    base=$scheme://127.0.0.1:${PROXY_PORT[$t]}
     pid=${PROXY_PID[$t]}
   fi
   out=$RUN_DIR/$t-w$w-$sc-r$rep.out
@@ -455,7 +517,7 @@ run_one() {
   # Proxy CPU per operation. The window also covers the warmup, which runs at the measured
   # rate, so it counts ops * (duration + warmup) / duration operations.
   local warm=0
-  [[ "$sc" == rtt-* ]] && warm=$(seconds_of "$RTT_W")
+  [[ "$sc" == rtt-* || "$sc" == wss-rtt-* ]] && warm=$(seconds_of "$RTT_W")
   local wjson=null
   [ "$t" = direct ] || wjson=$(json_str "$w")
   extra=$(printf ',"target":%s,"workers":%s,"label":%s,"repeat":%d' \
@@ -506,6 +568,32 @@ if wants ringproxy; then
     TARGET_LIST=("${keep[@]}")
   fi
 fi
+# Does ringproxy terminate TLS (listen ... ssl)? If not, its wss-* runs are skipped, not faked.
+RINGPROXY_TLS=0
+append_note() { if [ -n "$NOTES" ]; then NOTES+="; $1"; else NOTES=$1; fi; }
+if [ "$WANT_TLS" = 1 ] && [[ " ${TARGET_LIST[*]} " == *" ringproxy "* ]]; then
+  why="it did not start with a listen ... ssl configuration"
+  if start_proxy ringproxy 1 1; then
+    probe=$RUN_DIR/ringproxy-tls-probe.out
+    timeout 20 "$LOAD" rtt --url "wss://127.0.0.1:${PROXY_PORT[ringproxy]}/" --ca "$TLS_CERT" \
+      --connections 1 --size 64 --duration 500ms --json >"$probe" 2>"$RUN_DIR/ringproxy-tls-probe.err" || true
+    line=$(grep '^{' "$probe" | tail -1 || true)
+    if awk -v ops="$(json_num ops "$line")" -v err="$(json_num errors "$line")" \
+      'BEGIN { exit !(ops > 0 && err == 0 && err != "") }'; then
+      RINGPROXY_TLS=1
+    else
+      why="it did not proxy a wss echo in the probe run ($(tail -1 "$RUN_DIR/ringproxy-tls-probe.err" | cut -c1-160))"
+    fi
+    stop_proxy ringproxy
+  fi
+  if [ "$RINGPROXY_TLS" = 0 ]; then
+    append_note "ringproxy's wss-* runs skipped: $why"
+    log "note: ringproxy wss-* skipped: $why (see $RUN_DIR/ringproxy-w1/error.log)"
+  fi
+fi
+if [ "$WANT_TLS" = 1 ]; then
+  append_note "wss rows: TLS terminated by the target (1 worker, $CERT_TYPE certificate, TLS 1.3, X25519) and plain WebSocket to the echo backend; direct is the echo backend's own rustls TLS; a wss handshake is a fresh TCP connection, a full TLS handshake (no resumption), the upgrade, one 16 B echo and the close handshake"
+fi
 [ ${#TARGET_LIST[@]} -gt 0 ] || die "no targets left"
 
 # ---------------------------------------------------------------- meta
@@ -529,13 +617,24 @@ model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 # Each (repeat, workers, scenario) starts fresh proxies, so the hold's RSS is not inflated or
 # hidden by what an earlier scenario left in the allocator, then runs the targets interleaved.
 log "targets: ${TARGET_LIST[*]}; workers: ${WORKER_SETS[*]}; repeats: $REPEATS; scenarios: ${SCENARIOS[*]}"
+# The wss-* scenarios run with 1 worker only, and without ringproxy if its probe failed.
+runs_in() { # $1 = target, $2 = scenario, $3 = workers
+  if is_tls "$2"; then
+    [ "$3" = 1 ] || return 1
+    [ "$1" = ringproxy ] && [ "$RINGPROXY_TLS" = 0 ] && return 1
+  fi
+  return 0
+}
 for rep in $(seq "$REPEATS"); do
   for sc in "${SCENARIOS[@]}"; do
     direct_done=0
+    tls=0
+    is_tls "$sc" && tls=1
     for w in "${WORKER_SETS[@]}"; do
       for t in "${TARGET_LIST[@]}"; do
         [ "$t" = direct ] && continue
-        start_proxy "$t" "$w" || log "$t w$w: did not start; its runs are missing"
+        runs_in "$t" "$sc" "$w" || continue
+        start_proxy "$t" "$w" "$tls" || log "$t w$w: did not start; its runs are missing"
       done
       for t in "${TARGET_LIST[@]}"; do
         if [ "$t" = direct ]; then

@@ -56,6 +56,8 @@ pub struct Run {
     pub lost: Option<f64>,
     pub cpu_us_per_op: Option<f64>,
     pub rss_kib_per_conn: Option<f64>,
+    /// Whether the client spoke wss:// (TLS terminated by the target).
+    pub tls: Option<bool>,
 }
 
 impl Run {
@@ -70,9 +72,13 @@ impl Run {
         }
     }
 
-    /// Human name: `rtt 64 B x50`.
+    /// Human name: `rtt 64 B x50`, `wss handshake x50`.
     fn title(&self) -> String {
-        let mut t = self.scenario.clone();
+        let mut t = if self.tls == Some(true) {
+            format!("wss {}", self.scenario)
+        } else {
+            self.scenario.clone()
+        };
         if let (Some(s), true) = (self.size, matches!(self.scenario.as_str(), "rtt" | "bulk")) {
             t.push(' ');
             t.push_str(&human_size(s));
@@ -628,5 +634,9 @@ pub(crate) mod tests {
         assert_eq!(fmt_value(4.612), "4.61");
         assert_eq!(fmt_value(3.0), "3");
         assert!(parse(r#"{"target":"envoy","scenario":"rtt"}"#).is_err());
+        let (_, runs) =
+            parse(r#"{"target":"nginx","scenario":"handshake","connections":50,"tls":true}"#)
+                .unwrap();
+        assert_eq!(runs[0].title(), "wss handshake x50");
     }
 }
