@@ -6,66 +6,15 @@
 
 mod load_common;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use load_common::*;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// `ringproxy-load cert` into `dir`; returns (cert.pem, key.pem).
-async fn make_cert(dir: &Path, names: &[&str], kind: &str) -> (String, String) {
-    let mut args = vec!["cert", "--out", dir.to_str().unwrap(), "--type", kind];
-    for n in names {
-        args.extend(["--name", n]);
-    }
-    let out = run_raw(&args, &[]).await;
-    assert!(
-        out.status.success(),
-        "cert failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    (p("cert.pem"), p("key.pem"))
-}
-
-/// tokio-rustls in front of the tokio-tungstenite server of load_common.
-async fn start_wss_server(cert: &str, key: &str, mode: Mode) -> SocketAddr {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(Ok(tls)) = timeout(STEP, acceptor.accept(s)).await {
-                    serve_ws(tls, mode).await;
-                }
-            });
-        }
-    });
-    addr
-}
 
 fn client_args<'a>(scenario: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![

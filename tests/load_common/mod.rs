@@ -1,15 +1,19 @@
 //! Helpers shared by the `ringproxy-load` integration tests (tests/load_tool*.rs,
 //! tests/wss_client.rs): the tool's `echo` backend as a child process, client runs with a
-//! deadline, and an independent tokio-tungstenite WebSocket server (plain or, in the TLS
-//! tests, behind tokio-rustls) that echoes or corrupts.
+//! deadline, certificates from the tool's `cert` subcommand, and an independent
+//! tokio-tungstenite WebSocket server (plain, or behind tokio-rustls) that echoes or corrupts.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpListener;
@@ -172,4 +176,53 @@ where
             return;
         }
     }
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// `ringproxy-load cert` into `dir`; returns (cert.pem, key.pem).
+pub async fn make_cert(dir: &Path, names: &[&str], kind: &str) -> (String, String) {
+    let mut args = vec!["cert", "--out", dir.to_str().unwrap(), "--type", kind];
+    for n in names {
+        args.extend(["--name", n]);
+    }
+    let out = run_raw(&args, &[]).await;
+    assert!(
+        out.status.success(),
+        "cert failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    (p("cert.pem"), p("key.pem"))
+}
+
+/// tokio-rustls in front of the tokio-tungstenite server of load_common.
+pub async fn start_wss_server(cert: &str, key: &str, mode: Mode) -> SocketAddr {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(tls)) = timeout(STEP, acceptor.accept(s)).await {
+                    serve_ws(tls, mode).await;
+                }
+            });
+        }
+    });
+    addr
 }
