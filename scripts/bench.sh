@@ -6,7 +6,8 @@
 #
 # The wss-* scenarios terminate TLS in the proxy (1 worker; certificate from `ringproxy-load
 # cert`, ECDSA P-256 unless --cert-type rsa) and proxy plain WebSocket to the echo backend;
-# "direct" is then the echo backend's own rustls TLS mode.
+# "direct" is then the echo backend's own rustls TLS mode. The upstream-tls-* scenarios are the
+# other way round: plain WebSocket in, TLS to the echo backend's TLS mode (no direct runs).
 #
 #   scripts/bench.sh [--quick] [--workers 1|all|both] [--repeats N] [--hold N]
 #                    [--targets direct,nginx,haproxy,ringproxy] [--scenarios LIST]
@@ -27,8 +28,9 @@ usage: scripts/bench.sh [options]
   --hold N          idle WebSockets held for the memory scenario (default: 9000)
   --targets LIST    comma-separated subset of direct,nginx,haproxy,ringproxy (default: all)
   --scenarios LIST  comma-separated subset of rtt-64,rtt-4k,handshake,bulk-64k,bulk-1m,push,
-                    hold,wss-handshake,wss-rtt-64 (default: all; bulk-1m not with --quick)
-  --cert-type T     ecdsa (P-256, default) or rsa (2048) for the wss-* scenarios
+                    hold,wss-handshake,wss-rtt-64,upstream-tls-handshake,upstream-tls-rtt-64
+                    (default: all; bulk-1m not with --quick)
+  --cert-type T     ecdsa (P-256, default) or rsa (2048) for the TLS scenarios
   --client-threads N  --threads for the load clients (default: the load tool's)
   --echo-threads N  --threads for the echo backend (default: the load tool's)
   --load PATH       load tool used for echo and clients (default: target/release/ringproxy-load)
@@ -73,25 +75,35 @@ die() { log "error: $*"; exit 1; }
 if [ "$QUICK" = 1 ]; then
   : "${WORKERS:=1}" "${REPEATS:=1}"
   RTT_D=1s RTT_W=200ms HS_D=1s BULK_D=1s PUSH_D=2s PUSH_N=500 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold wss-handshake wss-rtt-64)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold wss-handshake wss-rtt-64
+    upstream-tls-handshake upstream-tls-rtt-64)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
   RTT_D=2s RTT_W=500ms HS_D=1500ms BULK_D=1500ms PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold wss-handshake wss-rtt-64)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold wss-handshake wss-rtt-64
+    upstream-tls-handshake upstream-tls-rtt-64)
 fi
 if [ -n "$SCENARIO_LIST" ]; then
   IFS=, read -r -a SCENARIOS <<<"$SCENARIO_LIST"
   for sc in "${SCENARIOS[@]}"; do
     case "$sc" in
-      rtt-64 | rtt-4k | handshake | bulk-64k | bulk-1m | push | hold | wss-handshake | wss-rtt-64) ;;
+      rtt-64 | rtt-4k | handshake | bulk-64k | bulk-1m | push | hold) ;;
+      wss-handshake | wss-rtt-64 | upstream-tls-handshake | upstream-tls-rtt-64) ;;
       *) die "unknown scenario $sc" ;;
     esac
   done
 fi
 case "$CERT_TYPE" in ecdsa | rsa) ;; *) die "--cert-type must be ecdsa or rsa" ;; esac
-is_tls() { [[ "$1" == wss-* ]]; }
-WANT_TLS=0
-for sc in "${SCENARIOS[@]}"; do is_tls "$sc" && WANT_TLS=1; done
+tls_mode() { # $1 = scenario: plain, front (TLS from the client) or upstream (TLS to the backend)
+  case "$1" in wss-*) echo front ;; upstream-tls-*) echo upstream ;; *) echo plain ;; esac
+}
+WANT_TLS=0 WANT_FRONT=0 WANT_UPSTREAM=0
+for sc in "${SCENARIOS[@]}"; do
+  case "$(tls_mode "$sc")" in
+    front) WANT_TLS=1 WANT_FRONT=1 ;;
+    upstream) WANT_TLS=1 WANT_UPSTREAM=1 ;;
+  esac
+done
 case "$WORKERS" in
   1) WORKER_SETS=(1) ;;
   all) WORKER_SETS=(all) ;;
@@ -281,7 +293,8 @@ if [ "$WANT_TLS" = 1 ]; then
   "$LOAD" cert --name 127.0.0.1 --name localhost --type "$CERT_TYPE" --out "$TLS_DIR" >/dev/null ||
     die "ringproxy-load cert failed"
   cat "$TLS_CERT" "$TLS_KEY" >"$TLS_DIR/haproxy.pem" # HAProxy wants both in one file
-  if wants direct; then
+  # The TLS echo is direct's wss target and the upstream-tls-* scenarios' backend.
+  if wants direct || [ "$WANT_UPSTREAM" = 1 ]; then
     "$LOAD" echo --listen 127.0.0.1:0 --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY" \
       "${ECHO_THREADS[@]+"${ECHO_THREADS[@]}"}" >"$RUN_DIR/echo-tls.out" 2>"$RUN_DIR/echo-tls.err" &
     ECHO_TLS_PID=$!
@@ -302,13 +315,16 @@ fi
 workers_n() { if [ "$1" = all ]; then echo "$NCPU"; else echo 1; fi; }
 
 write_nginx_conf() { # nginx's and ringproxy's (same language); $5 = 1 for nginx-only directives
-  # $6 = 1: the listener terminates TLS (listen ... ssl, ssl_certificate), as for wss-*.
-  local w=$1 port=$2 dir=$3 file=$4 nginx_only=$5 tls=${6:-0} user_line="" listen_ssl="" ssl_lines=""
+  # $6 = front: the listener terminates TLS (listen ... ssl, ssl_certificate), as for wss-*;
+  # upstream: proxy_pass https:// to the TLS echo backend (no verification, nginx's default).
+  local w=$1 port=$2 dir=$3 file=$4 nginx_only=$5 tls=${6:-plain} user_line="" listen_ssl="" ssl_lines=""
+  local backend=$ECHO_ADDR scheme=http
   if [ "$nginx_only" = 1 ] && [ "$(id -u)" = 0 ]; then
     user_line="user $(id -un) $(id -gn);"
   fi
   [ "$nginx_only" = 0 ] || mkdir -p "$dir/tmp"
-  if [ "$tls" = 1 ]; then
+  [ "$tls" = upstream ] && backend=$ECHO_TLS_ADDR scheme=https
+  if [ "$tls" = front ]; then
     listen_ssl=" ssl"
     ssl_lines=$'\n'"        ssl_certificate $TLS_CERT;"$'\n'"        ssl_certificate_key $TLS_KEY;"
   fi
@@ -336,12 +352,12 @@ EOF
 EOF
     cat <<EOF
     upstream echo {
-        server $ECHO_ADDR;
+        server $backend;
     }
     server {
         listen 127.0.0.1:$port${listen_ssl} backlog=4096;${ssl_lines}
         location / {
-            proxy_pass http://echo;
+            proxy_pass $scheme://echo;
             proxy_http_version 1.1;
             proxy_set_header Upgrade \$http_upgrade;
             proxy_set_header Connection "upgrade";
@@ -356,9 +372,10 @@ EOF
   } >"$file"
 }
 
-write_haproxy_conf() { # $5 = 1: the bind terminates TLS
-  local w=$1 port=$2 dir=$3 file=$4 tls=${5:-0} bind_ssl=""
-  [ "$tls" = 1 ] && bind_ssl=" ssl crt $TLS_DIR/haproxy.pem"
+write_haproxy_conf() { # $5 = front: the bind terminates TLS; upstream: TLS to the server
+  local w=$1 port=$2 dir=$3 file=$4 tls=${5:-plain} bind_ssl="" server="echo $ECHO_ADDR"
+  [ "$tls" = front ] && bind_ssl=" ssl crt $TLS_DIR/haproxy.pem"
+  [ "$tls" = upstream ] && server="echo $ECHO_TLS_ADDR ssl verify none"
   cat >"$file" <<EOF
 # generated by scripts/bench.sh; no log lines, so no access log; HAProxy's alerts and
 # warnings go to stderr, which the script sends to $dir/error.log
@@ -382,13 +399,13 @@ frontend fe
     default_backend echo
 
 backend echo
-    server echo $ECHO_ADDR
+    server $server
 EOF
 }
 
 declare -A PROXY_PID PROXY_PORT
-start_proxy() { # $1 = target, $2 = workers, $3 = 1 for a TLS listener; sets PROXY_PID/PROXY_PORT[$1]
-  local t=$1 w=$2 tls=${3:-0} port dir conf pid
+start_proxy() { # $1 = target, $2 = workers, $3 = TLS mode (tls_mode); sets PROXY_PID/PROXY_PORT[$1]
+  local t=$1 w=$2 tls=${3:-plain} port dir conf pid
   port=$(free_port)
   dir=$RUN_DIR/$t-w$w
   mkdir -p "$dir"
@@ -462,6 +479,8 @@ scenario_args() {
     # Each op: TCP connect, full TLS handshake (no resumption), upgrade, one 16 B echo, close.
     wss-handshake) echo "handshake --url $base/ --ca $TLS_CERT --connections 50 --duration $HS_D" ;;
     wss-rtt-64) echo "rtt --url $base/ --ca $TLS_CERT --connections 50 --size 64 --duration $RTT_D --warmup $RTT_W" ;;
+    upstream-tls-handshake) echo "handshake --url $base/ --connections 50 --duration $HS_D" ;;
+    upstream-tls-rtt-64) echo "rtt --url $base/ --connections 50 --size 64 --duration $RTT_D --warmup $RTT_W" ;;
   esac
 }
 json_num() { # $1 = key, $2 = one-line JSON object: the key's numeric value, or nothing
@@ -476,7 +495,7 @@ run_one() {
   local t=$1 w=$2 sc=$3 rep=$4 base pid="" out err args line
   local cpu0=0 cpu1=0 rss0="" rss1="" extra timeout_s
   local scheme=ws direct_addr=$ECHO_ADDR
-  is_tls "$sc" && scheme=wss direct_addr=$ECHO_TLS_ADDR
+  [ "$(tls_mode "$sc")" = front ] && scheme=wss direct_addr=$ECHO_TLS_ADDR
   if [ "$t" = direct ]; then
     base=$scheme://$direct_addr
   else
@@ -517,11 +536,12 @@ run_one() {
   # Proxy CPU per operation. The window also covers the warmup, which runs at the measured
   # rate, so it counts ops * (duration + warmup) / duration operations.
   local warm=0
-  [[ "$sc" == rtt-* || "$sc" == wss-rtt-* ]] && warm=$(seconds_of "$RTT_W")
+  [[ "$sc" == *rtt-* ]] && warm=$(seconds_of "$RTT_W")
   local wjson=null
   [ "$t" = direct ] || wjson=$(json_str "$w")
-  extra=$(printf ',"target":%s,"workers":%s,"label":%s,"repeat":%d' \
-    "$(json_str "$t")" "$wjson" "$(json_str "$sc")" "$rep")
+  extra=$(printf ',"target":%s,"workers":%s,"label":%s,"repeat":%d,"upstream_tls":%s' \
+    "$(json_str "$t")" "$wjson" "$(json_str "$sc")" "$rep" \
+    "$([ "$(tls_mode "$sc")" = upstream ] && echo true || echo false)")
   if [ -n "$pid" ]; then
     extra+=$(awk -v c0="$cpu0" -v c1="$cpu1" -v sc="$sc" -v hz="$CLK_TCK" -v warm="$warm" \
       -v ops="$(json_num ops "$line")" -v dur="$(json_num duration_s "$line")" \
@@ -543,58 +563,60 @@ run_one() {
   log "$t w$w $sc r$rep: $(grep -o '"ops_per_s": *[^,]*' <<<"$line")$(grep -o ',"cpu_us_per_op":[^,]*' <<<"$extra")$(grep -o ',"rss_kib_per_conn":[^,}]*' <<<"$extra")"
 }
 
-# ---------------------------------------------------------------- ringproxy probe
+# ---------------------------------------------------------------- ringproxy probes
+# A ringproxy that cannot proxy a WebSocket echo (or, for the TLS scenarios, cannot terminate
+# or originate TLS yet) has those runs skipped with a note, never faked.
+probe_ringproxy() { # $1 = TLS mode; sets PROBE_WHY when it fails
+  local mode=$1 url ca=() probe=$RUN_DIR/ringproxy-probe-$1.out line
+  PROBE_WHY="it did not start (see $RUN_DIR/ringproxy-w1/error.log)"
+  [ -x "$RINGPROXY_BIN" ] || { PROBE_WHY="$RINGPROXY_BIN is missing"; return 1; }
+  start_proxy ringproxy 1 "$mode" || return 1
+  url=ws://127.0.0.1:${PROXY_PORT[ringproxy]}/
+  [ "$mode" = front ] && url=wss://127.0.0.1:${PROXY_PORT[ringproxy]}/ ca=(--ca "$TLS_CERT")
+  timeout 20 "$LOAD" rtt --url "$url" "${ca[@]+"${ca[@]}"}" --connections 1 --size 64 \
+    --duration 500ms --json >"$probe" 2>"${probe%.out}.err" || true
+  stop_proxy ringproxy
+  line=$(grep '^{' "$probe" | tail -1 || true)
+  if awk -v ops="$(json_num ops "$line")" -v err="$(json_num errors "$line")" \
+    'BEGIN { exit !(ops > 0 && err == 0 && err != "") }'; then
+    return 0
+  fi
+  PROBE_WHY="it did not proxy a WebSocket echo in the probe run ($(tail -1 "${probe%.out}.err" 2>/dev/null | cut -c1-160))"
+  return 1
+}
+append_note() { if [ -n "$NOTES" ]; then NOTES+="; $1"; else NOTES=$1; fi; }
 TARGET_LIST=()
 NOTES=""
+RINGPROXY_FRONT=0 RINGPROXY_UPSTREAM=0
 for t in direct nginx haproxy ringproxy; do wants "$t" && TARGET_LIST+=("$t"); done
 if wants ringproxy; then
-  ok=0
-  if [ -x "$RINGPROXY_BIN" ] && start_proxy ringproxy 1; then
-    probe=$RUN_DIR/ringproxy-probe.out
-    timeout 20 "$LOAD" rtt --url "ws://127.0.0.1:${PROXY_PORT[ringproxy]}/" --connections 1 \
-      --size 64 --duration 500ms --json >"$probe" 2>"$RUN_DIR/ringproxy-probe.err" || true
-    line=$(grep '^{' "$probe" | tail -1 || true)
-    if awk -v ops="$(json_num ops "$line")" -v err="$(json_num errors "$line")" \
-      'BEGIN { exit !(ops > 0 && err == 0 && err != "") }'; then
-      ok=1
-    fi
-    stop_proxy ringproxy
-  fi
-  if [ "$ok" = 0 ]; then
-    NOTES="ringproxy skipped: it did not proxy a WebSocket echo in the probe run"
-    log "note: $NOTES (see $RUN_DIR/ringproxy-w1/error.log, ringproxy-probe.out)"
+  if ! probe_ringproxy plain; then
+    append_note "ringproxy skipped: $PROBE_WHY"
+    log "note: ringproxy skipped: $PROBE_WHY"
     keep=()
     for t in "${TARGET_LIST[@]}"; do [ "$t" = ringproxy ] || keep+=("$t"); done
     TARGET_LIST=("${keep[@]}")
+  else
+    for mode in front upstream; do
+      want=$WANT_FRONT label="wss-*"
+      [ "$mode" = upstream ] && want=$WANT_UPSTREAM label="upstream-tls-*"
+      [ "$want" = 1 ] || continue
+      if probe_ringproxy "$mode"; then
+        if [ "$mode" = front ]; then RINGPROXY_FRONT=1; else RINGPROXY_UPSTREAM=1; fi
+      else
+        append_note "ringproxy's $label runs skipped: $PROBE_WHY"
+        log "note: ringproxy $label skipped: $PROBE_WHY"
+      fi
+    done
   fi
-fi
-# Does ringproxy terminate TLS (listen ... ssl)? If not, its wss-* runs are skipped, not faked.
-RINGPROXY_TLS=0
-append_note() { if [ -n "$NOTES" ]; then NOTES+="; $1"; else NOTES=$1; fi; }
-if [ "$WANT_TLS" = 1 ] && [[ " ${TARGET_LIST[*]} " == *" ringproxy "* ]]; then
-  why="it did not start with a listen ... ssl configuration"
-  if start_proxy ringproxy 1 1; then
-    probe=$RUN_DIR/ringproxy-tls-probe.out
-    timeout 20 "$LOAD" rtt --url "wss://127.0.0.1:${PROXY_PORT[ringproxy]}/" --ca "$TLS_CERT" \
-      --connections 1 --size 64 --duration 500ms --json >"$probe" 2>"$RUN_DIR/ringproxy-tls-probe.err" || true
-    line=$(grep '^{' "$probe" | tail -1 || true)
-    if awk -v ops="$(json_num ops "$line")" -v err="$(json_num errors "$line")" \
-      'BEGIN { exit !(ops > 0 && err == 0 && err != "") }'; then
-      RINGPROXY_TLS=1
-    else
-      why="it did not proxy a wss echo in the probe run ($(tail -1 "$RUN_DIR/ringproxy-tls-probe.err" | cut -c1-160))"
-    fi
-    stop_proxy ringproxy
-  fi
-  if [ "$RINGPROXY_TLS" = 0 ]; then
-    append_note "ringproxy's wss-* runs skipped: $why"
-    log "note: ringproxy wss-* skipped: $why (see $RUN_DIR/ringproxy-w1/error.log)"
-  fi
-fi
-if [ "$WANT_TLS" = 1 ]; then
-  append_note "wss rows: TLS terminated by the target (1 worker, $CERT_TYPE certificate, TLS 1.3, X25519) and plain WebSocket to the echo backend; direct is the echo backend's own rustls TLS; a wss handshake is a fresh TCP connection, a full TLS handshake (no resumption), the upgrade, one 16 B echo and the close handshake"
 fi
 [ ${#TARGET_LIST[@]} -gt 0 ] || die "no targets left"
+if [ "$WANT_FRONT" = 1 ]; then
+  append_note "wss rows: TLS terminated by the target (1 worker, $CERT_TYPE certificate; the client offers X25519 and P-256, no post-quantum hybrid) and plain WebSocket to the echo backend; direct is the echo backend's own rustls TLS; a wss handshake is a fresh TCP connection, a full TLS handshake (no resumption), the upgrade, one 16 B echo and the close handshake"
+fi
+if [ "$WANT_UPSTREAM" = 1 ]; then
+  append_note "TLS-to-backend rows: plain WebSocket in, TLS to the echo backend's rustls TLS mode without verification (1 worker; proxies may resume their backend TLS sessions, as nginx and HAProxy do by default)"
+fi
 
 # ---------------------------------------------------------------- meta
 nginx_v=$(command -v nginx >/dev/null && nginx -v 2>&1 | head -1 || echo none)
@@ -617,19 +639,22 @@ model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 # Each (repeat, workers, scenario) starts fresh proxies, so the hold's RSS is not inflated or
 # hidden by what an earlier scenario left in the allocator, then runs the targets interleaved.
 log "targets: ${TARGET_LIST[*]}; workers: ${WORKER_SETS[*]}; repeats: $REPEATS; scenarios: ${SCENARIOS[*]}"
-# The wss-* scenarios run with 1 worker only, and without ringproxy if its probe failed.
-runs_in() { # $1 = target, $2 = scenario, $3 = workers
-  if is_tls "$2"; then
-    [ "$3" = 1 ] || return 1
-    [ "$1" = ringproxy ] && [ "$RINGPROXY_TLS" = 0 ] && return 1
-  fi
+# The TLS scenarios run with 1 worker only, without direct for upstream-tls-*, and without
+# ringproxy if its probe for that TLS mode failed.
+runs_in() { # $1 = target, $2 = scenario, $3 = workers (- for direct)
+  local mode
+  mode=$(tls_mode "$2")
+  [ "$mode" = plain ] && return 0
+  [ "$1" = direct ] && { [ "$mode" = front ]; return; }
+  [ "$3" = 1 ] || return 1
+  [ "$1" = ringproxy ] && [ "$mode" = front ] && [ "$RINGPROXY_FRONT" = 0 ] && return 1
+  [ "$1" = ringproxy ] && [ "$mode" = upstream ] && [ "$RINGPROXY_UPSTREAM" = 0 ] && return 1
   return 0
 }
 for rep in $(seq "$REPEATS"); do
   for sc in "${SCENARIOS[@]}"; do
     direct_done=0
-    tls=0
-    is_tls "$sc" && tls=1
+    tls=$(tls_mode "$sc")
     for w in "${WORKER_SETS[@]}"; do
       for t in "${TARGET_LIST[@]}"; do
         [ "$t" = direct ] && continue
@@ -640,6 +665,7 @@ for rep in $(seq "$REPEATS"); do
         if [ "$t" = direct ]; then
           [ "$direct_done" = 1 ] && continue
           direct_done=1
+          runs_in direct "$sc" - || continue
           run_one direct - "$sc" "$rep" || true
         elif [ -n "${PROXY_PID[$t]:-}" ]; then
           run_one "$t" "$w" "$sc" "$rep" || true

@@ -58,6 +58,8 @@ pub struct Run {
     pub rss_kib_per_conn: Option<f64>,
     /// Whether the client spoke wss:// (TLS terminated by the target).
     pub tls: Option<bool>,
+    /// Whether the target spoke TLS to the echo backend (bench.sh's upstream-tls-*).
+    pub upstream_tls: Option<bool>,
 }
 
 impl Run {
@@ -72,7 +74,7 @@ impl Run {
         }
     }
 
-    /// Human name: `rtt 64 B x50`, `wss handshake x50`.
+    /// Human name: `rtt 64 B x50`, `wss handshake x50`, `rtt 64 B x50 to TLS backend`.
     fn title(&self) -> String {
         let mut t = if self.tls == Some(true) {
             format!("wss {}", self.scenario)
@@ -85,6 +87,9 @@ impl Run {
         }
         if let Some(c) = self.connections {
             let _ = write!(t, " x{c}");
+        }
+        if self.upstream_tls == Some(true) {
+            t.push_str(" to TLS backend");
         }
         t
     }
@@ -638,5 +643,11 @@ pub(crate) mod tests {
             parse(r#"{"target":"nginx","scenario":"handshake","connections":50,"tls":true}"#)
                 .unwrap();
         assert_eq!(runs[0].title(), "wss handshake x50");
+        let line =
+            r#"{"target":"nginx","scenario":"rtt","size":64,"connections":50,"upstream_tls":true}"#;
+        assert_eq!(
+            parse(line).unwrap().1[0].title(),
+            "rtt 64 B x50 to TLS backend"
+        );
     }
 }

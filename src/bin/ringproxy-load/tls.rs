@@ -7,7 +7,7 @@
 //! configuration (trust, SNI, versions, resumption) and the echo server's certificate are built
 //! here too, once per run, and shared by every thread.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, BufRead as _, Write as _};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -281,15 +281,20 @@ impl TlsStream {
         Ok(())
     }
 
-    /// Reads plaintext once, appending at most `buf`'s spare capacity to it. `Ok(0)` is the
-    /// peer's close_notify; TCP closing without one is `UnexpectedEof`.
+    /// Reads plaintext once, appending at most `buf`'s spare capacity to it (copied out of
+    /// rustls' buffer, so nothing is zero-filled first). `Ok(0)` is the peer's close_notify;
+    /// TCP closing without one is `UnexpectedEof`.
     pub async fn read_append(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        let len = buf.len();
-        let room = (buf.capacity() - len).max(1);
-        buf.resize(len + room, 0);
+        let room = (buf.capacity() - buf.len()).max(1);
         let res = loop {
-            match self.conn.reader().read(&mut buf[len..]) {
-                Ok(n) => break Ok(n),
+            let mut reader = self.conn.reader();
+            match reader.fill_buf() {
+                Ok(data) => {
+                    let n = data.len().min(room);
+                    buf.extend_from_slice(&data[..n]);
+                    reader.consume(n);
+                    break Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => break Err(e),
             }
@@ -303,7 +308,6 @@ impl TlsStream {
                 }
             }
         };
-        buf.truncate(len + *res.as_ref().unwrap_or(&0));
         (res, buf)
     }
 
