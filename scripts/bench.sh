@@ -677,6 +677,9 @@ for rep in $(seq "$REPEATS"); do
 done
 
 # ---------------------------------------------------------------- report
+if ! grep -qv '"kind":"meta"' "$RESULTS"; then
+  die "no run produced a result${NOTES:+ ($NOTES)}; see $RUN_DIR"
+fi
 cp "$RESULTS" "$ROOT/target/bench/results.jsonl"
 "$REPORT_BIN" report --input "$ROOT/target/bench/results.jsonl" --out-dir "$ROOT/target/bench/"
 log "done: target/bench/results.md, medians.csv, ratios.png (raw runs in $RUN_DIR)"

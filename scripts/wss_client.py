@@ -7,7 +7,7 @@ backend (ringproxy-load's `echo` server echoes WebSocket messages), checks every
 the close handshake. Exit status 0 only if all of that worked within the timeout; otherwise a
 message on stderr and status 1 (2 for bad arguments).
 
-    scripts/wss_client.py wss://127.0.0.1:8443/ cert.pem [--server-name localhost] [--timeout 20]
+    scripts/wss_client.py wss://127.0.0.1:8443/ cert.pem [localhost] [--timeout 20]
 
 Works with websockets 10.4 (Debian 12's python3-websockets) and with current releases.
 """
@@ -65,7 +65,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("url", help="wss://HOST:PORT/path of an echo backend or a proxy in front of one")
     p.add_argument("ca_file", help="PEM certificate(s) to trust (e.g. a self-signed cert.pem)")
-    p.add_argument("--server-name", help="TLS server name (SNI and certificate check)")
+    p.add_argument(
+        "server_name", nargs="?", help="TLS server name (SNI and certificate check; default: URL's host)"
+    )
     p.add_argument("--timeout", type=float, default=20.0, help="seconds for everything")
     a = p.parse_args()
     if not a.url.startswith("wss://"):

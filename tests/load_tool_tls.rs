@@ -188,6 +188,12 @@ async fn tls_echo_backend_speaks_wss() {
         }
     }
 
+    // Broadcasts are plain-only: /push over TLS is refused, not served as an echo.
+    let push = format!("wss://localhost:{}/push", echo.addr.port());
+    let out = run_raw(&client_args("push", &push, &["--ca", &cert]), &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("expected 101, got 501"), "{stderr}");
+
     // The tool's own client against its TLS backend; a plain client is refused.
     let v = run_json(&client_args("rtt", &url, &["--ca", &cert]), &[]).await;
     assert_clean(&v);
