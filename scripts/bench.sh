@@ -12,7 +12,7 @@
 #   scripts/bench.sh [--quick] [--workers 1|all|both] [--repeats N] [--hold N]
 #                    [--targets direct,nginx,haproxy,ringproxy] [--scenarios LIST]
 #                    [--cert-type ecdsa|rsa] [--client-threads N]
-#                    [--echo-threads N] [--load PATH] [--no-build]
+#                    [--echo-threads N] [--load PATH] [--ringproxy PATH] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -34,6 +34,7 @@ usage: scripts/bench.sh [options]
   --client-threads N  --threads for the load clients (default: the load tool's)
   --echo-threads N  --threads for the echo backend (default: the load tool's)
   --load PATH       load tool used for echo and clients (default: target/release/ringproxy-load)
+  --ringproxy PATH  ringproxy binary to measure (default: target/release/ringproxy)
   --no-build        do not run cargo build (use the binaries already in target/release)
   -h, --help        this text
 EOF
@@ -47,6 +48,7 @@ TARGETS="direct,nginx,haproxy,ringproxy"
 SCENARIO_LIST=""
 CERT_TYPE=ecdsa
 LOAD=""
+RINGPROXY_BIN=""
 BUILD=1
 CLIENT_THREADS=()
 ECHO_THREADS=()
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIO_LIST=${2:?--scenarios needs a list}; shift ;;
     --cert-type) CERT_TYPE=${2:?--cert-type needs ecdsa or rsa}; shift ;;
     --load) LOAD=${2:?--load needs a path}; shift ;;
+    --ringproxy) RINGPROXY_BIN=${2:?--ringproxy needs a path}; shift ;;
     --client-threads) CLIENT_THREADS=(--threads "${2:?--client-threads needs a number}"); shift ;;
     --echo-threads) ECHO_THREADS=(--threads "${2:?--echo-threads needs a number}"); shift ;;
     --no-build) BUILD=0 ;;
@@ -140,7 +143,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 : "${LOAD:=$ROOT/target/release/ringproxy-load}"
 REPORT_BIN=$ROOT/target/release/ringproxy-load
-RINGPROXY_BIN=$ROOT/target/release/ringproxy
+: "${RINGPROXY_BIN:=$ROOT/target/release/ringproxy}"
 [ -x "$LOAD" ] || die "load tool $LOAD not found (build it, or pass --load)"
 
 install_pkg() { # $1 = command, $2 = Debian package
