@@ -29,7 +29,8 @@ usage: scripts/bench.sh [options]
   --targets LIST    comma-separated subset of direct,nginx,haproxy,ringproxy (default: all)
   --scenarios LIST  comma-separated subset of rtt-64,rtt-4k,handshake,bulk-64k,bulk-1m,push,
                     hold,wss-handshake,wss-rtt-64,upstream-tls-handshake,upstream-tls-rtt-64
-                    (default: all; bulk-1m not with --quick)
+                    and rtt-64|rtt-4k|bulk-64k|bulk-1m with :copy or :splice (ringproxy only)
+                    (default: all; bulk-1m and rtt-4k:* not with --quick)
   --cert-type T     ecdsa (P-256, default) or rsa (2048) for the TLS scenarios
   --client-threads N  --threads for the load clients (default: the load tool's)
   --echo-threads N  --threads for the echo backend (default: the load tool's)
@@ -78,24 +79,31 @@ die() { log "error: $*"; exit 1; }
 if [ "$QUICK" = 1 ]; then
   : "${WORKERS:=1}" "${REPEATS:=1}"
   RTT_D=1s RTT_W=200ms HS_D=1s BULK_D=1s PUSH_D=2s PUSH_N=500 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold wss-handshake wss-rtt-64
-    upstream-tls-handshake upstream-tls-rtt-64)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold rtt-64:copy rtt-64:splice bulk-64k:copy bulk-64k:splice
+    wss-handshake wss-rtt-64 upstream-tls-handshake upstream-tls-rtt-64)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
   RTT_D=2s RTT_W=500ms HS_D=1500ms BULK_D=1500ms PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold wss-handshake wss-rtt-64
-    upstream-tls-handshake upstream-tls-rtt-64)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold
+    rtt-64:copy rtt-64:splice rtt-4k:copy rtt-4k:splice bulk-64k:copy bulk-64k:splice
+    bulk-1m:copy bulk-1m:splice
+    wss-handshake wss-rtt-64 upstream-tls-handshake upstream-tls-rtt-64)
 fi
 if [ -n "$SCENARIO_LIST" ]; then
   IFS=, read -r -a SCENARIOS <<<"$SCENARIO_LIST"
   for sc in "${SCENARIOS[@]}"; do
     case "$sc" in
       rtt-64 | rtt-4k | handshake | bulk-64k | bulk-1m | push | hold) ;;
+      rtt-64:* | rtt-4k:* | bulk-64k:* | bulk-1m:*)
+        case "${sc#*:}" in copy | splice) ;; *) die "unknown path in $sc (copy or splice)" ;; esac ;;
       wss-handshake | wss-rtt-64 | upstream-tls-handshake | upstream-tls-rtt-64) ;;
       *) die "unknown scenario $sc" ;;
     esac
   done
 fi
+# SCENARIO:PATH runs ringproxy alone with `proxy_splice PATH` (copy = off, splice = on), to
+# compare its two tunnel forwarding paths side by side with the default (auto) runs above.
+SPLICE_MODE=
 case "$CERT_TYPE" in ecdsa | rsa) ;; *) die "--cert-type must be ecdsa or rsa" ;; esac
 tls_mode() { # $1 = scenario: plain, front (TLS from the client) or upstream (TLS to the backend)
   case "$1" in wss-*) echo front ;; upstream-tls-*) echo upstream ;; *) echo plain ;; esac
@@ -367,7 +375,7 @@ EOF
             proxy_set_header Host \$http_host; # as sent, port included, like HAProxy
             proxy_connect_timeout 5s;
             proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
+            proxy_send_timeout 3600s;$([ -n "$SPLICE_MODE" ] && printf '\n            proxy_splice %s;' "$SPLICE_MODE")
         }
     }
 }
@@ -507,7 +515,7 @@ run_one() {
   fi
   out=$RUN_DIR/$t-w$w-$sc-r$rep.out
   err=$RUN_DIR/$t-w$w-$sc-r$rep.err
-  read -r -a args <<<"$(scenario_args "$sc" "$base")"
+  read -r -a args <<<"$(scenario_args "${sc%%:*}" "$base")"
   args+=("${CLIENT_THREADS[@]+"${CLIENT_THREADS[@]}"}")
   timeout_s=120
   [ -n "$pid" ] && cpu0=$(cpu_ticks "$pid") && rss0=$(rss_kib "$pid")
@@ -658,13 +666,20 @@ for rep in $(seq "$REPEATS"); do
   for sc in "${SCENARIOS[@]}"; do
     direct_done=0
     tls=$(tls_mode "$sc")
+    SPLICE_MODE=
+    if [[ "$sc" == *:* ]]; then
+      wants ringproxy || continue
+      case "${sc#*:}" in copy) SPLICE_MODE=off ;; splice) SPLICE_MODE=on ;; esac
+    fi
     for w in "${WORKER_SETS[@]}"; do
       for t in "${TARGET_LIST[@]}"; do
         [ "$t" = direct ] && continue
+        [[ "$sc" == *:* && "$t" != ringproxy ]] && continue
         runs_in "$t" "$sc" "$w" || continue
         start_proxy "$t" "$w" "$tls" || log "$t w$w: did not start; its runs are missing"
       done
       for t in "${TARGET_LIST[@]}"; do
+        [[ "$sc" == *:* && "$t" != ringproxy ]] && continue
         if [ "$t" = direct ]; then
           [ "$direct_done" = 1 ] && continue
           direct_done=1

@@ -6,6 +6,7 @@
 //! `proxy_pass` (`static_files`).
 
 pub mod handler;
+pub mod idle;
 pub mod io;
 pub mod pool;
 pub mod request;

@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
@@ -20,6 +21,7 @@ use rustix::io::Errno;
 use rustix::net::Shutdown;
 use rustix::pipe::SpliceFlags;
 
+use super::idle::IdleClock;
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
 
@@ -30,6 +32,9 @@ pub enum Path {
     Copy,
     /// `splice(2)` socket -> pooled pipe -> socket.
     Splice,
+    /// Copy while messages are small; splice, per direction, once a readiness round fills a
+    /// whole buffer (bulk transfer), back to copy when a round moves less than a buffer.
+    Auto,
 }
 
 /// Tunnel settings, from the location's configuration.
@@ -76,10 +81,6 @@ pub struct Outcome {
     pub end: End,
 }
 
-struct Shared {
-    last_activity: Cell<Instant>,
-}
-
 enum PumpErr {
     ReadTimeout,
     SendTimeout(Side),
@@ -88,25 +89,38 @@ enum PumpErr {
 
 /// Runs the tunnel to its end. The caller has already forwarded any bytes that arrived with the
 /// heads (a pipelined first frame), and closes both sockets when this returns.
+///
+/// Everything lives in this one future (no boxes): with the caller's task it is the whole cost
+/// of an idle tunnel, and the idle timeout is a slot in the shard's [`IdleClock`] table rather
+/// than a timer of its own.
 pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) -> Outcome {
-    let shared = Shared {
-        last_activity: Cell::new(Instant::now()),
-    };
+    let clock = IdleClock::register(cfg.read_timeout);
     let up_bytes = Cell::new(0u64);
     let down_bytes = Cell::new(0u64);
-    let up = pump(client, upstream, Side::Client, &cfg, &shared, &up_bytes);
-    let down = pump(upstream, client, Side::Upstream, &cfg, &shared, &down_bytes);
-    let pumps = Box::pin(async {
-        match select(Box::pin(up), Box::pin(down)).await {
+    let up = pin!(pump(
+        client,
+        upstream,
+        Side::Client,
+        &cfg,
+        &clock,
+        &up_bytes
+    ));
+    let down = pin!(pump(
+        upstream,
+        client,
+        Side::Upstream,
+        &cfg,
+        &clock,
+        &down_bytes
+    ));
+    let pumps = pin!(async {
+        match select(up, down).await {
             Either::Left((Ok(()), rest)) => rest.await,
             Either::Right((Ok(()), rest)) => rest.await,
             Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
         }
     });
-    // One idle timer per tunnel, not one per wait: a timer registration per message costs
-    // more than the message itself.
-    let watchdog = Box::pin(idle_watchdog(&shared, cfg.read_timeout));
-    let result = match select(pumps, watchdog).await {
+    let result = match select(pumps, clock.expired()).await {
         Either::Left((r, _)) => r,
         Either::Right(((), _)) => Err(PumpErr::ReadTimeout),
     };
@@ -120,18 +134,6 @@ pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) ->
         up_bytes: up_bytes.get(),
         down_bytes: down_bytes.get(),
         end,
-    }
-}
-
-/// Resolves when neither direction moved a byte for `timeout` (`proxy_read_timeout`).
-async fn idle_watchdog(shared: &Shared, timeout: Duration) {
-    loop {
-        let due = shared.last_activity.get() + timeout;
-        let now = Instant::now();
-        if now >= due {
-            return;
-        }
-        monoio::time::sleep(due - now).await;
     }
 }
 
@@ -153,23 +155,37 @@ async fn pump(
     dst: &TcpStream,
     side: Side,
     cfg: &TunnelConfig,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<(), PumpErr> {
+    // Auto: whether this direction is in a bulk phase (splicing).
+    let mut bulk = cfg.path == Path::Splice;
     loop {
         wait_readable(src, side).await?;
-        let step = match cfg.path {
-            Path::Copy => copy_now(src, dst, side, shared, moved)?,
-            Path::Splice => splice_now(src, dst, side, shared, moved)?,
+        let mut step = if bulk {
+            splice_now(src, dst, side, clock, moved)?
+        } else {
+            copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto)?
         };
+        if cfg.path == Path::Auto {
+            match step {
+                // A full buffer and more waiting: switch to splice within this round.
+                Step::Full => {
+                    bulk = true;
+                    step = splice_now(src, dst, side, clock, moved)?;
+                }
+                Step::Drained(n) if bulk && n < BUF_SIZE => bulk = false,
+                _ => {}
+            }
+        }
         match step {
-            Step::Drained => {}
+            Step::Drained(_) | Step::Full => {}
             Step::Eof => {
                 // Pass the FIN on; the other direction keeps flowing.
                 let _ = rustix::net::shutdown(fd(dst), Shutdown::Write);
                 return Ok(());
             }
-            Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, shared)).await?,
+            Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, clock)).await?,
         }
     }
 }
@@ -192,33 +208,40 @@ enum Pending {
 
 /// What one readiness round moved.
 enum Step {
-    /// Everything available was forwarded.
-    Drained,
+    /// Everything available was forwarded (this many bytes in this round).
+    Drained(usize),
+    /// Copy path with `stop_when_full`: a whole buffer was forwarded and more is probably
+    /// waiting (Auto switches to splice).
+    Full,
     /// `src` reached end of stream.
     Eof,
     /// `dst` would block: finish writing `Pending` (waiting for writability).
     Blocked(Pending),
 }
 
-/// Copies what `src` has ready without waiting.
+/// Copies what `src` has ready without waiting. With `stop_when_full`, returns `Full` after
+/// forwarding a whole buffer instead of reading on.
 fn copy_now(
     src: &TcpStream,
     dst: &TcpStream,
     side: Side,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
+    stop_when_full: bool,
 ) -> Result<Step, PumpErr> {
     let mut buf = PooledBuf::take();
+    let mut round = 0;
     loop {
         let n = match rustix::io::read(fd(src), buf.bytes()) {
             Ok(0) => return Ok(Step::Eof),
             Ok(n) => n,
-            Err(Errno::AGAIN) => return Ok(Step::Drained),
+            Err(Errno::AGAIN) => return Ok(Step::Drained(round)),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(PumpErr::Io(side, e.into())),
         };
         moved.set(moved.get() + n as u64);
-        shared.last_activity.set(Instant::now());
+        clock.touch(Instant::now());
+        round += n;
         let mut at = 0;
         while at < n {
             match rustix::io::write(fd(dst), &buf.bytes()[at..n]) {
@@ -230,7 +253,10 @@ fn copy_now(
         }
         if n < BUF_SIZE {
             // Probably drained: wait for readiness again without holding the buffer.
-            return Ok(Step::Drained);
+            return Ok(Step::Drained(round));
+        }
+        if stop_when_full {
+            return Ok(Step::Full);
         }
     }
 }
@@ -240,11 +266,12 @@ fn splice_now(
     src: &TcpStream,
     dst: &TcpStream,
     side: Side,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<Step, PumpErr> {
     let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    let mut round = 0;
     loop {
         let n = match rustix::pipe::splice(fd(src), None, &pipe.write, None, PIPE_SIZE, flags) {
             Ok(0) => {
@@ -254,14 +281,15 @@ fn splice_now(
             Ok(n) => n,
             Err(Errno::AGAIN) => {
                 pipe.give_back();
-                return Ok(Step::Drained);
+                return Ok(Step::Drained(round));
             }
             Err(Errno::INTR) => continue,
             // The pipe is dropped (closed), never reused, on errors: it may hold bytes.
             Err(e) => return Err(PumpErr::Io(side, e.into())),
         };
         moved.set(moved.get() + n as u64);
-        shared.last_activity.set(Instant::now());
+        clock.touch(Instant::now());
+        round += n;
         let mut left = n;
         while left > 0 {
             match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
@@ -281,7 +309,7 @@ async fn finish(
     pending: Pending,
     side: Side,
     cfg: &TunnelConfig,
-    shared: &Shared,
+    clock: &IdleClock,
 ) -> Result<(), PumpErr> {
     let dst_side = other(side);
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
@@ -307,7 +335,7 @@ async fn finish(
             pipe.give_back();
         }
     }
-    shared.last_activity.set(Instant::now());
+    clock.touch(Instant::now());
     Ok(())
 }
 
@@ -348,4 +376,90 @@ async fn write_all(
                 PumpErr::Io(dst_side, e)
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
+    use monoio::net::TcpListener;
+
+    /// Two connected monoio sockets on 127.0.0.1.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// Sends `data` from `from` and reads it back whole on `to`.
+    async fn through(from: &mut TcpStream, to: &mut TcpStream, data: Vec<u8>) {
+        let n = data.len();
+        let write = async {
+            let (r, _) = from.write_all(data).await;
+            r.unwrap();
+        };
+        let read = async {
+            let (r, got) = to.read_exact(vec![0u8; n]).await;
+            r.unwrap();
+            got
+        };
+        let ((), got) = futures_util::join!(write, read);
+        let want: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        assert!(got == want, "bytes changed on the way ({n} bytes)");
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn auto_path_switches_between_copy_and_splice_without_losing_bytes() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut client, proxy_client) = pair().await;
+            let (proxy_up, mut backend) = pair().await;
+            crate::proxy::io::set_nonblocking(&proxy_client).unwrap();
+            crate::proxy::io::set_nonblocking(&proxy_up).unwrap();
+            let cfg = TunnelConfig {
+                read_timeout: Duration::from_secs(30),
+                send_timeout: Duration::from_secs(30),
+                path: Path::Auto,
+            };
+            let tunnel = monoio::spawn(async move {
+                let out = run(&proxy_client, &proxy_up, cfg).await;
+                (out.up_bytes, out.down_bytes)
+            });
+            let pipes_before = idle_pipes_now();
+            let deadline = monoio::time::timeout(Duration::from_secs(20), async {
+                // Small messages (copy), bulk (splice), small again, both directions.
+                for _ in 0..20 {
+                    through(&mut client, &mut backend, pattern(64)).await;
+                    through(&mut backend, &mut client, pattern(64)).await;
+                }
+                through(&mut client, &mut backend, pattern(1 << 20)).await;
+                through(&mut backend, &mut client, pattern(1 << 20)).await;
+                assert!(idle_pipes_now() > pipes_before, "bulk went through a pipe");
+                for _ in 0..20 {
+                    through(&mut client, &mut backend, pattern(100)).await;
+                    through(&mut backend, &mut client, pattern(100)).await;
+                }
+            });
+            deadline.await.expect("tunnel traffic in time");
+            drop(client);
+            drop(backend);
+            let (up, down) = monoio::time::timeout(Duration::from_secs(5), tunnel)
+                .await
+                .expect("tunnel ends when both sides close");
+            let want = 20 * 64 + (1 << 20) + 20 * 100;
+            assert_eq!((up, down), (want, want));
+        });
+    }
+
+    fn idle_pipes_now() -> usize {
+        super::super::pool::idle_pipes()
+    }
 }

@@ -91,6 +91,10 @@ impl Run {
         if self.upstream_tls == Some(true) {
             t.push_str(" to TLS backend");
         }
+        // bench.sh's `SCENARIO:PATH` runs: ringproxy with one tunnel forwarding path forced.
+        if let Some((_, path)) = self.label.as_deref().and_then(|l| l.split_once(':')) {
+            let _ = write!(t, ", {path} path");
+        }
         t
     }
 }
