@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::error_page;
+use super::gzip::{GzipRequest, GzipResponse};
+use super::headers_out::{Extras, ProxiedRequest};
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
 use super::request::{build_request, UpstreamBody};
@@ -40,6 +43,9 @@ enum State {
     ReadingHead,
     Tunnel(TcpStream, TunnelConfig),
     Closed,
+    /// An error or redirect not sent yet (`error_page` may answer it); the flag: the
+    /// connection may stay open after it.
+    Error(Reply, bool),
 }
 
 struct Conn {
@@ -58,6 +64,10 @@ struct Conn {
     sent: Cell<u64>,
     /// Of which, the head.
     head_sent: Cell<u64>,
+    /// Inside a request's location loop: errors come back as `State::Error` for `error_page`.
+    defer_errors: Cell<bool>,
+    /// The status an `error_page` gave the rest of this request.
+    err_status: Cell<Option<u16>>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -87,13 +97,15 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         status: Cell::new(0),
         sent: Cell::new(0),
         head_sent: Cell::new(0),
+        defer_errors: Cell::new(false),
+        err_status: Cell::new(None),
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
         // before a tunnel starts, so an idle tunnel costs only its two sockets and this task.
         match Box::pin(one_request(&ctx, http, &mut conn)).await {
             State::ReadingHead => continue,
-            State::Closed => return,
+            State::Closed | State::Error(..) => return,
             State::Tunnel(upstream, cfg) => {
                 let outcome = Box::pin(tunnel::run(&conn.stream, &upstream, cfg)).await;
                 log_tunnel_end(&outcome.end, conn.peer);
@@ -140,6 +152,9 @@ async fn send_head(conn: &Conn, status: u16, bytes: &[u8], conf: &LocConf) -> bo
 
 /// Answers with ringproxy's own page for `code` and closes.
 async fn fail(conn: &Conn, code: u16, conf: &LocConf) -> State {
+    if conn.defer_errors.get() {
+        return State::Error(Reply::status(code), false);
+    }
     conn.status.set(code);
     let _ = send(
         conn,
@@ -272,7 +287,7 @@ async fn serve_request(
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
     match script::run(&server.conf.script, Level::Server, &mut vars) {
         ScriptOutcome::Return(r) => {
-            return reply(conn, &vars, &server.conf, r, head.keep_alive).await
+            return reply(conn, &mut vars, &server.conf, r, head.keep_alive).await
         }
         ScriptOutcome::Continue | ScriptOutcome::Break | ScriptOutcome::Last(_) => {}
     }
@@ -282,141 +297,212 @@ async fn serve_request(
     let mut log_conf: &LocConf = &server.conf;
     let mut changes = UriChanges::default();
     let mut next = Next::Search;
-    let state = 'req: loop {
-        // Find the location.
-        let loc: Option<&Location> = match next {
-            Next::Named(id) => router.location(http, id),
-            Next::Search => match router.find_location(sm.server, vars.uri()) {
-                Found::Location(id, _) => router.location(http, id),
-                Found::Redirect(id) => {
-                    let mut target = router.location_name(id).as_bytes().to_vec();
-                    if let Some(a) = vars.args() {
-                        target.push(b'?');
-                        target.extend_from_slice(a.as_bytes());
+    // nginx's r->internal (error_page, try_files, index, named locations), whether the one
+    // error page (recursive_error_pages off) was used, and whether an error ended keep-alive.
+    let (mut internal, mut page_used, mut closing) = (false, false, false);
+    conn.err_status.set(None);
+    conn.defer_errors.set(true);
+    let state = loop {
+        let st = 'req: loop {
+            // Find the location.
+            let loc: Option<&Location> = match next {
+                Next::Named(id) => router.location(http, id),
+                Next::Search => match router.find_location(sm.server, vars.uri()) {
+                    Found::Location(id, _) => router.location(http, id),
+                    Found::Redirect(id) => {
+                        let mut target = router.location_name(id).as_bytes().to_vec();
+                        if let Some(a) = vars.args() {
+                            target.push(b'?');
+                            target.extend_from_slice(a.as_bytes());
+                        }
+                        let r = Reply {
+                            code: 301,
+                            location: Some(target),
+                            body: None,
+                        };
+                        break 'req reply(conn, &mut vars, &server.conf, r, head.keep_alive).await;
                     }
-                    let r = Reply {
-                        code: 301,
-                        location: Some(target),
-                        body: None,
-                    };
-                    break 'req reply(conn, &vars, &server.conf, r, head.keep_alive).await;
+                    Found::ServerLevel => None,
+                },
+            };
+            let conf = loc.map_or(&server.conf, |l| &l.conf);
+            log_conf = conf;
+            if conf.internal && !internal {
+                break 'req fail(conn, 404, conf).await;
+            }
+            if let Some(l) = loc {
+                if let LocationMatch::Regex(re) = &l.matcher {
+                    let subject = vars.uri().to_string();
+                    vars.match_regex(re, &subject);
                 }
-                Found::ServerLevel => None,
-            },
-        };
-        let conf = loc.map_or(&server.conf, |l| &l.conf);
-        log_conf = conf;
-        if let Some(l) = loc {
-            if let LocationMatch::Regex(re) = &l.matcher {
-                let subject = vars.uri().to_string();
-                vars.match_regex(re, &subject);
+                vars.set_location_valid(true);
             }
-            vars.set_location_valid(true);
-        }
-        match script::run(&conf.script, Level::Location, &mut vars) {
-            ScriptOutcome::Return(r) => {
-                break 'req reply(conn, &vars, conf, r, head.keep_alive).await
-            }
-            ScriptOutcome::Last(_) => {
-                if changes.change().is_err() {
-                    log!(
+            match script::run(&conf.script, Level::Location, &mut vars) {
+                ScriptOutcome::Return(r) => {
+                    break 'req reply(conn, &mut vars, conf, r, head.keep_alive).await
+                }
+                ScriptOutcome::Last(_) => {
+                    if changes.change().is_err() {
+                        log!(
                         Error,
                         "rewrite or internal redirection cycle while processing \"{}\", client: {}",
                         vars.uri(),
                         conn.peer.ip()
                     );
-                    break 'req fail(conn, 500, conf).await;
-                }
-                next = Next::Search;
-                continue;
-            }
-            ScriptOutcome::Continue | ScriptOutcome::Break => {}
-        }
-        let keep_alive = head.keep_alive
-            && !conf.keepalive_timeout().is_zero()
-            && conn.requests < conf.keepalive_requests()
-            && !ctx.stopping.is_set();
-        if let Some(pp) = conf.proxy_pass.as_ref() {
-            let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
-            break 'req proxy(
-                ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive,
-            )
-            .await;
-        }
-        if head.method != "GET" && head.method != "HEAD" {
-            break 'req fail(conn, 405, conf).await;
-        }
-        if !early.is_empty() {
-            conn.buf = early.to_vec();
-        }
-        let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
-        let decision = {
-            let v = &mut vars;
-            let uri = v.uri().to_string();
-            static_files::resolve(conf, matcher, &uri, &mut |t| {
-                let mut out = Vec::new();
-                v.render(t, &mut out);
-                out
-            })
-        };
-        match decision {
-            Decision::File(hit) => {
-                conn.status.set(200);
-                if head.method != "HEAD" {
-                    conn.sent.set(hit.len);
-                }
-                let cond = Conditional {
-                    if_modified_since: header_str(head, "if-modified-since"),
-                    if_none_match: header_str(head, "if-none-match"),
-                };
-                break 'req match static_files::serve(
-                    &conn.stream,
-                    &hit,
-                    &cond,
-                    head.method == "HEAD",
-                    keep_alive,
-                    conf,
-                )
-                .await
-                {
-                    Ok(()) if keep_alive => State::ReadingHead,
-                    Ok(()) => State::Closed,
-                    Err(e @ static_files::ServeError::Open { .. }) => {
-                        fail(conn, e.status(), conf).await
+                        break 'req fail(conn, 500, conf).await;
                     }
-                    Err(_) => State::Closed,
-                };
-            }
-            Decision::RedirectDir(target) => {
-                let r = Reply {
-                    code: 301,
-                    location: Some(target.into_bytes()),
-                    body: None,
-                };
-                break 'req reply(conn, &vars, conf, r, keep_alive).await;
-            }
-            Decision::InternalRedirect(target) => {
-                if changes.change().is_err() {
-                    break 'req fail(conn, 500, conf).await;
+                    next = Next::Search;
+                    continue;
                 }
-                match target.split_once('?') {
-                    Some((u, a)) => vars.set_uri(u.to_string(), Some(Some(a.to_string()))),
-                    None => vars.set_uri(target, None),
-                }
-                next = Next::Search;
+                ScriptOutcome::Continue | ScriptOutcome::Break => {}
             }
-            Decision::Named(name) => match router.named_location(sm.server, &name) {
-                Some(id) => {
+            let keep_alive = head.keep_alive
+                && !closing
+                && !conf.keepalive_timeout().is_zero()
+                && conn.requests < conf.keepalive_requests()
+                && !ctx.stopping.is_set();
+            if let Some(pp) = conf.proxy_pass.as_ref() {
+                let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
+                break 'req proxy(
+                    ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive,
+                )
+                .await;
+            }
+            if head.method != "GET" && head.method != "HEAD" {
+                break 'req fail(conn, 405, conf).await;
+            }
+            if !early.is_empty() {
+                conn.buf = early.to_vec();
+            }
+            let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
+            let decision = {
+                let v = &mut vars;
+                let uri = v.uri().to_string();
+                static_files::resolve(conf, matcher, &uri, &mut |t| {
+                    let mut out = Vec::new();
+                    v.render(t, &mut out);
+                    out
+                })
+            };
+            match decision {
+                Decision::File(hit) => {
+                    let status = conn.err_status.get().unwrap_or(200);
+                    conn.status.set(status);
+                    let cond = Conditional {
+                        if_modified_since: header_str(head, "if-modified-since"),
+                        if_none_match: header_str(head, "if-none-match"),
+                    };
+                    let resp = GzipResponse {
+                        status,
+                        content_type: hit.content_type.as_bytes(),
+                        encoded: false,
+                        length: Some(hit.len),
+                    };
+                    let gz = GzipRequest::from_head(head);
+                    let extras = Extras::for_response(conf, &mut vars, &gz, &resp, None);
+                    let shape = static_files::Shaping {
+                        status,
+                        extras: &extras,
+                        chunked: takes_chunked(head, conf),
+                        head_request: head.method == "HEAD",
+                    };
+                    break 'req match static_files::serve(
+                        &conn.stream,
+                        &hit,
+                        &cond,
+                        keep_alive,
+                        conf,
+                        &shape,
+                    )
+                    .await
+                    {
+                        Ok(served) => {
+                            conn.sent.set(served.body_bytes);
+                            if served.keep_alive {
+                                State::ReadingHead
+                            } else {
+                                State::Closed
+                            }
+                        }
+                        Err(e @ static_files::ServeError::Open { .. }) => {
+                            fail(conn, e.status(), conf).await
+                        }
+                        Err(_) => State::Closed,
+                    };
+                }
+                Decision::RedirectDir(target) => {
+                    let r = Reply {
+                        code: 301,
+                        location: Some(target.into_bytes()),
+                        body: None,
+                    };
+                    break 'req reply(conn, &mut vars, conf, r, keep_alive).await;
+                }
+                Decision::InternalRedirect(target) => {
                     if changes.change().is_err() {
                         break 'req fail(conn, 500, conf).await;
                     }
-                    next = Next::Named(id);
+                    match target.split_once('?') {
+                        Some((u, a)) => vars.set_uri(u.to_string(), Some(Some(a.to_string()))),
+                        None => vars.set_uri(target, None),
+                    }
+                    internal = true;
+                    next = Next::Search;
                 }
-                None => break 'req fail(conn, 500, conf).await,
-            },
-            Decision::Status(code) => break 'req fail(conn, code, conf).await,
+                Decision::Named(name) => match router.named_location(sm.server, &name) {
+                    Some(id) => {
+                        if changes.change().is_err() {
+                            break 'req fail(conn, 500, conf).await;
+                        }
+                        internal = true;
+                        next = Next::Named(id);
+                    }
+                    None => break 'req fail(conn, 500, conf).await,
+                },
+                Decision::Status(code) => break 'req fail(conn, code, conf).await,
+            }
+        };
+        let (r, ka) = match st {
+            State::Error(r, ka) => (r, ka),
+            st => break st,
+        };
+        closing |= !ka;
+        let page = if page_used {
+            None
+        } else {
+            error_page::find(log_conf, r.code)
+        };
+        if let Some(page) = page {
+            page_used = true;
+            let res = error_page::resolve(page, r.code, &mut vars);
+            conn.err_status.set(res.status);
+            let target = match res.action {
+                error_page::Action::Internal { uri, args } => {
+                    vars.set_uri(uri, Some(args));
+                    Some(Next::Search)
+                }
+                error_page::Action::Named(name) => {
+                    router.named_location(sm.server, &name).map(Next::Named)
+                }
+                error_page::Action::Redirect { code, location } => {
+                    let to = Reply {
+                        code,
+                        location: Some(location),
+                        body: None,
+                    };
+                    break send_page(conn, &mut vars, log_conf, to, ka).await;
+                }
+            };
+            if let Some(t) = target.filter(|_| changes.change().is_ok()) {
+                internal = true;
+                next = t;
+                continue;
+            }
+            conn.err_status.set(None);
         }
+        break send_page(conn, &mut vars, log_conf, r, ka).await;
     };
+    conn.defer_errors.set(false);
     log_request(ctx, conn, log_conf, &mut vars, head);
     state
 }
@@ -457,10 +543,27 @@ fn header_str<'b>(head: &RequestHead<'_, 'b>, name: &str) -> Option<&'b str> {
         .and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
-/// Sends a `return`/redirect reply.
+/// Sends a `return`/redirect reply; inside the location loop, a bare status or redirect goes
+/// back to `error_page` first.
 async fn reply(
     conn: &Conn,
-    vars: &RequestVars<'_>,
+    vars: &mut RequestVars<'_>,
+    conf: &LocConf,
+    r: Reply,
+    keep_alive: bool,
+) -> State {
+    if conn.defer_errors.get() && r.body.is_none() && r.code >= 300 && r.code != 444 {
+        return State::Error(r, keep_alive);
+    }
+    let code = conn.err_status.get().unwrap_or(r.code);
+    send_page(conn, vars, conf, Reply { code, ..r }, keep_alive).await
+}
+
+/// Sends ringproxy's own response for `r` (its text, or nginx's page for the status), with the
+/// location's `add_header` lines and gzip.
+async fn send_page(
+    conn: &Conn,
+    vars: &mut RequestVars<'_>,
     conf: &LocConf,
     r: Reply,
     keep_alive: bool,
@@ -469,33 +572,47 @@ async fn reply(
     if r.code == 444 {
         return State::Closed;
     }
-    let tokens = conf.server_tokens();
-    let mut extra: Vec<(&str, String)> = Vec::new();
-    if let Some(loc) = &r.location {
-        let abs = script::absolute_location(vars, conf, loc);
-        extra.push(("Location", String::from_utf8_lossy(&abs).into_owned()));
-    }
-    let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let bytes = match &r.body {
-        Some(body) => respond::simple(
-            r.code,
-            &conf.default_type(),
-            body,
-            &extra_ref,
-            keep_alive,
-            tokens,
+    let location = r.location.as_ref().map(|l| {
+        let abs = script::absolute_location(vars, conf, l);
+        String::from_utf8_lossy(&abs).into_owned()
+    });
+    let default_type = conf.default_type();
+    let (content_type, body): (&str, &[u8]) = match &r.body {
+        Some(body) => (&default_type, body),
+        None if r.code >= 300 => (
+            "text/html",
+            crate::http::status::error_page(r.code).unwrap_or(b""),
         ),
-        None if r.code >= 300 => {
-            let page = crate::http::status::error_page(r.code).unwrap_or(b"");
-            respond::simple(r.code, "text/html", page, &extra_ref, keep_alive, tokens)
-        }
-        None => respond::simple(r.code, "", b"", &extra_ref, keep_alive, tokens),
+        None => ("", b""),
     };
-    if send(conn, &bytes, conf).await && keep_alive {
+    let gz = GzipRequest::from_head(vars.head());
+    let resp = GzipResponse {
+        status: r.code,
+        content_type: content_type.as_bytes(),
+        encoded: false,
+        length: Some(body.len() as u64),
+    };
+    let extras = Extras::for_response(conf, vars, &gz, &resp, None);
+    let page = respond::Page {
+        code: r.code,
+        content_type,
+        body,
+        location: location.as_deref(),
+        keep_alive,
+        tokens: conf.server_tokens(),
+        chunked: takes_chunked(vars.head(), conf),
+    };
+    let (bytes, keep) = respond::page(&page, &extras);
+    if send(conn, &bytes, conf).await && keep {
         State::ReadingHead
     } else {
         State::Closed
     }
+}
+
+/// The client takes a chunked body: HTTP/1.1 and `chunked_transfer_encoding on`.
+fn takes_chunked(head: &RequestHead<'_, '_>, conf: &LocConf) -> bool {
+    head.version == Version::Http11 && conf.chunked_transfer_encoding()
 }
 
 /// Connects to a peer of the location's upstream, trying the next one as `proxy_next_upstream`
@@ -669,38 +786,68 @@ async fn proxy(
     let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let max_head = conf.proxy_buffer_size() as usize;
     let head_request = head.method == "HEAD";
-    let (status, framing, head_len, mut out_head) = loop {
+    let (status, framing, head_len, mut out_head, gzip) = loop {
         let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match parse_response(&ubuf, &mut hdrs, max_head.max(1024), head_request) {
             Ok(Parsed::Complete(h, len)) if h.status == 100 => {
                 ubuf.drain(..len);
                 continue;
             }
+            Ok(Parsed::Complete(h, _)) if error_page::intercepts(conf, h.status) => {
+                return State::Error(Reply::status(h.status), false);
+            }
             Ok(Parsed::Complete(h, len)) => {
-                let client_v11 = head.version == Version::Http11;
+                let list: Vec<(&str, &[u8])> =
+                    h.headers.iter().map(|x| (x.name, x.value)).collect();
+                let length = match h.body {
+                    ResponseBody::Length(n) => Some(n),
+                    _ => None,
+                };
+                let req = ProxiedRequest {
+                    pass: pp,
+                    matcher,
+                    status_override: conn.err_status.get(),
+                };
+                let shaped =
+                    super::headers_out::shape_proxied(conf, vars, &req, h.status, &list, length);
+                let has_body = !matches!(
+                    h.body,
+                    ResponseBody::None | ResponseBody::SwitchingProtocols
+                );
+                let gzip = shaped
+                    .extras
+                    .encoder(takes_chunked(head, conf))
+                    .filter(|_| has_body);
                 let cf = match h.body {
                     ResponseBody::None | ResponseBody::SwitchingProtocols => ClientFraming::None,
-                    ResponseBody::Length(n) => ClientFraming::Length(n),
-                    ResponseBody::Chunked | ResponseBody::UntilClose if client_v11 => {
-                        ClientFraming::Chunked
-                    }
-                    ResponseBody::Chunked | ResponseBody::UntilClose => ClientFraming::Close,
+                    ResponseBody::Length(n) if gzip.is_none() => ClientFraming::Length(n),
+                    _ if takes_chunked(head, conf) => ClientFraming::Chunked,
+                    _ => ClientFraming::Close,
                 };
                 let keep = keep_alive
                     && cf != ClientFraming::Close
                     && h.body != ResponseBody::SwitchingProtocols;
-                let list: Vec<(&str, &[u8])> =
-                    h.headers.iter().map(|x| (x.name, x.value)).collect();
+                let list: Vec<(&str, &[u8])> = shaped
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (*n, v.as_slice()))
+                    .collect();
                 let mut o = Vec::with_capacity(len + 128);
                 let opts = ClientOptions {
                     framing: cf,
                     keep_alive: keep,
                     now: std::time::SystemTime::now(),
+                    extras: &shaped.extras,
                 };
-                if write_client_head(h.status, h.reason, &list, conf, &opts, &mut o).is_err() {
+                let reason = if shaped.status == h.status {
+                    h.reason
+                } else {
+                    ""
+                };
+                if write_client_head(shaped.status, reason, &list, conf, &opts, &mut o).is_err() {
                     return fail(conn, 502, conf).await;
                 }
-                break (h.status, (h.body, cf, keep), len, o);
+                break (shaped.status, (h.body, cf, keep), len, o, gzip);
             }
             Ok(Parsed::Partial) => {}
             Err(e) => {
@@ -744,7 +891,14 @@ async fn proxy(
         (_, ClientFraming::Chunked) => Frame::CloseToChunked,
         _ => Frame::Close,
     };
-    match relay_response_body(conn, &upstream, ubuf, frame, conf).await {
+    let relayed = match gzip {
+        Some(enc) => {
+            let (c, sent) = (&conn.stream, &conn.sent);
+            super::gzip_relay::relay(c, sent, &upstream, ubuf, body, enc, conf).await
+        }
+        None => relay_response_body(conn, &upstream, ubuf, frame, conf).await,
+    };
+    match relayed {
         Ok(()) if keep => {
             // Pipelined bytes beyond this request's body start the next request; an idle
             // keep-alive connection holds no buffer.

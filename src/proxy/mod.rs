@@ -5,7 +5,11 @@
 //! responses ringproxy makes itself (`respond`) and static files for locations without
 //! `proxy_pass` (`static_files`).
 
+pub mod error_page;
+pub mod gzip;
+pub mod gzip_relay;
 pub mod handler;
+pub mod headers_out;
 pub mod io;
 pub mod pool;
 pub mod request;

@@ -1,9 +1,12 @@
 //! Responses ringproxy makes itself: error pages (nginx's, with ringproxy's name), `return`
-//! texts and redirects, with nginx's `Server` and `Date` headers.
+//! texts and redirects, with nginx's `Server` and `Date` headers, and (through [`page`]) the
+//! `add_header` lines and gzip of the location that answers.
 
 use std::time::SystemTime;
 
 use crate::http::status;
+use crate::proxy::gzip;
+use crate::proxy::headers_out::Extras;
 
 /// `Server:` value (`ringproxy/0.1.0`, or `ringproxy` with `server_tokens off`).
 pub fn server_header(tokens: bool) -> &'static str {
@@ -58,4 +61,65 @@ pub fn simple(
 pub fn error(code: u16, keep_alive: bool, tokens: bool) -> Vec<u8> {
     let page = status::error_page(code).unwrap_or(b"");
     simple(code, "text/html", page, &[], keep_alive, tokens)
+}
+
+/// A response ringproxy makes itself, for [`page`].
+#[derive(Clone, Copy, Debug)]
+pub struct Page<'a> {
+    /// Status.
+    pub code: u16,
+    /// `Content-Type` (empty: none).
+    pub content_type: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// `Location`.
+    pub location: Option<&'a str>,
+    /// The connection may stay open.
+    pub keep_alive: bool,
+    /// `server_tokens`.
+    pub tokens: bool,
+    /// The client takes a chunked body (HTTP/1.1, `chunked_transfer_encoding on`); a compressed
+    /// body to one that does not is sent until close.
+    pub chunked: bool,
+}
+
+/// Writes `p` with `x` (`Vary`, the `add_header` lines, gzip) in nginx's order. Returns the
+/// bytes and whether the connection stays open.
+pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(256 + p.body.len());
+    status_line(&mut out, p.code, p.tokens);
+    let mut line = |n: &str, v: &[u8]| {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    };
+    if !p.content_type.is_empty() {
+        line("Content-Type", p.content_type.as_bytes());
+    }
+    let compress = x.gzip.level;
+    if compress.is_none() {
+        line("Content-Length", p.body.len().to_string().as_bytes());
+    }
+    if let Some(l) = p.location {
+        line("Location", l.as_bytes());
+    }
+    let chunked = compress.is_some() && p.chunked;
+    let keep = p.keep_alive && (compress.is_none() || chunked);
+    if chunked {
+        line("Transfer-Encoding", b"chunked");
+    }
+    line("Connection", if keep { b"keep-alive" } else { b"close" });
+    if let Some((n, v)) = x.vary() {
+        line(n, v);
+    }
+    for (n, v) in x.tail() {
+        line(n, v);
+    }
+    out.extend_from_slice(b"\r\n");
+    match compress {
+        Some(level) => gzip::compress_all(level, chunked, p.body, &mut out),
+        None => out.extend_from_slice(p.body),
+    }
+    (out, keep)
 }

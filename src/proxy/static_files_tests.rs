@@ -458,6 +458,17 @@ fn conditional_requests_as_nginx() {
 /// Runs `serve` for `hit` on one accepted connection: its result (as the status an open error
 /// answers) and what the client read until the server closed.
 fn serve_hit(hit: FileHit, conf: LocConf, head_request: bool) -> (Result<(), u16>, Vec<u8>) {
+    let (r, got) = serve_shaped(hit, conf, head_request, Extras::default());
+    (r.map(|_| ()), got)
+}
+
+/// [`serve_hit`] with `add_header`/gzip extras; the result says whether it kept the connection.
+fn serve_shaped(
+    hit: FileHit,
+    conf: LocConf,
+    head_request: bool,
+    extras: Extras,
+) -> (Result<Served, u16>, Vec<u8>) {
     use std::io::Read as _;
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
@@ -475,15 +486,13 @@ fn serve_hit(hit: FileHit, conf: LocConf, head_request: bool) -> (Result<(), u16
         });
         let (stream, _) = listener.accept().await.unwrap();
         crate::proxy::io::set_nonblocking(&stream).unwrap();
-        let r = serve(
-            &stream,
-            &hit,
-            &Conditional::default(),
+        let shape = Shaping {
+            status: 200,
+            extras: &extras,
+            chunked: true,
             head_request,
-            false,
-            &conf,
-        )
-        .await;
+        };
+        let r = serve(&stream, &hit, &Conditional::default(), false, &conf, &shape).await;
         drop(stream);
         (r.map_err(|e| e.status()), client.join().unwrap())
     })
