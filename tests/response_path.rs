@@ -101,6 +101,7 @@ fn index_html() -> Vec<u8> {
 async fn start() -> Proxy {
     let b = backend().await;
     let port = common::free_port();
+    let dead = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("logs")).unwrap();
     let html = dir.path().join("html");
@@ -134,6 +135,9 @@ http {{
         location /ep4 {{ return 503; error_page 503 =301 http://example.com/e; }}
         location /int {{ internal; return 200 "internal $uri\n"; }}
         location /g0 {{ gzip_min_length 0; root html; }}
+        location /down {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 = @fallback; }}
+        location /down2 {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 /index.html; }}
+        location @fallback {{ return 200 "fallback $uri\n"; }}
     }}
 }}
 "#
@@ -465,6 +469,14 @@ async fn error_pages_internal_locations_and_intercepted_errors() {
     let r = request(p.port, &get("/ic/err", "")).await;
     assert_eq!(r.status_line, "HTTP/1.1 200 OK");
     assert_eq!(r.body, b"internal /int/x\n");
+    // ringproxy's own 502 (nothing listens) to a named location (= : its status) and to a URI
+    // (the 502 stays).
+    let r = request(p.port, &get("/down/x", "")).await;
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(r.body, b"fallback /down/x\n");
+    let r = request(p.port, &get("/down2/x", "")).await;
+    assert_eq!(r.status_line, "HTTP/1.1 502 Bad Gateway");
+    assert_eq!(r.body, index_html());
     // Not intercepted without an error_page for the status.
     let r = request(p.port, &get("/ic/x", "")).await;
     assert_eq!(r.body, small_body());
@@ -489,4 +501,83 @@ async fn proxy_redirect_default_rewrites_location_and_refresh() {
         Some(format!("http://x:{port}/api2api2/x").as_str())
     );
     assert_eq!(r.get("refresh"), Some("5; url=/api2api2/y"));
+}
+
+/// Seed 003 (`gzip on; gzip_http_version 1.0; gzip_proxied any; gzip_min_length 256;
+/// gzip_types ...`) as nginx 1.22.1 answers it: the 69-byte app shell is below the minimum
+/// (plain, strong ETag, Accept-Ranges); a stylesheet is compressed (chunked, weak ETag); the
+/// echo backend's text/plain answer through `/api` is compressed, chunked to HTTP/1.1 and until
+/// close to HTTP/1.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_003_gzip_as_nginx() {
+    let echo = common::Echo::start();
+    let port = common::free_port();
+    let dir = common::copy_tree(&common::seed_dir());
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let main = std::fs::read_to_string(dir.path().join("003-nginx.conf")).unwrap();
+    std::fs::write(dir.path().join("ringproxy.conf"), main).unwrap();
+    let site = std::fs::read_to_string(dir.path().join("conf.d/default.conf")).unwrap();
+    let site = site
+        .replace("listen 8080", &format!("listen 127.0.0.1:{port}"))
+        .replace("127.0.0.1:9001", &echo.addr.to_string());
+    std::fs::write(dir.path().join("conf.d/default.conf"), site).unwrap();
+    let css = "body { color: red; }\n".repeat(40);
+    std::fs::write(dir.path().join("html/style.css"), &css).unwrap();
+    let p = Proxy::start_in(dir, port, "", &[]);
+
+    let r = request(p.port, &get("/index.html", GZ)).await;
+    assert_eq!(
+        r.names(),
+        [
+            "Content-Type",
+            "Content-Length",
+            "Last-Modified",
+            "Connection",
+            "ETag",
+            "Accept-Ranges"
+        ]
+    );
+    assert_eq!(r.get("content-length"), Some("69"));
+    let r = request(p.port, &get("/style.css", GZ)).await;
+    assert_eq!(
+        r.names(),
+        [
+            "Content-Type",
+            "Last-Modified",
+            "Transfer-Encoding",
+            "Connection",
+            "ETag",
+            "Content-Encoding"
+        ]
+    );
+    assert_eq!(r.get("content-type"), Some("text/css"));
+    assert!(r.get("etag").unwrap().starts_with("W/\""));
+    assert_eq!(r.decoded(), css.as_bytes());
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(300));
+    let r = request(p.port, &get("/api/v1/headers", &format!("{GZ}{pad}"))).await;
+    assert_eq!(
+        r.names(),
+        [
+            "Content-Type",
+            "Transfer-Encoding",
+            "Connection",
+            "Content-Encoding"
+        ]
+    );
+    let echoed = String::from_utf8(r.decoded()).unwrap();
+    assert!(
+        echoed.starts_with("GET /v1/headers HTTP/1.0\r\n"),
+        "{echoed}"
+    );
+    assert!(echoed.contains(&pad), "{echoed}");
+    let r = request(
+        p.port,
+        &format!("GET /api/v1/headers HTTP/1.0\r\nHost: a\r\n{GZ}{pad}\r\n"),
+    )
+    .await;
+    assert_eq!(
+        r.names(),
+        ["Content-Type", "Connection", "Content-Encoding"]
+    );
+    assert!(String::from_utf8(r.decoded()).unwrap().contains(&pad));
 }
