@@ -135,6 +135,7 @@ http {{
         location /ep4 {{ return 503; error_page 503 =301 http://example.com/e; }}
         location /int {{ internal; return 200 "internal $uri\n"; }}
         location /g0 {{ gzip_min_length 0; root html; }}
+        location /quiet {{ root html; log_not_found off; }}
         location /down {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 = @fallback; }}
         location /down2 {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 /index.html; }}
         location @fallback {{ return 200 "fallback $uri\n"; }}
@@ -512,15 +513,7 @@ async fn proxy_redirect_default_rewrites_location_and_refresh() {
 async fn seed_003_gzip_as_nginx() {
     let echo = common::Echo::start();
     let port = common::free_port();
-    let dir = common::copy_tree(&common::seed_dir());
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    let main = std::fs::read_to_string(dir.path().join("003-nginx.conf")).unwrap();
-    std::fs::write(dir.path().join("ringproxy.conf"), main).unwrap();
-    let site = std::fs::read_to_string(dir.path().join("conf.d/default.conf")).unwrap();
-    let site = site
-        .replace("listen 8080", &format!("listen 127.0.0.1:{port}"))
-        .replace("127.0.0.1:9001", &echo.addr.to_string());
-    std::fs::write(dir.path().join("conf.d/default.conf"), site).unwrap();
+    let dir = common::seed_003_prefix(port, echo.addr);
     let css = "body { color: red; }\n".repeat(40);
     std::fs::write(dir.path().join("html/style.css"), &css).unwrap();
     let p = Proxy::start_in(dir, port, "", &[]);
@@ -580,4 +573,24 @@ async fn seed_003_gzip_as_nginx() {
         ["Content-Type", "Connection", "Content-Encoding"]
     );
     assert!(String::from_utf8(r.decoded()).unwrap().contains(&pad));
+}
+
+/// log_not_found: nginx 1.22.1 logs `open() "<root>/nothere" failed (2: No such file or
+/// directory), client: 127.0.0.1, server: , request: "GET /nothere HTTP/1.1", host: "x"`;
+/// `log_not_found off` keeps a missing file out of the error log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_not_found_controls_the_missing_file_line() {
+    let p = start().await;
+    let r = request(p.port, &get("/quiet/gone", "")).await;
+    assert_eq!(r.status_line, "HTTP/1.1 404 Not Found");
+    let r = request(p.port, &get("/nothere", "")).await;
+    assert_eq!(r.status_line, "HTTP/1.1 404 Not Found");
+    let root = p.dir.path().join("html");
+    let log = p.stderr();
+    let want = format!(
+        ": open() \"{}/nothere\" failed (2: No such file or directory), client: 127.0.0.1, server: , request: \"GET /nothere HTTP/1.1\", host: \"x\"",
+        root.display()
+    );
+    assert!(log.contains(&want), "{log}");
+    assert!(!log.contains("/quiet/gone"), "{log}");
 }

@@ -460,6 +460,18 @@ async fn serve_request(
                     None => break 'req fail(conn, 500, conf).await,
                 },
                 Decision::Status(code) => break 'req fail(conn, code, conf).await,
+                Decision::Failed(code, line) => {
+                    if code != 404 || conf.log_not_found() {
+                        let v = if head.version == Version::Http11 {
+                            "1.1"
+                        } else {
+                            "1.0"
+                        };
+                        let host = head.host.unwrap_or("");
+                        log!(Error, "{line}, client: {}, server: {}, request: \"{} {} HTTP/{v}\", host: \"{host}\"", conn.peer.ip(), facts.server_name, head.method, head.target.raw);
+                    }
+                    break 'req fail(conn, code, conf).await;
+                }
             }
         };
         let (r, ka) = match st {

@@ -106,6 +106,9 @@ pub enum Decision {
     Named(String),
     /// Answer this status (404, 403, 500, 400, or `try_files =code`).
     Status(u16),
+    /// Answer this status and write nginx's error-log line for it (a 404's only with
+    /// `log_not_found on`).
+    Failed(u16, String),
 }
 
 /// [`resolve_with`] on the real filesystem.
@@ -187,7 +190,14 @@ fn content(
         return index(fs, conf, uri, dir, render);
     }
     match fs.stat(&dir) {
-        Err(e) => Decision::Status(status_for(&e)),
+        Err(e) => Decision::Failed(
+            status_for(&e),
+            format!(
+                "open() \"{}\" failed ({})",
+                dir.display(),
+                crate::config::os_error(&e)
+            ),
+        ),
         Ok(m) if m.is_dir => Decision::RedirectDir(format!("{uri}/")),
         Ok(m) if !m.is_file => Decision::Status(404),
         Ok(m) => Decision::File(FileHit {
@@ -232,11 +242,22 @@ fn index(
                 Ok(m) if m.is_dir => {}
                 Ok(_) => return Decision::Status(500),
                 Err(e) => {
-                    return Decision::Status(match e.raw_os_error() {
+                    let code = match e.raw_os_error() {
                         Some(libc::ENOENT) => 404,
                         Some(libc::EACCES) => 403,
                         _ => 500,
-                    })
+                    };
+                    let what = match code {
+                        404 => "is not found",
+                        403 => "is forbidden",
+                        _ => "stat() failed",
+                    };
+                    let line = format!(
+                        "\"{}\" {what} ({})",
+                        path.display(),
+                        crate::config::os_error(&e)
+                    );
+                    return Decision::Failed(code, line);
                 }
             }
             dir_tested = true;
@@ -247,7 +268,8 @@ fn index(
     }
     // No index file: nginx's content phase refuses to list the directory.
     if dir_tested || fs.stat(&dir).map(|m| m.is_dir).unwrap_or(false) {
-        Decision::Status(403)
+        let line = format!("directory index of \"{}\" is forbidden", dir.display());
+        Decision::Failed(403, line)
     } else {
         Decision::Status(404)
     }

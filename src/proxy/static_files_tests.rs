@@ -86,7 +86,47 @@ fn run_with(fs: &dyn Fs, c: &Config, loc: &str, uri: &str, args: &str) -> Decisi
 }
 
 fn run(c: &Config, loc: &str, uri: &str) -> Decision {
-    run_with(&RealFs, c, loc, uri, "")
+    status_only(run_with(&RealFs, c, loc, uri, ""))
+}
+
+/// The decision without its error-log line (checked by `failures_carry_nginx_log_lines`).
+fn status_only(d: Decision) -> Decision {
+    match d {
+        Decision::Failed(code, _) => Decision::Status(code),
+        d => d,
+    }
+}
+
+#[test]
+fn failures_carry_nginx_log_lines() {
+    let t = tree();
+    let c = config(t.path(), "location / { }");
+    let root = t.path().join("html");
+    let line = |d: Decision| match d {
+        Decision::Failed(_, line) => line,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        line(run_with(&RealFs, &c, "/", "/missing", "")),
+        format!(
+            "open() \"{}/missing\" failed (2: No such file or directory)",
+            root.display()
+        )
+    );
+    assert_eq!(
+        line(run_with(&RealFs, &c, "/", "/emptydir/", "")),
+        format!(
+            "directory index of \"{}/emptydir/\" is forbidden",
+            root.display()
+        )
+    );
+    assert_eq!(
+        line(run_with(&RealFs, &c, "/", "/nope/", "")),
+        format!(
+            "\"{}/nope/index.html\" is not found (2: No such file or directory)",
+            root.display()
+        )
+    );
 }
 
 fn file(d: &Decision) -> (&Path, &str) {
@@ -345,13 +385,13 @@ fn os_errors_map_to_nginx_statuses() {
     ];
     for (errno, code) in cases {
         let got = run_with(&Failing(errno), &c, "/", "/a.txt", "");
-        assert_eq!(got, Decision::Status(code), "errno {errno}");
+        assert_eq!(status_only(got), Decision::Status(code), "errno {errno}");
     }
     // The index module: a forbidden index file is 403, a missing directory 404.
     let got = run_with(&Failing(libc::EACCES), &c, "/", "/", "");
-    assert_eq!(got, Decision::Status(403));
+    assert_eq!(status_only(got), Decision::Status(403));
     let got = run_with(&Failing(libc::ENOENT), &c, "/", "/", "");
-    assert_eq!(got, Decision::Status(404));
+    assert_eq!(status_only(got), Decision::Status(404));
 }
 
 fn meta(len: u64, secs: u64) -> Meta {
