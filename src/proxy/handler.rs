@@ -302,219 +302,235 @@ async fn serve_request(
     let (mut internal, mut page_used, mut closing) = (false, false, false);
     conn.err_status.set(None);
     conn.defer_errors.set(true);
-    let state = loop {
-        let st = 'req: loop {
-            // Find the location.
-            let loc: Option<&Location> = match next {
-                Next::Named(id) => router.location(http, id),
-                Next::Search => match router.find_location(sm.server, vars.uri()) {
-                    Found::Location(id, _) => router.location(http, id),
-                    Found::Redirect(id) => {
-                        let mut target = router.location_name(id).as_bytes().to_vec();
-                        if let Some(a) = vars.args() {
-                            target.push(b'?');
-                            target.extend_from_slice(a.as_bytes());
-                        }
-                        let r = Reply {
-                            code: 301,
-                            location: Some(target),
-                            body: None,
-                        };
-                        break 'req reply(conn, &mut vars, &server.conf, r, head.keep_alive).await;
+    let mut pending: Option<(Reply, bool)> = None;
+    let state = 'req: loop {
+        // Ends the request with `$e`, or hands an error or a redirect to `error_page` first
+        // (the top of the next iteration).
+        macro_rules! finish {
+            ($e:expr) => {
+                match $e {
+                    State::Error(r, ka) => {
+                        pending = Some((r, ka));
+                        continue 'req;
                     }
-                    Found::ServerLevel => None,
-                },
+                    st => break 'req st,
+                }
             };
-            let conf = loc.map_or(&server.conf, |l| &l.conf);
-            log_conf = conf;
-            if conf.internal && !internal {
-                break 'req fail(conn, 404, conf).await;
-            }
-            if let Some(l) = loc {
-                if let LocationMatch::Regex(re) = &l.matcher {
-                    let subject = vars.uri().to_string();
-                    vars.match_regex(re, &subject);
+        }
+        if let Some((r, ka)) = pending.take() {
+            closing |= !ka;
+            let page = if page_used {
+                None
+            } else {
+                error_page::find(log_conf, r.code)
+            };
+            let res = page.map(|p| error_page::resolve(p, r.code, &mut vars));
+            page_used |= res.is_some();
+            let target = match res {
+                None => None,
+                Some(res) => {
+                    conn.err_status.set(res.status);
+                    match res.action {
+                        error_page::Action::Internal { uri, args } => {
+                            vars.set_uri(uri, Some(args));
+                            Some(Next::Search)
+                        }
+                        error_page::Action::Named(name) => {
+                            router.named_location(sm.server, &name).map(Next::Named)
+                        }
+                        error_page::Action::Redirect { code, location } => {
+                            let to = Reply {
+                                code,
+                                location: Some(location),
+                                body: None,
+                            };
+                            break 'req send_page(conn, &mut vars, log_conf, to, ka).await;
+                        }
+                    }
                 }
-                vars.set_location_valid(true);
-            }
-            match script::run(&conf.script, Level::Location, &mut vars) {
-                ScriptOutcome::Return(r) => {
-                    break 'req reply(conn, &mut vars, conf, r, head.keep_alive).await
+            };
+            match target.filter(|_| changes.change().is_ok()) {
+                Some(t) => {
+                    internal = true;
+                    next = t;
                 }
-                ScriptOutcome::Last(_) => {
-                    if changes.change().is_err() {
-                        log!(
+                None => {
+                    conn.err_status.set(None);
+                    break 'req send_page(conn, &mut vars, log_conf, r, ka).await;
+                }
+            }
+        }
+        // Find the location.
+        let loc: Option<&Location> = match next {
+            Next::Named(id) => router.location(http, id),
+            Next::Search => match router.find_location(sm.server, vars.uri()) {
+                Found::Location(id, _) => router.location(http, id),
+                Found::Redirect(id) => {
+                    let mut target = router.location_name(id).as_bytes().to_vec();
+                    if let Some(a) = vars.args() {
+                        target.push(b'?');
+                        target.extend_from_slice(a.as_bytes());
+                    }
+                    let r = Reply {
+                        code: 301,
+                        location: Some(target),
+                        body: None,
+                    };
+                    finish!(reply(conn, &mut vars, &server.conf, r, head.keep_alive).await);
+                }
+                Found::ServerLevel => None,
+            },
+        };
+        let conf = loc.map_or(&server.conf, |l| &l.conf);
+        log_conf = conf;
+        if conf.internal && !internal {
+            finish!(fail(conn, 404, conf).await);
+        }
+        if let Some(l) = loc {
+            if let LocationMatch::Regex(re) = &l.matcher {
+                let subject = vars.uri().to_string();
+                vars.match_regex(re, &subject);
+            }
+            vars.set_location_valid(true);
+        }
+        match script::run(&conf.script, Level::Location, &mut vars) {
+            ScriptOutcome::Return(r) => {
+                finish!(reply(conn, &mut vars, conf, r, head.keep_alive).await)
+            }
+            ScriptOutcome::Last(_) => {
+                if changes.change().is_err() {
+                    log!(
                         Error,
                         "rewrite or internal redirection cycle while processing \"{}\", client: {}",
                         vars.uri(),
                         conn.peer.ip()
                     );
-                        break 'req fail(conn, 500, conf).await;
-                    }
-                    next = Next::Search;
-                    continue;
+                    finish!(fail(conn, 500, conf).await);
                 }
-                ScriptOutcome::Continue | ScriptOutcome::Break => {}
-            }
-            let keep_alive = head.keep_alive
-                && !closing
-                && !conf.keepalive_timeout().is_zero()
-                && conn.requests < conf.keepalive_requests()
-                && !ctx.stopping.is_set();
-            if let Some(pp) = conf.proxy_pass.as_ref() {
-                let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
-                break 'req proxy(
-                    ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive,
-                )
-                .await;
-            }
-            if head.method != "GET" && head.method != "HEAD" {
-                break 'req fail(conn, 405, conf).await;
-            }
-            if !early.is_empty() {
-                conn.buf = early.to_vec();
-            }
-            let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
-            let decision = {
-                let v = &mut vars;
-                let uri = v.uri().to_string();
-                static_files::resolve(conf, matcher, &uri, &mut |t| {
-                    let mut out = Vec::new();
-                    v.render(t, &mut out);
-                    out
-                })
-            };
-            match decision {
-                Decision::File(hit) => {
-                    let status = conn.err_status.get().unwrap_or(200);
-                    conn.status.set(status);
-                    let cond = Conditional {
-                        if_modified_since: header_str(head, "if-modified-since"),
-                        if_none_match: header_str(head, "if-none-match"),
-                    };
-                    let resp = GzipResponse {
-                        status,
-                        content_type: hit.content_type.as_bytes(),
-                        encoded: false,
-                        length: Some(hit.len),
-                    };
-                    let gz = GzipRequest::from_head(head);
-                    let extras = Extras::for_response(conf, &mut vars, &gz, &resp, None);
-                    let shape = static_files::Shaping {
-                        status,
-                        extras: &extras,
-                        chunked: takes_chunked(head, conf),
-                        head_request: head.method == "HEAD",
-                    };
-                    break 'req match static_files::serve(
-                        &conn.stream,
-                        &hit,
-                        &cond,
-                        keep_alive,
-                        conf,
-                        &shape,
-                    )
-                    .await
-                    {
-                        Ok(served) => {
-                            conn.sent.set(served.body_bytes);
-                            if served.keep_alive {
-                                State::ReadingHead
-                            } else {
-                                State::Closed
-                            }
-                        }
-                        Err(e @ static_files::ServeError::Open { .. }) => {
-                            fail(conn, e.status(), conf).await
-                        }
-                        Err(_) => State::Closed,
-                    };
-                }
-                Decision::RedirectDir(target) => {
-                    let r = Reply {
-                        code: 301,
-                        location: Some(target.into_bytes()),
-                        body: None,
-                    };
-                    break 'req reply(conn, &mut vars, conf, r, keep_alive).await;
-                }
-                Decision::InternalRedirect(target) => {
-                    if changes.change().is_err() {
-                        break 'req fail(conn, 500, conf).await;
-                    }
-                    match target.split_once('?') {
-                        Some((u, a)) => vars.set_uri(u.to_string(), Some(Some(a.to_string()))),
-                        None => vars.set_uri(target, None),
-                    }
-                    internal = true;
-                    next = Next::Search;
-                }
-                Decision::Named(name) => match router.named_location(sm.server, &name) {
-                    Some(id) => {
-                        if changes.change().is_err() {
-                            break 'req fail(conn, 500, conf).await;
-                        }
-                        internal = true;
-                        next = Next::Named(id);
-                    }
-                    None => break 'req fail(conn, 500, conf).await,
-                },
-                Decision::Status(code) => break 'req fail(conn, code, conf).await,
-                Decision::Failed(code, line) => {
-                    if code != 404 || conf.log_not_found() {
-                        let v = if head.version == Version::Http11 {
-                            "1.1"
-                        } else {
-                            "1.0"
-                        };
-                        let host = head.host.unwrap_or("");
-                        log!(Error, "{line}, client: {}, server: {}, request: \"{} {} HTTP/{v}\", host: \"{host}\"", conn.peer.ip(), facts.server_name, head.method, head.target.raw);
-                    }
-                    break 'req fail(conn, code, conf).await;
-                }
-            }
-        };
-        let (r, ka) = match st {
-            State::Error(r, ka) => (r, ka),
-            st => break st,
-        };
-        closing |= !ka;
-        let page = if page_used {
-            None
-        } else {
-            error_page::find(log_conf, r.code)
-        };
-        if let Some(page) = page {
-            page_used = true;
-            let res = error_page::resolve(page, r.code, &mut vars);
-            conn.err_status.set(res.status);
-            let target = match res.action {
-                error_page::Action::Internal { uri, args } => {
-                    vars.set_uri(uri, Some(args));
-                    Some(Next::Search)
-                }
-                error_page::Action::Named(name) => {
-                    router.named_location(sm.server, &name).map(Next::Named)
-                }
-                error_page::Action::Redirect { code, location } => {
-                    let to = Reply {
-                        code,
-                        location: Some(location),
-                        body: None,
-                    };
-                    break send_page(conn, &mut vars, log_conf, to, ka).await;
-                }
-            };
-            if let Some(t) = target.filter(|_| changes.change().is_ok()) {
-                internal = true;
-                next = t;
+                next = Next::Search;
                 continue;
             }
-            conn.err_status.set(None);
+            ScriptOutcome::Continue | ScriptOutcome::Break => {}
         }
-        break send_page(conn, &mut vars, log_conf, r, ka).await;
+        let keep_alive = head.keep_alive
+            && !closing
+            && !conf.keepalive_timeout().is_zero()
+            && conn.requests < conf.keepalive_requests()
+            && !ctx.stopping.is_set();
+        if let Some(pp) = conf.proxy_pass.as_ref() {
+            let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
+            finish!(
+                proxy(ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive).await
+            );
+        }
+        if head.method != "GET" && head.method != "HEAD" {
+            finish!(fail(conn, 405, conf).await);
+        }
+        if !early.is_empty() {
+            conn.buf = early.to_vec();
+        }
+        let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
+        let decision = {
+            let v = &mut vars;
+            let uri = v.uri().to_string();
+            static_files::resolve(conf, matcher, &uri, &mut |t| {
+                let mut out = Vec::new();
+                v.render(t, &mut out);
+                out
+            })
+        };
+        match decision {
+            Decision::File(hit) => {
+                let status = conn.err_status.get().unwrap_or(200);
+                conn.status.set(status);
+                let cond = Conditional {
+                    if_modified_since: header_str(head, "if-modified-since"),
+                    if_none_match: header_str(head, "if-none-match"),
+                };
+                let resp = GzipResponse {
+                    status,
+                    content_type: hit.content_type.as_bytes(),
+                    encoded: false,
+                    length: Some(hit.len),
+                };
+                let gz = GzipRequest::from_head(head);
+                let extras = Extras::for_response(conf, &mut vars, &gz, &resp, None);
+                let shape = static_files::Shaping {
+                    status,
+                    extras: &extras,
+                    chunked: takes_chunked(head, conf),
+                    head_request: head.method == "HEAD",
+                };
+                finish!(match static_files::serve(
+                    &conn.stream,
+                    &hit,
+                    &cond,
+                    keep_alive,
+                    conf,
+                    &shape,
+                )
+                .await
+                {
+                    Ok(served) => {
+                        conn.sent.set(served.body_bytes);
+                        if served.keep_alive {
+                            State::ReadingHead
+                        } else {
+                            State::Closed
+                        }
+                    }
+                    Err(e @ static_files::ServeError::Open { .. }) => {
+                        fail(conn, e.status(), conf).await
+                    }
+                    Err(_) => State::Closed,
+                });
+            }
+            Decision::RedirectDir(target) => {
+                let r = Reply {
+                    code: 301,
+                    location: Some(target.into_bytes()),
+                    body: None,
+                };
+                finish!(reply(conn, &mut vars, conf, r, keep_alive).await);
+            }
+            Decision::InternalRedirect(target) => {
+                if changes.change().is_err() {
+                    finish!(fail(conn, 500, conf).await);
+                }
+                match target.split_once('?') {
+                    Some((u, a)) => vars.set_uri(u.to_string(), Some(Some(a.to_string()))),
+                    None => vars.set_uri(target, None),
+                }
+                internal = true;
+                next = Next::Search;
+            }
+            Decision::Named(name) => match router.named_location(sm.server, &name) {
+                Some(id) => {
+                    if changes.change().is_err() {
+                        finish!(fail(conn, 500, conf).await);
+                    }
+                    internal = true;
+                    next = Next::Named(id);
+                }
+                None => finish!(fail(conn, 500, conf).await),
+            },
+            Decision::Status(code) => finish!(fail(conn, code, conf).await),
+            Decision::Failed(code, line) => {
+                if code != 404 || conf.log_not_found() {
+                    let v = if head.version == Version::Http11 {
+                        "1.1"
+                    } else {
+                        "1.0"
+                    };
+                    let host = head.host.unwrap_or("");
+                    log!(Error, "{line}, client: {}, server: {}, request: \"{} {} HTTP/{v}\", host: \"{host}\"", conn.peer.ip(), facts.server_name, head.method, head.target.raw);
+                }
+                finish!(fail(conn, code, conf).await);
+            }
+        }
     };
     conn.defer_errors.set(false);
+    conn.err_status.set(None);
     log_request(ctx, conn, log_conf, &mut vars, head);
     state
 }
