@@ -115,6 +115,7 @@ http {{
     types {{ text/html html; text/plain txt; }}
     default_type application/octet-stream;
     access_log off;
+    log_format ratio '$request_uri $gzip_ratio';
     gzip on;
     gzip_http_version 1.0;
     gzip_proxied any;
@@ -136,6 +137,7 @@ http {{
         location /int {{ internal; return 200 "internal $uri\n"; }}
         location /g0 {{ gzip_min_length 0; root html; }}
         location /quiet {{ root html; log_not_found off; }}
+        location /logged/ {{ alias html/; access_log logs/gz.log ratio; }}
         location /down {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 = @fallback; }}
         location /down2 {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 /index.html; }}
         location @fallback {{ return 200 "fallback $uri\n"; }}
@@ -593,4 +595,31 @@ async fn log_not_found_controls_the_missing_file_line() {
     );
     assert!(log.contains(&want), "{log}");
     assert!(!log.contains("/quiet/gone"), "{log}");
+}
+
+/// `$gzip_ratio`: input over output with two decimals for a compressed response, `-` (not
+/// found) for one sent as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_ratio_reaches_the_access_log() {
+    let p = start().await;
+    let r = request(p.port, &get("/logged/big.txt", GZ)).await;
+    assert_eq!(r.get("content-encoding"), Some("gzip"));
+    let r = request(p.port, &get("/logged/small.txt", GZ)).await;
+    assert_eq!(r.get("content-encoding"), None);
+    // The line is written (unbuffered) before the server closes the connection the client
+    // read to its end.
+    let log = std::fs::read_to_string(p.dir.path().join("logs/gz.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    let big = lines[0]
+        .strip_prefix("/logged/big.txt ")
+        .expect("first line");
+    let ratio: f64 = big.parse().unwrap();
+    assert!(ratio > 1.5, "{big}");
+    assert_eq!(
+        big.split('.').nth(1).map(str::len),
+        Some(2),
+        "two decimals: {big}"
+    );
+    assert_eq!(lines[1], "/logged/small.txt -");
 }

@@ -332,6 +332,11 @@ impl BodyEncoder {
         Ok(())
     }
 
+    /// Bytes in and out so far (`$gzip_ratio`).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+
     /// Ends the stream: the compressor's tail and, when chunked, the last chunk.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         self.gz.try_finish()?;
@@ -357,12 +362,28 @@ impl BodyEncoder {
     }
 }
 
-/// Compresses a whole in-memory body (ringproxy's own pages) into `out`, framed.
-pub fn compress_all(level: u32, chunked: bool, body: &[u8], out: &mut Vec<u8>) {
+/// `$gzip_ratio`: input over output bytes with two decimals, rounded as nginx does it.
+pub fn ratio(zin: u64, zout: u64) -> String {
+    let zout = zout.max(1);
+    let (mut int, mut frac) = (zin / zout, (zin * 100 / zout) % 100);
+    if (zin * 1000 / zout) % 10 > 4 {
+        frac += 1;
+        if frac > 99 {
+            int += 1;
+            frac = 0;
+        }
+    }
+    format!("{int}.{frac:02}")
+}
+
+/// Compresses a whole in-memory body (ringproxy's own pages) into `out`, framed. Returns the
+/// bytes in and out (for `$gzip_ratio`).
+pub fn compress_all(level: u32, chunked: bool, body: &[u8], out: &mut Vec<u8>) -> (u64, u64) {
     let mut enc = BodyEncoder::new(level, chunked);
     // Writing into a Vec cannot fail.
     let _ = enc.push(body, out);
     let _ = enc.finish(out);
+    enc.counts()
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub async fn relay(
     upstream: &TcpStream,
     mut pending: Vec<u8>,
     body: ResponseBody,
-    mut enc: BodyEncoder,
+    enc: &mut BodyEncoder,
     conf: &LocConf,
 ) -> io::Result<()> {
     let read_to = conf.proxy_read_timeout();
@@ -90,7 +90,7 @@ pub async fn relay(
             }
             ResponseBody::None | ResponseBody::SwitchingProtocols => true,
         };
-        send(client, &mut enc, &data, done, send_to, sent).await?;
+        send(client, enc, &data, done, send_to, sent).await?;
         data.clear();
         if done {
             return Ok(());
@@ -98,7 +98,7 @@ pub async fn relay(
         let deadline = Instant::now() + read_to;
         if read_into(upstream, &mut pending, 16 * 1024, deadline).await? == 0 {
             return match body {
-                ResponseBody::UntilClose => send(client, &mut enc, &[], true, send_to, sent).await,
+                ResponseBody::UntilClose => send(client, enc, &[], true, send_to, sent).await,
                 _ => Err(io::ErrorKind::UnexpectedEof.into()),
             };
         }

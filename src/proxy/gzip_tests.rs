@@ -282,3 +282,12 @@ fn streaming_encoder_round_trips_in_slices() {
     compress_all(1, true, b"", &mut empty);
     assert_eq!(gunzip(&dechunk(&empty)), b"");
 }
+
+#[test]
+fn gzip_ratio_rounds_as_nginx() {
+    assert_eq!(ratio(2125, 1000), "2.13");
+    assert_eq!(ratio(2124, 1000), "2.12");
+    assert_eq!(ratio(1999, 1000), "2.00");
+    assert_eq!(ratio(1000, 3000), "0.33");
+    assert_eq!(ratio(1214, 56), "21.68");
+}

@@ -68,6 +68,8 @@ struct Conn {
     defer_errors: Cell<bool>,
     /// The status an `error_page` gave the rest of this request.
     err_status: Cell<Option<u16>>,
+    /// Body bytes in and out of gzip for this response (`$gzip_ratio`).
+    gzip_io: Cell<Option<(u64, u64)>>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -99,6 +101,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         head_sent: Cell::new(0),
         defer_errors: Cell::new(false),
         err_status: Cell::new(None),
+        gzip_io: Cell::new(None),
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
@@ -294,6 +297,7 @@ async fn serve_request(
     conn.status.set(0);
     conn.sent.set(0);
     conn.head_sent.set(0);
+    conn.gzip_io.set(None);
     let mut log_conf: &LocConf = &server.conf;
     let mut changes = UriChanges::default();
     let mut next = Next::Search;
@@ -473,6 +477,7 @@ async fn serve_request(
                 {
                     Ok(served) => {
                         conn.sent.set(served.body_bytes);
+                        conn.gzip_io.set(served.gzip);
                         if served.keep_alive {
                             State::ReadingHead
                         } else {
@@ -550,6 +555,7 @@ fn log_request(
     }
     vars.response.status = conn.status.get();
     vars.response.bytes_sent = conn.sent.get();
+    vars.response.gzip = conn.gzip_io.get();
     vars.response.body_bytes_sent = conn.sent.get().saturating_sub(conn.head_sent.get());
     vars.request_length = head
         .headers
@@ -630,7 +636,8 @@ async fn send_page(
         tokens: conf.server_tokens(),
         chunked: takes_chunked(vars.head(), conf),
     };
-    let (bytes, keep) = respond::page(&page, &extras);
+    let (bytes, keep, gzip) = respond::page(&page, &extras);
+    conn.gzip_io.set(gzip);
     if send(conn, &bytes, conf).await && keep {
         State::ReadingHead
     } else {
@@ -920,9 +927,11 @@ async fn proxy(
         _ => Frame::Close,
     };
     let relayed = match gzip {
-        Some(enc) => {
+        Some(mut enc) => {
             let (c, sent) = (&conn.stream, &conn.sent);
-            super::gzip_relay::relay(c, sent, &upstream, ubuf, body, enc, conf).await
+            let r = super::gzip_relay::relay(c, sent, &upstream, ubuf, body, &mut enc, conf).await;
+            conn.gzip_io.set(Some(enc.counts()));
+            r
         }
         None => relay_response_body(conn, &upstream, ubuf, frame, conf).await,
     };

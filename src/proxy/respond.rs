@@ -84,8 +84,8 @@ pub struct Page<'a> {
 }
 
 /// Writes `p` with `x` (`Vary`, the `add_header` lines, gzip) in nginx's order. Returns the
-/// bytes and whether the connection stays open.
-pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool) {
+/// bytes, whether the connection stays open, and the gzip byte counts when compressed.
+pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
     let mut out = Vec::with_capacity(256 + p.body.len());
     status_line(&mut out, p.code, p.tokens);
     let mut line = |n: &str, v: &[u8]| {
@@ -117,9 +117,12 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool) {
         line(n, v);
     }
     out.extend_from_slice(b"\r\n");
-    match compress {
-        Some(level) => gzip::compress_all(level, chunked, p.body, &mut out),
-        None => out.extend_from_slice(p.body),
-    }
-    (out, keep)
+    let counts = match compress {
+        Some(level) => Some(gzip::compress_all(level, chunked, p.body, &mut out)),
+        None => {
+            out.extend_from_slice(p.body);
+            None
+        }
+    };
+    (out, keep, counts)
 }

@@ -34,6 +34,7 @@ use monoio::net::TcpStream;
 
 use crate::config::model::{DocRoot, LocConf, LocationMatch, TryFilesLast};
 use crate::config::template::{Part, Template};
+use crate::proxy::gzip::BodyEncoder;
 use crate::proxy::headers_out::Extras;
 use crate::proxy::pool::PooledBuf;
 use crate::proxy::respond;
@@ -624,6 +625,8 @@ pub struct Served {
     pub keep_alive: bool,
     /// Body bytes written (compressed and framed, when gzip applies).
     pub body_bytes: u64,
+    /// Bytes in and out of gzip, when compressed (`$gzip_ratio`).
+    pub gzip: Option<(u64, u64)>,
 }
 
 /// Sends `file` on `stream`: the head (200, or 304 per `cond`; shaped by `shape`) and, unless
@@ -661,6 +664,7 @@ pub async fn serve(
     let mut served = Served {
         keep_alive,
         body_bytes: 0,
+        gzip: None,
     };
     if !body || shape.head_request {
         return Ok(served);
@@ -705,6 +709,7 @@ pub async fn serve(
             .map_err(send_err)?;
     }
     served.body_bytes = sent.get();
+    served.gzip = gz.as_ref().map(BodyEncoder::counts);
     Ok(served)
 }
 
