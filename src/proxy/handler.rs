@@ -11,7 +11,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 use super::error_page;
-use super::gzip::{GzipRequest, GzipResponse};
+use super::gzip::GzipResponse;
 use super::headers_out::{Extras, ProxiedRequest};
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
@@ -457,8 +457,7 @@ async fn serve_request(
                     encoded: false,
                     length: Some(hit.len),
                 };
-                let gz = GzipRequest::from_head(head);
-                let extras = Extras::for_response(conf, &mut vars, &gz, &resp, None);
+                let extras = Extras::for_response(conf, &mut vars, &resp, None);
                 let shape = static_files::Shaping {
                     status,
                     extras: &extras,
@@ -619,14 +618,13 @@ async fn send_page(
         ),
         None => ("", b""),
     };
-    let gz = GzipRequest::from_head(vars.head());
     let resp = GzipResponse {
         status: r.code,
         content_type: content_type.as_bytes(),
         encoded: false,
         length: Some(body.len() as u64),
     };
-    let extras = Extras::for_response(conf, vars, &gz, &resp, None);
+    let extras = Extras::for_response(conf, vars, &resp, None);
     let page = respond::Page {
         code: r.code,
         content_type,
@@ -865,7 +863,7 @@ async fn proxy(
                 let list: Vec<(&str, &[u8])> = shaped
                     .headers
                     .iter()
-                    .map(|(n, v)| (*n, v.as_slice()))
+                    .map(|(n, v)| (*n, v.as_ref()))
                     .collect();
                 let mut o = Vec::with_capacity(len + 128);
                 let opts = ClientOptions {

@@ -15,6 +15,8 @@
 //!   the `proxy_pass` URL into the location's prefix (the URL plus `/` into `/` when
 //!   `proxy_pass` has no URI); `off` disables it.
 
+use std::borrow::Cow;
+
 use crate::config::model::{LocConf, LocationMatch, ProxyPass, ProxyRedirect};
 use crate::http::vars::RequestVars;
 use crate::proxy::gzip::{self, Decision, GzipRequest, GzipResponse, Proxied};
@@ -53,17 +55,24 @@ pub struct Extras {
 }
 
 impl Extras {
-    /// Renders `add_header` for `resp.status` and asks the gzip filter.
+    /// Renders `add_header` for `resp.status` and asks the gzip filter (which reads the request
+    /// and, for a proxied response, the upstream's `headers` only when `gzip` is on).
     pub fn for_response(
         conf: &LocConf,
         vars: &mut RequestVars,
-        req: &GzipRequest,
         resp: &GzipResponse,
-        proxied: Option<&Proxied>,
+        headers: Option<&[(&str, &[u8])]>,
     ) -> Extras {
+        let gzip = if conf.gzip() {
+            let req = GzipRequest::from_head(vars.head());
+            let proxied = headers.map(Proxied::from_headers);
+            gzip::decide(conf, &req, resp, proxied.as_ref())
+        } else {
+            Decision::default()
+        };
         Extras {
             add: add_headers(conf, resp.status, vars),
-            gzip: gzip::decide(conf, req, resp, proxied),
+            gzip,
         }
     }
 
@@ -156,19 +165,22 @@ pub fn rewrite_redirect(
     None
 }
 
+/// `proxy_redirect` when no level sets it.
+const DEFAULT_RULES: &[ProxyRedirect] = &[ProxyRedirect::Default];
+
 /// Applies `proxy_redirect` to the `Location` and `Refresh` headers of an upstream response,
 /// in place.
 pub fn redirect_headers(
     conf: &LocConf,
     default: Option<&(String, String)>,
-    headers: &mut [(&str, Vec<u8>)],
+    headers: &mut [(&str, Cow<[u8]>)],
     vars: &mut RequestVars,
 ) {
-    let rules = conf.proxy_redirect();
+    let rules = conf.proxy_redirect.as_deref().unwrap_or(DEFAULT_RULES);
     for (name, value) in headers.iter_mut() {
         if name.eq_ignore_ascii_case("location") {
-            if let Some(v) = rewrite_redirect(&rules, default, value, vars) {
-                *value = v;
+            if let Some(v) = rewrite_redirect(rules, default, value, vars) {
+                *value = Cow::Owned(v);
             }
         } else if name.eq_ignore_ascii_case("refresh") {
             let Some(at) = value
@@ -178,12 +190,17 @@ pub fn redirect_headers(
                 continue;
             };
             let start = at + 4;
-            if let Some(v) = rewrite_redirect(&rules, default, &value[start..], vars) {
-                value.truncate(start);
-                value.extend_from_slice(&v);
+            if let Some(v) = rewrite_redirect(rules, default, &value[start..], vars) {
+                let mut new = value[..start].to_vec();
+                new.extend_from_slice(&v);
+                *value = Cow::Owned(new);
             }
         }
     }
+}
+
+fn is_redirect_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("location") || name.eq_ignore_ascii_case("refresh")
 }
 
 /// An upstream response head as the filters leave it.
@@ -192,8 +209,8 @@ pub struct ProxiedHead<'h> {
     /// The status to send (an `error_page` `=code` overrides the upstream's).
     pub status: u16,
     /// The upstream headers, `Location` and `Refresh` rewritten by `proxy_redirect` (a
-    /// relative `Location` made absolute, as nginx's header filter).
-    pub headers: Vec<(&'h str, Vec<u8>)>,
+    /// relative `Location` made absolute, as nginx's header filter); the others borrowed.
+    pub headers: Vec<(&'h str, Cow<'h, [u8]>)>,
     /// `add_header` and gzip.
     pub extras: Extras,
 }
@@ -219,12 +236,17 @@ pub fn shape_proxied<'h>(
     length: Option<u64>,
 ) -> ProxiedHead<'h> {
     let status = req.status_override.unwrap_or(status);
-    let mut list: Vec<(&str, Vec<u8>)> = headers.iter().map(|(n, v)| (*n, v.to_vec())).collect();
-    let default = default_redirect(req.pass, req.matcher);
-    redirect_headers(conf, default.as_ref(), &mut list, vars);
-    for (n, v) in list.iter_mut() {
-        if n.eq_ignore_ascii_case("location") {
-            *v = crate::http::script::absolute_location(vars, conf, v);
+    let mut list: Vec<(&str, Cow<[u8]>)> = headers
+        .iter()
+        .map(|(n, v)| (*n, Cow::Borrowed(*v)))
+        .collect();
+    if headers.iter().any(|(n, _)| is_redirect_header(n)) {
+        let default = default_redirect(req.pass, req.matcher);
+        redirect_headers(conf, default.as_ref(), &mut list, vars);
+        for (n, v) in list.iter_mut() {
+            if n.eq_ignore_ascii_case("location") && v.starts_with(b"/") {
+                *v = Cow::Owned(crate::http::script::absolute_location(vars, conf, v));
+            }
         }
     }
     let find = |name: &str| {
@@ -239,9 +261,7 @@ pub fn shape_proxied<'h>(
         encoded: find("content-encoding").is_some_and(|v| !v.is_empty()),
         length,
     };
-    let gz = GzipRequest::from_head(vars.head());
-    let proxied = Proxied::from_headers(headers);
-    let extras = Extras::for_response(conf, vars, &gz, &resp, Some(&proxied));
+    let extras = Extras::for_response(conf, vars, &resp, Some(headers));
     ProxiedHead {
         status,
         headers: list,

@@ -79,14 +79,15 @@ fn redirect(prefix: &str, value: &str) -> String {
     let default = default_redirect(pass, &l.matcher);
     with_vars(prefix, |v| {
         v.upstream = crate::http::vars::UpstreamFacts::for_proxy_pass(pass);
-        let mut h: Vec<(&str, Vec<u8>)> = vec![
-            ("Location", value.as_bytes().to_vec()),
-            ("Refresh", format!("5; url={value}").into_bytes()),
+        let refresh = format!("5; url={value}").into_bytes();
+        let mut h: Vec<(&str, Cow<[u8]>)> = vec![
+            ("Location", Cow::Borrowed(value.as_bytes())),
+            ("Refresh", Cow::Owned(refresh)),
         ];
         redirect_headers(&l.conf, default.as_ref(), &mut h, v);
-        let loc = String::from_utf8(h[0].1.clone()).unwrap();
+        let loc = String::from_utf8(h[0].1.to_vec()).unwrap();
         assert_eq!(
-            String::from_utf8(h[1].1.clone()).unwrap(),
+            String::from_utf8(h[1].1.to_vec()).unwrap(),
             format!("5; url={loc}"),
             "Refresh follows Location"
         );
