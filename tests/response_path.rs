@@ -130,6 +130,7 @@ http {{
         location /strict {{ proxy_pass http://{b}; gzip_proxied off; gzip_disable "^curl/"; }}
         location /ic {{ proxy_pass http://{b}; proxy_intercept_errors on;
             error_page 404 =200 /index.html; error_page 500 = /int/x; }}
+        location /ic2 {{ proxy_pass http://{b}; proxy_intercept_errors on; error_page 404 /api/x; }}
         location /ep {{ return 404; error_page 404 /index.html; }}
         location /ep2 {{ return 404; error_page 404 =418 /index.html; }}
         location /ep3 {{ return 500; error_page 500 http://example.com/e; }}
@@ -480,6 +481,18 @@ async fn error_pages_internal_locations_and_intercepted_errors() {
     let r = request(p.port, &get("/down2/x", "")).await;
     assert_eq!(r.status_line, "HTTP/1.1 502 Bad Gateway");
     assert_eq!(r.body, index_html());
+    // A POST whose body went upstream: its error page is fetched as GET (a static page, not
+    // 405) and a proxied one gets no body (the body is not read twice), then the connection
+    // closes.
+    let post = "POST /ic/nf HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    let r = request(p.port, post).await;
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(r.body, index_html());
+    let post = "POST /ic2/nf HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    let r = request(p.port, post).await;
+    assert_eq!(r.status_line, "HTTP/1.1 404 Not Found");
+    assert_eq!(r.get("connection"), Some("close"));
+    assert_eq!(r.body, small_body());
     // Not intercepted without an error_page for the status.
     let r = request(p.port, &get("/ic/x", "")).await;
     assert_eq!(r.body, small_body());

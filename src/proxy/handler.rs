@@ -70,6 +70,8 @@ struct Conn {
     err_status: Cell<Option<u16>>,
     /// Body bytes in and out of gzip for this response (`$gzip_ratio`).
     gzip_io: Cell<Option<(u64, u64)>>,
+    /// The request body went upstream already: a proxied error page gets none.
+    body_read: Cell<bool>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -102,6 +104,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         defer_errors: Cell::new(false),
         err_status: Cell::new(None),
         gzip_io: Cell::new(None),
+        body_read: Cell::new(false),
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
@@ -298,6 +301,7 @@ async fn serve_request(
     conn.sent.set(0);
     conn.head_sent.set(0);
     conn.gzip_io.set(None);
+    conn.body_read.set(false);
     let mut log_conf: &LocConf = &server.conf;
     let mut changes = UriChanges::default();
     let mut next = Next::Search;
@@ -322,7 +326,8 @@ async fn serve_request(
             };
         }
         if let Some((r, ka)) = pending.take() {
-            closing |= !ka;
+            // A body already sent upstream leaves unknown bytes behind: no keep-alive.
+            closing |= !ka || conn.body_read.get();
             let page = if page_used {
                 None
             } else {
@@ -427,7 +432,8 @@ async fn serve_request(
                 proxy(ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive).await
             );
         }
-        if head.method != "GET" && head.method != "HEAD" {
+        // An error page is fetched as GET (nginx rewrites the method).
+        if head.method != "GET" && head.method != "HEAD" && !page_used {
             finish!(fail(conn, 405, conf).await);
         }
         if !early.is_empty() {
@@ -778,7 +784,12 @@ async fn proxy(
         Err(code) => return fail(conn, code, conf).await,
     };
     let _upstream_guard = ctx.hold();
-    let body = match head.body {
+    let client_body = if conn.body_read.get() {
+        Body::None
+    } else {
+        head.body
+    };
+    let body = match client_body {
         Body::None => UpstreamBody::None,
         Body::Length(n) => UpstreamBody::Length(n),
         Body::Chunked => UpstreamBody::Chunked,
@@ -810,8 +821,13 @@ async fn proxy(
     let leftover = if head.upgrade {
         early.to_vec()
     } else {
-        match relay_request_body(conn, &upstream, head.body, early, conf).await {
-            Ok(rest) => rest,
+        match relay_request_body(conn, &upstream, client_body, early, conf).await {
+            Ok(rest) => {
+                if client_body != Body::None {
+                    conn.body_read.set(true);
+                }
+                rest
+            }
             Err(_) => return State::Closed,
         }
     };
