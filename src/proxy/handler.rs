@@ -11,8 +11,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 use super::error_page;
-use super::gzip::GzipResponse;
-use super::headers_out::{Extras, ProxiedRequest};
+use super::headers_out::ProxiedRequest;
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
 use super::request::{build_request, UpstreamBody};
@@ -457,17 +456,11 @@ async fn serve_request(
                     if_modified_since: header_str(head, "if-modified-since"),
                     if_none_match: header_str(head, "if-none-match"),
                 };
-                let resp = GzipResponse {
-                    status,
-                    content_type: hit.content_type.as_bytes(),
-                    encoded: false,
-                    length: Some(hit.len),
-                };
-                let extras = Extras::for_response(conf, &mut vars, &resp, None);
+                let extras = hit.extras(conf, &mut vars, status);
                 let shape = static_files::Shaping {
                     status,
                     extras: &extras,
-                    chunked: takes_chunked(head, conf),
+                    chunked: respond::takes_chunked(head, conf),
                     head_request: head.method == "HEAD",
                 };
                 finish!(match static_files::serve(
@@ -611,47 +604,13 @@ async fn send_page(
     if r.code == 444 {
         return State::Closed;
     }
-    let location = r.location.as_ref().map(|l| {
-        let abs = script::absolute_location(vars, conf, l);
-        String::from_utf8_lossy(&abs).into_owned()
-    });
-    let default_type = conf.default_type();
-    let (content_type, body): (&str, &[u8]) = match &r.body {
-        Some(body) => (&default_type, body),
-        None if r.code >= 300 => (
-            "text/html",
-            crate::http::status::error_page(r.code).unwrap_or(b""),
-        ),
-        None => ("", b""),
-    };
-    let resp = GzipResponse {
-        status: r.code,
-        content_type: content_type.as_bytes(),
-        encoded: false,
-        length: Some(body.len() as u64),
-    };
-    let extras = Extras::for_response(conf, vars, &resp, None);
-    let page = respond::Page {
-        code: r.code,
-        content_type,
-        body,
-        location: location.as_deref(),
-        keep_alive,
-        tokens: conf.server_tokens(),
-        chunked: takes_chunked(vars.head(), conf),
-    };
-    let (bytes, keep, gzip) = respond::page(&page, &extras);
+    let (bytes, keep, gzip) = respond::reply(vars, conf, &r, keep_alive);
     conn.gzip_io.set(gzip);
     if send(conn, &bytes, conf).await && keep {
         State::ReadingHead
     } else {
         State::Closed
     }
-}
-
-/// The client takes a chunked body: HTTP/1.1 and `chunked_transfer_encoding on`.
-fn takes_chunked(head: &RequestHead<'_, '_>, conf: &LocConf) -> bool {
-    head.version == Version::Http11 && conf.chunked_transfer_encoding()
 }
 
 /// Connects to a peer of the location's upstream, trying the next one as `proxy_next_upstream`
@@ -865,12 +824,12 @@ async fn proxy(
                 );
                 let gzip = shaped
                     .extras
-                    .encoder(takes_chunked(head, conf))
+                    .encoder(respond::takes_chunked(head, conf))
                     .filter(|_| has_body);
                 let cf = match h.body {
                     ResponseBody::None | ResponseBody::SwitchingProtocols => ClientFraming::None,
                     ResponseBody::Length(n) if gzip.is_none() => ClientFraming::Length(n),
-                    _ if takes_chunked(head, conf) => ClientFraming::Chunked,
+                    _ if respond::takes_chunked(head, conf) => ClientFraming::Chunked,
                     _ => ClientFraming::Close,
                 };
                 let keep = keep_alive

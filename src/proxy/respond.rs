@@ -4,8 +4,12 @@
 
 use std::time::SystemTime;
 
+use crate::config::model::LocConf;
+use crate::http::request::{RequestHead, Version};
+use crate::http::script::{absolute_location, Reply};
 use crate::http::status;
-use crate::proxy::gzip;
+use crate::http::vars::RequestVars;
+use crate::proxy::gzip::{self, GzipResponse};
 use crate::proxy::headers_out::Extras;
 
 /// `Server:` value (`ringproxy/0.1.0`, or `ringproxy` with `server_tokens off`).
@@ -125,4 +129,47 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
         }
     };
     (out, keep, counts)
+}
+
+/// The client takes a chunked body: HTTP/1.1 and `chunked_transfer_encoding on`.
+pub fn takes_chunked(head: &RequestHead<'_, '_>, conf: &LocConf) -> bool {
+    head.version == Version::Http11 && conf.chunked_transfer_encoding()
+}
+
+/// A `return`, redirect or error as the location `conf` answers it: its text (`default_type`)
+/// or nginx's page for the status, `Location` made absolute, `add_header` and gzip. Returns
+/// what [`page`] returns.
+pub fn reply(
+    vars: &mut RequestVars<'_>,
+    conf: &LocConf,
+    r: &Reply,
+    keep_alive: bool,
+) -> (Vec<u8>, bool, Option<(u64, u64)>) {
+    let location = r.location.as_ref().map(|l| {
+        let abs = absolute_location(vars, conf, l);
+        String::from_utf8_lossy(&abs).into_owned()
+    });
+    let default_type = conf.default_type();
+    let (content_type, body): (&str, &[u8]) = match &r.body {
+        Some(body) => (&default_type, body),
+        None if r.code >= 300 => ("text/html", status::error_page(r.code).unwrap_or(b"")),
+        None => ("", b""),
+    };
+    let resp = GzipResponse {
+        status: r.code,
+        content_type: content_type.as_bytes(),
+        encoded: false,
+        length: Some(body.len() as u64),
+    };
+    let extras = Extras::for_response(conf, vars, &resp, None);
+    let p = Page {
+        code: r.code,
+        content_type,
+        body,
+        location: location.as_deref(),
+        keep_alive,
+        tokens: conf.server_tokens(),
+        chunked: takes_chunked(vars.head(), conf),
+    };
+    page(&p, &extras)
 }

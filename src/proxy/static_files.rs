@@ -34,7 +34,8 @@ use monoio::net::TcpStream;
 
 use crate::config::model::{DocRoot, LocConf, LocationMatch, TryFilesLast};
 use crate::config::template::{Part, Template};
-use crate::proxy::gzip::BodyEncoder;
+use crate::http::vars::RequestVars;
+use crate::proxy::gzip::{BodyEncoder, GzipResponse};
 use crate::proxy::headers_out::Extras;
 use crate::proxy::pool::PooledBuf;
 use crate::proxy::respond;
@@ -89,6 +90,19 @@ pub struct FileHit {
     pub len: u64,
     /// Modification time when it was looked up.
     pub mtime: SystemTime,
+}
+
+impl FileHit {
+    /// `add_header` and gzip for sending this file with `status`.
+    pub fn extras(&self, conf: &LocConf, vars: &mut RequestVars, status: u16) -> Extras {
+        let resp = GzipResponse {
+            status,
+            content_type: self.content_type.as_bytes(),
+            encoded: false,
+            length: Some(self.len),
+        };
+        Extras::for_response(conf, vars, &resp, None)
+    }
 }
 
 /// What to do with a request to a location without `proxy_pass`.
