@@ -818,28 +818,11 @@ async fn proxy(
                 };
                 let shaped =
                     super::headers_out::shape_proxied(conf, vars, &req, h.status, &list, length);
-                let has_body = !matches!(
-                    h.body,
-                    ResponseBody::None | ResponseBody::SwitchingProtocols
-                );
-                let gzip = shaped
-                    .extras
-                    .encoder(respond::takes_chunked(head, conf))
-                    .filter(|_| has_body);
-                let cf = match h.body {
-                    ResponseBody::None | ResponseBody::SwitchingProtocols => ClientFraming::None,
-                    ResponseBody::Length(n) if gzip.is_none() => ClientFraming::Length(n),
-                    _ if respond::takes_chunked(head, conf) => ClientFraming::Chunked,
-                    _ => ClientFraming::Close,
-                };
+                let (cf, gzip) = shaped.framing(h.body, respond::takes_chunked(head, conf));
                 let keep = keep_alive
                     && cf != ClientFraming::Close
                     && h.body != ResponseBody::SwitchingProtocols;
-                let list: Vec<(&str, &[u8])> = shaped
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (*n, v.as_ref()))
-                    .collect();
+                let list = shaped.header_list();
                 let mut o = Vec::with_capacity(len + 128);
                 let opts = ClientOptions {
                     framing: cf,

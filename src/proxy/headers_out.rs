@@ -18,8 +18,10 @@
 use std::borrow::Cow;
 
 use crate::config::model::{LocConf, LocationMatch, ProxyPass, ProxyRedirect};
+use crate::http::response::ResponseBody;
 use crate::http::vars::RequestVars;
 use crate::proxy::gzip::{self, Decision, GzipRequest, GzipResponse, Proxied};
+use crate::proxy::response::ClientFraming;
 
 /// Statuses `add_header` without `always` applies to.
 const SAFE: [u16; 10] = [200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
@@ -213,6 +215,33 @@ pub struct ProxiedHead<'h> {
     pub headers: Vec<(&'h str, Cow<'h, [u8]>)>,
     /// `add_header` and gzip.
     pub extras: Extras,
+}
+
+impl ProxiedHead<'_> {
+    /// How the body goes to the client (`chunked`: the client takes chunked) and the
+    /// compressor when gzip applies (none for a response without a body).
+    pub fn framing(
+        &self,
+        body: ResponseBody,
+        chunked: bool,
+    ) -> (ClientFraming, Option<gzip::BodyEncoder>) {
+        let gzip = match body {
+            ResponseBody::None | ResponseBody::SwitchingProtocols => None,
+            _ => self.extras.encoder(chunked),
+        };
+        let framing = match body {
+            ResponseBody::None | ResponseBody::SwitchingProtocols => ClientFraming::None,
+            ResponseBody::Length(n) if gzip.is_none() => ClientFraming::Length(n),
+            _ if chunked => ClientFraming::Chunked,
+            _ => ClientFraming::Close,
+        };
+        (framing, gzip)
+    }
+
+    /// The headers as `write_client_head` takes them.
+    pub fn header_list(&self) -> Vec<(&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| (*n, v.as_ref())).collect()
+    }
 }
 
 /// What the proxy knows about the request when it shapes the response head.

@@ -173,3 +173,33 @@ fn error_page_targets_and_statuses() {
     );
     assert_eq!(page(400), None);
 }
+
+#[test]
+fn proxied_framing_follows_gzip_and_the_client() {
+    let gz = Extras {
+        gzip: Decision {
+            vary: false,
+            level: Some(1),
+        },
+        ..Extras::default()
+    };
+    let head = |extras: Extras| ProxiedHead {
+        status: 200,
+        headers: Vec::new(),
+        extras,
+    };
+    let plain = head(Extras::default());
+    let len = ResponseBody::Length(9);
+    assert_eq!(plain.framing(len, true).0, ClientFraming::Length(9));
+    assert_eq!(
+        plain.framing(ResponseBody::Chunked, false).0,
+        ClientFraming::Close
+    );
+    let zipped = head(gz);
+    let (f, enc) = zipped.framing(len, true);
+    assert_eq!((f, enc.is_some()), (ClientFraming::Chunked, true));
+    let (f, enc) = zipped.framing(ResponseBody::UntilClose, false);
+    assert_eq!((f, enc.is_some()), (ClientFraming::Close, true));
+    let (f, enc) = zipped.framing(ResponseBody::None, true);
+    assert_eq!((f, enc.is_some()), (ClientFraming::None, false));
+}
