@@ -458,6 +458,12 @@ async fn error_pages_internal_locations_and_intercepted_errors() {
     let r = request(p.port, &get("/ep3", "")).await;
     assert_eq!(r.status_line, "HTTP/1.1 302 Moved Temporarily");
     assert_eq!(r.get("location"), Some("http://example.com/e"));
+    // nginx's page for 302 (145 bytes with nginx's name).
+    let page = String::from_utf8(r.body.clone()).unwrap();
+    assert!(
+        page.starts_with("<html>\r\n<head><title>302 Found</title>"),
+        "{page}"
+    );
     let r = request(p.port, &get("/ep4", "")).await;
     assert_eq!(r.status_line, "HTTP/1.1 301 Moved Permanently");
     assert_eq!(r.get("location"), Some("http://example.com/e"));

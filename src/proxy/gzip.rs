@@ -20,7 +20,7 @@
 use std::io::Write;
 
 use flate2::write::GzEncoder;
-use flate2::Compression;
+use flate2::{Compression, GzBuilder};
 
 use crate::config::model::{HttpVersion, LocConf, UaMatch};
 use crate::http::body::{encode_chunk, LAST_CHUNK};
@@ -302,8 +302,16 @@ pub fn weak_etag(value: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Compressed bytes held back until there are this many (or the body ends), so the client gets
+/// a few large chunks rather than the 10-byte gzip header and deflate's small blocks one by one.
+const EMIT_AT: usize = 4096;
+
+/// The gzip header's OS byte nginx (zlib on Unix) writes.
+const OS_UNIX: u8 = 3;
+
 /// A gzip stream for one response body, framed for the client: each call appends what the
-/// compressor produced to `out` (as one chunk when `chunked`).
+/// compressor produced (once [`EMIT_AT`] bytes are ready) to `out`, as one chunk when
+/// `chunked`.
 pub struct BodyEncoder {
     gz: GzEncoder<Vec<u8>>,
     chunked: bool,
@@ -317,7 +325,10 @@ impl BodyEncoder {
     /// A compressor at `level` (1..9).
     pub fn new(level: u32, chunked: bool) -> BodyEncoder {
         BodyEncoder {
-            gz: GzEncoder::new(Vec::with_capacity(8192), Compression::new(level.min(9))),
+            gz: GzBuilder::new().operating_system(OS_UNIX).write(
+                Vec::with_capacity(2 * EMIT_AT),
+                Compression::new(level.min(9)),
+            ),
             chunked,
             bytes_in: 0,
             bytes_out: 0,
@@ -328,7 +339,9 @@ impl BodyEncoder {
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
         self.gz.write_all(data)?;
         self.bytes_in += data.len() as u64;
-        self.take(out);
+        if self.gz.get_ref().len() >= EMIT_AT {
+            self.take(out);
+        }
         Ok(())
     }
 

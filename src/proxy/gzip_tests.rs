@@ -291,3 +291,21 @@ fn gzip_ratio_rounds_as_nginx() {
     assert_eq!(ratio(1000, 3000), "0.33");
     assert_eq!(ratio(1214, 56), "21.68");
 }
+
+#[test]
+fn a_small_body_is_one_chunk_with_nginx_header() {
+    let body = b"hello world ".repeat(100);
+    let mut out = Vec::new();
+    compress_all(1, true, &body, &mut out);
+    let eol = out.windows(2).position(|w| w == b"\r\n").unwrap();
+    let size = usize::from_str_radix(std::str::from_utf8(&out[..eol]).unwrap(), 16).unwrap();
+    let data = &out[eol + 2..eol + 2 + size];
+    assert_eq!(
+        &out[eol + 2 + size..],
+        b"\r\n0\r\n\r\n",
+        "one data chunk, then the last"
+    );
+    assert_eq!(&data[..3], b"\x1f\x8b\x08");
+    assert_eq!(data[9], 3, "OS byte: Unix, as nginx's zlib");
+    assert_eq!(gunzip(data), body);
+}
