@@ -352,7 +352,7 @@ async fn serve_request(
                                 location: Some(location),
                                 body: None,
                             };
-                            break 'req send_page(conn, &mut vars, log_conf, to, ka).await;
+                            break 'req send_page(conn, &mut vars, log_conf, to, !closing).await;
                         }
                     }
                 }
@@ -364,7 +364,7 @@ async fn serve_request(
                 }
                 None => {
                     conn.err_status.set(None);
-                    break 'req send_page(conn, &mut vars, log_conf, r, ka).await;
+                    break 'req send_page(conn, &mut vars, log_conf, r, !closing).await;
                 }
             }
         }
