@@ -193,15 +193,7 @@ async fn backend_receives_the_configured_headers() {
 async fn seed_003_serves_the_app_the_api_and_the_websocket() {
     let echo = Echo::start();
     let port = common::free_port();
-    let dir = common::copy_tree(&common::seed_dir());
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    let main = std::fs::read_to_string(dir.path().join("003-nginx.conf")).unwrap();
-    std::fs::write(dir.path().join("ringproxy.conf"), main).unwrap();
-    let site = std::fs::read_to_string(dir.path().join("conf.d/default.conf")).unwrap();
-    let site = site
-        .replace("listen 8080", &format!("listen 127.0.0.1:{port}"))
-        .replace("127.0.0.1:9001", &echo.addr.to_string());
-    std::fs::write(dir.path().join("conf.d/default.conf"), site).unwrap();
+    let dir = common::seed_003_prefix(port, echo.addr);
     let index = std::fs::read(dir.path().join("html/index.html")).unwrap();
     let proxy = Proxy::start_in(dir, port, "", &[]);
     let p = proxy.port;

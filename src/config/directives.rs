@@ -553,12 +553,14 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     level!("gzip_vary", HSL, flag, gzip_vary),
     spec!("gzip_disable", HSL, MORE1, Handler::Level(|c, d, _| {
+        let mut list = Vec::new();
         for a in &d.args {
-            if a.value != "msie6" && a.value != "degradation" {
-                Regex::new(&a.value, true).map_err(|e| err(d, e))?;
-            }
+            list.push(match a.value.as_str() {
+                "msie6" => UaMatch::Msie6,
+                "degradation" => UaMatch::Degradation,
+                re => UaMatch::Regex(Regex::new(re, true).map_err(|e| err(d, e))?),
+            });
         }
-        let list = d.args.iter().map(|a| a.value.clone()).collect();
         set_once(&mut c.gzip_disable, list, d)
     })),
     spec!("gzip_buffers", HSL, A2, Handler::NoEffect("compression output goes through the shard's buffer pool")),

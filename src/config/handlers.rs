@@ -8,7 +8,6 @@ use super::directives::{err, invalid_value, set_once};
 use super::error::Result;
 use super::model::*;
 use super::parser::Directive;
-use super::template::Template;
 use super::values::{parse_flag, parse_host_port, parse_number, parse_size, resolve};
 
 /// `listen address[:port] [default_server] [ssl] [backlog=N] ...`.
@@ -552,16 +551,30 @@ pub(super) fn next_upstream(c: &mut LocConf, d: &Directive, _: &mut Env) -> Resu
 }
 
 pub(super) fn proxy_redirect(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
-    let list = c.proxy_redirect.get_or_insert_with(Vec::new);
-    match (d.arg(0), d.args.len()) {
-        ("off", 1) => list.push(("off".into(), Template::default())),
-        ("default", 1) => list.push(("default".into(), Template::default())),
-        (_, 2) => {
+    let rule = match (d.arg(0), d.args.len()) {
+        ("off", 1) => ProxyRedirect::Off,
+        ("default", 1) => ProxyRedirect::Default,
+        (from, 2) => {
             let to = e.template(d.arg(1), d)?;
-            list.push((d.arg(0).to_string(), to));
+            let regex = match from.strip_prefix("~*") {
+                Some(re) => Some((re, true)),
+                None => from.strip_prefix('~').map(|re| (re, false)),
+            };
+            match regex {
+                Some((re, caseless)) => {
+                    ProxyRedirect::Regex(Regex::new(re, caseless).map_err(|m| err(d, m))?, to)
+                }
+                None => ProxyRedirect::Prefix(e.template(from, d)?, to),
+            }
         }
         _ => return Err(err(d, format!("invalid parameter \"{}\"", d.arg(0)))),
+    };
+    let list = c.proxy_redirect.get_or_insert_with(Vec::new);
+    // `off` drops what this level listed before it (nginx).
+    if rule == ProxyRedirect::Off {
+        list.clear();
     }
+    list.push(rule);
     Ok(())
 }
 

@@ -542,6 +542,30 @@ pub struct AddHeader {
     pub always: bool,
 }
 
+/// One `gzip_disable` entry, matched against `User-Agent`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UaMatch {
+    /// `msie6`: MSIE 4 to 6 (not 6.0 with SV1).
+    Msie6,
+    /// `degradation`: nginx's degradation mode, which ringproxy never enters.
+    Degradation,
+    /// A regular expression (case-insensitive, as nginx).
+    Regex(Regex),
+}
+
+/// One `proxy_redirect` rule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProxyRedirect {
+    /// `off`: no rewriting at this level.
+    Off,
+    /// `default`: the `proxy_pass` URL becomes the location's prefix.
+    Default,
+    /// `redirect replacement`: a case-sensitive prefix.
+    Prefix(Template, Template),
+    /// `~regex replacement` / `~*regex replacement`.
+    Regex(Regex, Template),
+}
+
 /// `proxy_http_version`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpVersion {
@@ -663,7 +687,7 @@ loc_conf! {
         /// `proxy_socket_keepalive`.
         proxy_socket_keepalive: bool = false,
         /// `proxy_redirect` (`default` when unset).
-        proxy_redirect: Vec<(String, Template)> = Vec::new(),
+        proxy_redirect: Vec<ProxyRedirect> = vec![ProxyRedirect::Default],
         /// `proxy_splice` (ringproxy's own).
         proxy_splice: SpliceMode = SpliceMode::Auto,
         /// `proxy_allow_upgrade`: upgrade protocols forwarded besides WebSocket (ringproxy's
@@ -766,8 +790,8 @@ loc_conf! {
         gzip_types: Vec<String> = vec!["text/html".into()],
         /// `gzip_vary`.
         gzip_vary: bool = false,
-        /// `gzip_disable` regexes.
-        gzip_disable: Vec<String> = Vec::new(),
+        /// `gzip_disable`.
+        gzip_disable: Vec<UaMatch> = Vec::new(),
         /// `ssl_certificate` files (several for RSA + ECDSA).
         ssl_certificate: Vec<PathBuf> = Vec::new(),
         /// `ssl_certificate_key` files, paired in order with `ssl_certificate`.

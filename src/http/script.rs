@@ -52,6 +52,17 @@ pub struct Reply {
     pub body: Option<Vec<u8>>,
 }
 
+impl Reply {
+    /// A bare status (nginx's page for it).
+    pub fn status(code: u16) -> Reply {
+        Reply {
+            code,
+            location: None,
+            body: None,
+        }
+    }
+}
+
 /// Which script level runs: a location-level URI change without a flag re-searches the
 /// location; at the server level the location search comes next anyway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -89,6 +89,11 @@ macro_rules! page {
 /// no page for it (the response then has an empty body).
 pub fn error_page(status: u16) -> Option<&'static [u8]> {
     Some(match status {
+        301 => page!("301 Moved Permanently"),
+        302 => page!("302 Found"),
+        303 => page!("303 See Other"),
+        307 => page!("307 Temporary Redirect"),
+        308 => page!("308 Permanent Redirect"),
         400 => page!("400 Bad Request"),
         401 => page!("401 Authorization Required"),
         403 => page!("403 Forbidden"),

@@ -132,6 +132,8 @@ pub struct ResponseFacts {
     pub bytes_sent: u64,
     /// Headers sent to the client.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Body bytes in and out of gzip, when the response was compressed (`$gzip_ratio`).
+    pub gzip: Option<(u64, u64)>,
 }
 
 /// Where a value lives, so lookups can borrow the request buffer instead of copying it.
@@ -433,6 +435,10 @@ impl<'a> RequestVars<'a> {
                 Val::Written
             }
             "request_length" => w!("{}", self.request_length),
+            "gzip_ratio" => match self.response.gzip {
+                Some((zin, zout)) if zout > 0 => w!("{}", crate::proxy::gzip::ratio(zin, zout)),
+                _ => Val::None,
+            },
             "msec" => {
                 let d = self.now().duration_since(UNIX_EPOCH).unwrap_or_default();
                 w!("{}.{:03}", d.as_secs(), d.subsec_millis())

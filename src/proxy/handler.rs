@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::error_page;
+use super::headers_out::ProxiedRequest;
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
 use super::request::{build_request, UpstreamBody};
@@ -40,6 +42,9 @@ enum State {
     ReadingHead,
     Tunnel(TcpStream, TunnelConfig),
     Closed,
+    /// An error or redirect not sent yet (`error_page` may answer it); the flag: the
+    /// connection may stay open after it.
+    Error(Reply, bool),
 }
 
 struct Conn {
@@ -58,6 +63,14 @@ struct Conn {
     sent: Cell<u64>,
     /// Of which, the head.
     head_sent: Cell<u64>,
+    /// Inside a request's location loop: errors come back as `State::Error` for `error_page`.
+    defer_errors: Cell<bool>,
+    /// The status an `error_page` gave the rest of this request.
+    err_status: Cell<Option<u16>>,
+    /// Body bytes in and out of gzip for this response (`$gzip_ratio`).
+    gzip_io: Cell<Option<(u64, u64)>>,
+    /// The request body went upstream already: a proxied error page gets none.
+    body_read: Cell<bool>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -92,13 +105,17 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         status: Cell::new(0),
         sent: Cell::new(0),
         head_sent: Cell::new(0),
+        defer_errors: Cell::new(false),
+        err_status: Cell::new(None),
+        gzip_io: Cell::new(None),
+        body_read: Cell::new(false),
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
         // before a tunnel starts, so an idle tunnel costs only its two sockets and this task.
         match Box::pin(one_request(&ctx, http, &mut conn)).await {
             State::ReadingHead => continue,
-            State::Closed => return,
+            State::Closed | State::Error(..) => return,
             State::Tunnel(upstream, cfg) => {
                 // The tunnel gets a task of its own holding only the two sockets and its
                 // guards: this connection's future (request state, buffers) is freed now.
@@ -152,6 +169,9 @@ async fn send_head(conn: &Conn, status: u16, bytes: &[u8], conf: &LocConf) -> bo
 
 /// Answers with ringproxy's own page for `code` and closes.
 async fn fail(conn: &Conn, code: u16, conf: &LocConf) -> State {
+    if conn.defer_errors.get() {
+        return State::Error(Reply::status(code), false);
+    }
     conn.status.set(code);
     let _ = send(
         conn,
@@ -284,17 +304,82 @@ async fn serve_request(
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
     match script::run(&server.conf.script, Level::Server, &mut vars) {
         ScriptOutcome::Return(r) => {
-            return reply(conn, &vars, &server.conf, r, head.keep_alive).await
+            return reply(conn, &mut vars, &server.conf, r, head.keep_alive).await
         }
         ScriptOutcome::Continue | ScriptOutcome::Break | ScriptOutcome::Last(_) => {}
     }
     conn.status.set(0);
     conn.sent.set(0);
     conn.head_sent.set(0);
+    conn.gzip_io.set(None);
+    conn.body_read.set(false);
     let mut log_conf: &LocConf = &server.conf;
     let mut changes = UriChanges::default();
     let mut next = Next::Search;
+    // nginx's r->internal (error_page, try_files, index, named locations), whether the one
+    // error page (recursive_error_pages off) was used, and whether an error ended keep-alive.
+    let (mut internal, mut page_used, mut closing) = (false, false, false);
+    conn.err_status.set(None);
+    conn.defer_errors.set(true);
+    let mut pending: Option<(Reply, bool)> = None;
     let state = 'req: loop {
+        // Ends the request with `$e`, or hands an error or a redirect to `error_page` first
+        // (the top of the next iteration).
+        macro_rules! finish {
+            ($e:expr) => {
+                match $e {
+                    State::Error(r, ka) => {
+                        pending = Some((r, ka));
+                        continue 'req;
+                    }
+                    st => break 'req st,
+                }
+            };
+        }
+        if let Some((r, ka)) = pending.take() {
+            // A body already sent upstream leaves unknown bytes behind: no keep-alive.
+            closing |= !ka || conn.body_read.get();
+            let page = if page_used {
+                None
+            } else {
+                error_page::find(log_conf, r.code)
+            };
+            let res = page.map(|p| error_page::resolve(p, r.code, &mut vars));
+            page_used |= res.is_some();
+            let target = match res {
+                None => None,
+                Some(res) => {
+                    conn.err_status.set(res.status);
+                    match res.action {
+                        error_page::Action::Internal { uri, args } => {
+                            vars.set_uri(uri, Some(args));
+                            Some(Next::Search)
+                        }
+                        error_page::Action::Named(name) => {
+                            router.named_location(sm.server, &name).map(Next::Named)
+                        }
+                        error_page::Action::Redirect { code, location } => {
+                            let to = Reply {
+                                code,
+                                location: Some(location),
+                                body: None,
+                            };
+                            break 'req send_page(conn, &mut vars, log_conf, to, !closing).await;
+                        }
+                    }
+                }
+            };
+            match target.filter(|_| changes.change().is_ok()) {
+                Some(t) => {
+                    internal = true;
+                    next = t;
+                }
+                None => {
+                    conn.err_status.set(None);
+                    break 'req send_page(conn, &mut vars, log_conf, r, !closing).await;
+                }
+            }
+        }
         // Find the location.
         let loc: Option<&Location> = match next {
             Next::Named(id) => router.location(http, id),
@@ -311,13 +396,16 @@ async fn serve_request(
                         location: Some(target),
                         body: None,
                     };
-                    break 'req reply(conn, &vars, &server.conf, r, head.keep_alive).await;
+                    finish!(reply(conn, &mut vars, &server.conf, r, head.keep_alive).await);
                 }
                 Found::ServerLevel => None,
             },
         };
         let conf = loc.map_or(&server.conf, |l| &l.conf);
         log_conf = conf;
+        if conf.internal && !internal {
+            finish!(fail(conn, 404, conf).await);
+        }
         if let Some(l) = loc {
             if let LocationMatch::Regex(re) = &l.matcher {
                 let subject = vars.uri().to_string();
@@ -327,7 +415,7 @@ async fn serve_request(
         }
         match script::run(&conf.script, Level::Location, &mut vars) {
             ScriptOutcome::Return(r) => {
-                break 'req reply(conn, &vars, conf, r, head.keep_alive).await
+                finish!(reply(conn, &mut vars, conf, r, head.keep_alive).await)
             }
             ScriptOutcome::Last(_) => {
                 if changes.change().is_err() {
@@ -337,7 +425,7 @@ async fn serve_request(
                         vars.uri(),
                         conn.peer.ip()
                     );
-                    break 'req fail(conn, 500, conf).await;
+                    finish!(fail(conn, 500, conf).await);
                 }
                 next = Next::Search;
                 continue;
@@ -345,18 +433,19 @@ async fn serve_request(
             ScriptOutcome::Continue | ScriptOutcome::Break => {}
         }
         let keep_alive = head.keep_alive
+            && !closing
             && !conf.keepalive_timeout().is_zero()
             && conn.requests < conf.keepalive_requests()
             && !ctx.stopping.is_set();
         if let Some(pp) = conf.proxy_pass.as_ref() {
             let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
-            break 'req proxy(
-                ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive,
-            )
-            .await;
+            finish!(
+                proxy(ctx, http, conn, head, early, &mut vars, conf, pp, matcher, keep_alive).await
+            );
         }
-        if head.method != "GET" && head.method != "HEAD" {
-            break 'req fail(conn, 405, conf).await;
+        // An error page is fetched as GET (nginx rewrites the method).
+        if head.method != "GET" && head.method != "HEAD" && !page_used {
+            finish!(fail(conn, 405, conf).await);
         }
         if !early.is_empty() {
             conn.buf = early.to_vec();
@@ -373,31 +462,43 @@ async fn serve_request(
         };
         match decision {
             Decision::File(hit) => {
-                conn.status.set(200);
-                if head.method != "HEAD" {
-                    conn.sent.set(hit.len);
-                }
+                let status = conn.err_status.get().unwrap_or(200);
+                conn.status.set(status);
                 let cond = Conditional {
                     if_modified_since: header_str(head, "if-modified-since"),
                     if_none_match: header_str(head, "if-none-match"),
                 };
-                break 'req match static_files::serve(
+                let extras = hit.extras(conf, &mut vars, status);
+                let shape = static_files::Shaping {
+                    status,
+                    extras: &extras,
+                    chunked: respond::takes_chunked(head, conf),
+                    head_request: head.method == "HEAD",
+                };
+                finish!(match static_files::serve(
                     &conn.stream,
                     &hit,
                     &cond,
-                    head.method == "HEAD",
                     keep_alive,
                     conf,
+                    &shape,
                 )
                 .await
                 {
-                    Ok(()) if keep_alive => State::ReadingHead,
-                    Ok(()) => State::Closed,
+                    Ok(served) => {
+                        conn.sent.set(served.body_bytes);
+                        conn.gzip_io.set(served.gzip);
+                        if served.keep_alive {
+                            State::ReadingHead
+                        } else {
+                            State::Closed
+                        }
+                    }
                     Err(e @ static_files::ServeError::Open { .. }) => {
                         fail(conn, e.status(), conf).await
                     }
                     Err(_) => State::Closed,
-                };
+                });
             }
             Decision::RedirectDir(target) => {
                 let r = Reply {
@@ -405,30 +506,46 @@ async fn serve_request(
                     location: Some(target.into_bytes()),
                     body: None,
                 };
-                break 'req reply(conn, &vars, conf, r, keep_alive).await;
+                finish!(reply(conn, &mut vars, conf, r, keep_alive).await);
             }
             Decision::InternalRedirect(target) => {
                 if changes.change().is_err() {
-                    break 'req fail(conn, 500, conf).await;
+                    finish!(fail(conn, 500, conf).await);
                 }
                 match target.split_once('?') {
                     Some((u, a)) => vars.set_uri(u.to_string(), Some(Some(a.to_string()))),
                     None => vars.set_uri(target, None),
                 }
+                internal = true;
                 next = Next::Search;
             }
             Decision::Named(name) => match router.named_location(sm.server, &name) {
                 Some(id) => {
                     if changes.change().is_err() {
-                        break 'req fail(conn, 500, conf).await;
+                        finish!(fail(conn, 500, conf).await);
                     }
+                    internal = true;
                     next = Next::Named(id);
                 }
-                None => break 'req fail(conn, 500, conf).await,
+                None => finish!(fail(conn, 500, conf).await),
             },
-            Decision::Status(code) => break 'req fail(conn, code, conf).await,
+            Decision::Status(code) => finish!(fail(conn, code, conf).await),
+            Decision::Failed(code, line) => {
+                if code != 404 || conf.log_not_found() {
+                    let v = if head.version == Version::Http11 {
+                        "1.1"
+                    } else {
+                        "1.0"
+                    };
+                    let host = head.host.unwrap_or("");
+                    log!(Error, "{line}, client: {}, server: {}, request: \"{} {} HTTP/{v}\", host: \"{host}\"", conn.peer.ip(), facts.server_name, head.method, head.target.raw);
+                }
+                finish!(fail(conn, code, conf).await);
+            }
         }
     };
+    conn.defer_errors.set(false);
+    conn.err_status.set(None);
     log_request(ctx, conn, log_conf, &mut vars, head);
     state
 }
@@ -448,6 +565,7 @@ fn log_request(
     }
     vars.response.status = conn.status.get();
     vars.response.bytes_sent = conn.sent.get();
+    vars.response.gzip = conn.gzip_io.get();
     vars.response.body_bytes_sent = conn.sent.get().saturating_sub(conn.head_sent.get());
     vars.request_length = head
         .headers
@@ -469,10 +587,27 @@ fn header_str<'b>(head: &RequestHead<'_, 'b>, name: &str) -> Option<&'b str> {
         .and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
-/// Sends a `return`/redirect reply.
+/// Sends a `return`/redirect reply; inside the location loop, a bare status or redirect goes
+/// back to `error_page` first.
 async fn reply(
     conn: &Conn,
-    vars: &RequestVars<'_>,
+    vars: &mut RequestVars<'_>,
+    conf: &LocConf,
+    r: Reply,
+    keep_alive: bool,
+) -> State {
+    if conn.defer_errors.get() && r.body.is_none() && r.code >= 300 && r.code != 444 {
+        return State::Error(r, keep_alive);
+    }
+    let code = conn.err_status.get().unwrap_or(r.code);
+    send_page(conn, vars, conf, Reply { code, ..r }, keep_alive).await
+}
+
+/// Sends ringproxy's own response for `r` (its text, or nginx's page for the status), with the
+/// location's `add_header` lines and gzip.
+async fn send_page(
+    conn: &Conn,
+    vars: &mut RequestVars<'_>,
     conf: &LocConf,
     r: Reply,
     keep_alive: bool,
@@ -481,29 +616,9 @@ async fn reply(
     if r.code == 444 {
         return State::Closed;
     }
-    let tokens = conf.server_tokens();
-    let mut extra: Vec<(&str, String)> = Vec::new();
-    if let Some(loc) = &r.location {
-        let abs = script::absolute_location(vars, conf, loc);
-        extra.push(("Location", String::from_utf8_lossy(&abs).into_owned()));
-    }
-    let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let bytes = match &r.body {
-        Some(body) => respond::simple(
-            r.code,
-            &conf.default_type(),
-            body,
-            &extra_ref,
-            keep_alive,
-            tokens,
-        ),
-        None if r.code >= 300 => {
-            let page = crate::http::status::error_page(r.code).unwrap_or(b"");
-            respond::simple(r.code, "text/html", page, &extra_ref, keep_alive, tokens)
-        }
-        None => respond::simple(r.code, "", b"", &extra_ref, keep_alive, tokens),
-    };
-    if send(conn, &bytes, conf).await && keep_alive {
+    let (bytes, keep, gzip) = respond::reply(vars, conf, &r, keep_alive);
+    conn.gzip_io.set(gzip);
+    if send(conn, &bytes, conf).await && keep {
         State::ReadingHead
     } else {
         State::Closed
@@ -640,7 +755,12 @@ async fn proxy(
         Err(code) => return fail(conn, code, conf).await,
     };
     let _upstream_guard = ctx.hold();
-    let body = match head.body {
+    let client_body = if conn.body_read.get() {
+        Body::None
+    } else {
+        head.body
+    };
+    let body = match client_body {
         Body::None => UpstreamBody::None,
         Body::Length(n) => UpstreamBody::Length(n),
         Body::Chunked => UpstreamBody::Chunked,
@@ -672,8 +792,13 @@ async fn proxy(
     let leftover = if head.upgrade {
         early.to_vec()
     } else {
-        match relay_request_body(conn, &upstream, head.body, early, conf).await {
-            Ok(rest) => rest,
+        match relay_request_body(conn, &upstream, client_body, early, conf).await {
+            Ok(rest) => {
+                if client_body != Body::None {
+                    conn.body_read.set(true);
+                }
+                rest
+            }
             Err(_) => return State::Closed,
         }
     };
@@ -681,38 +806,51 @@ async fn proxy(
     let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let max_head = conf.proxy_buffer_size() as usize;
     let head_request = head.method == "HEAD";
-    let (status, framing, head_len, mut out_head) = loop {
+    let (status, framing, head_len, mut out_head, gzip) = loop {
         let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match parse_response(&ubuf, &mut hdrs, max_head.max(1024), head_request) {
             Ok(Parsed::Complete(h, len)) if h.status == 100 => {
                 ubuf.drain(..len);
                 continue;
             }
+            Ok(Parsed::Complete(h, _)) if error_page::intercepts(conf, h.status) => {
+                return State::Error(Reply::status(h.status), false);
+            }
             Ok(Parsed::Complete(h, len)) => {
-                let client_v11 = head.version == Version::Http11;
-                let cf = match h.body {
-                    ResponseBody::None | ResponseBody::SwitchingProtocols => ClientFraming::None,
-                    ResponseBody::Length(n) => ClientFraming::Length(n),
-                    ResponseBody::Chunked | ResponseBody::UntilClose if client_v11 => {
-                        ClientFraming::Chunked
-                    }
-                    ResponseBody::Chunked | ResponseBody::UntilClose => ClientFraming::Close,
+                let list: Vec<(&str, &[u8])> =
+                    h.headers.iter().map(|x| (x.name, x.value)).collect();
+                let length = match h.body {
+                    ResponseBody::Length(n) => Some(n),
+                    _ => None,
                 };
+                let req = ProxiedRequest {
+                    pass: pp,
+                    matcher,
+                    status_override: conn.err_status.get(),
+                };
+                let shaped =
+                    super::headers_out::shape_proxied(conf, vars, &req, h.status, &list, length);
+                let (cf, gzip) = shaped.framing(h.body, respond::takes_chunked(head, conf));
                 let keep = keep_alive
                     && cf != ClientFraming::Close
                     && h.body != ResponseBody::SwitchingProtocols;
-                let list: Vec<(&str, &[u8])> =
-                    h.headers.iter().map(|x| (x.name, x.value)).collect();
+                let list = shaped.header_list();
                 let mut o = Vec::with_capacity(len + 128);
                 let opts = ClientOptions {
                     framing: cf,
                     keep_alive: keep,
                     now: std::time::SystemTime::now(),
+                    extras: &shaped.extras,
                 };
-                if write_client_head(h.status, h.reason, &list, conf, &opts, &mut o).is_err() {
+                let reason = if shaped.status == h.status {
+                    h.reason
+                } else {
+                    ""
+                };
+                if write_client_head(shaped.status, reason, &list, conf, &opts, &mut o).is_err() {
                     return fail(conn, 502, conf).await;
                 }
-                break (h.status, (h.body, cf, keep), len, o);
+                break (shaped.status, (h.body, cf, keep), len, o, gzip);
             }
             Ok(Parsed::Partial) => {}
             Err(e) => {
@@ -756,7 +894,16 @@ async fn proxy(
         (_, ClientFraming::Chunked) => Frame::CloseToChunked,
         _ => Frame::Close,
     };
-    match relay_response_body(conn, &upstream, ubuf, frame, conf).await {
+    let relayed = match gzip {
+        Some(mut enc) => {
+            let (c, sent) = (&conn.stream, &conn.sent);
+            let r = super::gzip_relay::relay(c, sent, &upstream, ubuf, body, &mut enc, conf).await;
+            conn.gzip_io.set(Some(enc.counts()));
+            r
+        }
+        None => relay_response_body(conn, &upstream, ubuf, frame, conf).await,
+    };
+    match relayed {
         Ok(()) if keep => {
             // Pipelined bytes beyond this request's body start the next request; an idle
             // keep-alive connection holds no buffer.

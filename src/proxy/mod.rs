@@ -3,9 +3,15 @@
 //! `response` filters the upstream response head; both sans-IO), the tunnel after a 101
 //! (`tunnel`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
 //! responses ringproxy makes itself (`respond`) and static files for locations without
-//! `proxy_pass` (`static_files`).
+//! `proxy_pass` (`static_files`). Every response head passes nginx's response filters
+//! (`headers_out`: `add_header`, `proxy_redirect`; `gzip`, with the compressed relay in
+//! `gzip_relay`), and errors may be answered by `error_page` (`error_page`).
 
+pub mod error_page;
+pub mod gzip;
+pub mod gzip_relay;
 pub mod handler;
+pub mod headers_out;
 pub mod idle;
 pub mod io;
 pub mod pool;

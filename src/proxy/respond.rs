@@ -1,9 +1,16 @@
 //! Responses ringproxy makes itself: error pages (nginx's, with ringproxy's name), `return`
-//! texts and redirects, with nginx's `Server` and `Date` headers.
+//! texts and redirects, with nginx's `Server` and `Date` headers, and (through [`page`]) the
+//! `add_header` lines and gzip of the location that answers.
 
 use std::time::SystemTime;
 
+use crate::config::model::LocConf;
+use crate::http::request::{RequestHead, Version};
+use crate::http::script::{absolute_location, Reply};
 use crate::http::status;
+use crate::http::vars::RequestVars;
+use crate::proxy::gzip::{self, GzipResponse};
+use crate::proxy::headers_out::Extras;
 
 /// `Server:` value (`ringproxy/0.1.0`, or `ringproxy` with `server_tokens off`).
 pub fn server_header(tokens: bool) -> &'static str {
@@ -58,4 +65,111 @@ pub fn simple(
 pub fn error(code: u16, keep_alive: bool, tokens: bool) -> Vec<u8> {
     let page = status::error_page(code).unwrap_or(b"");
     simple(code, "text/html", page, &[], keep_alive, tokens)
+}
+
+/// A response ringproxy makes itself, for [`page`].
+#[derive(Clone, Copy, Debug)]
+pub struct Page<'a> {
+    /// Status.
+    pub code: u16,
+    /// `Content-Type` (empty: none).
+    pub content_type: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// `Location`.
+    pub location: Option<&'a str>,
+    /// The connection may stay open.
+    pub keep_alive: bool,
+    /// `server_tokens`.
+    pub tokens: bool,
+    /// The client takes a chunked body (HTTP/1.1, `chunked_transfer_encoding on`); a compressed
+    /// body to one that does not is sent until close.
+    pub chunked: bool,
+}
+
+/// Writes `p` with `x` (`Vary`, the `add_header` lines, gzip) in nginx's order. Returns the
+/// bytes, whether the connection stays open, and the gzip byte counts when compressed.
+pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
+    let mut out = Vec::with_capacity(256 + p.body.len());
+    status_line(&mut out, p.code, p.tokens);
+    let mut line = |n: &str, v: &[u8]| {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    };
+    if !p.content_type.is_empty() {
+        line("Content-Type", p.content_type.as_bytes());
+    }
+    let compress = x.gzip.level;
+    if compress.is_none() {
+        line("Content-Length", p.body.len().to_string().as_bytes());
+    }
+    if let Some(l) = p.location {
+        line("Location", l.as_bytes());
+    }
+    let chunked = compress.is_some() && p.chunked;
+    let keep = p.keep_alive && (compress.is_none() || chunked);
+    if chunked {
+        line("Transfer-Encoding", b"chunked");
+    }
+    line("Connection", if keep { b"keep-alive" } else { b"close" });
+    if let Some((n, v)) = x.vary() {
+        line(n, v);
+    }
+    for (n, v) in x.tail() {
+        line(n, v);
+    }
+    out.extend_from_slice(b"\r\n");
+    let counts = match compress {
+        Some(level) => Some(gzip::compress_all(level, chunked, p.body, &mut out)),
+        None => {
+            out.extend_from_slice(p.body);
+            None
+        }
+    };
+    (out, keep, counts)
+}
+
+/// The client takes a chunked body: HTTP/1.1 and `chunked_transfer_encoding on`.
+pub fn takes_chunked(head: &RequestHead<'_, '_>, conf: &LocConf) -> bool {
+    head.version == Version::Http11 && conf.chunked_transfer_encoding()
+}
+
+/// A `return`, redirect or error as the location `conf` answers it: its text (`default_type`)
+/// or nginx's page for the status, `Location` made absolute, `add_header` and gzip. Returns
+/// what [`page`] returns.
+pub fn reply(
+    vars: &mut RequestVars<'_>,
+    conf: &LocConf,
+    r: &Reply,
+    keep_alive: bool,
+) -> (Vec<u8>, bool, Option<(u64, u64)>) {
+    let location = r.location.as_ref().map(|l| {
+        let abs = absolute_location(vars, conf, l);
+        String::from_utf8_lossy(&abs).into_owned()
+    });
+    let default_type = conf.default_type();
+    let (content_type, body): (&str, &[u8]) = match &r.body {
+        Some(body) => (&default_type, body),
+        None if r.code >= 300 => ("text/html", status::error_page(r.code).unwrap_or(b"")),
+        None => ("", b""),
+    };
+    let resp = GzipResponse {
+        status: r.code,
+        content_type: content_type.as_bytes(),
+        encoded: false,
+        length: Some(body.len() as u64),
+    };
+    let extras = Extras::for_response(conf, vars, &resp, None);
+    let p = Page {
+        code: r.code,
+        content_type,
+        body,
+        location: location.as_deref(),
+        keep_alive,
+        tokens: conf.server_tokens(),
+        chunked: takes_chunked(vars.head(), conf),
+    };
+    page(&p, &extras)
 }

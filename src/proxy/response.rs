@@ -21,6 +21,8 @@ use crate::config::model::LocConf;
 use crate::http::headers::{has_token, is_hop_by_hop};
 use crate::http::response::UnsafeHeader;
 use crate::http::vars::local_time;
+use crate::proxy::gzip::weak_etag;
+use crate::proxy::headers_out::Extras;
 
 /// The product token in `Server` (`server_tokens on` adds `/version`).
 pub const SERVER: &str = "ringproxy";
@@ -52,13 +54,16 @@ pub enum ClientFraming {
 
 /// What the engine knows about the client side of this response.
 #[derive(Clone, Copy, Debug)]
-pub struct ClientOptions {
+pub struct ClientOptions<'a> {
     /// Body framing toward the client.
     pub framing: ClientFraming,
     /// Whether the client connection stays open (`Connection: keep-alive` vs `close`).
     pub keep_alive: bool,
     /// The clock for `Date`.
     pub now: SystemTime,
+    /// `add_header` and gzip (`Vary` after `Keep-Alive`; the added lines and
+    /// `Content-Encoding` last; a strong `ETag` made weak when compressing).
+    pub extras: &'a Extras,
 }
 
 /// Whether the upstream header `name` reaches the client of a response with `status`.
@@ -94,7 +99,7 @@ pub fn write_client_head(
     reason: &str,
     headers: &[(&str, &[u8])],
     conf: &LocConf,
-    opts: &ClientOptions,
+    opts: &ClientOptions<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), UnsafeHeader> {
     let connection: Vec<&[u8]> = headers
@@ -151,6 +156,10 @@ pub fn write_client_head(
             format!("timeout={}", ka.as_secs()).into_bytes(),
         ));
     }
+    if let Some((n, v)) = opts.extras.vary() {
+        list.push((n, v.to_vec()));
+    }
+    let compressing = opts.extras.compressing();
     let mut seen_slot = [false; 3];
     for (n, v) in passing() {
         if let Some(i) = SLOTS.iter().position(|s| s.eq_ignore_ascii_case(n)) {
@@ -160,6 +169,15 @@ pub fn write_client_head(
                 continue;
             }
         }
+        if compressing && n.eq_ignore_ascii_case("etag") {
+            if let Some(weak) = weak_etag(v) {
+                list.push((n, weak));
+            }
+            continue;
+        }
+        list.push((n, v.to_vec()));
+    }
+    for (n, v) in opts.extras.tail() {
         list.push((n, v.to_vec()));
     }
     crate::http::response::write_head(

@@ -34,6 +34,9 @@ use monoio::net::TcpStream;
 
 use crate::config::model::{DocRoot, LocConf, LocationMatch, TryFilesLast};
 use crate::config::template::{Part, Template};
+use crate::http::vars::RequestVars;
+use crate::proxy::gzip::{BodyEncoder, GzipResponse};
+use crate::proxy::headers_out::Extras;
 use crate::proxy::pool::PooledBuf;
 use crate::proxy::respond;
 
@@ -89,6 +92,19 @@ pub struct FileHit {
     pub mtime: SystemTime,
 }
 
+impl FileHit {
+    /// `add_header` and gzip for sending this file with `status`.
+    pub fn extras(&self, conf: &LocConf, vars: &mut RequestVars, status: u16) -> Extras {
+        let resp = GzipResponse {
+            status,
+            content_type: self.content_type.as_bytes(),
+            encoded: false,
+            length: Some(self.len),
+        };
+        Extras::for_response(conf, vars, &resp, None)
+    }
+}
+
 /// What to do with a request to a location without `proxy_pass`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -105,6 +121,9 @@ pub enum Decision {
     Named(String),
     /// Answer this status (404, 403, 500, 400, or `try_files =code`).
     Status(u16),
+    /// Answer this status and write nginx's error-log line for it (a 404's only with
+    /// `log_not_found on`).
+    Failed(u16, String),
 }
 
 /// [`resolve_with`] on the real filesystem.
@@ -186,7 +205,14 @@ fn content(
         return index(fs, conf, uri, dir, render);
     }
     match fs.stat(&dir) {
-        Err(e) => Decision::Status(status_for(&e)),
+        Err(e) => Decision::Failed(
+            status_for(&e),
+            format!(
+                "open() \"{}\" failed ({})",
+                dir.display(),
+                crate::config::os_error(&e)
+            ),
+        ),
         Ok(m) if m.is_dir => Decision::RedirectDir(format!("{uri}/")),
         Ok(m) if !m.is_file => Decision::Status(404),
         Ok(m) => Decision::File(FileHit {
@@ -231,11 +257,22 @@ fn index(
                 Ok(m) if m.is_dir => {}
                 Ok(_) => return Decision::Status(500),
                 Err(e) => {
-                    return Decision::Status(match e.raw_os_error() {
+                    let code = match e.raw_os_error() {
                         Some(libc::ENOENT) => 404,
                         Some(libc::EACCES) => 403,
                         _ => 500,
-                    })
+                    };
+                    let what = match code {
+                        404 => "is not found",
+                        403 => "is forbidden",
+                        _ => "stat() failed",
+                    };
+                    let line = format!(
+                        "\"{}\" {what} ({})",
+                        path.display(),
+                        crate::config::os_error(&e)
+                    );
+                    return Decision::Failed(code, line);
                 }
             }
             dir_tested = true;
@@ -246,7 +283,8 @@ fn index(
     }
     // No index file: nginx's content phase refuses to list the directory.
     if dir_tested || fs.stat(&dir).map(|m| m.is_dir).unwrap_or(false) {
-        Decision::Status(403)
+        let line = format!("directory index of \"{}\" is forbidden", dir.display());
+        Decision::Failed(403, line)
     } else {
         Decision::Status(404)
     }
@@ -460,31 +498,98 @@ pub fn response_head(
     keep_alive: bool,
     conf: &LocConf,
 ) -> (Vec<u8>, bool) {
+    let plain = Shaping {
+        status: 200,
+        extras: &Extras::default(),
+        chunked: true,
+        head_request: false,
+    };
+    let (head, body, _) = response_head_with(content_type, meta, cond, keep_alive, conf, &plain);
+    (head, body)
+}
+
+/// How the response-path filters shape a static response.
+#[derive(Clone, Copy, Debug)]
+pub struct Shaping<'a> {
+    /// The status to send (200, or what an `error_page` `=code` says).
+    pub status: u16,
+    /// `add_header` lines and the gzip verdict (made for `status`).
+    pub extras: &'a Extras,
+    /// The client takes a chunked body (HTTP/1.1, `chunked_transfer_encoding on`).
+    pub chunked: bool,
+    /// HEAD: the head only (still saying gzip when the body would be, as nginx).
+    pub head_request: bool,
+}
+
+/// [`response_head`] with `add_header`, gzip and an `error_page` status: nginx sends
+/// `Last-Modified` only with 200, 206 and 304, `Accept-Ranges` only with an uncompressed 200,
+/// answers conditionals only for 200, and makes the `ETag` weak when compressing. Returns the
+/// head, whether a body follows, and whether the connection stays open (a compressed body to a
+/// client that does not take chunked ends with the connection).
+pub fn response_head_with(
+    content_type: &str,
+    meta: &Meta,
+    cond: &Conditional,
+    keep_alive: bool,
+    conf: &LocConf,
+    shape: &Shaping,
+) -> (Vec<u8>, bool, bool) {
     let tag = conf.etag().then(|| etag(meta.mtime, meta.len));
     let last_modified = httpdate::fmt_http_date(meta.mtime);
-    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut out = Vec::with_capacity(320);
-    if not_modified(cond, meta.mtime, tag.as_deref()) {
+    let x = shape.extras;
+    if shape.status == 200 && not_modified(cond, meta.mtime, tag.as_deref()) {
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         respond::status_line(&mut out, 304, conf.server_tokens());
         push_header(&mut out, "Last-Modified", &last_modified);
         push_header(&mut out, "Connection", connection);
         if let Some(tag) = &tag {
             push_header(&mut out, "ETag", tag);
         }
+        for (n, v) in &x.add {
+            push_header(&mut out, n, &String::from_utf8_lossy(v));
+        }
         out.extend_from_slice(b"\r\n");
-        return (out, false);
+        return (out, false, keep_alive);
     }
-    respond::status_line(&mut out, 200, conf.server_tokens());
+    let compress = x.compressing();
+    let chunked = compress && shape.chunked && !shape.head_request;
+    let keep = keep_alive && (!compress || chunked || shape.head_request);
+    respond::status_line(&mut out, shape.status, conf.server_tokens());
     push_header(&mut out, "Content-Type", content_type);
-    push_header(&mut out, "Content-Length", &meta.len.to_string());
-    push_header(&mut out, "Last-Modified", &last_modified);
-    push_header(&mut out, "Connection", connection);
+    if !compress {
+        push_header(&mut out, "Content-Length", &meta.len.to_string());
+    }
+    if matches!(shape.status, 200 | 206 | 304) {
+        push_header(&mut out, "Last-Modified", &last_modified);
+    }
+    if chunked {
+        push_header(&mut out, "Transfer-Encoding", "chunked");
+    }
+    push_header(
+        &mut out,
+        "Connection",
+        if keep { "keep-alive" } else { "close" },
+    );
+    if let Some((n, v)) = x.vary() {
+        push_header(&mut out, n, &String::from_utf8_lossy(v));
+    }
+    let tag = match tag {
+        Some(t) if compress => crate::proxy::gzip::weak_etag(t.as_bytes())
+            .map(|w| String::from_utf8_lossy(&w).into_owned()),
+        t => t,
+    };
     if let Some(tag) = &tag {
         push_header(&mut out, "ETag", tag);
     }
-    push_header(&mut out, "Accept-Ranges", "bytes");
+    for (n, v) in x.tail() {
+        push_header(&mut out, n, &String::from_utf8_lossy(v));
+    }
+    if shape.status == 200 && !compress {
+        push_header(&mut out, "Accept-Ranges", "bytes");
+    }
     out.extend_from_slice(b"\r\n");
-    (out, true)
+    (out, true, keep)
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -527,18 +632,30 @@ impl ServeError {
     }
 }
 
-/// Sends `file` on `stream`: the head (200, or 304 per `cond`) and, unless `head_request` or
-/// 304, the body read through a pooled buffer. Size and times come from the opened file, so a
-/// file replaced since [`resolve`] is sent consistently. The file is read with blocking reads
-/// on the shard: meant for the small files a WebSocket proxy serves (no `sendfile`).
+/// How a sent file ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The connection stays open.
+    pub keep_alive: bool,
+    /// Body bytes written (compressed and framed, when gzip applies).
+    pub body_bytes: u64,
+    /// Bytes in and out of gzip, when compressed (`$gzip_ratio`).
+    pub gzip: Option<(u64, u64)>,
+}
+
+/// Sends `file` on `stream`: the head (200, or 304 per `cond`; shaped by `shape`) and, unless
+/// HEAD or 304, the body read through a pooled buffer (compressed when `shape` says so). Size
+/// and times come from the opened file, so a file replaced since [`resolve`] is sent
+/// consistently. The file is read with blocking reads on the shard: meant for the small files
+/// a WebSocket proxy serves (no `sendfile`).
 pub async fn serve(
     stream: &TcpStream,
     file: &FileHit,
     cond: &Conditional<'_>,
-    head_request: bool,
     keep_alive: bool,
     conf: &LocConf,
-) -> Result<(), ServeError> {
+    shape: &Shaping<'_>,
+) -> Result<Served, ServeError> {
     let open_err = |source| ServeError::Open {
         path: file.path.clone(),
         source,
@@ -553,13 +670,21 @@ pub async fn serve(
         return Err(open_err(io::Error::from_raw_os_error(libc::ENOENT)));
     }
     let timeout: Duration = conf.send_timeout();
-    let (head, body) = response_head(&file.content_type, &meta, cond, keep_alive, conf);
+    let (head, body, keep_alive) =
+        response_head_with(&file.content_type, &meta, cond, keep_alive, conf, shape);
     super::io::write_all(stream, &head, timeout)
         .await
         .map_err(send_err)?;
-    if !body || head_request {
-        return Ok(());
+    let mut served = Served {
+        keep_alive,
+        body_bytes: 0,
+        gzip: None,
+    };
+    if !body || shape.head_request {
+        return Ok(served);
     }
+    let mut gz = shape.extras.encoder(shape.chunked);
+    let sent = std::cell::Cell::new(0);
     let mut left = meta.len;
     let mut buf = PooledBuf::take();
     while left > 0 {
@@ -576,12 +701,30 @@ pub async fn serve(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(send_err(e)),
         };
-        super::io::write_all(stream, &buf.bytes()[..n], timeout)
+        left -= n as u64;
+        match gz.as_mut() {
+            Some(enc) => {
+                let data = &buf.bytes()[..n];
+                super::gzip_relay::send(stream, enc, data, left == 0, timeout, &sent)
+                    .await
+                    .map_err(send_err)?;
+            }
+            None => {
+                super::io::write_all(stream, &buf.bytes()[..n], timeout)
+                    .await
+                    .map_err(send_err)?;
+                sent.set(sent.get() + n as u64);
+            }
+        }
+    }
+    if let (Some(enc), 0) = (gz.as_mut(), meta.len) {
+        super::gzip_relay::send(stream, enc, &[], true, timeout, &sent)
             .await
             .map_err(send_err)?;
-        left -= n as u64;
     }
-    Ok(())
+    served.body_bytes = sent.get();
+    served.gzip = gz.as_ref().map(BodyEncoder::counts);
+    Ok(served)
 }
 
 #[cfg(test)]

@@ -86,7 +86,47 @@ fn run_with(fs: &dyn Fs, c: &Config, loc: &str, uri: &str, args: &str) -> Decisi
 }
 
 fn run(c: &Config, loc: &str, uri: &str) -> Decision {
-    run_with(&RealFs, c, loc, uri, "")
+    status_only(run_with(&RealFs, c, loc, uri, ""))
+}
+
+/// The decision without its error-log line (checked by `failures_carry_nginx_log_lines`).
+fn status_only(d: Decision) -> Decision {
+    match d {
+        Decision::Failed(code, _) => Decision::Status(code),
+        d => d,
+    }
+}
+
+#[test]
+fn failures_carry_nginx_log_lines() {
+    let t = tree();
+    let c = config(t.path(), "location / { }");
+    let root = t.path().join("html");
+    let line = |d: Decision| match d {
+        Decision::Failed(_, line) => line,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        line(run_with(&RealFs, &c, "/", "/missing", "")),
+        format!(
+            "open() \"{}/missing\" failed (2: No such file or directory)",
+            root.display()
+        )
+    );
+    assert_eq!(
+        line(run_with(&RealFs, &c, "/", "/emptydir/", "")),
+        format!(
+            "directory index of \"{}/emptydir/\" is forbidden",
+            root.display()
+        )
+    );
+    assert_eq!(
+        line(run_with(&RealFs, &c, "/", "/nope/", "")),
+        format!(
+            "\"{}/nope/index.html\" is not found (2: No such file or directory)",
+            root.display()
+        )
+    );
 }
 
 fn file(d: &Decision) -> (&Path, &str) {
@@ -345,13 +385,13 @@ fn os_errors_map_to_nginx_statuses() {
     ];
     for (errno, code) in cases {
         let got = run_with(&Failing(errno), &c, "/", "/a.txt", "");
-        assert_eq!(got, Decision::Status(code), "errno {errno}");
+        assert_eq!(status_only(got), Decision::Status(code), "errno {errno}");
     }
     // The index module: a forbidden index file is 403, a missing directory 404.
     let got = run_with(&Failing(libc::EACCES), &c, "/", "/", "");
-    assert_eq!(got, Decision::Status(403));
+    assert_eq!(status_only(got), Decision::Status(403));
     let got = run_with(&Failing(libc::ENOENT), &c, "/", "/", "");
-    assert_eq!(got, Decision::Status(404));
+    assert_eq!(status_only(got), Decision::Status(404));
 }
 
 fn meta(len: u64, secs: u64) -> Meta {
@@ -458,6 +498,17 @@ fn conditional_requests_as_nginx() {
 /// Runs `serve` for `hit` on one accepted connection: its result (as the status an open error
 /// answers) and what the client read until the server closed.
 fn serve_hit(hit: FileHit, conf: LocConf, head_request: bool) -> (Result<(), u16>, Vec<u8>) {
+    let (r, got) = serve_shaped(hit, conf, head_request, Extras::default());
+    (r.map(|_| ()), got)
+}
+
+/// [`serve_hit`] with `add_header`/gzip extras; the result says whether it kept the connection.
+fn serve_shaped(
+    hit: FileHit,
+    conf: LocConf,
+    head_request: bool,
+    extras: Extras,
+) -> (Result<Served, u16>, Vec<u8>) {
     use std::io::Read as _;
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
@@ -475,15 +526,13 @@ fn serve_hit(hit: FileHit, conf: LocConf, head_request: bool) -> (Result<(), u16
         });
         let (stream, _) = listener.accept().await.unwrap();
         crate::proxy::io::set_nonblocking(&stream).unwrap();
-        let r = serve(
-            &stream,
-            &hit,
-            &Conditional::default(),
+        let shape = Shaping {
+            status: 200,
+            extras: &extras,
+            chunked: true,
             head_request,
-            false,
-            &conf,
-        )
-        .await;
+        };
+        let r = serve(&stream, &hit, &Conditional::default(), false, &conf, &shape).await;
         drop(stream);
         (r.map_err(|e| e.status()), client.join().unwrap())
     })

@@ -155,6 +155,7 @@ fn head(
         framing,
         keep_alive,
         now: UNIX_EPOCH + Duration::from_secs(971_186_136),
+        extras: &Default::default(),
     };
     let mut out = Vec::new();
     write_client_head(status, "OK", headers, lc, &opts, &mut out).unwrap();

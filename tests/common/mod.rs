@@ -225,3 +225,18 @@ pub fn seed(name: &str, port: u16, b1: std::net::SocketAddr, b2: std::net::Socke
         .replace("listen 8080", &format!("listen 127.0.0.1:{port}"))
         .replace("listen 8020", &format!("listen 127.0.0.1:{}", free_port()))
 }
+
+/// A prefix for seed 003 (`003-nginx.conf` as `ringproxy.conf`, its `conf.d/`, `mime.types`
+/// and `html/`), listening on `port` with `backend` for 127.0.0.1:9001.
+pub fn seed_003_prefix(port: u16, backend: std::net::SocketAddr) -> tempfile::TempDir {
+    let dir = copy_tree(&seed_dir());
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let main = std::fs::read_to_string(dir.path().join("003-nginx.conf")).unwrap();
+    std::fs::write(dir.path().join("ringproxy.conf"), main).unwrap();
+    let site = std::fs::read_to_string(dir.path().join("conf.d/default.conf")).unwrap();
+    let site = site
+        .replace("listen 8080", &format!("listen 127.0.0.1:{port}"))
+        .replace("127.0.0.1:9001", &backend.to_string());
+    std::fs::write(dir.path().join("conf.d/default.conf"), site).unwrap();
+    dir
+}

@@ -279,9 +279,12 @@ fn every_builtin_variable_is_evaluated() {
             bytes_sent: "2".into(),
             headers: Vec::new(),
         };
+        assert_eq!(s(v.get("gzip_ratio")), None, "not compressed");
+        v.response.gzip = Some((2125, 1000));
         for name in BUILTIN_VARS {
             assert!(v.get(name).is_some(), "${name} has no value");
         }
+        assert_eq!(s(v.get("gzip_ratio")).as_deref(), Some("2.13"));
         assert_eq!(s(v.get("https")).as_deref(), Some("on"));
         assert_eq!(s(v.get("scheme")).as_deref(), Some("https"));
         assert_eq!(s(v.get("ssl_server_name")).as_deref(), Some("a.example"));
