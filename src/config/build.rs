@@ -424,6 +424,7 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
     loc.conf.merge(parent);
     if let Some(pp) = loc.conf.proxy_pass.as_mut() {
         pp.upstream = index_of_ref[pp.upstream];
+
         if pp.uri.is_some()
             && matches!(
                 loc.matcher,
@@ -435,6 +436,10 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
                 "\"proxy_pass\" cannot have URI part in location given by regular expression, or inside named location, or inside \"if\" statement, or inside \"limit_except\" block",
             ));
         }
+    }
+    if let Some(pp) = loc.conf.proxy_pass.as_ref().filter(|pp| pp.tls) {
+        crate::tls::check_upstream(&loc.conf)
+            .map_err(|e| ConfigError::at(&pp.span, e.to_string()))?;
     }
     let conf = loc.conf.clone();
     for child in &mut loc.locations {
@@ -484,6 +489,10 @@ fn check_ssl(server: &ServerConf) -> Result<()> {
                 certs[keys.len()].display()
             ),
         ));
+    }
+    if !certs.is_empty() {
+        crate::tls::check_server(&server.conf)
+            .map_err(|e| ConfigError::at(&server.span, e.to_string()))?;
     }
     Ok(())
 }

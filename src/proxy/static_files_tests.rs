@@ -475,6 +475,7 @@ fn serve_hit(hit: FileHit, conf: LocConf, head_request: bool) -> (Result<(), u16
         });
         let (stream, _) = listener.accept().await.unwrap();
         crate::proxy::io::set_nonblocking(&stream).unwrap();
+        let stream = crate::proxy::conn::Stream::Plain(stream);
         let r = serve(
             &stream,
             &hit,

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::{select, Either};
 use monoio::net::TcpStream;
 use rustix::io::Errno;
-use rustix::net::Shutdown;
 use rustix::pipe::SpliceFlags;
 
+use super::conn::Stream;
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
 
@@ -87,8 +87,12 @@ enum PumpErr {
 }
 
 /// Runs the tunnel to its end. The caller has already forwarded any bytes that arrived with the
-/// heads (a pipelined first frame), and closes both sockets when this returns.
-pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) -> Outcome {
+/// heads (a pipelined first frame), and closes both sockets when this returns. Splice needs
+/// both sides plain: with TLS on either side the tunnel copies.
+pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> Outcome {
+    if client.plain().is_none() || upstream.plain().is_none() {
+        cfg.path = Path::Copy;
+    }
     let shared = Shared {
         last_activity: Cell::new(Instant::now()),
     };
@@ -149,8 +153,8 @@ fn other(side: Side) -> Side {
 /// into a boxed slow path. So an idle tunnel costs two small futures and no buffer, and the
 /// common case allocates nothing per message.
 async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Stream,
+    dst: &Stream,
     side: Side,
     cfg: &TunnelConfig,
     shared: &Shared,
@@ -158,15 +162,15 @@ async fn pump(
 ) -> Result<(), PumpErr> {
     loop {
         wait_readable(src, side).await?;
-        let step = match cfg.path {
-            Path::Copy => copy_now(src, dst, side, shared, moved)?,
-            Path::Splice => splice_now(src, dst, side, shared, moved)?,
+        let step = match (cfg.path, src.plain(), dst.plain()) {
+            (Path::Splice, Some(s), Some(d)) => splice_now(s, d, side, shared, moved)?,
+            _ => copy_now(src, dst, side, shared, moved)?,
         };
         match step {
             Step::Drained => {}
             Step::Eof => {
                 // Pass the FIN on; the other direction keeps flowing.
-                let _ = rustix::net::shutdown(fd(dst), Shutdown::Write);
+                dst.shutdown_write();
                 return Ok(());
             }
             Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, shared)).await?,
@@ -174,8 +178,8 @@ async fn pump(
     }
 }
 
-async fn wait_readable(src: &TcpStream, side: Side) -> Result<(), PumpErr> {
-    src.readable(false).await.map_err(|e| PumpErr::Io(side, e))
+async fn wait_readable(src: &Stream, side: Side) -> Result<(), PumpErr> {
+    src.readable().await.map_err(|e| PumpErr::Io(side, e))
 }
 
 /// Bytes read from `src` that `dst` could not take yet.
@@ -188,6 +192,8 @@ enum Pending {
     },
     /// Splice path: `left` bytes still in the pipe.
     Pipe { pipe: PooledPipe, left: usize },
+    /// TLS: everything was taken, part of it is still in rustls' buffer.
+    Flush,
 }
 
 /// What one readiness round moved.
@@ -200,35 +206,38 @@ enum Step {
     Blocked(Pending),
 }
 
-/// Copies what `src` has ready without waiting.
+/// Copies what `src` has ready without waiting (plain or TLS on either side).
 fn copy_now(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Stream,
+    dst: &Stream,
     side: Side,
     shared: &Shared,
     moved: &Cell<u64>,
 ) -> Result<Step, PumpErr> {
     let mut buf = PooledBuf::take();
     loop {
-        let n = match rustix::io::read(fd(src), buf.bytes()) {
-            Ok(0) => return Ok(Step::Eof),
-            Ok(n) => n,
-            Err(Errno::AGAIN) => return Ok(Step::Drained),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(PumpErr::Io(side, e.into())),
+        let n = match src.try_read(buf.bytes()) {
+            Ok(Some(0)) => return Ok(Step::Eof),
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(Step::Drained),
+            Err(e) => return Err(PumpErr::Io(side, e)),
         };
         moved.set(moved.get() + n as u64);
         shared.last_activity.set(Instant::now());
         let mut at = 0;
         while at < n {
-            match rustix::io::write(fd(dst), &buf.bytes()[at..n]) {
-                Ok(w) => at += w,
-                Err(Errno::AGAIN) => return Ok(Step::Blocked(Pending::Buf { buf, at, end: n })),
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(PumpErr::Io(other(side), e.into())),
+            match dst.try_write(&buf.bytes()[at..n]) {
+                Ok(Some(w)) => at += w,
+                Ok(None) => return Ok(Step::Blocked(Pending::Buf { buf, at, end: n })),
+                Err(e) => return Err(PumpErr::Io(other(side), e)),
             }
         }
-        if n < BUF_SIZE {
+        match dst.try_flush() {
+            Ok(true) => {}
+            Ok(false) => return Ok(Step::Blocked(Pending::Flush)),
+            Err(e) => return Err(PumpErr::Io(other(side), e)),
+        }
+        if n < BUF_SIZE && !src.has_buffered() {
             // Probably drained: wait for readiness again without holding the buffer.
             return Ok(Step::Drained);
         }
@@ -277,7 +286,7 @@ fn splice_now(
 /// The slow path: `dst` is full. Waits for writability (bounded by `proxy_send_timeout`) until
 /// the pending bytes are out; `src` is not read meanwhile (backpressure).
 async fn finish(
-    dst: &TcpStream,
+    dst: &Stream,
     pending: Pending,
     side: Side,
     cfg: &TunnelConfig,
@@ -289,7 +298,15 @@ async fn finish(
         Pending::Buf { mut buf, at, end } => {
             write_all(dst, &buf.bytes()[at..end], dst_side, cfg).await?;
         }
+        Pending::Flush => {
+            dst.flush(cfg.send_timeout)
+                .await
+                .map_err(|e| send_err(e, dst_side))?;
+        }
         Pending::Pipe { pipe, mut left } => {
+            let Some(dst) = dst.plain() else {
+                return Err(PumpErr::Io(dst_side, io::ErrorKind::Unsupported.into()));
+            };
             while left > 0 {
                 match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
                     Ok(m) => left -= m,
@@ -312,40 +329,25 @@ async fn finish(
 }
 
 /// Writes all of `data` to `dst`, waiting for writability (bounded by `proxy_send_timeout`).
-pub async fn write_all_to(
-    dst: &TcpStream,
-    mut data: &[u8],
-    send_timeout: Duration,
-) -> io::Result<()> {
-    while !data.is_empty() {
-        match rustix::io::write(fd(dst), data) {
-            Ok(n) => data = &data[n..],
-            Err(Errno::AGAIN) => {
-                match monoio::time::timeout(send_timeout, dst.writable(false)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
-                }
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+pub async fn write_all_to(dst: &Stream, data: &[u8], send_timeout: Duration) -> io::Result<()> {
+    dst.write_all(data, send_timeout).await
+}
+
+fn send_err(e: io::Error, dst_side: Side) -> PumpErr {
+    if e.kind() == io::ErrorKind::TimedOut {
+        PumpErr::SendTimeout(dst_side)
+    } else {
+        PumpErr::Io(dst_side, e)
     }
-    Ok(())
 }
 
 async fn write_all(
-    dst: &TcpStream,
+    dst: &Stream,
     data: &[u8],
     dst_side: Side,
     cfg: &TunnelConfig,
 ) -> Result<(), PumpErr> {
     write_all_to(dst, data, cfg.send_timeout)
         .await
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::TimedOut {
-                PumpErr::SendTimeout(dst_side)
-            } else {
-                PumpErr::Io(dst_side, e)
-            }
-        })
+        .map_err(|e| send_err(e, dst_side))
 }
