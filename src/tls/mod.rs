@@ -94,13 +94,17 @@ fn versions(list: &[TlsVersion]) -> Vec<&'static rustls::SupportedProtocolVersio
         .collect()
 }
 
+fn open_failed(e: &std::io::Error) -> String {
+    format!("open() failed ({})", crate::config::os_error(e))
+}
+
 /// The certificates of a PEM file (a chain: the leaf first).
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let fail = |reason: String| TlsError::Certificate {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(crate::config::os_error(&e)))?;
+    let bytes = std::fs::read(path).map_err(|e| fail(open_failed(&e)))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| fail(format!("invalid PEM ({e})")))?;
@@ -116,7 +120,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(crate::config::os_error(&e)))?;
+    let bytes = std::fs::read(path).map_err(|e| fail(open_failed(&e)))?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => fail("no private key in PEM file".into()),
         e => fail(format!("invalid PEM ({e})")),
