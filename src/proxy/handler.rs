@@ -100,8 +100,15 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
             State::ReadingHead => continue,
             State::Closed => return,
             State::Tunnel(upstream, cfg) => {
-                let outcome = Box::pin(tunnel::run(&conn.stream, &upstream, cfg)).await;
-                log_tunnel_end(&outcome.end, conn.peer);
+                // The tunnel gets a task of its own holding only the two sockets and its
+                // guards: this connection's future (request state, buffers) is freed now.
+                let guards = (_guard, ctx.hold());
+                let (client, peer) = (conn.stream, conn.peer);
+                monoio::spawn(async move {
+                    let _guards = guards;
+                    let outcome = tunnel::run(&client, &upstream, cfg).await;
+                    log_tunnel_end(&outcome.end, peer);
+                });
                 return;
             }
         }

@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod handler;
+pub mod idle;
 pub mod io;
 pub mod pool;
 pub mod request;

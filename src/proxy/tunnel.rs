@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
@@ -20,6 +21,7 @@ use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
 use super::conn::Stream;
+use super::idle::IdleClock;
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
 
@@ -76,10 +78,6 @@ pub struct Outcome {
     pub end: End,
 }
 
-struct Shared {
-    last_activity: Cell<Instant>,
-}
-
 enum PumpErr {
     ReadTimeout,
     SendTimeout(Side),
@@ -89,28 +87,41 @@ enum PumpErr {
 /// Runs the tunnel to its end. The caller has already forwarded any bytes that arrived with the
 /// heads (a pipelined first frame), and closes both sockets when this returns. Splice needs
 /// both sides plain: with TLS on either side the tunnel copies.
+///
+/// Everything lives in this one future (no boxes): with the caller's task it is the whole cost
+/// of an idle tunnel, and the idle timeout is a slot in the shard's [`IdleClock`] table rather
+/// than a timer of its own.
 pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> Outcome {
     if client.plain().is_none() || upstream.plain().is_none() {
         cfg.path = Path::Copy;
     }
-    let shared = Shared {
-        last_activity: Cell::new(Instant::now()),
-    };
+    let clock = IdleClock::register(cfg.read_timeout);
     let up_bytes = Cell::new(0u64);
     let down_bytes = Cell::new(0u64);
-    let up = pump(client, upstream, Side::Client, &cfg, &shared, &up_bytes);
-    let down = pump(upstream, client, Side::Upstream, &cfg, &shared, &down_bytes);
-    let pumps = Box::pin(async {
-        match select(Box::pin(up), Box::pin(down)).await {
+    let up = pin!(pump(
+        client,
+        upstream,
+        Side::Client,
+        &cfg,
+        &clock,
+        &up_bytes
+    ));
+    let down = pin!(pump(
+        upstream,
+        client,
+        Side::Upstream,
+        &cfg,
+        &clock,
+        &down_bytes
+    ));
+    let pumps = pin!(async {
+        match select(up, down).await {
             Either::Left((Ok(()), rest)) => rest.await,
             Either::Right((Ok(()), rest)) => rest.await,
             Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
         }
     });
-    // One idle timer per tunnel, not one per wait: a timer registration per message costs
-    // more than the message itself.
-    let watchdog = Box::pin(idle_watchdog(&shared, cfg.read_timeout));
-    let result = match select(pumps, watchdog).await {
+    let result = match select(pumps, clock.expired()).await {
         Either::Left((r, _)) => r,
         Either::Right(((), _)) => Err(PumpErr::ReadTimeout),
     };
@@ -124,18 +135,6 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
         up_bytes: up_bytes.get(),
         down_bytes: down_bytes.get(),
         end,
-    }
-}
-
-/// Resolves when neither direction moved a byte for `timeout` (`proxy_read_timeout`).
-async fn idle_watchdog(shared: &Shared, timeout: Duration) {
-    loop {
-        let due = shared.last_activity.get() + timeout;
-        let now = Instant::now();
-        if now >= due {
-            return;
-        }
-        monoio::time::sleep(due - now).await;
     }
 }
 
@@ -157,14 +156,14 @@ async fn pump(
     dst: &Stream,
     side: Side,
     cfg: &TunnelConfig,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<(), PumpErr> {
     loop {
         wait_readable(src, side).await?;
         let step = match (cfg.path, src.plain(), dst.plain()) {
-            (Path::Splice, Some(s), Some(d)) => splice_now(s, d, side, shared, moved)?,
-            _ => copy_now(src, dst, side, shared, moved)?,
+            (Path::Splice, Some(s), Some(d)) => splice_now(s, d, side, clock, moved)?,
+            _ => copy_now(src, dst, side, clock, moved)?,
         };
         match step {
             Step::Drained => {}
@@ -173,7 +172,7 @@ async fn pump(
                 dst.shutdown_write();
                 return Ok(());
             }
-            Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, shared)).await?,
+            Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, clock)).await?,
         }
     }
 }
@@ -211,7 +210,7 @@ fn copy_now(
     src: &Stream,
     dst: &Stream,
     side: Side,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<Step, PumpErr> {
     let mut buf = PooledBuf::take();
@@ -223,7 +222,7 @@ fn copy_now(
             Err(e) => return Err(PumpErr::Io(side, e)),
         };
         moved.set(moved.get() + n as u64);
-        shared.last_activity.set(Instant::now());
+        clock.touch(Instant::now());
         let mut at = 0;
         while at < n {
             match dst.try_write(&buf.bytes()[at..n]) {
@@ -249,7 +248,7 @@ fn splice_now(
     src: &TcpStream,
     dst: &TcpStream,
     side: Side,
-    shared: &Shared,
+    clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<Step, PumpErr> {
     let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
@@ -270,7 +269,7 @@ fn splice_now(
             Err(e) => return Err(PumpErr::Io(side, e.into())),
         };
         moved.set(moved.get() + n as u64);
-        shared.last_activity.set(Instant::now());
+        clock.touch(Instant::now());
         let mut left = n;
         while left > 0 {
             match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
@@ -290,7 +289,7 @@ async fn finish(
     pending: Pending,
     side: Side,
     cfg: &TunnelConfig,
-    shared: &Shared,
+    clock: &IdleClock,
 ) -> Result<(), PumpErr> {
     let dst_side = other(side);
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
@@ -324,7 +323,7 @@ async fn finish(
             pipe.give_back();
         }
     }
-    shared.last_activity.set(Instant::now());
+    clock.touch(Instant::now());
     Ok(())
 }
 

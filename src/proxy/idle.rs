@@ -1,0 +1,232 @@
+//! Idle clocks for tunnels: one sweeper per shard instead of one timer per tunnel.
+//!
+//! A tunnel must close after `proxy_read_timeout` of silence in both directions. A runtime timer
+//! per tunnel costs more memory than the rest of an idle tunnel together (a monoio `Sleep` is
+//! 640 bytes; DESIGN.md decision 2 wants idle tunnels nearly free), and re-arming it on every
+//! message costs more than the message. Instead each tunnel takes a slot in its shard's table
+//! (last activity, timeout, waker: about 56 bytes, contiguous), stamps it when bytes move, and
+//! one sweeper task per shard scans the table and wakes the tunnels whose silence has lasted.
+//!
+//! Precision: a tunnel closes between `timeout` and `timeout + tick` after its last byte, where
+//! the tick is a tenth of the smallest timeout in the table, between 10 ms and 1 s. Each shard is
+//! one thread, so the table is thread-local: no locks, no atomics.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Finest sweep interval.
+const MIN_TICK: Duration = Duration::from_millis(10);
+/// Coarsest sweep interval (the most a long timeout is overshot by).
+const MAX_TICK: Duration = Duration::from_secs(1);
+
+struct Slot {
+    last: Instant,
+    timeout: Duration,
+    expired: bool,
+    waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// `None` marks a free slot (its index is in `free`).
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+thread_local! {
+    static TABLE: RefCell<Table> = RefCell::new(Table::default());
+    /// Whether this shard's sweeper task is running.
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One tunnel's slot; freed on drop.
+pub struct IdleClock {
+    index: usize,
+}
+
+impl IdleClock {
+    /// Takes a slot for a tunnel that closes after `timeout` of silence, starting now. Starts the
+    /// shard's sweeper if it is not running (must be called inside the shard's runtime).
+    pub fn register(timeout: Duration) -> IdleClock {
+        let slot = Slot {
+            last: Instant::now(),
+            timeout,
+            expired: false,
+            waker: None,
+        };
+        let index = TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            t.live += 1;
+            match t.free.pop() {
+                Some(i) => {
+                    t.slots[i] = Some(slot);
+                    i
+                }
+                None => {
+                    t.slots.push(Some(slot));
+                    t.slots.len() - 1
+                }
+            }
+        });
+        if !SWEEPING.with(|s| s.replace(true)) {
+            monoio::spawn(sweeper());
+        }
+        IdleClock { index }
+    }
+
+    /// Records activity (bytes moved) at `now`.
+    pub fn touch(&self, now: Instant) {
+        TABLE.with(|t| {
+            if let Some(s) = t.borrow_mut().slots[self.index].as_mut() {
+                s.last = now;
+            }
+        });
+    }
+
+    /// Resolves once the tunnel has been silent for its timeout.
+    pub fn expired(&self) -> Expired<'_> {
+        Expired { clock: self }
+    }
+}
+
+impl Drop for IdleClock {
+    fn drop(&mut self) {
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            t.slots[self.index] = None;
+            t.free.push(self.index);
+            t.live -= 1;
+            if t.live == 0 {
+                // Give back what a burst grew (the table is all free slots now).
+                t.slots.clear();
+                t.free.clear();
+                t.slots.shrink_to(64);
+                t.free.shrink_to(64);
+            }
+        });
+    }
+}
+
+/// Future of [`IdleClock::expired`].
+pub struct Expired<'a> {
+    clock: &'a IdleClock,
+}
+
+impl Future for Expired<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let Some(s) = t.slots[self.clock.index].as_mut() else {
+                return Poll::Ready(());
+            };
+            if s.expired {
+                return Poll::Ready(());
+            }
+            match &s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => s.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+    }
+}
+
+/// Marks and wakes the slots silent past their timeout at `now`; returns the next tick, or
+/// `None` when the table is empty.
+fn sweep(now: Instant) -> Option<Duration> {
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.live == 0 {
+            return None;
+        }
+        let mut smallest = MAX_TICK * 10;
+        for s in t.slots.iter_mut().flatten() {
+            smallest = smallest.min(s.timeout);
+            if !s.expired && now.saturating_duration_since(s.last) >= s.timeout {
+                s.expired = true;
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        Some((smallest / 10).clamp(MIN_TICK, MAX_TICK))
+    })
+}
+
+/// The shard's sweeper: runs while any tunnel is registered, then stops (the next registration
+/// starts it again).
+async fn sweeper() {
+    while let Some(tick) = sweep(Instant::now()) {
+        monoio::time::sleep(tick).await;
+    }
+    SWEEPING.with(|s| s.set(false));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn silent_clock_expires_and_active_one_does_not() {
+        rt().block_on(async {
+            let quiet = IdleClock::register(Duration::from_millis(100));
+            let busy = IdleClock::register(Duration::from_millis(100));
+            let start = Instant::now();
+            let mut expired_busy = false;
+            // Keep `busy` active while waiting for `quiet` to expire.
+            let wait_quiet = quiet.expired();
+            futures_util::pin_mut!(wait_quiet);
+            loop {
+                busy.touch(Instant::now());
+                let tick = monoio::time::sleep(Duration::from_millis(20));
+                match futures_util::future::select(wait_quiet.as_mut(), Box::pin(tick)).await {
+                    futures_util::future::Either::Left(_) => break,
+                    futures_util::future::Either::Right(_) => {}
+                }
+                assert!(start.elapsed() < Duration::from_secs(5), "never expired");
+            }
+            let waited = start.elapsed();
+            assert!(
+                waited >= Duration::from_millis(100),
+                "expired early: {waited:?}"
+            );
+            TABLE.with(|t| {
+                expired_busy = t.borrow().slots[busy.index].as_ref().unwrap().expired;
+            });
+            assert!(!expired_busy, "an active clock expired");
+        });
+    }
+
+    #[test]
+    fn slots_are_reused_and_table_empties() {
+        rt().block_on(async {
+            let a = IdleClock::register(Duration::from_secs(60));
+            let b = IdleClock::register(Duration::from_secs(60));
+            let ia = a.index;
+            drop(a);
+            let c = IdleClock::register(Duration::from_secs(60));
+            assert_eq!(c.index, ia, "freed slot reused");
+            drop(b);
+            drop(c);
+            TABLE.with(|t| {
+                let t = t.borrow();
+                assert_eq!(t.live, 0);
+                assert!(t.slots.is_empty());
+            });
+            assert_eq!(sweep(Instant::now()), None, "empty table stops the sweeper");
+        });
+    }
+}
