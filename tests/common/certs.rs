@@ -48,6 +48,18 @@ impl Ca {
         self.issuer.der().to_vec()
     }
 
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ringproxy test intermediate");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer =
+            CertifiedIssuer::signed_by(params, KeyPair::generate().unwrap(), &self.issuer).unwrap();
+        Ca { issuer }
+    }
+
     /// A leaf for `names`, ECDSA P-256 or RSA (2048).
     pub fn leaf(&self, names: &[&str], rsa: bool) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
