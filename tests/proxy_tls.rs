@@ -479,7 +479,8 @@ async fn plain_http_on_the_tls_port_gets_nginx_400() {
 }
 
 /// A ringproxy serving TLS as `backend.test` (signed by `ca`): `/websocket` to the echo
-/// backend, everything else answers with the SNI it received.
+/// backend (with `proxy_splice on`, which a TLS side must turn into copying), everything else
+/// answers with the SNI it received.
 fn tls_backend(ca: &Ca, echo: std::net::SocketAddr) -> Proxy {
     let leaf = ca.leaf(&["backend.test"], false);
     let port = common::free_port();
@@ -487,7 +488,7 @@ fn tls_backend(ca: &Ca, echo: std::net::SocketAddr) -> Proxy {
         "events {{}}\nhttp {{ server {{ listen 127.0.0.1:{port} ssl;
           ssl_certificate certs/b.crt; ssl_certificate_key certs/b.key;
           location / {{ return 200 \"backend [$ssl_server_name] $ssl_protocol\"; }}
-          location /websocket {{ proxy_pass http://{echo}; proxy_http_version 1.1;
+          location /websocket {{ proxy_pass http://{echo}; proxy_http_version 1.1; proxy_splice on;
             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; }} }} }}\n"
     );
     start(prefix_with(&[("b", &leaf)]), port, &conf)
@@ -516,7 +517,7 @@ async fn tls_to_backends_with_verification_on_and_off() {
           location /untrusted {{ proxy_pass https://127.0.0.1:{b}; proxy_ssl_verify on; proxy_ssl_name backend.test; }}
           location /noverify {{ proxy_pass https://127.0.0.1:{b}; proxy_ssl_name wrong.test; proxy_ssl_server_name on; }}
           location /tls12 {{ proxy_pass https://127.0.0.1:{b}; proxy_ssl_protocols TLSv1.2; }}
-          location /websocket {{ proxy_pass https://127.0.0.1:{b}; {trusted} proxy_ssl_name backend.test;
+          location /websocket {{ proxy_pass https://127.0.0.1:{b}; {trusted} proxy_ssl_name backend.test; proxy_splice on;
             proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; }}
         }} }}\n"
     );
@@ -540,7 +541,7 @@ async fn tls_to_backends_with_verification_on_and_off() {
         "{}",
         p.stderr()
     );
-    // WebSocket through a plain front to a TLS backend.
+    // WebSocket through a plain front to a TLS backend (`proxy_splice on` copies: TLS upstream).
     let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     wss_echo(s, "ws://front/websocket").await;
 }

@@ -199,6 +199,9 @@ impl TlsStream {
 
     fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let mut tls = self.tls.borrow_mut();
+        // A failed connection stays failed: report it rather than wait for more records.
+        tls.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         loop {
             match tls.reader().read(buf) {
                 Ok(n) => return Ok(Some(n)),
