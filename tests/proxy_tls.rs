@@ -120,10 +120,11 @@ async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    // A close without close_notify is fine here: the response is complete.
-    let _ = tokio::time::timeout(T, s.read_to_end(&mut out))
+    // Over TLS, the end must be a close_notify (tokio-rustls reports a bare FIN as an error).
+    tokio::time::timeout(T, s.read_to_end(&mut out))
         .await
-        .expect("response in time");
+        .expect("response in time")
+        .expect("a clean end of stream");
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -235,6 +236,13 @@ async fn sni_picks_the_certificate_among_three_servers_and_no_sni_gets_the_defau
         (Some("unknown.test"), &b, "unknown.test"),
         (None, &b, "b.test"),
     ];
+    // ALPN: a browser offering h2 and http/1.1 gets http/1.1.
+    let mut alpn = (*client(&[], &[])).clone();
+    alpn.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let s = connect(p.port, Some("a.test"), Arc::new(alpn))
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     for (sni, leaf, host) in cases {
         let mut s = connect(p.port, sni, client(&[], &[])).await.unwrap();
         let got = s.get_ref().1.peer_certificates().unwrap()[0].to_vec();

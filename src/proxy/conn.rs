@@ -243,6 +243,16 @@ impl TlsStream {
     }
 }
 
+impl Drop for TlsStream {
+    /// A closing TLS connection sends its close_notify (best effort, without waiting), as
+    /// nginx's `SSL_shutdown` does, so clients see a clean end rather than a truncation.
+    fn drop(&mut self) {
+        let tls = self.tls.get_mut();
+        tls.send_close_notify();
+        let _ = flush_now(&self.tcp, tls);
+    }
+}
+
 impl Stream {
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
