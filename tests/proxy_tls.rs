@@ -430,20 +430,34 @@ async fn a_stalled_handshake_is_closed_when_client_header_timeout_expires() {
         port,
         &simple_tls(port, "client_header_timeout 1s;"),
     );
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
-    // The first bytes of a ClientHello record, then nothing.
-    s.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01])
-        .await
+    // Stalled inside the ClientHello record, and after a whole ClientHello (the server's
+    // flight is sent, the client never finishes).
+    let mut hello = Vec::new();
+    let name = ServerName::try_from("a.test").unwrap();
+    rustls::ClientConnection::new(client(&[], &[]), name)
+        .unwrap()
+        .write_tls(&mut hello)
         .unwrap();
-    let mut buf = [0u8; 64];
-    let r = tokio::time::timeout(T, s.read(&mut buf))
-        .await
-        .expect("closed by the proxy");
-    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    for (first, answered) in [
+        (&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01][..], false),
+        (&hello[..], true),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(T, s.read_to_end(&mut got))
+            .await
+            .expect("closed by the proxy");
+        assert!(r.is_ok() || !answered, "{r:?}");
+        // The ServerHello starts with a handshake record.
+        assert_eq!(got.first() == Some(&0x16), answered, "{got:?}");
+    }
     let log_deadline = std::time::Instant::now() + T;
-    while !p
+    while p
         .stderr()
-        .contains("client timed out (110: Connection timed out) while SSL handshaking")
+        .matches("client timed out (110: Connection timed out) while SSL handshaking")
+        .count()
+        < 2
     {
         assert!(std::time::Instant::now() < log_deadline, "{}", p.stderr());
         tokio::time::sleep(Duration::from_millis(20)).await;
