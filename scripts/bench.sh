@@ -61,12 +61,17 @@ die() { log "error: $*"; exit 1; }
 if [ "$QUICK" = 1 ]; then
   : "${WORKERS:=1}" "${REPEATS:=1}"
   RTT_D=1s RTT_W=200ms HS_D=1s BULK_D=1s PUSH_D=2s PUSH_N=500 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold rtt-64:copy rtt-64:splice bulk-64k:copy bulk-64k:splice)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
   RTT_D=2s RTT_W=500ms HS_D=1500ms BULK_D=1500ms PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
-  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold)
+  SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold
+    rtt-64:copy rtt-64:splice rtt-4k:copy rtt-4k:splice bulk-64k:copy bulk-64k:splice
+    bulk-1m:copy bulk-1m:splice)
 fi
+# SCENARIO:PATH runs ringproxy alone with `proxy_splice PATH` (copy = off, splice = on), to
+# compare its two tunnel forwarding paths side by side with the default (auto) runs above.
+SPLICE_MODE=
 case "$WORKERS" in
   1) WORKER_SETS=(1) ;;
   all) WORKER_SETS=(all) ;;
@@ -292,7 +297,7 @@ EOF
             proxy_set_header Host \$http_host; # as sent, port included, like HAProxy
             proxy_connect_timeout 5s;
             proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
+            proxy_send_timeout 3600s;$([ -n "$SPLICE_MODE" ] && printf '\n            proxy_splice %s;' "$SPLICE_MODE")
         }
     }
 }
@@ -423,7 +428,7 @@ run_one() {
   fi
   out=$RUN_DIR/$t-w$w-$sc-r$rep.out
   err=$RUN_DIR/$t-w$w-$sc-r$rep.err
-  read -r -a args <<<"$(scenario_args "$sc" "$base")"
+  read -r -a args <<<"$(scenario_args "${sc%%:*}" "$base")"
   args+=("${CLIENT_THREADS[@]+"${CLIENT_THREADS[@]}"}")
   timeout_s=120
   [ -n "$pid" ] && cpu0=$(cpu_ticks "$pid") && rss0=$(rss_kib "$pid")
@@ -532,12 +537,19 @@ log "targets: ${TARGET_LIST[*]}; workers: ${WORKER_SETS[*]}; repeats: $REPEATS; 
 for rep in $(seq "$REPEATS"); do
   for sc in "${SCENARIOS[@]}"; do
     direct_done=0
+    SPLICE_MODE=
+    if [[ "$sc" == *:* ]]; then
+      wants ringproxy || continue
+      case "${sc#*:}" in copy) SPLICE_MODE=off ;; splice) SPLICE_MODE=on ;; esac
+    fi
     for w in "${WORKER_SETS[@]}"; do
       for t in "${TARGET_LIST[@]}"; do
         [ "$t" = direct ] && continue
+        [[ "$sc" == *:* && "$t" != ringproxy ]] && continue
         start_proxy "$t" "$w" || log "$t w$w: did not start; its runs are missing"
       done
       for t in "${TARGET_LIST[@]}"; do
+        [[ "$sc" == *:* && "$t" != ringproxy ]] && continue
         if [ "$t" = direct ]; then
           [ "$direct_done" = 1 ] && continue
           direct_done=1

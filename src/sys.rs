@@ -84,3 +84,15 @@ pub fn setsockopt_int<T: std::os::fd::AsRawFd>(
         Err(io::Error::last_os_error())
     }
 }
+
+/// Returns the allocator's free memory to the kernel (glibc's `malloc_trim(0)`: whole free pages
+/// inside every arena are given back with `MADV_DONTNEED`, not only the top of the heap).
+/// A no-op where the C library has no `malloc_trim`.
+pub fn malloc_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a plain integer, touches only the allocator's own free lists
+    // under its arena locks, and is documented as safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

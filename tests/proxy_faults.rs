@@ -273,7 +273,7 @@ async fn a_reset_mid_tunnel_closes_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_is_passed_on_both_ways() {
-    for path in ["off", "on"] {
+    for path in ["off", "on", "auto"] {
         let (_b, p) = start(Script::UpgradeThenBye, &format!("proxy_splice {path};")).await;
         let mut s = upgrade(p.port).await;
         s.write_all(b"12345").await.unwrap();
@@ -375,7 +375,7 @@ async fn quit_lets_open_tunnels_finish_and_term_stops_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_gets_every_byte_in_order() {
-    for path in ["off", "on"] {
+    for path in ["off", "on", "auto"] {
         let (_b, p) = start(
             Script::UpgradeThenFlood,
             &format!("proxy_splice {path}; proxy_read_timeout 10s;"),

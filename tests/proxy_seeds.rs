@@ -260,3 +260,75 @@ async fn requests_are_written_to_the_access_log() {
         "{log}"
     );
 }
+
+/// A backend that answers every request with its own name and closes.
+async fn named_backend(name: &'static str) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_picks_the_same_peer_for_a_client_on_every_shard() {
+    // Seed 004 hashes $remote_addr: clients on 16 loopback addresses, 8 connections each. With
+    // two shards, SO_REUSEPORT spreads each client's connections over both (by source port):
+    // every shard must pick the same backend for the same client.
+    let (a, b) = (named_backend("A").await, named_backend("B").await);
+    let port = common::free_port();
+    let conf = common::seed("004-hash-consistent.conf", port, a, b);
+    let proxy = Proxy::start(&conf, port, "worker_processes 2;", &[]);
+    let mut picks = std::collections::BTreeMap::new();
+    for host in 2..18u8 {
+        let ip = std::net::Ipv4Addr::new(127, 0, 0, host);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind((ip, 0).into()).unwrap();
+            let mut s = tokio::time::timeout(T, sock.connect(([127, 0, 0, 1], proxy.port).into()))
+                .await
+                .expect("connect in time")
+                .unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            tokio::time::timeout(T, s.read_to_end(&mut out))
+                .await
+                .expect("response in time")
+                .unwrap();
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(text.starts_with("HTTP/1.1 200"), "{ip}: {text}");
+            seen.insert(text.rsplit("\r\n\r\n").next().unwrap().to_string());
+        }
+        assert_eq!(seen.len(), 1, "{ip} reached {seen:?}");
+        picks.insert(ip, seen.into_iter().next().unwrap());
+    }
+    let backends: std::collections::BTreeSet<_> = picks.values().collect();
+    assert_eq!(
+        backends.len(),
+        2,
+        "16 clients all hashed to one peer: {picks:?}"
+    );
+}

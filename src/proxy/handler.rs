@@ -817,7 +817,8 @@ async fn tunnel_after_101(
     drop(early_up);
     let path = match conf.proxy_splice() {
         SpliceMode::On => Path::Splice,
-        SpliceMode::Off | SpliceMode::Auto => Path::Copy,
+        SpliceMode::Off => Path::Copy,
+        SpliceMode::Auto => Path::Auto,
     };
     let cfg = TunnelConfig {
         read_timeout: conf.proxy_read_timeout(),

@@ -4,7 +4,7 @@
 //! and gives it back before it waits again, so idle tunnels cost no buffer (DESIGN.md, decision
 //! 2). Each shard is one thread, so the pools are thread-local: no locks, no atomics.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 
 /// Size of one relay buffer: large enough that a 64 KiB WebSocket message takes four reads.
@@ -22,6 +22,9 @@ pub const PIPE_SIZE: usize = 64 * 1024;
 
 thread_local! {
     static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Set when a returned buffer was freed because the pool was full: a burst has left freed
+    /// memory behind (buffers, and the request state freed with them).
+    static OVERFLOWED: Cell<bool> = const { Cell::new(false) };
     static PIPES: RefCell<Vec<(OwnedFd, OwnedFd)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -50,9 +53,21 @@ impl Drop for PooledBuf {
                 let mut b = b.borrow_mut();
                 if b.len() < MAX_IDLE_BUFS {
                     b.push(buf);
+                } else {
+                    OVERFLOWED.with(|o| o.set(true));
                 }
             });
         }
+    }
+}
+
+/// After a burst (the pool overflowed since the last call), gives the memory the burst freed
+/// back to the kernel. Called from the shard's once-a-second housekeeping: a reconnect storm of
+/// 100,000 handshakes must not leave its peak in the process once the tunnels are idle (the
+/// allocator keeps freed memory otherwise, and idle tunnels are what a node holds by the million).
+pub fn release_after_burst() {
+    if OVERFLOWED.with(|o| o.replace(false)) {
+        crate::sys::malloc_trim();
     }
 }
 
@@ -91,6 +106,11 @@ impl PooledPipe {
             }
         });
     }
+}
+
+/// Pipes currently idle in this shard's pool (for tests and metrics).
+pub fn idle_pipes() -> usize {
+    PIPES.with(|p| p.borrow().len())
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub enum Path {
     Copy,
     /// `splice(2)` socket -> pooled pipe -> socket.
     Splice,
+    /// Copy while messages are small; splice, per direction, once a readiness round fills a
+    /// whole buffer (bulk transfer), back to copy when a round moves less than a buffer.
+    Auto,
 }
 
 /// Tunnel settings, from the location's configuration.
@@ -159,14 +162,30 @@ async fn pump(
     clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<(), PumpErr> {
+    // Auto: whether this direction is in a bulk phase (splicing).
+    let mut bulk = cfg.path == Path::Splice;
     loop {
         wait_readable(src, side).await?;
-        let step = match (cfg.path, src.plain(), dst.plain()) {
-            (Path::Splice, Some(s), Some(d)) => splice_now(s, d, side, clock, moved)?,
-            _ => copy_now(src, dst, side, clock, moved)?,
+        let mut step = match (bulk, src.plain(), dst.plain()) {
+            (true, Some(s), Some(d)) => splice_now(s, d, side, clock, moved)?,
+            _ => copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto)?,
         };
+        if cfg.path == Path::Auto {
+            match step {
+                // A full buffer and more waiting: switch to splice within this round.
+                Step::Full => {
+                    // Auto only runs with both sides plain (see `run`).
+                    if let (Some(s), Some(d)) = (src.plain(), dst.plain()) {
+                        bulk = true;
+                        step = splice_now(s, d, side, clock, moved)?;
+                    }
+                }
+                Step::Drained(n) if bulk && n < BUF_SIZE => bulk = false,
+                _ => {}
+            }
+        }
         match step {
-            Step::Drained => {}
+            Step::Drained(_) | Step::Full => {}
             Step::Eof => {
                 // Pass the FIN on; the other direction keeps flowing.
                 dst.shutdown_write();
@@ -197,32 +216,39 @@ enum Pending {
 
 /// What one readiness round moved.
 enum Step {
-    /// Everything available was forwarded.
-    Drained,
+    /// Everything available was forwarded (this many bytes in this round).
+    Drained(usize),
+    /// Copy path with `stop_when_full`: a whole buffer was forwarded and more is probably
+    /// waiting (Auto switches to splice).
+    Full,
     /// `src` reached end of stream.
     Eof,
     /// `dst` would block: finish writing `Pending` (waiting for writability).
     Blocked(Pending),
 }
 
-/// Copies what `src` has ready without waiting (plain or TLS on either side).
+/// Copies what `src` has ready without waiting (plain or TLS on either side). With
+/// `stop_when_full`, returns `Full` after forwarding a whole buffer instead of reading on.
 fn copy_now(
     src: &Stream,
     dst: &Stream,
     side: Side,
     clock: &IdleClock,
     moved: &Cell<u64>,
+    stop_when_full: bool,
 ) -> Result<Step, PumpErr> {
     let mut buf = PooledBuf::take();
+    let mut round = 0;
     loop {
         let n = match src.try_read(buf.bytes()) {
             Ok(Some(0)) => return Ok(Step::Eof),
             Ok(Some(n)) => n,
-            Ok(None) => return Ok(Step::Drained),
+            Ok(None) => return Ok(Step::Drained(round)),
             Err(e) => return Err(PumpErr::Io(side, e)),
         };
         moved.set(moved.get() + n as u64);
         clock.touch(Instant::now());
+        round += n;
         let mut at = 0;
         while at < n {
             match dst.try_write(&buf.bytes()[at..n]) {
@@ -238,7 +264,10 @@ fn copy_now(
         }
         if n < BUF_SIZE && !src.has_buffered() {
             // Probably drained: wait for readiness again without holding the buffer.
-            return Ok(Step::Drained);
+            return Ok(Step::Drained(round));
+        }
+        if stop_when_full {
+            return Ok(Step::Full);
         }
     }
 }
@@ -253,6 +282,7 @@ fn splice_now(
 ) -> Result<Step, PumpErr> {
     let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    let mut round = 0;
     loop {
         let n = match rustix::pipe::splice(fd(src), None, &pipe.write, None, PIPE_SIZE, flags) {
             Ok(0) => {
@@ -262,7 +292,7 @@ fn splice_now(
             Ok(n) => n,
             Err(Errno::AGAIN) => {
                 pipe.give_back();
-                return Ok(Step::Drained);
+                return Ok(Step::Drained(round));
             }
             Err(Errno::INTR) => continue,
             // The pipe is dropped (closed), never reused, on errors: it may hold bytes.
@@ -270,6 +300,7 @@ fn splice_now(
         };
         moved.set(moved.get() + n as u64);
         clock.touch(Instant::now());
+        round += n;
         let mut left = n;
         while left > 0 {
             match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
@@ -349,4 +380,91 @@ async fn write_all(
     write_all_to(dst, data, cfg.send_timeout)
         .await
         .map_err(|e| send_err(e, dst_side))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
+    use monoio::net::TcpListener;
+
+    /// Two connected monoio sockets on 127.0.0.1.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// Sends `data` from `from` and reads it back whole on `to`.
+    async fn through(from: &mut TcpStream, to: &mut TcpStream, data: Vec<u8>) {
+        let n = data.len();
+        let write = async {
+            let (r, _) = from.write_all(data).await;
+            r.unwrap();
+        };
+        let read = async {
+            let (r, got) = to.read_exact(vec![0u8; n]).await;
+            r.unwrap();
+            got
+        };
+        let ((), got) = futures_util::join!(write, read);
+        let want: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        assert!(got == want, "bytes changed on the way ({n} bytes)");
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn auto_path_switches_between_copy_and_splice_without_losing_bytes() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut client, proxy_client) = pair().await;
+            let (proxy_up, mut backend) = pair().await;
+            crate::proxy::io::set_nonblocking(&proxy_client).unwrap();
+            crate::proxy::io::set_nonblocking(&proxy_up).unwrap();
+            let cfg = TunnelConfig {
+                read_timeout: Duration::from_secs(30),
+                send_timeout: Duration::from_secs(30),
+                path: Path::Auto,
+            };
+            let (proxy_client, proxy_up) = (Stream::Plain(proxy_client), Stream::Plain(proxy_up));
+            let tunnel = monoio::spawn(async move {
+                let out = run(&proxy_client, &proxy_up, cfg).await;
+                (out.up_bytes, out.down_bytes)
+            });
+            let pipes_before = idle_pipes_now();
+            let deadline = monoio::time::timeout(Duration::from_secs(20), async {
+                // Small messages (copy), bulk (splice), small again, both directions.
+                for _ in 0..20 {
+                    through(&mut client, &mut backend, pattern(64)).await;
+                    through(&mut backend, &mut client, pattern(64)).await;
+                }
+                through(&mut client, &mut backend, pattern(1 << 20)).await;
+                through(&mut backend, &mut client, pattern(1 << 20)).await;
+                assert!(idle_pipes_now() > pipes_before, "bulk went through a pipe");
+                for _ in 0..20 {
+                    through(&mut client, &mut backend, pattern(100)).await;
+                    through(&mut backend, &mut client, pattern(100)).await;
+                }
+            });
+            deadline.await.expect("tunnel traffic in time");
+            drop(client);
+            drop(backend);
+            let (up, down) = monoio::time::timeout(Duration::from_secs(5), tunnel)
+                .await
+                .expect("tunnel ends when both sides close");
+            let want = 20 * 64 + (1 << 20) + 20 * 100;
+            assert_eq!((up, down), (want, want));
+        });
+    }
+
+    fn idle_pipes_now() -> usize {
+        super::super::pool::idle_pipes()
+    }
 }

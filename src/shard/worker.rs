@@ -157,7 +157,8 @@ async fn shard_main(
     }
 }
 
-/// Writes buffered access-log lines when their `flush=` time comes, and everything at the end.
+/// The shard's housekeeping, at least once a second: writes buffered access-log lines when their
+/// `flush=` time comes (and everything at the end), and releases memory a burst left behind.
 async fn flush_access_logs(ctx: Rc<ShardCtx>) {
     loop {
         let next = ctx.proxy.access.borrow().next_flush();
@@ -176,6 +177,7 @@ async fn flush_access_logs(ctx: Rc<ShardCtx>) {
         if let Err(e) = ctx.proxy.access.borrow_mut().flush_due(Instant::now()) {
             log!(Alert, "{e}");
         }
+        crate::proxy::pool::release_after_burst();
     }
 }
 

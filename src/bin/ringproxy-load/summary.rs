@@ -80,6 +80,10 @@ impl Run {
         if let Some(c) = self.connections {
             let _ = write!(t, " x{c}");
         }
+        // bench.sh's `SCENARIO:PATH` runs: ringproxy with one tunnel forwarding path forced.
+        if let Some((_, path)) = self.label.as_deref().and_then(|l| l.split_once(':')) {
+            let _ = write!(t, ", {path} path");
+        }
         t
     }
 }
