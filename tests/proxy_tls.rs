@@ -414,6 +414,27 @@ async fn reject_handshake_refuses_unknown_names_and_serves_known_ones() {
     assert!(connect(p.port, None, client(&[], &[])).await.is_err());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_certificate_on_a_tls_address_uses_the_default_certificate() {
+    // As nginx: `ssl` on one listen makes the address TLS; the SNI-selected server has no
+    // certificate, so the default server's answers and b's configuration serves the request.
+    let leaf = Ca::new().leaf(&["a.test"], false);
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{
+          server {{ listen 127.0.0.1:{port} ssl; server_name a.test;
+                    ssl_certificate certs/a.crt; ssl_certificate_key certs/a.key; return 200 a; }}
+          server {{ listen 127.0.0.1:{port}; server_name b.test; return 200 b; }}
+        }}\n"
+    );
+    let p = start(prefix_with(&[("a", &leaf)]), port, &conf);
+    let mut s = connect(p.port, Some("b.test"), client(&[], &[]))
+        .await
+        .unwrap();
+    assert!(s.get_ref().1.peer_certificates().unwrap()[0].as_ref() == leaf.der.as_slice());
+    assert_eq!(body(&get(&mut s, "b.test", "/").await), "b");
+}
+
 fn simple_tls(port: u16, extra: &str) -> String {
     format!(
         "error_log logs/error.log info;\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:{port} ssl; {extra}

@@ -90,8 +90,10 @@ pub fn check_server(conf: &LocConf) -> Result<(), TlsError> {
 enum Answer {
     /// With this configuration.
     Serve(Arc<ServerConfig>),
-    /// With a fatal alert (`ssl_reject_handshake on`, or no certificate).
+    /// With a fatal alert: `ssl_reject_handshake on`.
     Reject,
+    /// With a fatal alert: the server has no certificate (it shares a TLS address).
+    NoCertificate,
 }
 
 /// A shard's TLS state: the servers' configurations (with this shard's session cache and
@@ -108,8 +110,9 @@ impl ShardTls {
         let mut servers = Vec::with_capacity(http.servers.len());
         for s in &http.servers {
             let answer = match server_config(&s.conf).map_err(|e| e.to_string())? {
-                Some(c) if !s.conf.ssl_reject_handshake() => Answer::Serve(Arc::new(c)),
-                _ => Answer::Reject,
+                _ if s.conf.ssl_reject_handshake() => Answer::Reject,
+                Some(c) => Answer::Serve(Arc::new(c)),
+                None => Answer::NoCertificate,
             };
             servers.push(answer);
         }
@@ -124,6 +127,7 @@ impl ShardTls {
 enum Failed {
     Io(std::io::Error),
     Rejected,
+    NoCertificate,
     PlainHttp,
 }
 
@@ -162,7 +166,11 @@ pub async fn accept(
             None
         }
         Err(Failed::Rejected) => {
-            log!(Info, "SSL handshake rejected (no certificate or \"ssl_reject_handshake\") for server name \"{}\" while SSL handshaking, client: {client}, server: {server}", sni.as_deref().unwrap_or(""));
+            log!(Info, "SSL handshake rejected by \"ssl_reject_handshake\" for server name \"{}\" while SSL handshaking, client: {client}, server: {server}", sni.as_deref().unwrap_or(""));
+            None
+        }
+        Err(Failed::NoCertificate) => {
+            log!(Error, "no \"ssl_certificate\" is defined in server listening on SSL port while SSL handshaking, client: {client}, server: {server}");
             None
         }
         Err(Failed::Io(e)) => {
@@ -230,11 +238,21 @@ async fn tls_accept(
             .map_or(default, |m| m.server),
         None => default,
     };
-    let config = match ctx.proxy.tls.servers.get(server) {
+    // A server without certificates on a TLS address answers with the default server's, as
+    // nginx keeps the default context when the SNI-selected server has none.
+    let servers = &ctx.proxy.tls.servers;
+    let answer = match servers.get(server) {
+        Some(Answer::NoCertificate) => servers.get(default),
+        a => a,
+    };
+    let config = match answer {
         Some(Answer::Serve(c)) => c.clone(),
-        _ => {
+        other => {
             let _ = rustix::io::write(fd(tcp), &REJECT_ALERT);
-            return Err(Failed::Rejected);
+            return Err(match other {
+                Some(Answer::Reject) => Failed::Rejected,
+                _ => Failed::NoCertificate,
+            });
         }
     };
     let conn = match accepted.into_connection(config) {
