@@ -278,7 +278,8 @@ async fn tls12_only_and_tls13_only_clients_and_protocol_and_cipher_settings() {
           server {{ listen 127.0.0.1:{p12} ssl; ssl_protocols TLSv1.2;
                     ssl_ciphers ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256;
                     ssl_prefer_server_ciphers on; location / {{ {VARS} }} }}
-          server {{ listen 127.0.0.1:{p13} ssl; ssl_protocols TLSv1.3; location / {{ {VARS} }} }}
+          server {{ listen 127.0.0.1:{p13} ssl; ssl_protocols TLSv1.3; ssl_ecdh_curve secp384r1;
+                    location / {{ {VARS} }} }}
         }}\n"
     );
     let p = start(prefix_with(&[("a", &leaf)]), port, &conf);
@@ -319,6 +320,26 @@ async fn tls12_only_and_tls13_only_clients_and_protocol_and_cipher_settings() {
         &[S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384],
     );
     assert!(connect(p12, Some("a.test"), only_aes256).await.is_err());
+    // ssl_ecdh_curve: secp384r1 only on p13.
+    let kx = |group: &'static dyn rustls::crypto::SupportedKxGroup| {
+        let mut p = rustls::crypto::aws_lc_rs::default_provider();
+        p.kx_groups = vec![group];
+        let p = Arc::new(p);
+        let c = ClientConfig::builder_with_provider(p.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
+            .with_no_client_auth();
+        Arc::new(c)
+    };
+    use rustls::crypto::aws_lc_rs::kx_group;
+    assert!(connect(p13, Some("a.test"), kx(kx_group::X25519))
+        .await
+        .is_err());
+    assert!(connect(p13, Some("a.test"), kx(kx_group::SECP384R1))
+        .await
+        .is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

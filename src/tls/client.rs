@@ -137,7 +137,7 @@ impl ServerCertVerifier for Verifier {
 }
 
 fn client_config(k: &Key) -> Result<ClientConfig, TlsError> {
-    let p = provider(&k.ciphers, &k.protocols, "proxy_ssl_ciphers")?;
+    let p = provider(&k.ciphers, &k.protocols, "proxy_ssl_ciphers", "auto")?;
     let webpki = if !k.verify {
         None
     } else if k.trusted.as_os_str().is_empty() {

@@ -63,25 +63,50 @@ pub enum TlsError {
         /// What is wrong.
         source: suites::CipherError,
     },
+    /// An `ssl_ecdh_curve` member rustls does not implement.
+    #[error("\"ssl_ecdh_curve\": curve \"{0}\" is not supported by rustls (supported: X25519, prime256v1, secp384r1, X25519MLKEM768)")]
+    Curve(String),
     /// Anything else rustls refused while building a configuration.
     #[error("{0}")]
     Rustls(String),
 }
 
-/// The crypto provider for a cipher string and protocol list (`directive` names the cipher
-/// directive in errors).
+/// The crypto provider for a cipher string, protocol list and `ssl_ecdh_curve` value
+/// (`directive` names the cipher directive in errors).
 fn provider(
     ciphers: &str,
     versions: &[TlsVersion],
     directive: &'static str,
+    curves: &str,
 ) -> Result<Arc<CryptoProvider>, TlsError> {
     let tls12 = versions.contains(&TlsVersion::Tls12);
     let cipher_suites = suites::from_cipher_string(ciphers, tls12)
         .map_err(|source| TlsError::Ciphers { directive, source })?;
+    let defaults = rustls::crypto::aws_lc_rs::default_provider();
+    let kx_groups = match curves {
+        "auto" => defaults.kx_groups.clone(),
+        list => list
+            .split(':')
+            .map(|c| curve(c).ok_or_else(|| TlsError::Curve(c.to_string())))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     Ok(Arc::new(CryptoProvider {
         cipher_suites,
-        ..rustls::crypto::aws_lc_rs::default_provider()
+        kx_groups,
+        ..defaults
     }))
+}
+
+/// A key exchange group by its OpenSSL names (`ssl_ecdh_curve`).
+fn curve(name: &str) -> Option<&'static dyn rustls::crypto::SupportedKxGroup> {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    Some(match name {
+        "X25519" | "x25519" => kx_group::X25519,
+        "prime256v1" | "P-256" | "secp256r1" => kx_group::SECP256R1,
+        "secp384r1" | "P-384" => kx_group::SECP384R1,
+        "X25519MLKEM768" => kx_group::X25519MLKEM768,
+        _ => return None,
+    })
 }
 
 /// rustls' protocol versions for `ssl_protocols`/`proxy_ssl_protocols`.

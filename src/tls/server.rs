@@ -54,7 +54,12 @@ fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
         return Ok(None);
     }
     let protocols = conf.ssl_protocols();
-    let p = provider(&conf.ssl_ciphers(), &protocols, "ssl_ciphers")?;
+    let p = provider(
+        &conf.ssl_ciphers(),
+        &protocols,
+        "ssl_ciphers",
+        &conf.ssl_ecdh_curve(),
+    )?;
     let pairs = certs
         .iter()
         .zip(conf.ssl_certificate_key().iter())
