@@ -70,7 +70,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
     let Some(http) = ctx.config.http.as_ref() else {
         return;
     };
-    let local = stream.local_addr().unwrap_or(spec.addr);
+    // As nginx: only a wildcard listener needs getsockname(2) to know the local address.
+    let local = if spec.addr.ip().is_unspecified() {
+        stream.local_addr().unwrap_or(spec.addr)
+    } else {
+        spec.addr
+    };
     let nodelay = ctx
         .proxy
         .router

@@ -13,9 +13,9 @@ use crate::sys::fd;
 
 /// Makes the socket non-blocking (the io_uring driver leaves accepted sockets blocking; the raw
 /// reads and writes after readiness must never block the shard).
+/// One `ioctl(FIONBIO)`, not `fcntl` get-then-set: two system calls per connection saved.
 pub fn set_nonblocking(s: &TcpStream) -> io::Result<()> {
-    let flags = rustix::fs::fcntl_getfl(fd(s))?;
-    rustix::fs::fcntl_setfl(fd(s), flags | rustix::fs::OFlags::NONBLOCK)?;
+    rustix::io::ioctl_fionbio(fd(s), true)?;
     Ok(())
 }
 

@@ -65,8 +65,16 @@ pub fn run(
     let built = match driver {
         Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(RING_ENTRIES)
+            .uring_builder(tuned_ring())
             .enable_timer()
             .build()
+            .or_else(|_| {
+                // Kernels before 6.1 lack the flags: a plain ring then.
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(RING_ENTRIES)
+                    .enable_timer()
+                    .build()
+            })
             .map(|mut rt| rt.block_on(main)),
         Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
@@ -76,6 +84,21 @@ pub fn run(
     if let Err(e) = built {
         let _ = ready.send(Err(format!("shard {id}: cannot start its runtime ({e})")));
     }
+}
+
+/// The shard's ring: completions are handed over when the shard enters the kernel to wait for
+/// them (`DEFER_TASKRUN`, one submitter: `SINGLE_ISSUER`), instead of interrupting the shard
+/// with an inter-processor interrupt for every readiness event while it is busy forwarding.
+fn tuned_ring() -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    if std::env::var_os("RINGPROXY_RING") != Some("plain".into()) {
+        if std::env::var_os("RINGPROXY_RING") == Some("coop".into()) {
+            b.setup_coop_taskrun();
+        } else {
+            b.setup_single_issuer().setup_defer_taskrun();
+        }
+    }
+    b
 }
 
 async fn shard_main(
