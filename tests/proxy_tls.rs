@@ -194,6 +194,38 @@ async fn seed_005_unchanged_echoes_over_wss() {
         assert_eq!(s.get_ref().1.alpn_protocol(), None);
         wss_echo(s, "wss://localhost/websocket").await;
     }
+    // Both directions at once, more than any buffer holds: the TLS sides block, queue in
+    // rustls and resume without losing or reordering a byte.
+    let s = connect(p.port, Some("localhost"), client(&[], &[]))
+        .await
+        .unwrap();
+    let (ws, _) = tokio::time::timeout(
+        T,
+        tokio_tungstenite::client_async("wss://localhost/websocket", s),
+    )
+    .await
+    .expect("upgrade in time")
+    .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let msgs: Vec<Message> = (0..16u8)
+        .map(|i| Message::binary(big(256 * 1024 + i as usize)))
+        .collect();
+    let sent = msgs.clone();
+    let sender = tokio::spawn(async move {
+        for m in sent {
+            tx.send(m).await.unwrap();
+        }
+        tx
+    });
+    for m in &msgs {
+        let got = tokio::time::timeout(T, rx.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert!(got == *m, "echo differs");
+    }
+    let _ = tokio::time::timeout(T, sender).await.expect("sent in time");
 }
 
 const VARS: &str =
