@@ -424,7 +424,6 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
     loc.conf.merge(parent);
     if let Some(pp) = loc.conf.proxy_pass.as_mut() {
         pp.upstream = index_of_ref[pp.upstream];
-
         if pp.uri.is_some()
             && matches!(
                 loc.matcher,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::conn::Stream;
-
 use crate::sys::fd;
 
 /// Makes the socket non-blocking (the io_uring driver leaves accepted sockets blocking; the raw

@@ -9,6 +9,10 @@
 //! `proxy_send_timeout` one whose writes stay blocked that long. A slow reader blocks the writer
 //! of its direction, which stops reading its source: memory per tunnel stays one buffer per
 //! active direction.
+//!
+//! Either side may be TLS ([`Stream`]): the tunnel then copies (splice cannot see plaintext),
+//! whatever `proxy_splice` says; a FIN becomes close_notify then FIN; and a TLS write that would
+//! block may leave bytes in rustls' bounded buffer, flushed before the source is read again.
 
 use std::cell::Cell;
 use std::io;
@@ -358,11 +362,6 @@ async fn finish(
     Ok(())
 }
 
-/// Writes all of `data` to `dst`, waiting for writability (bounded by `proxy_send_timeout`).
-pub async fn write_all_to(dst: &Stream, data: &[u8], send_timeout: Duration) -> io::Result<()> {
-    dst.write_all(data, send_timeout).await
-}
-
 fn send_err(e: io::Error, dst_side: Side) -> PumpErr {
     if e.kind() == io::ErrorKind::TimedOut {
         PumpErr::SendTimeout(dst_side)
@@ -377,7 +376,7 @@ async fn write_all(
     dst_side: Side,
     cfg: &TunnelConfig,
 ) -> Result<(), PumpErr> {
-    write_all_to(dst, data, cfg.send_timeout)
+    dst.write_all(data, cfg.send_timeout)
         .await
         .map_err(|e| send_err(e, dst_side))
 }
