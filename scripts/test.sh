@@ -14,6 +14,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# tests/wss_client.rs runs scripts/wss_client.py: python3 with the `websockets` package.
+# Debian 12's system python refuses plain `pip install` (PEP 668), so the apt package first.
+if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 &&
+    [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-websockets >/dev/null 2>&1 ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-websockets; }
+  fi
+  python3 -c 'import websockets' >/dev/null 2>&1 ||
+    python3 -m pip install -q websockets ||
+    python3 -m pip install -q --break-system-packages websockets || {
+    echo "test.sh: cannot install the python3 websockets package (tests/wss_client.rs needs it)" >&2
+    exit 1
+  }
+fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
 

@@ -2,176 +2,20 @@
 //! backend is driven by tokio-tungstenite and raw HTTP, and its client scenarios run against a
 //! tokio-tungstenite server started here (including one that corrupts replies, which must show
 //! up as errors). Everything binds 127.0.0.1:0; every wait has a deadline; children are killed
-//! on drop.
+//! on drop. The TLS side is in tests/load_tool_tls.rs.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod load_common;
 
 use futures_util::{SinkExt, StreamExt};
+use load_common::*;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ringproxy-load");
-const STEP: Duration = Duration::from_secs(10);
-const RUN_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The `echo` backend as a child process, killed when dropped.
-struct Echo {
-    _child: Child,
-    addr: SocketAddr,
-}
-
-async fn start_echo(extra: &[&str], env: &[(&str, &str)]) -> Echo {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["echo", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn echo");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    timeout(STEP, BufReader::new(stdout).read_line(&mut line))
-        .await
-        .expect("echo did not print its address in time")
-        .expect("read echo stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("address");
-    Echo {
-        _child: child,
-        addr,
-    }
-}
-
-/// Runs a client scenario with `--json` and returns the parsed object.
-async fn run_json(args: &[&str], env: &[(&str, &str)]) -> Value {
-    let out = run_raw(args, env).await;
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
-    let mut lines = stdout.lines();
-    let v: Value = serde_json::from_str(lines.next().expect("one line")).expect("JSON");
-    assert!(lines.next().is_none(), "more than one line: {stdout}");
-    v
-}
-
-async fn run_raw(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("spawn client");
-    timeout(RUN_DEADLINE, child.wait_with_output())
-        .await
-        .expect("client did not finish in time")
-        .expect("client output")
-}
-
-fn num(v: &Value, key: &str) -> f64 {
-    v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{key} missing or null in {v}"))
-}
-
-fn assert_clean(v: &Value) {
-    assert!(num(v, "ops") > 0.0, "no ops: {v}");
-    assert_eq!(num(v, "errors"), 0.0, "errors: {v}");
-}
-
-/// How the in-test tokio-tungstenite server treats messages.
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Echo,
-    /// Flips one byte of every echoed payload.
-    Corrupt,
-}
-
-/// An independent WebSocket server: echoes (or corrupts) on every path, and on `/push*`
-/// broadcasts `ringproxy-load`'s push format every 10 ms.
-async fn start_ws_server(mode: Mode) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(serve_ws(s, mode));
-        }
-    });
-    addr
-}
-
-async fn serve_ws(s: TcpStream, mode: Mode) {
-    let mut path = String::new();
-    // The callback's signature is tungstenite's, large error type included.
-    #[allow(clippy::result_large_err)]
-    let cb = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        path = req.uri().path().to_string();
-        Ok(resp)
-    };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(s, cb).await else {
-        return;
-    };
-    if path.starts_with("/push") {
-        let mut seq = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    seq += 1;
-                    let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-                    let mut m = vec![0x5Au8; 64];
-                    m[..8].copy_from_slice(&ts.to_le_bytes());
-                    m[8..16].copy_from_slice(&seq.to_le_bytes());
-                    if ws.send(Message::binary(m)).await.is_err() { return; }
-                }
-                msg = ws.next() => match msg {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                    _ => {}
-                }
-            }
-        }
-    }
-    while let Some(Ok(msg)) = ws.next().await {
-        let reply = match msg {
-            Message::Binary(b) => {
-                let mut v = b.to_vec();
-                if mode == Mode::Corrupt && !v.is_empty() {
-                    let i = v.len() / 2;
-                    v[i] ^= 0xFF;
-                }
-                Message::binary(v)
-            }
-            Message::Text(t) => Message::Text(t),
-            // Pings are answered and closes completed by tungstenite itself.
-            _ => continue,
-        };
-        if ws.send(reply).await.is_err() {
-            return;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_backend_speaks_websocket() {

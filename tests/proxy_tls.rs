@@ -1,181 +1,26 @@
-//! TLS termination and TLS to backends, with certificates generated per test (rcgen): seed 005
-//! unchanged with a wss client (small and 1 MiB messages), SNI among three servers and the
-//! default for no SNI or an unknown name, TLSv1.2-only and TLSv1.3-only clients with the
-//! `$ssl_*` variables, `ssl_protocols`/`ssl_ciphers`/`ssl_prefer_server_ciphers`, session
-//! resumption (cache and tickets), `ssl_reject_handshake`, a stalled handshake, plain HTTP on
-//! the TLS port, and `proxy_pass https://` with verification on and off.
+//! TLS termination, with certificates generated per test (rcgen): seed 005 unchanged with a
+//! wss client (small and 1 MiB messages, both directions at once), SNI among three servers and
+//! the default for no SNI or an unknown name, TLSv1.2-only and TLSv1.3-only clients with the
+//! `$ssl_*` variables, `ssl_protocols`/`ssl_ciphers`/`ssl_prefer_server_ciphers`/
+//! `ssl_ecdh_curve`, RSA+ECDSA, session resumption (cache and tickets), `ssl_reject_handshake`,
+//! a stalled handshake, plain HTTP on the TLS port, broken certificates, and an independent wss
+//! client (scripts/wss_client.py: Python's ssl + websockets) through seed 005.
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::certs::{Ca, Leaf};
+use common::tls::*;
 use common::{Echo, Proxy};
 use futures_util::{SinkExt, StreamExt};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
-
-const T: Duration = Duration::from_secs(20);
-
-/// Accepts any certificate (the tests compare what they received with what they generated).
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A client speaking `versions` (empty: both) with `suites` (empty: rustls' defaults).
-fn client(
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    suites: &[rustls::CipherSuite],
-) -> Arc<ClientConfig> {
-    let mut p = rustls::crypto::aws_lc_rs::default_provider();
-    if !suites.is_empty() {
-        p.cipher_suites = suites
-            .iter()
-            .map(|s| {
-                *rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES
-                    .iter()
-                    .find(|c| c.suite() == *s)
-                    .unwrap()
-            })
-            .collect();
-    }
-    let p = Arc::new(p);
-    let versions = if versions.is_empty() {
-        rustls::ALL_VERSIONS.to_vec()
-    } else {
-        versions.to_vec()
-    };
-    let cfg = ClientConfig::builder_with_provider(p.clone())
-        .with_protocol_versions(&versions)
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
-        .with_no_client_auth();
-    Arc::new(cfg)
-}
-
-/// Connects with SNI `sni` (`None`: an IP address, so no SNI is sent).
-async fn connect(
-    port: u16,
-    sni: Option<&str>,
-    cfg: Arc<ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    let name = match sni {
-        Some(n) => ServerName::try_from(n.to_string()).unwrap(),
-        None => ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
-    };
-    tokio::time::timeout(T, tokio_rustls::TlsConnector::from(cfg).connect(name, tcp))
-        .await
-        .expect("handshake in time")
-}
-
-/// A GET over `s` with `Connection: close`; the whole response.
-async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    s: &mut S,
-    host: &str,
-    path: &str,
-) -> String {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    // Over TLS, the end must be a close_notify (tokio-rustls reports a bare FIN as an error).
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .expect("response in time")
-        .expect("a clean end of stream");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A GET for `/` on host `a.test` (SNI too) over a new connection.
-async fn a_test(port: u16, cfg: Arc<ClientConfig>) -> String {
-    let mut s = connect(port, Some("a.test"), cfg).await.unwrap();
-    get(&mut s, "a.test", "/").await
-}
-
-fn body(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-fn prefix_with(files: &[(&str, &Leaf)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("logs")).unwrap();
-    for (stem, leaf) in files {
-        leaf.write(&dir.path().join("certs"), stem);
-    }
-    dir
-}
-
-fn start(dir: tempfile::TempDir, port: u16, conf: &str) -> Proxy {
-    std::fs::write(dir.path().join("ringproxy.conf"), conf).unwrap();
-    Proxy::start_in(dir, port, "", &[])
-}
-
-fn big(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 % 251) as u8).collect()
-}
-
-async fn wss_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: S, url: &str) {
-    let (mut ws, resp) = tokio::time::timeout(T, tokio_tungstenite::client_async(url, s))
-        .await
-        .expect("upgrade in time")
-        .unwrap();
-    assert_eq!(resp.status(), 101);
-    for m in [
-        Message::text("hello over wss"),
-        Message::binary(big(1024 * 1024)),
-    ] {
-        ws.send(m.clone()).await.unwrap();
-        let got = tokio::time::timeout(T, ws.next())
-            .await
-            .expect("echo in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, m);
-    }
-    ws.close(None).await.unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_005_unchanged_echoes_over_wss() {
@@ -574,74 +419,6 @@ async fn plain_http_on_the_tls_port_gets_nginx_400() {
     assert_eq!(body(&r), "a");
 }
 
-/// A ringproxy serving TLS as `backend.test` (signed by `ca`): `/websocket` to the echo
-/// backend (with `proxy_splice on`, which a TLS side must turn into copying), everything else
-/// answers with the SNI it received.
-fn tls_backend(ca: &Ca, echo: std::net::SocketAddr) -> Proxy {
-    let leaf = ca.leaf(&["backend.test"], false);
-    let port = common::free_port();
-    let conf = format!(
-        "events {{}}\nhttp {{ server {{ listen 127.0.0.1:{port} ssl;
-          ssl_certificate certs/b.crt; ssl_certificate_key certs/b.key;
-          location / {{ return 200 \"backend [$ssl_server_name] $ssl_protocol\"; }}
-          location /websocket {{ proxy_pass http://{echo}; proxy_http_version 1.1; proxy_splice on;
-            proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; }} }} }}\n"
-    );
-    start(prefix_with(&[("b", &leaf)]), port, &conf)
-}
-
-async fn plain(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    get(&mut s, "front", path).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_to_backends_with_verification_on_and_off() {
-    let ca = Ca::new();
-    let echo = Echo::start();
-    let backend = tls_backend(&ca, echo.addr);
-    let b = backend.port;
-    let port = common::free_port();
-    let dir = prefix_with(&[]);
-    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-    let trusted = "proxy_ssl_verify on; proxy_ssl_trusted_certificate ca.pem;";
-    let conf = format!(
-        "error_log logs/error.log info;\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:{port};
-          location /ok {{ proxy_pass https://127.0.0.1:{b}; {trusted} proxy_ssl_name backend.test; proxy_ssl_server_name on; }}
-          location /nosni {{ proxy_pass https://127.0.0.1:{b}; {trusted} proxy_ssl_name backend.test; }}
-          location /wrong {{ proxy_pass https://127.0.0.1:{b}; {trusted} proxy_ssl_name wrong.test; }}
-          location /untrusted {{ proxy_pass https://127.0.0.1:{b}; proxy_ssl_verify on; proxy_ssl_name backend.test; }}
-          location /noverify {{ proxy_pass https://127.0.0.1:{b}; proxy_ssl_name wrong.test; proxy_ssl_server_name on; }}
-          location /tls12 {{ proxy_pass https://127.0.0.1:{b}; proxy_ssl_protocols TLSv1.2; }}
-          location /websocket {{ proxy_pass https://127.0.0.1:{b}; {trusted} proxy_ssl_name backend.test; proxy_splice on;
-            proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; }}
-        }} }}\n"
-    );
-    let p = start(dir, port, &conf);
-    assert_eq!(
-        body(&plain(port, "/ok").await),
-        "backend [backend.test] TLSv1.3"
-    );
-    assert_eq!(body(&plain(port, "/nosni").await), "backend [] TLSv1.3");
-    assert_eq!(
-        body(&plain(port, "/noverify").await),
-        "backend [wrong.test] TLSv1.3"
-    );
-    assert_eq!(body(&plain(port, "/tls12").await), "backend [] TLSv1.2");
-    for path in ["/wrong", "/untrusted"] {
-        let r = plain(port, path).await;
-        assert!(r.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{path}: {r}");
-    }
-    assert!(
-        p.stderr().contains("upstream SSL certificate verify error"),
-        "{}",
-        p.stderr()
-    );
-    // WebSocket through a plain front to a TLS backend (`proxy_splice on` copies: TLS upstream).
-    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    wss_echo(s, "ws://front/websocket").await;
-}
-
 #[test]
 fn broken_certificates_and_keys_are_config_errors_with_file_and_line() {
     let ca = Ca::new();
@@ -686,88 +463,49 @@ fn broken_certificates_and_keys_are_config_errors_with_file_and_line() {
     );
     assert!(mismatch.ends_with(&at), "{mismatch}");
 }
-
-/// A TLS backend (tokio-rustls) that requires a client certificate signed by `ca`; answers
-/// every request with 200 "client certificate ok".
-async fn client_auth_backend(ca: &Ca) -> u16 {
-    let leaf = ca.leaf(&["backend.test"], false);
-    let p = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(ca.der())).unwrap();
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), p.clone())
-            .build()
-            .unwrap();
-    use rustls::pki_types::pem::PemObject;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(p)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![CertificateDer::from(leaf.der.clone())], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut s) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = "client certificate ok";
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    port
-}
-
+/// scripts/wss_client.py (Python's ssl + `websockets`: a TLS and WebSocket stack independent
+/// of rustls and of this crate) through seed 005, trusting only the test CA, for the server
+/// name `localhost` (the certificate's) and `other.test` (refused by the client's check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_and_verify_depth_towards_backends() {
-    let ca = Ca::new();
-    let auth = client_auth_backend(&ca).await;
-    // A backend whose certificate chain goes through an intermediate.
-    let inter = ca.intermediate();
-    let mut chained = inter.leaf(&["backend.test"], true);
-    chained.cert_pem.push_str(&inter.pem());
-    let bport = common::free_port();
-    let bconf = format!(
-        "events {{}}\nhttp {{ server {{ listen 127.0.0.1:{bport} ssl;
-          ssl_certificate certs/b.crt; ssl_certificate_key certs/b.key; return 200 chained; }} }}\n"
-    );
-    let _backend = start(prefix_with(&[("b", &chained)]), bport, &bconf);
+async fn python_wss_client_through_seed_005() {
+    let echo = Echo::start();
     let port = common::free_port();
-    let dir = prefix_with(&[("client", &ca.leaf(&["client.test"], false))]);
-    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-    let verify =
-        "proxy_ssl_verify on; proxy_ssl_trusted_certificate ca.pem; proxy_ssl_name backend.test;";
-    let conf = format!(
-        "events {{}}\nhttp {{ server {{ listen 127.0.0.1:{port};
-          location /cert {{ proxy_pass https://127.0.0.1:{auth};
-            proxy_ssl_certificate certs/client.crt; proxy_ssl_certificate_key certs/client.key; }}
-          location /nocert {{ proxy_pass https://127.0.0.1:{auth}; }}
-          location /depth1 {{ proxy_pass https://127.0.0.1:{bport}; {verify} }}
-          location /depth2 {{ proxy_pass https://127.0.0.1:{bport}; {verify} proxy_ssl_verify_depth 2; }}
-        }} }}\n"
-    );
-    let _p = start(dir, port, &conf);
-    assert_eq!(body(&plain(port, "/cert").await), "client certificate ok");
-    assert!(plain(port, "/nocert").await.starts_with("HTTP/1.1 502 "));
-    assert!(plain(port, "/depth1").await.starts_with("HTTP/1.1 502 "));
-    assert_eq!(body(&plain(port, "/depth2").await), "chained");
+    let dir = common::copy_tree(&common::seed_dir());
+    let ca = common::certs::write_localhost(dir.path());
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let conf = common::seed("005-wss.conf", port, echo.addr, echo.addr)
+        .replace("listen 8443", &format!("listen 127.0.0.1:{port}"));
+    std::fs::write(dir.path().join("ringproxy.conf"), conf).unwrap();
+    let p = Proxy::start_in(dir, port, "", &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/wss_client.py");
+    let url = format!("wss://127.0.0.1:{}/websocket", p.port);
+    for (name, want_ok) in [("localhost", true), ("other.test", false)] {
+        let child = tokio::process::Command::new("python3")
+            .arg(&script)
+            .args([
+                url.as_str(),
+                ca_file.to_str().unwrap(),
+                name,
+                "--timeout",
+                "20",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 (scripts/test.sh installs websockets)");
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("wss_client.py finished in time")
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("websockets package is missing"), "{text}");
+        assert_eq!(out.status.success(), want_ok, "{name}: {text}");
+    }
 }

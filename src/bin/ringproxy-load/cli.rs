@@ -4,6 +4,7 @@
 //! for it: a misspelt or misplaced flag is an error, not a silently ignored default.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why the command line was refused; each message names the flag and what it expects.
@@ -39,15 +40,20 @@ fn usage(msg: String) -> CliError {
 
 pub const USAGE: &str = "\
 usage:
-  ringproxy-load echo --listen ADDR [--push-rate HZ] [--threads N]
+  ringproxy-load echo --listen ADDR [--push-rate HZ] [--threads N] [--tls-cert PEM --tls-key PEM]
   ringproxy-load rtt --url URL [--connections N] [--size S] [--duration D] [--warmup D]
   ringproxy-load handshake --url URL [--connections N] [--duration D]
   ringproxy-load hold --url URL [--connections N] [--idle D] [--open-rate R]
   ringproxy-load push --url URL [--connections N] [--duration D]
   ringproxy-load bulk --url URL [--size S] [--connections N] [--duration D]
+  ringproxy-load cert --name NAME [--name NAME2 ...] --out DIR [--type ecdsa|rsa]
+      (self-signed certificate DIR/cert.pem and key DIR/key.pem; ecdsa is P-256, rsa 2048 bits)
   ringproxy-load report --input results.jsonl --out-dir DIR   (scripts/bench.sh's tables and chart)
 client options: --json (one JSON object on stdout), --threads N (default 1)
-URL: ws://HOST:PORT/path   D: 10, 10s, 500ms, 2m   S: 64, 64k, 1m
+wss:// URLs: --ca PEM (certificates to trust) or --insecure (no verification), --sni NAME
+  (server name sent and verified; default: the URL's host), --tls-version 1.2|1.3,
+  --resume (allow session resumption; by default every handshake is a full one)
+URL: ws://HOST:PORT/path or wss://HOST:PORT/path   D: 10, 10s, 500ms, 2m   S: 64, 64k, 1m
 env RINGPROXY_DRIVER=epoll forces the epoll driver (default: io_uring, epoll if unavailable)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +84,37 @@ pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// `wss://`: TLS over the TCP connection.
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V12,
+    V13,
+}
+
+/// Client TLS flags (only meaningful with a `wss://` URL).
+#[derive(Debug, Clone, Default)]
+pub struct TlsArgs {
+    pub ca: Option<PathBuf>,
+    pub sni: Option<String>,
+    pub insecure: bool,
+    pub version: Option<TlsVersion>,
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Ecdsa,
+    Rsa,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertArgs {
+    pub names: Vec<String>,
+    pub out: PathBuf,
+    pub key_type: KeyType,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +130,7 @@ pub struct ClientArgs {
     pub idle: Duration,
     /// Handshakes per second while opening `hold` connections; `None` is as fast as allowed.
     pub open_rate: Option<f64>,
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -100,12 +138,15 @@ pub struct EchoArgs {
     pub listen: String,
     pub push_rate: f64,
     pub threads: usize,
+    /// Certificate chain and key (PEM): serve TLS only.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug)]
 pub enum Command {
     Echo(EchoArgs),
     Client(ClientArgs),
+    Cert(CertArgs),
     Help,
 }
 
@@ -150,12 +191,12 @@ pub fn parse_url(url: &str) -> Result<Target> {
         url: url.to_string(),
         reason,
     };
-    let rest = match url.strip_prefix("ws://") {
-        Some(r) => r,
-        None if url.starts_with("wss://") => {
-            return Err(bad("wss:// is not supported by ringproxy-load".into()))
-        }
-        None => return Err(bad("must start with ws://".into())),
+    let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("ws://") {
+        (r, false, 80)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (r, true, 443)
+    } else {
+        return Err(bad("must start with ws:// or wss://".into()));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -169,7 +210,7 @@ pub fn parse_url(url: &str) -> Result<Target> {
     }) {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     let addr = with_port
         .to_socket_addrs()
@@ -181,6 +222,7 @@ pub fn parse_url(url: &str) -> Result<Target> {
         addr,
         host: authority.to_string(),
         path: path.to_string(),
+        tls,
     })
 }
 
@@ -204,6 +246,9 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
             )))
         }
     };
+    if sub == "cert" {
+        return parse_cert(p);
+    }
     let scenario = match sub.as_str() {
         "echo" => None,
         "rtt" => Some(Scenario::Rtt),
@@ -215,7 +260,7 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         other => return Err(usage(format!("unknown subcommand {other:?}"))),
     };
     let allowed: &[&str] = match scenario {
-        None => &["listen", "push-rate", "threads"],
+        None => &["listen", "push-rate", "threads", "tls-cert", "tls-key"],
         Some(Scenario::Rtt) => &[
             "url",
             "json",
@@ -243,6 +288,9 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
     let mut warmup = Duration::ZERO;
     let mut idle = Duration::from_secs(10);
     let mut open_rate = None;
+    let mut tls = TlsArgs::default();
+    let (mut tls_cert, mut tls_key) = (None, None);
+    const TLS_FLAGS: [&str; 5] = ["ca", "sni", "insecure", "tls-version", "resume"];
 
     while let Some(arg) = p.next()? {
         let name = match &arg {
@@ -253,11 +301,17 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         if name == "help" {
             return Ok(Command::Help);
         }
-        if !allowed.contains(&name.as_str()) {
+        let client_tls = scenario.is_some() && TLS_FLAGS.contains(&name.as_str());
+        if !allowed.contains(&name.as_str()) && !client_tls {
             return Err(usage(format!("--{name} is not an option of `{sub}`")));
         }
-        if name == "json" {
-            json = true;
+        match name.as_str() {
+            "json" => json = true,
+            "insecure" => tls.insecure = true,
+            "resume" => tls.resume = true,
+            _ => {}
+        }
+        if matches!(name.as_str(), "json" | "insecure" | "resume") {
             continue;
         }
         let v = p.value()?.string()?;
@@ -282,6 +336,17 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
             "duration" => duration = parse_duration(&v)?,
             "warmup" => warmup = parse_duration(&v)?,
             "idle" => idle = parse_duration(&v)?,
+            "ca" => tls.ca = Some(v.into()),
+            "sni" => tls.sni = Some(v),
+            "tls-version" => {
+                tls.version = Some(match v.as_str() {
+                    "1.2" => TlsVersion::V12,
+                    "1.3" => TlsVersion::V13,
+                    _ => return Err(invalid("--tls-version", &v, "1.2 or 1.3")),
+                })
+            }
+            "tls-cert" => tls_cert = Some(PathBuf::from(v)),
+            "tls-key" => tls_key = Some(PathBuf::from(v)),
             "open-rate" => {
                 let r: f64 = v
                     .parse()
@@ -298,10 +363,16 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
     let Some(scenario) = scenario else {
         let listen =
             listen.ok_or_else(|| usage("echo needs --listen ADDR (e.g. 127.0.0.1:0)".into()))?;
+        let tls = match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(usage("--tls-cert and --tls-key go together".into())),
+        };
         return Ok(Command::Echo(EchoArgs {
             listen,
             push_rate,
             threads,
+            tls,
         }));
     };
     let url = url.ok_or_else(|| usage("missing --url ws://HOST:PORT/path".into()))?;
@@ -312,9 +383,21 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         Scenario::Push => (100, 0),
         Scenario::Bulk => (4, 65536),
     };
+    let target = parse_url(&url)?;
+    let tls_given = tls.ca.is_some() || tls.sni.is_some() || tls.insecure;
+    if !target.tls && (tls_given || tls.version.is_some() || tls.resume) {
+        return Err(usage(
+            "--ca, --sni, --insecure, --tls-version and --resume need a wss:// URL".into(),
+        ));
+    }
+    if target.tls && tls.ca.is_none() && !tls.insecure {
+        return Err(usage(
+            "a wss:// URL needs --ca FILE (PEM certificates to trust) or --insecure".into(),
+        ));
+    }
     Ok(Command::Client(ClientArgs {
         scenario,
-        target: parse_url(&url)?,
+        target,
         json,
         threads,
         connections: connections.unwrap_or(default_conns),
@@ -323,6 +406,47 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         warmup,
         idle,
         open_rate,
+        tls,
+    }))
+}
+
+/// `cert --name NAME... --out DIR [--type ecdsa|rsa]`.
+fn parse_cert(mut p: lexopt::Parser) -> Result<Command> {
+    use lexopt::prelude::*;
+    let mut names = Vec::new();
+    let mut out = None;
+    let mut key_type = KeyType::Ecdsa;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("name") => names.push(p.value()?.string()?),
+            Long("out") => out = Some(PathBuf::from(p.value()?)),
+            Long("type") => {
+                let v = p.value()?.string()?;
+                key_type = match v.as_str() {
+                    "ecdsa" => KeyType::Ecdsa,
+                    "rsa" => KeyType::Rsa,
+                    _ => return Err(invalid("--type", &v, "ecdsa or rsa")),
+                };
+            }
+            Long("help") | Short('h') => return Ok(Command::Help),
+            other => {
+                return Err(usage(format!(
+                    "{} is not an option of `cert`",
+                    other.unexpected()
+                )))
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(usage(
+            "cert needs --name NAME (DNS name or IP address)".into(),
+        ));
+    }
+    let out = out.ok_or_else(|| usage("cert needs --out DIR".into()))?;
+    Ok(Command::Cert(CertArgs {
+        names,
+        out,
+        key_type,
     }))
 }
 
@@ -348,16 +472,17 @@ mod tests {
         let t = parse_url("ws://127.0.0.1:9000/push?x=1").unwrap();
         assert_eq!(t.path, "/push?x=1");
         assert!(parse_url("http://127.0.0.1/").is_err());
-        assert!(parse_url("wss://127.0.0.1/").is_err());
+        let t = parse_url("wss://127.0.0.1/").unwrap();
+        assert_eq!((t.tls, t.addr.port()), (true, 443));
+        assert!(!parse_url("ws://127.0.0.1/").unwrap().tls);
+    }
+
+    fn args(s: &str) -> Vec<std::ffi::OsString> {
+        s.split(' ').map(Into::into).collect()
     }
 
     #[test]
     fn flags_are_checked_per_subcommand() {
-        let args = |s: &str| {
-            s.split(' ')
-                .map(Into::into)
-                .collect::<Vec<std::ffi::OsString>>()
-        };
         assert!(parse_args(args("rtt --url ws://127.0.0.1:1/ --idle 5")).is_err());
         assert!(parse_args(args("echo --listen 127.0.0.1:0 --url x")).is_err());
         let Command::Client(c) = parse_args(args(
@@ -368,5 +493,32 @@ mod tests {
         };
         assert_eq!((c.size, c.json, c.connections), (1024, true, 50));
         assert_eq!(c.duration, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn tls_flags_need_wss_and_trust() {
+        assert!(parse_args(args("rtt --url ws://127.0.0.1:1/ --insecure")).is_err());
+        assert!(parse_args(args("rtt --url wss://127.0.0.1:1/")).is_err());
+        assert!(parse_args(args(
+            "rtt --url wss://127.0.0.1:1/ --insecure --tls-version 1.1"
+        ))
+        .is_err());
+        let Command::Client(c) = parse_args(args(
+            "handshake --url wss://127.0.0.1:1/ --ca c.pem --sni x.test --tls-version 1.2 --resume",
+        ))
+        .unwrap() else {
+            panic!("not a client command")
+        };
+        assert_eq!(c.tls.version, Some(TlsVersion::V12));
+        assert_eq!((c.tls.sni.as_deref(), c.tls.resume), (Some("x.test"), true));
+        assert!(parse_args(args("echo --listen 127.0.0.1:0 --tls-cert c.pem")).is_err());
+        assert!(parse_args(args("cert --out d")).is_err());
+        let Command::Cert(c) = parse_args(args(
+            "cert --name localhost --name 127.0.0.1 --out d --type rsa",
+        ))
+        .unwrap() else {
+            panic!("not cert")
+        };
+        assert_eq!((c.names.len(), c.key_type), (2, KeyType::Rsa));
     }
 }

@@ -2,7 +2,7 @@
 //! by hand, parsed with httparse, accept key verified) and masked frame I/O over monoio.
 //!
 //! One write per frame and one reusable buffer each way: the tool must not be the bottleneck
-//! of the proxy it measures.
+//! of the proxy it measures. `wss://` targets run the TLS handshake first (crate::tls).
 
 use std::io::{self, Write as _};
 
@@ -10,7 +10,8 @@ use monoio::net::TcpStream;
 use ringproxy::ws::{self, FrameError, FrameHeader, OpCode, Status};
 
 use crate::cli::Target;
-use crate::conn::BufConn;
+use crate::conn::{BufConn, Stream};
+use crate::tls::{ClientTls, TlsStream};
 
 /// Largest frame the client accepts from a server.
 const MAX_FRAME: u64 = 1 << 30;
@@ -20,6 +21,8 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 pub enum ClientError {
     #[error("connect failed: {0}")]
     Connect(io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
     #[error("handshake failed: {0}")]
@@ -66,7 +69,7 @@ impl Rng {
 }
 
 pub struct WsClient {
-    c: BufConn<TcpStream>,
+    c: BufConn<Stream>,
     wbuf: Vec<u8>,
     /// Length of the frame last returned by `recv`, consumed on the next call so its payload
     /// can be borrowed in between.
@@ -84,12 +87,26 @@ fn has_token(value: &[u8], token: &str) -> bool {
 }
 
 impl WsClient {
-    /// TCP connect plus upgrade; succeeds only on `101` with the right `Sec-WebSocket-Accept`.
-    pub async fn connect(target: &Target, rng: &mut Rng) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect_addr(target.addr)
+    /// TCP connect, TLS handshake when `tls` is given (a full one unless resumption is
+    /// enabled), then the upgrade; succeeds only on `101` with the right
+    /// `Sec-WebSocket-Accept`.
+    pub async fn connect(
+        target: &Target,
+        tls: Option<&ClientTls>,
+        rng: &mut Rng,
+    ) -> Result<Self, ClientError> {
+        let tcp = TcpStream::connect_addr(target.addr)
             .await
             .map_err(ClientError::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                let mut t = TlsStream::client(tcp, tls).map_err(ClientError::Tls)?;
+                t.handshake().await.map_err(ClientError::Tls)?;
+                Stream::Tls(Box::new(t))
+            }
+        };
         let mut nonce = [0u8; 16];
         rng.fill(&mut nonce);
         let key = ws::client_key(nonce);
@@ -139,6 +156,9 @@ impl WsClient {
         if self.pending == 0 {
             self.c.release_if_empty();
         }
+        if let Stream::Tls(t) = &mut self.c.io {
+            t.release_buffers();
+        }
         self.wbuf = Vec::new();
     }
 
@@ -179,6 +199,11 @@ impl WsClient {
             };
             self.c.read_more(need).await?;
         }
+    }
+
+    /// Whether the TLS handshake resumed a session (never for plain connections).
+    pub fn resumed(&self) -> bool {
+        matches!(&self.c.io, Stream::Tls(t) if t.resumed())
     }
 
     pub fn payload(&self, h: &FrameHeader) -> &[u8] {

@@ -5,11 +5,77 @@
 //! reusable `Vec` per connection, reads into its spare capacity and lets the protocol code look
 //! at `data()` until it has a whole head or frame. Nothing is allocated per message once the
 //! buffer has grown to the largest frame seen.
+//!
+//! The transport is plain TCP (or one half of it) or [`Stream`], which may carry TLS: the two
+//! small traits below are all the buffering needs from either.
 
 use std::io;
 
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::tls::TlsStream;
+
+/// Reading side of a transport.
+pub trait ReadIo {
+    /// Reads once, appending at most `buf`'s spare capacity; `Ok(0)` is end of stream.
+    async fn read_append(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+}
+
+/// Writing side of a transport.
+pub trait WriteIo {
+    /// Writes all of `buf` and gives it back.
+    async fn write_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+}
+
+impl<T: AsyncReadRent> ReadIo for T {
+    async fn read_append(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len();
+        let (res, slice): (_, SliceMut<Vec<u8>>) = self.read(buf.slice_mut(len..)).await;
+        (res, slice.into_inner())
+    }
+}
+
+impl<T: AsyncWriteRent> WriteIo for T {
+    async fn write_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, buf) = self.write_all(buf).await;
+        (res.map(|_| ()), buf)
+    }
+}
+
+/// A connection that is plain TCP or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// Ends TLS politely (close_notify) before the connection is dropped; nothing for TCP.
+    pub async fn close_notify(&mut self) {
+        if let Stream::Tls(t) = self {
+            let _ = t.close_notify().await;
+        }
+    }
+}
+
+impl ReadIo for Stream {
+    async fn read_append(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Stream::Plain(s) => s.read_append(buf).await,
+            Stream::Tls(t) => t.read_append(buf).await,
+        }
+    }
+}
+
+impl WriteIo for Stream {
+    async fn write_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Stream::Plain(s) => s.write_vec(buf).await,
+            Stream::Tls(t) => t.write_all(buf).await,
+        }
+    }
+}
 
 /// Smallest spare capacity offered to the kernel per read: small reads cost a syscall each, and
 /// large ones cost memory on every idle connection (a held WebSocket keeps its buffer).
@@ -86,15 +152,14 @@ impl<S> BufConn<S> {
     }
 }
 
-impl<S: AsyncReadRent> BufConn<S> {
+impl<S: ReadIo> BufConn<S> {
     /// Reads once, aiming for `data()` to reach `want` bytes. Returns the number of new bytes;
     /// end of stream is an `UnexpectedEof` error because every caller is mid-message there.
     pub async fn read_more(&mut self, want: usize) -> io::Result<usize> {
         self.make_room(want);
         let buf = std::mem::take(&mut self.rbuf);
-        let len = buf.len();
-        let (res, slice) = self.io.read(buf.slice_mut(len..)).await;
-        self.rbuf = slice.into_inner();
+        let (res, buf) = self.io.read_append(buf).await;
+        self.rbuf = buf;
         match res {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
             other => other,
@@ -110,11 +175,11 @@ impl<S: AsyncReadRent> BufConn<S> {
     }
 }
 
-impl<S: AsyncWriteRent> BufConn<S> {
+impl<S: WriteIo> BufConn<S> {
     /// Writes all of `buf` and gives it back cleared, so callers keep reusing one allocation.
     pub async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, mut buf) = self.io.write_all(buf).await;
+        let (res, mut buf) = self.io.write_vec(buf).await;
         buf.clear();
-        (res.map(|_| ()), buf)
+        (res, buf)
     }
 }

@@ -1,11 +1,13 @@
 //! `ringproxy-load`: the WebSocket load tool and test backend that ringproxy's benchmarks and
-//! integration tests drive (`echo` backend; `rtt`, `handshake`, `hold`, `push`, `bulk` clients;
-//! `report` turns bench.sh's raw runs into tables and a chart).
+//! integration tests drive (`echo` backend, plain or TLS; `rtt`, `handshake`, `hold`, `push`,
+//! `bulk` clients over ws:// or wss://; `cert` makes a self-signed certificate; `report` turns
+//! bench.sh's raw runs into tables and a chart).
 //!
 //! Threads each own one monoio runtime, like the proxy's shards; the main thread only prints
 //! progress, merges per-thread counters and reports. Exit status is non-zero only when the tool
 //! itself could not run (bad flags, nothing could connect): counted errors are data.
 
+mod cert;
 mod cli;
 mod client;
 mod conn;
@@ -15,6 +17,7 @@ mod rt;
 mod scenarios;
 mod server;
 mod summary;
+mod tls;
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
@@ -51,6 +54,7 @@ fn main() {
         }
         Command::Echo(a) => server::run(a),
         Command::Client(a) => run_client(a),
+        Command::Cert(a) => cert::run(&a),
     };
     if let Err(e) = res {
         eprintln!("ringproxy-load: {e:#}");
@@ -59,7 +63,11 @@ fn main() {
 }
 
 fn run_client(args: ClientArgs) -> Result<()> {
-    let sh = Arc::new(Shared::new(args.clone()));
+    let tls = match args.target.tls {
+        true => Some(Arc::new(tls::client(&args.tls, &args.target.host)?)),
+        false => None,
+    };
+    let sh = Arc::new(Shared::new(args.clone(), tls));
     let (tx, rx) = mpsc::channel();
     for t in 0..args.threads {
         let (sh, tx) = (sh.clone(), tx.clone());

@@ -88,8 +88,8 @@ impl Hub {
     }
 
     /// Serves one upgraded `/push` connection until it closes.
-    pub async fn serve(self: Rc<Self>, conn: BufConn<TcpStream>) {
-        let (stream, leftover) = conn.into_parts();
+    /// `leftover` is what was read past the upgrade request.
+    pub async fn serve(self: Rc<Self>, stream: TcpStream, leftover: Vec<u8>) {
         let (r, w) = stream.into_split();
         let sub = Rc::new(Sub::default());
         self.subs.borrow_mut().push(Rc::downgrade(&sub));

@@ -17,6 +17,8 @@ pub struct Stats {
     pub established: u64,
     pub survived: u64,
     pub lost: u64,
+    /// TLS handshakes that resumed a session (with `--resume`).
+    pub resumed: u64,
     /// Whether any TCP connect succeeded: none at all means the tool could not run.
     pub reached_any: bool,
     pub first_error: Option<String>,
@@ -34,6 +36,7 @@ impl Stats {
             established: 0,
             survived: 0,
             lost: 0,
+            resumed: 0,
             reached_any: false,
             first_error: None,
         }
@@ -55,6 +58,7 @@ impl Stats {
         self.established += o.established;
         self.survived += o.survived;
         self.lost += o.lost;
+        self.resumed += o.resumed;
         self.reached_any |= o.reached_any;
         if self.first_error.is_none() {
             self.first_error = o.first_error;
@@ -81,6 +85,9 @@ pub struct Report {
     pub survived: Option<u64>,
     pub dropped: Option<u64>,
     pub lost: Option<u64>,
+    pub tls: bool,
+    /// Of `established`, how many TLS handshakes resumed a session; `null` without TLS.
+    pub tls_resumed: Option<u64>,
 }
 
 fn round3(v: f64) -> f64 {
@@ -114,6 +121,8 @@ impl Report {
             survived: (sc == Scenario::Hold).then_some(s.survived),
             dropped: (sc == Scenario::Hold).then(|| s.established - s.survived.min(s.established)),
             lost: (sc == Scenario::Push).then_some(s.lost),
+            tls: args.target.tls,
+            tls_resumed: args.target.tls.then_some(s.resumed),
         }
     }
 
@@ -139,6 +148,8 @@ impl Report {
             ("survived", optu(self.survived)),
             ("dropped", optu(self.dropped)),
             ("lost", optu(self.lost)),
+            ("tls", self.tls.to_string()),
+            ("resumed", optu(self.tls_resumed)),
         ];
         for (k, v) in rows {
             let _ = writeln!(t, "{k:<12} {v}");

@@ -17,6 +17,7 @@ use crate::cli::{ClientArgs, Scenario};
 use crate::client::{ClientError, Rng, WsClient};
 use crate::push::{decode_push, now_ns, PUSH_MSG_LEN};
 use crate::report::Stats;
+use crate::tls::ClientTls;
 
 /// How long past the deadline an operation may still finish before it counts as stalled.
 const GRACE: Duration = Duration::from_secs(2);
@@ -30,6 +31,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// State shared by all client threads and the main thread (progress, barriers).
 pub struct Shared {
     pub args: ClientArgs,
+    /// Client TLS configuration for `wss://` targets.
+    pub tls: Option<Arc<ClientTls>>,
     pub start: std::time::Instant,
     pub opened: AtomicU64,
     /// Whether any TCP connection to the target ever succeeded (even if its upgrade failed):
@@ -46,9 +49,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(args: ClientArgs) -> Self {
+    pub fn new(args: ClientArgs, tls: Option<Arc<ClientTls>>) -> Self {
         Self {
             args,
+            tls,
             start: std::time::Instant::now(),
             opened: AtomicU64::new(0),
             reached: AtomicBool::new(false),
@@ -125,16 +129,22 @@ pub async fn run_thread(sh: Arc<Shared>, t: usize, tx: mpsc::Sender<Msg>) -> Sta
 
 /// Connects within the deadline, recording success and failure.
 async fn open(sh: &Shared, st: &St, rng: &mut Rng, deadline: Instant) -> Option<WsClient> {
-    match timeout_at(deadline, WsClient::connect(&sh.args.target, rng)).await {
+    let connect = WsClient::connect(&sh.args.target, sh.tls.as_deref(), rng);
+    match timeout_at(deadline, connect).await {
         Ok(Ok(ws)) => {
             sh.reached(st);
             sh.opened.fetch_add(1, Ordering::Relaxed);
-            st.borrow_mut().established += 1;
+            let mut s = st.borrow_mut();
+            s.established += 1;
+            s.resumed += u64::from(ws.resumed());
+            drop(s);
             Some(ws)
         }
         Ok(Err(e)) => {
-            if !matches!(e, ClientError::Connect(_)) {
-                // TCP got through; the upgrade failed, which is a result, not a setup problem.
+            if !matches!(e, ClientError::Connect(_) | ClientError::Tls(_)) {
+                // TCP and TLS got through; the upgrade failed, which is a result, not a setup
+                // problem. Until a TLS handshake has succeeded once, a failing one (untrusted
+                // certificate, wrong name) means the tool cannot run against this target.
                 sh.reached(st);
             }
             st.borrow_mut().error(&e);

@@ -4,11 +4,13 @@
 //! request bodies, `GET .../headers` mirrors the request head so tests can see what a proxy
 //! forwarded) and RFC 6455 WebSocket: echo frame by frame, ping/pong, close handshake, and a
 //! timestamped broadcast on `/push*` paths. One listener socket per thread (SO_REUSEPORT), one
-//! monoio runtime per thread, as in the proxy itself.
+//! monoio runtime per thread, as in the proxy itself. With `--tls-cert/--tls-key` it speaks
+//! only TLS (HTTPS and wss; `/push` is plain-only), so a proxy's TLS-to-backend path has a peer.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,13 +19,16 @@ use ringproxy::ws::{self, OpCode, Status};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::EchoArgs;
-use crate::conn::BufConn;
+use crate::conn::{BufConn, Stream};
 use crate::push::Hub;
+use crate::tls::TlsStream;
 
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest frame the echo server buffers; bulk runs use up to a few MiB.
 const MAX_FRAME: u64 = 64 * 1024 * 1024;
 const OK_BODY: &[u8] = b"ringproxy-load echo\n";
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -41,6 +46,10 @@ pub fn run(args: EchoArgs) -> Result<()> {
         .listen
         .parse()
         .with_context(|| format!("--listen {:?} is not IP:PORT", args.listen))?;
+    let tls = match &args.tls {
+        Some((cert, key)) => Some(crate::tls::server(cert, key)?),
+        None => None,
+    };
     // Bind every thread's socket before announcing the address, so a client that reads the
     // `listening on` line can connect at once; port 0 is resolved by the first bind.
     let first = bind_reuseport(addr)?;
@@ -59,9 +68,10 @@ pub fn run(args: EchoArgs) -> Result<()> {
         .enumerate()
         .map(|(i, l)| {
             let rate = args.push_rate;
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("echo-{i}"))
-                .spawn(move || crate::rt::block_on(|| serve(l, rate)))
+                .spawn(move || crate::rt::block_on(|| serve(l, rate, tls)))
         })
         .collect::<Result<_, _>>()?;
     for h in handles {
@@ -71,7 +81,11 @@ pub fn run(args: EchoArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve(std_listener: std::net::TcpListener, push_rate: f64) -> Result<()> {
+async fn serve(
+    std_listener: std::net::TcpListener,
+    push_rate: f64,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<()> {
     let listener = TcpListener::from_std(std_listener)?;
     let hub = Rc::new(Hub::default());
     if push_rate > 0.0 {
@@ -81,11 +95,24 @@ async fn serve(std_listener: std::net::TcpListener, push_rate: f64) -> Result<()
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(handle(stream, hub.clone()));
+                match &tls {
+                    None => drop(monoio::spawn(handle(Stream::Plain(stream), hub.clone()))),
+                    Some(cfg) => drop(monoio::spawn(accept_tls(stream, cfg.clone(), hub.clone()))),
+                }
             }
             // Out of descriptors or a connection reset before accept: keep serving the rest.
             Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
         }
+    }
+}
+
+/// Completes the server side of the TLS handshake (bounded), then serves as over TCP.
+async fn accept_tls(stream: TcpStream, cfg: Arc<rustls::ServerConfig>, hub: Rc<Hub>) {
+    let Ok(mut t) = TlsStream::server(stream, cfg) else {
+        return;
+    };
+    if let Ok(Ok(())) = monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, t.handshake()).await {
+        handle(Stream::Tls(Box::new(t)), hub).await;
     }
 }
 
@@ -173,7 +200,7 @@ fn parse_head(buf: &[u8]) -> HeadResult {
     HeadResult::Complete(h)
 }
 
-async fn handle(stream: TcpStream, hub: Rc<Hub>) {
+async fn handle(stream: Stream, hub: Rc<Hub>) {
     let mut c = BufConn::new(stream);
     let mut wbuf = Vec::with_capacity(1024);
     loop {
@@ -191,6 +218,9 @@ async fn handle(stream: TcpStream, hub: Rc<Hub>) {
                 HeadResult::Invalid => return respond_error(c, wbuf, "400 Bad Request").await,
             }
         };
+        if head.ws_upgrade && head.path_push && matches!(c.io, Stream::Tls(_)) {
+            return respond_error(c, wbuf, "501 Not Implemented").await;
+        }
         if head.ws_upgrade {
             let Some(key) = head.ws_key.as_deref().filter(|_| head.ws_version_ok) else {
                 wbuf.extend_from_slice(
@@ -213,7 +243,10 @@ async fn handle(stream: TcpStream, hub: Rc<Hub>) {
                 return;
             }
             if head.path_push {
-                hub.serve(c).await;
+                let (Stream::Plain(tcp), leftover) = c.into_parts() else {
+                    unreachable!("TLS /push was refused above")
+                };
+                hub.serve(tcp, leftover).await;
             } else {
                 ws_echo(c, b).await;
             }
@@ -258,22 +291,26 @@ async fn handle(stream: TcpStream, hub: Rc<Hub>) {
         }
         let (res, b) = c.write_all(resp).await;
         wbuf = b;
-        if res.is_err() || !head.keep_alive {
+        if res.is_err() {
             return;
+        }
+        if !head.keep_alive {
+            return c.io.close_notify().await;
         }
     }
 }
 
-async fn respond_error(mut c: BufConn<TcpStream>, mut wbuf: Vec<u8>, status: &str) {
+async fn respond_error(mut c: BufConn<Stream>, mut wbuf: Vec<u8>, status: &str) {
     wbuf.clear();
     let _ = write!(
         wbuf,
         "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     let _ = c.write_all(wbuf).await;
+    c.io.close_notify().await;
 }
 
-async fn skip_bytes(c: &mut BufConn<TcpStream>, mut n: u64) -> std::io::Result<()> {
+async fn skip_bytes(c: &mut BufConn<Stream>, mut n: u64) -> std::io::Result<()> {
     while n > 0 {
         if c.data().is_empty() {
             c.read_more(n.min(1 << 20) as usize).await?;
@@ -290,7 +327,7 @@ fn bad_body() -> std::io::Error {
 }
 
 /// Discards a chunked body (RFC 9112 §7.1) including trailers, without buffering it whole.
-async fn skip_chunked(c: &mut BufConn<TcpStream>) -> std::io::Result<()> {
+async fn skip_chunked(c: &mut BufConn<Stream>) -> std::io::Result<()> {
     loop {
         let size = loop {
             match httparse::parse_chunk_size(c.data()) {
@@ -333,7 +370,7 @@ async fn skip_chunked(c: &mut BufConn<TcpStream>) -> std::io::Result<()> {
 /// Echoes every data frame back unmasked, frame by frame (fragmentation is preserved), answers
 /// pings and completes the close handshake. All replies produced by one read go out in one
 /// write.
-async fn ws_echo(mut c: BufConn<TcpStream>, mut wbuf: Vec<u8>) {
+async fn ws_echo(mut c: BufConn<Stream>, mut wbuf: Vec<u8>) {
     loop {
         let mut need = 2;
         let mut closing = false;
@@ -388,7 +425,10 @@ async fn ws_echo(mut c: BufConn<TcpStream>, mut wbuf: Vec<u8>) {
             }
         }
         // After our close frame the server closes TCP first (RFC 6455 §7.1.1): drop does it.
-        if closing || c.read_more(need).await.is_err() {
+        if closing {
+            return c.io.close_notify().await;
+        }
+        if c.read_more(need).await.is_err() {
             return;
         }
     }

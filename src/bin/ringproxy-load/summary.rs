@@ -56,6 +56,10 @@ pub struct Run {
     pub lost: Option<f64>,
     pub cpu_us_per_op: Option<f64>,
     pub rss_kib_per_conn: Option<f64>,
+    /// Whether the client spoke wss:// (TLS terminated by the target).
+    pub tls: Option<bool>,
+    /// Whether the target spoke TLS to the echo backend (bench.sh's upstream-tls-*).
+    pub upstream_tls: Option<bool>,
 }
 
 impl Run {
@@ -70,15 +74,22 @@ impl Run {
         }
     }
 
-    /// Human name: `rtt 64 B x50`.
+    /// Human name: `rtt 64 B x50`, `wss handshake x50`, `rtt 64 B x50 to TLS backend`.
     fn title(&self) -> String {
-        let mut t = self.scenario.clone();
+        let mut t = if self.tls == Some(true) {
+            format!("wss {}", self.scenario)
+        } else {
+            self.scenario.clone()
+        };
         if let (Some(s), true) = (self.size, matches!(self.scenario.as_str(), "rtt" | "bulk")) {
             t.push(' ');
             t.push_str(&human_size(s));
         }
         if let Some(c) = self.connections {
             let _ = write!(t, " x{c}");
+        }
+        if self.upstream_tls == Some(true) {
+            t.push_str(" to TLS backend");
         }
         // bench.sh's `SCENARIO:PATH` runs: ringproxy with one tunnel forwarding path forced.
         if let Some((_, path)) = self.label.as_deref().and_then(|l| l.split_once(':')) {
@@ -632,5 +643,15 @@ pub(crate) mod tests {
         assert_eq!(fmt_value(4.612), "4.61");
         assert_eq!(fmt_value(3.0), "3");
         assert!(parse(r#"{"target":"envoy","scenario":"rtt"}"#).is_err());
+        let (_, runs) =
+            parse(r#"{"target":"nginx","scenario":"handshake","connections":50,"tls":true}"#)
+                .unwrap();
+        assert_eq!(runs[0].title(), "wss handshake x50");
+        let line =
+            r#"{"target":"nginx","scenario":"rtt","size":64,"connections":50,"upstream_tls":true}"#;
+        assert_eq!(
+            parse(line).unwrap().1[0].title(),
+            "rtt 64 B x50 to TLS backend"
+        );
     }
 }
