@@ -206,7 +206,7 @@ async fn tls12_only_and_tls13_only_clients_and_protocol_and_cipher_settings() {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
+            .with_custom_certificate_verifier(ringproxy::tls::Verifier::none(p))
             .with_no_client_auth();
         Arc::new(c)
     };

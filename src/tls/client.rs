@@ -67,13 +67,26 @@ pub struct ClientConfigs {
 }
 
 /// Verification with `proxy_ssl_verify`: webpki against the trusted certificates (none: every
-/// certificate fails), then the depth; or, with it off, none.
+/// certificate fails), then the depth; or, with it off, none (the handshake's signatures are
+/// still checked).
 #[derive(Debug)]
-struct Verifier {
+pub struct Verifier {
     /// `None`: verification off.
     webpki: Option<Option<Arc<WebPkiServerVerifier>>>,
     depth: u32,
     provider: Arc<CryptoProvider>,
+}
+
+impl Verifier {
+    /// `proxy_ssl_verify off`: any certificate is accepted (also what test and load clients
+    /// use towards generated certificates).
+    pub fn none(provider: Arc<CryptoProvider>) -> Arc<Verifier> {
+        Arc::new(Verifier {
+            webpki: None,
+            depth: 0,
+            provider,
+        })
+    }
 }
 
 impl ServerCertVerifier for Verifier {

@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-pub use client::{check_upstream, upstream, ClientConfigs};
+pub use client::{check_upstream, upstream, ClientConfigs, Verifier};
 pub use server::{accept, check_server, ShardTls};
 
 use crate::config::model::TlsVersion;

@@ -1,15 +1,14 @@
-//! Client side helpers for the TLS tests: a rustls client that accepts any certificate (the
-//! tests compare what they received with what they generated), HTTP over any stream, a wss
-//! echo, and ringproxy in a prefix with generated certificates.
+//! Client side helpers for the TLS tests: a rustls client that accepts any certificate
+//! (`proxy_ssl_verify off`'s verifier: the tests compare what they received with what they
+//! generated), HTTP over any stream, a wss echo, and ringproxy in a prefix with generated
+//! certificates.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -19,45 +18,6 @@ use super::certs::Leaf;
 use super::Proxy;
 
 pub const T: Duration = Duration::from_secs(20);
-
-/// Accepts any certificate (the tests compare what they received with what they generated).
-#[derive(Debug)]
-pub struct AcceptAny(pub Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// A client speaking `versions` (empty: both) with `suites` (empty: rustls' defaults).
 pub fn client(
@@ -86,7 +46,7 @@ pub fn client(
         .with_protocol_versions(&versions)
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
+        .with_custom_certificate_verifier(ringproxy::tls::Verifier::none(p))
         .with_no_client_auth();
     Arc::new(cfg)
 }
