@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod route;
 pub mod shard;
 pub mod sys;
+pub mod tls;
 pub mod upstream;
 pub mod ws;

@@ -27,7 +27,7 @@ fn load(dir: &Path, name: &str) -> config::Loaded {
 
 #[test]
 fn every_seed_config_passes_t_unchanged() {
-    let dir = common::copy_tree(&common::seed_dir());
+    let dir = common::seed_copy();
     let p = dir.path().to_str().unwrap();
     for name in SEEDS {
         let out = common::run(&["-p", p, "-c", name, "-t"]);
@@ -46,7 +46,7 @@ fn every_seed_config_passes_t_unchanged() {
 
 #[test]
 fn dump_lists_every_included_file() {
-    let dir = common::copy_tree(&common::seed_dir());
+    let dir = common::seed_copy();
     let p = dir.path().to_str().unwrap();
     let out = common::run(&["-p", p, "-c", "003-nginx.conf", "-T"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
@@ -69,7 +69,7 @@ fn dump_lists_every_included_file() {
 #[test]
 fn dump_and_reparse_give_the_same_model() {
     for name in SEEDS {
-        let dir = common::copy_tree(&common::seed_dir());
+        let dir = common::seed_copy();
         let first = load(dir.path(), name);
         let bytes = dump::dump(&first.ast);
         // Remove every file the configuration read, then restore them from the dump alone.
@@ -100,7 +100,7 @@ fn http(c: &config::Config) -> &HttpConf {
 
 #[test]
 fn seed_models_hold_what_the_articles_configure() {
-    let dir = common::copy_tree(&common::seed_dir());
+    let dir = common::seed_copy();
     let d = dir.path();
 
     // 001: map $http_upgrade $connection_upgrade, keepalive_timeout 75s inherited by the location.

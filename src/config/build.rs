@@ -436,6 +436,10 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
             ));
         }
     }
+    if let Some(pp) = loc.conf.proxy_pass.as_ref().filter(|pp| pp.tls) {
+        crate::tls::check_upstream(&loc.conf)
+            .map_err(|e| ConfigError::at(&pp.span, e.to_string()))?;
+    }
     let conf = loc.conf.clone();
     for child in &mut loc.locations {
         finish_location(child, &conf, index_of_ref)?;
@@ -484,6 +488,10 @@ fn check_ssl(server: &ServerConf) -> Result<()> {
                 certs[keys.len()].display()
             ),
         ));
+    }
+    if !certs.is_empty() {
+        crate::tls::check_server(&server.conf)
+            .map_err(|e| ConfigError::at(&server.span, e.to_string()))?;
     }
     Ok(())
 }

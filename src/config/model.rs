@@ -596,7 +596,7 @@ pub enum SpliceMode {
 }
 
 /// `ssl_protocols` members (rustls speaks only these).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TlsVersion {
     /// TLSv1.2.
     Tls12,

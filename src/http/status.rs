@@ -11,10 +11,14 @@
 /// with its own page (see [`wire_status`]).
 pub const REQUEST_HEADER_TOO_LARGE: u16 = 494;
 
+/// nginx's internal status for a plain HTTP request on a TLS port (`NGX_HTTP_TO_HTTPS`): sent
+/// on the wire as 400 with its own page.
+pub const TO_HTTPS: u16 = 497;
+
 /// The status that goes on the status line for an internal status (494 is sent as 400).
 pub fn wire_status(status: u16) -> u16 {
     match status {
-        REQUEST_HEADER_TOO_LARGE => 400,
+        REQUEST_HEADER_TOO_LARGE | TO_HTTPS => 400,
         s => s,
     }
 }
@@ -38,7 +42,7 @@ pub fn reason(status: u16) -> Option<&'static str> {
         304 => "Not Modified",
         307 => "Temporary Redirect",
         308 => "Permanent Redirect",
-        400 | REQUEST_HEADER_TOO_LARGE => "Bad Request",
+        400 | REQUEST_HEADER_TOO_LARGE | TO_HTTPS => "Bad Request",
         401 => "Unauthorized",
         402 => "Payment Required",
         403 => "Forbidden",
@@ -107,6 +111,11 @@ pub fn error_page(status: u16) -> Option<&'static [u8]> {
             "400 Bad Request",
             "<center>Request Header Or Cookie Too Large</center>\r\n"
         ),
+        TO_HTTPS => page!(
+            "400 The plain HTTP request was sent to HTTPS port",
+            "400 Bad Request",
+            "<center>The plain HTTP request was sent to HTTPS port</center>\r\n"
+        ),
         500 => page!("500 Internal Server Error"),
         501 => page!("501 Not Implemented"),
         502 => page!("502 Bad Gateway"),
@@ -141,7 +150,7 @@ mod tests {
 
     #[test]
     fn every_required_status_has_a_page_and_reason() {
-        for s in [400, 404, 414, 494, 500, 502, 504, 505] {
+        for s in [400, 404, 414, 494, 497, 500, 502, 504, 505] {
             let page = std::str::from_utf8(error_page(s).unwrap()).unwrap();
             let title = format!("<html>\r\n<head><title>{} ", wire_status(s));
             assert!(page.starts_with(&title), "{s}");

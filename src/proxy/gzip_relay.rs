@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use super::conn::Stream;
 
 use super::gzip::BodyEncoder;
 use super::io::{read_into, write_all};
@@ -20,7 +20,7 @@ use crate::http::response::ResponseBody;
 /// Compresses `data` and writes what the compressor produced; `last` ends the stream. Counts
 /// the bytes written in `sent`.
 pub async fn send(
-    client: &TcpStream,
+    client: &Stream,
     enc: &mut BodyEncoder,
     data: &[u8],
     last: bool,
@@ -42,9 +42,9 @@ pub async fn send(
 /// Relays the upstream body (framed as `body`, starting with `pending`, bytes read with the
 /// head) compressed through `enc`.
 pub async fn relay(
-    client: &TcpStream,
+    client: &Stream,
     sent: &Cell<u64>,
-    upstream: &TcpStream,
+    upstream: &Stream,
     mut pending: Vec<u8>,
     body: ResponseBody,
     enc: &mut BodyEncoder,

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::conn::Stream;
 use super::error_page;
 use super::headers_out::ProxiedRequest;
 use super::io::{is_timeout, read_into, read_some, write_all};
@@ -40,7 +41,7 @@ const MAX_HEADERS: usize = 100;
 /// tunnel (the 101 and any early bytes already relayed; only the two sockets live on), or done.
 enum State {
     ReadingHead,
-    Tunnel(TcpStream, TunnelConfig),
+    Tunnel(Stream, TunnelConfig),
     Closed,
     /// An error or redirect not sent yet (`error_page` may answer it); the flag: the
     /// connection may stay open after it.
@@ -48,7 +49,7 @@ enum State {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     local: SocketAddr,
     /// Bytes read from the client and not yet consumed (the next head, a pipelined frame).
@@ -94,13 +95,17 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         .default_server(local)
         .map_or(true, |i| http.servers[i].conf.tcp_nodelay());
     let _ = stream.set_nodelay(nodelay);
+    let accepted = Instant::now();
+    let Some(stream) = crate::tls::accept(&ctx, &spec, stream, peer, local, accepted).await else {
+        return;
+    };
     let mut conn = Conn {
         stream,
         peer,
         local,
         buf: Vec::new(),
         requests: 0,
-        accepted: Instant::now(),
+        accepted,
         id: ctx.proxy.next_connection_id(),
         status: Cell::new(0),
         sent: Cell::new(0),
@@ -210,7 +215,7 @@ async fn one_request(ctx: &Rc<ShardCtx>, http: &HttpConf, conn: &mut Conn) -> St
     if conn.buf.is_empty() && conn.requests > 0 {
         // Keep-alive: wait for the next request without holding a buffer.
         let wait = Instant::now() + dconf.keepalive_timeout();
-        let readable = monoio::time::timeout_at(wait.into(), conn.stream.readable(false));
+        let readable = monoio::time::timeout_at(wait.into(), conn.stream.readable());
         let got = monoio::select! {
             r = readable => r,
             _ = ctx.stopping.wait() => return State::Closed,
@@ -290,10 +295,11 @@ async fn serve_request(
         ServerName::Exact(e) => Some(e.as_str()),
         _ => None,
     });
+    let tls = conn.stream.tls_info();
     let facts = ConnFacts {
         remote: conn.peer,
         local: conn.local,
-        tls: None,
+        tls: tls.as_ref().map(|t| t.facts()),
         server_name: server_name.unwrap_or(""),
         connection: conn.id,
         requests: conn.requests as u64,
@@ -755,6 +761,10 @@ async fn proxy(
         Err(code) => return fail(conn, code, conf).await,
     };
     let _upstream_guard = ctx.hold();
+    let upstream = match crate::tls::upstream(ctx, upstream, conn.peer, conf, pp, vars).await {
+        Ok(u) => u,
+        Err(code) => return fail(conn, code, conf).await,
+    };
     let client_body = if conn.body_read.get() {
         Body::None
     } else {
@@ -934,7 +944,7 @@ enum Frame {
 
 async fn tunnel_after_101(
     conn: &mut Conn,
-    upstream: TcpStream,
+    upstream: Stream,
     head: Vec<u8>,
     early_down: Vec<u8>,
     conf: &LocConf,
@@ -1004,7 +1014,7 @@ fn decode_chunks(
 /// pipelined request).
 async fn relay_request_body(
     conn: &mut Conn,
-    upstream: &TcpStream,
+    upstream: &Stream,
     body: Body,
     early: &[u8],
     conf: &LocConf,
@@ -1073,7 +1083,7 @@ async fn write_counted(
 
 async fn relay_response_body(
     conn: &Conn,
-    upstream: &TcpStream,
+    upstream: &Stream,
     mut pending: Vec<u8>,
     frame: Frame,
     conf: &LocConf,

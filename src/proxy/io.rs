@@ -1,12 +1,13 @@
 //! Socket helpers the proxy uses after readiness: non-blocking reads and writes through the
-//! borrowed descriptor (the same model as the tunnel), each wait bounded by a deadline.
+//! borrowed descriptor (the same model as the tunnel), each wait bounded by a deadline, on
+//! plain and TLS streams alike ([`Stream`]).
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use rustix::io::Errno;
 
+use super::conn::Stream;
 use crate::sys::fd;
 
 /// Makes the socket non-blocking (the io_uring driver leaves accepted sockets blocking; the raw
@@ -19,28 +20,13 @@ pub fn set_nonblocking(s: &TcpStream) -> io::Result<()> {
 
 /// Reads what is available into `buf`, waiting for readability until `deadline`.
 /// `Ok(0)` is end of stream; a passed deadline is `TimedOut`.
-pub async fn read_some(s: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    loop {
-        match rustix::io::read(fd(s), &mut *buf) {
-            Ok(n) => return Ok(n),
-            Err(Errno::AGAIN) => {}
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        match monoio::time::timeout(deadline - now, s.readable(false)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        }
-    }
+pub async fn read_some(s: &Stream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    s.read_some(buf, deadline).await
 }
 
 /// Appends what is available to `buf` (growing it by up to `max` bytes).
 pub async fn read_into(
-    s: &TcpStream,
+    s: &Stream,
     buf: &mut Vec<u8>,
     max: usize,
     deadline: Instant,
@@ -54,8 +40,8 @@ pub async fn read_into(
 }
 
 /// Writes all of `data`; each wait for writability is bounded by `timeout`.
-pub async fn write_all(s: &TcpStream, data: &[u8], timeout: Duration) -> io::Result<()> {
-    super::tunnel::write_all_to(s, data, timeout).await
+pub async fn write_all(s: &Stream, data: &[u8], timeout: Duration) -> io::Result<()> {
+    s.write_all(data, timeout).await
 }
 
 /// Whether an error is a timeout (for 504 vs 502).

@@ -1,12 +1,13 @@
 //! Proxying: a client connection's state machine (`handler`), what goes to the peer and what
 //! comes back as nginx's proxy module does it (`request` builds the upstream request head,
 //! `response` filters the upstream response head; both sans-IO), the tunnel after a 101
-//! (`tunnel`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
+//! (`tunnel`) over plain or TLS connections (`conn`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
 //! responses ringproxy makes itself (`respond`) and static files for locations without
 //! `proxy_pass` (`static_files`). Every response head passes nginx's response filters
 //! (`headers_out`: `add_header`, `proxy_redirect`; `gzip`, with the compressed relay in
 //! `gzip_relay`), and errors may be answered by `error_page` (`error_page`).
 
+pub mod conn;
 pub mod error_page;
 pub mod gzip;
 pub mod gzip_relay;
@@ -43,6 +44,8 @@ pub struct ShardProxy {
     pub pid: u32,
     /// This shard's access logs (its own file handles and buffers).
     pub access: RefCell<crate::accesslog::AccessLogs>,
+    /// This shard's TLS configurations (session caches and ticket keys are per shard).
+    pub tls: crate::tls::ShardTls,
     next_id: Cell<u64>,
 }
 
@@ -93,7 +96,12 @@ impl ShardProxy {
             Some(h) => crate::accesslog::AccessLogs::from_http(h).map_err(|e| e.to_string())?,
             None => return Err("no \"http\" section in configuration".into()),
         };
+        let tls = match config.http.as_ref() {
+            Some(h) => crate::tls::ShardTls::new(h)?,
+            None => return Err("no \"http\" section in configuration".into()),
+        };
         Ok(ShardProxy {
+            tls,
             access: RefCell::new(access),
             pid: std::process::id(),
             balancers,

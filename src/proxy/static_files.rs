@@ -30,8 +30,6 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use monoio::net::TcpStream;
-
 use crate::config::model::{DocRoot, LocConf, LocationMatch, TryFilesLast};
 use crate::config::template::{Part, Template};
 use crate::http::vars::RequestVars;
@@ -649,7 +647,7 @@ pub struct Served {
 /// consistently. The file is read with blocking reads on the shard: meant for the small files
 /// a WebSocket proxy serves (no `sendfile`).
 pub async fn serve(
-    stream: &TcpStream,
+    stream: &super::conn::Stream,
     file: &FileHit,
     cond: &Conditional<'_>,
     keep_alive: bool,

@@ -526,6 +526,7 @@ fn serve_shaped(
         });
         let (stream, _) = listener.accept().await.unwrap();
         crate::proxy::io::set_nonblocking(&stream).unwrap();
+        let stream = crate::proxy::conn::Stream::Plain(stream);
         let shape = Shaping {
             status: 200,
             extras: &extras,

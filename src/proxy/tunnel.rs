@@ -9,6 +9,10 @@
 //! `proxy_send_timeout` one whose writes stay blocked that long. A slow reader blocks the writer
 //! of its direction, which stops reading its source: memory per tunnel stays one buffer per
 //! active direction.
+//!
+//! Either side may be TLS ([`Stream`]): the tunnel then copies (splice cannot see plaintext),
+//! whatever `proxy_splice` says; a FIN becomes close_notify then FIN; and a TLS write that would
+//! block may leave bytes in rustls' bounded buffer, flushed before the source is read again.
 
 use std::cell::Cell;
 use std::io;
@@ -18,9 +22,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::{select, Either};
 use monoio::net::TcpStream;
 use rustix::io::Errno;
-use rustix::net::Shutdown;
 use rustix::pipe::SpliceFlags;
 
+use super::conn::Stream;
 use super::idle::IdleClock;
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
@@ -88,12 +92,16 @@ enum PumpErr {
 }
 
 /// Runs the tunnel to its end. The caller has already forwarded any bytes that arrived with the
-/// heads (a pipelined first frame), and closes both sockets when this returns.
+/// heads (a pipelined first frame), and closes both sockets when this returns. Splice needs
+/// both sides plain: with TLS on either side the tunnel copies.
 ///
 /// Everything lives in this one future (no boxes): with the caller's task it is the whole cost
 /// of an idle tunnel, and the idle timeout is a slot in the shard's [`IdleClock`] table rather
 /// than a timer of its own.
-pub async fn run(client: &TcpStream, upstream: &TcpStream, cfg: TunnelConfig) -> Outcome {
+pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> Outcome {
+    if client.plain().is_none() || upstream.plain().is_none() {
+        cfg.path = Path::Copy;
+    }
     let clock = IdleClock::register(cfg.read_timeout);
     let up_bytes = Cell::new(0u64);
     let down_bytes = Cell::new(0u64);
@@ -151,8 +159,8 @@ fn other(side: Side) -> Side {
 /// into a boxed slow path. So an idle tunnel costs two small futures and no buffer, and the
 /// common case allocates nothing per message.
 async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Stream,
+    dst: &Stream,
     side: Side,
     cfg: &TunnelConfig,
     clock: &IdleClock,
@@ -162,17 +170,19 @@ async fn pump(
     let mut bulk = cfg.path == Path::Splice;
     loop {
         wait_readable(src, side).await?;
-        let mut step = if bulk {
-            splice_now(src, dst, side, clock, moved)?
-        } else {
-            copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto)?
+        let mut step = match (bulk, src.plain(), dst.plain()) {
+            (true, Some(s), Some(d)) => splice_now(s, d, side, clock, moved)?,
+            _ => copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto)?,
         };
         if cfg.path == Path::Auto {
             match step {
                 // A full buffer and more waiting: switch to splice within this round.
                 Step::Full => {
-                    bulk = true;
-                    step = splice_now(src, dst, side, clock, moved)?;
+                    // Auto only runs with both sides plain (see `run`).
+                    if let (Some(s), Some(d)) = (src.plain(), dst.plain()) {
+                        bulk = true;
+                        step = splice_now(s, d, side, clock, moved)?;
+                    }
                 }
                 Step::Drained(n) if bulk && n < BUF_SIZE => bulk = false,
                 _ => {}
@@ -182,7 +192,7 @@ async fn pump(
             Step::Drained(_) | Step::Full => {}
             Step::Eof => {
                 // Pass the FIN on; the other direction keeps flowing.
-                let _ = rustix::net::shutdown(fd(dst), Shutdown::Write);
+                dst.shutdown_write();
                 return Ok(());
             }
             Step::Blocked(pending) => Box::pin(finish(dst, pending, side, cfg, clock)).await?,
@@ -190,8 +200,8 @@ async fn pump(
     }
 }
 
-async fn wait_readable(src: &TcpStream, side: Side) -> Result<(), PumpErr> {
-    src.readable(false).await.map_err(|e| PumpErr::Io(side, e))
+async fn wait_readable(src: &Stream, side: Side) -> Result<(), PumpErr> {
+    src.readable().await.map_err(|e| PumpErr::Io(side, e))
 }
 
 /// Bytes read from `src` that `dst` could not take yet.
@@ -204,6 +214,8 @@ enum Pending {
     },
     /// Splice path: `left` bytes still in the pipe.
     Pipe { pipe: PooledPipe, left: usize },
+    /// TLS: everything was taken, part of it is still in rustls' buffer.
+    Flush,
 }
 
 /// What one readiness round moved.
@@ -219,11 +231,11 @@ enum Step {
     Blocked(Pending),
 }
 
-/// Copies what `src` has ready without waiting. With `stop_when_full`, returns `Full` after
-/// forwarding a whole buffer instead of reading on.
+/// Copies what `src` has ready without waiting (plain or TLS on either side). With
+/// `stop_when_full`, returns `Full` after forwarding a whole buffer instead of reading on.
 fn copy_now(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Stream,
+    dst: &Stream,
     side: Side,
     clock: &IdleClock,
     moved: &Cell<u64>,
@@ -232,26 +244,29 @@ fn copy_now(
     let mut buf = PooledBuf::take();
     let mut round = 0;
     loop {
-        let n = match rustix::io::read(fd(src), buf.bytes()) {
-            Ok(0) => return Ok(Step::Eof),
-            Ok(n) => n,
-            Err(Errno::AGAIN) => return Ok(Step::Drained(round)),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(PumpErr::Io(side, e.into())),
+        let n = match src.try_read(buf.bytes()) {
+            Ok(Some(0)) => return Ok(Step::Eof),
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(Step::Drained(round)),
+            Err(e) => return Err(PumpErr::Io(side, e)),
         };
         moved.set(moved.get() + n as u64);
         clock.touch(Instant::now());
         round += n;
         let mut at = 0;
         while at < n {
-            match rustix::io::write(fd(dst), &buf.bytes()[at..n]) {
-                Ok(w) => at += w,
-                Err(Errno::AGAIN) => return Ok(Step::Blocked(Pending::Buf { buf, at, end: n })),
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(PumpErr::Io(other(side), e.into())),
+            match dst.try_write(&buf.bytes()[at..n]) {
+                Ok(Some(w)) => at += w,
+                Ok(None) => return Ok(Step::Blocked(Pending::Buf { buf, at, end: n })),
+                Err(e) => return Err(PumpErr::Io(other(side), e)),
             }
         }
-        if n < BUF_SIZE {
+        match dst.try_flush() {
+            Ok(true) => {}
+            Ok(false) => return Ok(Step::Blocked(Pending::Flush)),
+            Err(e) => return Err(PumpErr::Io(other(side), e)),
+        }
+        if n < BUF_SIZE && !src.has_buffered() {
             // Probably drained: wait for readiness again without holding the buffer.
             return Ok(Step::Drained(round));
         }
@@ -305,7 +320,7 @@ fn splice_now(
 /// The slow path: `dst` is full. Waits for writability (bounded by `proxy_send_timeout`) until
 /// the pending bytes are out; `src` is not read meanwhile (backpressure).
 async fn finish(
-    dst: &TcpStream,
+    dst: &Stream,
     pending: Pending,
     side: Side,
     cfg: &TunnelConfig,
@@ -317,7 +332,15 @@ async fn finish(
         Pending::Buf { mut buf, at, end } => {
             write_all(dst, &buf.bytes()[at..end], dst_side, cfg).await?;
         }
+        Pending::Flush => {
+            dst.flush(cfg.send_timeout)
+                .await
+                .map_err(|e| send_err(e, dst_side))?;
+        }
         Pending::Pipe { pipe, mut left } => {
+            let Some(dst) = dst.plain() else {
+                return Err(PumpErr::Io(dst_side, io::ErrorKind::Unsupported.into()));
+            };
             while left > 0 {
                 match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
                     Ok(m) => left -= m,
@@ -339,43 +362,23 @@ async fn finish(
     Ok(())
 }
 
-/// Writes all of `data` to `dst`, waiting for writability (bounded by `proxy_send_timeout`).
-pub async fn write_all_to(
-    dst: &TcpStream,
-    mut data: &[u8],
-    send_timeout: Duration,
-) -> io::Result<()> {
-    while !data.is_empty() {
-        match rustix::io::write(fd(dst), data) {
-            Ok(n) => data = &data[n..],
-            Err(Errno::AGAIN) => {
-                match monoio::time::timeout(send_timeout, dst.writable(false)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
-                }
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+fn send_err(e: io::Error, dst_side: Side) -> PumpErr {
+    if e.kind() == io::ErrorKind::TimedOut {
+        PumpErr::SendTimeout(dst_side)
+    } else {
+        PumpErr::Io(dst_side, e)
     }
-    Ok(())
 }
 
 async fn write_all(
-    dst: &TcpStream,
+    dst: &Stream,
     data: &[u8],
     dst_side: Side,
     cfg: &TunnelConfig,
 ) -> Result<(), PumpErr> {
-    write_all_to(dst, data, cfg.send_timeout)
+    dst.write_all(data, cfg.send_timeout)
         .await
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::TimedOut {
-                PumpErr::SendTimeout(dst_side)
-            } else {
-                PumpErr::Io(dst_side, e)
-            }
-        })
+        .map_err(|e| send_err(e, dst_side))
 }
 
 #[cfg(test)]
@@ -429,6 +432,7 @@ mod tests {
                 send_timeout: Duration::from_secs(30),
                 path: Path::Auto,
             };
+            let (proxy_client, proxy_up) = (Stream::Plain(proxy_client), Stream::Plain(proxy_up));
             let tunnel = monoio::spawn(async move {
                 let out = run(&proxy_client, &proxy_up, cfg).await;
                 (out.up_bytes, out.down_bytes)

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod tls;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +23,14 @@ pub fn seed_dir() -> PathBuf {
         "seed configurations not found at {}: shared/ must sit beside the repository",
         dir.display()
     );
+    dir
+}
+
+/// A copy of the seed configurations, with generated `certs/localhost.crt` and `.key` (what
+/// seed 005 names; keys are never committed).
+pub fn seed_copy() -> tempfile::TempDir {
+    let dir = copy_tree(&seed_dir());
+    certs::write_localhost(dir.path());
     dir
 }
 

@@ -1,0 +1,383 @@
+//! One connection abstraction over plain TCP and TLS (rustls), for both sides of the proxy: the
+//! client connection (`listen ... ssl`) and the upstream one (`proxy_pass https://`).
+//!
+//! Everything stays in the readiness model of the rest of the proxy: the descriptor is
+//! non-blocking, a wait is `readable`/`writable` on the monoio stream, and the bytes move with
+//! plain system calls right after readiness. rustls is sans-IO, so a TLS stream is the same
+//! socket plus a `rustls::Connection` that records go through (`read_tls`/`write_tls` on the
+//! borrowed descriptor, `reader`/`writer` for the plaintext). The tunnel's splice path only
+//! applies when both sides are [`Stream::Plain`] ([`Stream::plain`]).
+//!
+//! Memory: a plain stream holds nothing but its socket. A TLS stream also holds rustls' state
+//! and buffers (the deframer buffer for a partly received record, up to one record of
+//! decrypted plaintext, and up to `SEND_LIMIT` bytes of encrypted output waiting for a slow
+//! reader), which is why an idle wss tunnel costs more than an idle ws one.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use rustix::io::Errno;
+use rustix::net::Shutdown;
+
+use crate::http::vars::TlsFacts;
+use crate::sys::fd;
+
+/// Most encrypted bytes a TLS stream queues before writes report "would block" (rustls'
+/// buffer limit; a plain stream's equivalent is the kernel's socket buffer).
+pub const SEND_LIMIT: usize = 64 * 1024;
+
+/// A connection: plain TCP or TLS over TCP.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP, after its handshake.
+    Tls(Box<TlsStream>),
+}
+
+/// A TLS connection whose handshake has completed.
+pub struct TlsStream {
+    tcp: TcpStream,
+    tls: RefCell<rustls::Connection>,
+    facts: TlsInfo,
+}
+
+/// What `$ssl_*` report, fixed at the end of the handshake (cheap to clone: a request holds
+/// its own copy while the connection is borrowed mutably).
+#[derive(Clone, Debug)]
+pub struct TlsInfo {
+    protocol: &'static str,
+    cipher: &'static str,
+    server_name: Option<Rc<str>>,
+}
+
+impl TlsInfo {
+    /// The facts `$ssl_protocol`, `$ssl_cipher` and `$ssl_server_name` read.
+    pub fn facts(&self) -> TlsFacts<'_> {
+        TlsFacts {
+            protocol: self.protocol,
+            cipher: self.cipher,
+            server_name: self.server_name.as_deref(),
+        }
+    }
+}
+
+/// `io::Read`/`io::Write` on a borrowed non-blocking descriptor (what rustls reads records
+/// from and writes them to). `EAGAIN` is `WouldBlock`; `EINTR` is retried.
+pub struct FdIo<'a>(pub &'a TcpStream);
+
+impl Read for FdIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match rustix::io::read(fd(self.0), &mut *buf) {
+                Err(Errno::INTR) => continue,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+}
+
+impl Write for FdIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match rustix::io::write(fd(self.0), buf) {
+                Err(Errno::INTR) => continue,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Waits for `fut` until `deadline`; a passed deadline is `TimedOut`.
+pub async fn until<F: std::future::Future<Output = io::Result<()>>>(
+    fut: F,
+    deadline: Instant,
+) -> io::Result<()> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    match monoio::time::timeout(deadline - now, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Writes what rustls has queued without waiting. `Ok(true)`: nothing left.
+fn flush_now(tcp: &TcpStream, tls: &mut rustls::Connection) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut FdIo(tcp)) {
+            Ok(_) => {}
+            Err(e) if would_block(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads records and processes them; a protocol error is answered with its alert (best
+/// effort) and returned as `InvalidData`. `Ok(false)`: the socket would block.
+fn pull(tcp: &TcpStream, tls: &mut rustls::Connection) -> io::Result<Option<usize>> {
+    let n = match tls.read_tls(&mut FdIo(tcp)) {
+        Ok(n) => n,
+        Err(e) if would_block(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = tls.process_new_packets() {
+        let _ = flush_now(tcp, tls);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    Ok(Some(n))
+}
+
+/// Drives a TLS handshake on `tcp` to its end (or `deadline`): the records both ways, waiting
+/// for readiness in between. Errors are the TLS error (`InvalidData`), end of stream
+/// (`UnexpectedEof`) or `TimedOut`.
+pub async fn handshake(
+    tcp: &TcpStream,
+    tls: &mut rustls::Connection,
+    deadline: Instant,
+) -> io::Result<()> {
+    loop {
+        if !flush_now(tcp, tls)? {
+            until(tcp.writable(false), deadline).await?;
+            continue;
+        }
+        if !tls.is_handshaking() {
+            return Ok(());
+        }
+        match pull(tcp, tls)? {
+            Some(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Some(_) => {}
+            None => until(tcp.readable(false), deadline).await?,
+        }
+    }
+}
+
+/// The OpenSSL name of a rustls cipher suite (`$ssl_cipher`, `ssl_ciphers`).
+pub fn openssl_cipher_name(suite: rustls::CipherSuite) -> &'static str {
+    crate::tls::suites::openssl_name(suite).unwrap_or("")
+}
+
+impl TlsStream {
+    /// Wraps a connection whose handshake `handshake` completed; `server_name` is the SNI the
+    /// client sent (server side) or `None`.
+    pub fn new(
+        tcp: TcpStream,
+        mut tls: rustls::Connection,
+        server_name: Option<String>,
+    ) -> TlsStream {
+        tls.set_buffer_limit(Some(SEND_LIMIT));
+        let protocol = match tls.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        };
+        let cipher = tls
+            .negotiated_cipher_suite()
+            .map_or("", |s| openssl_cipher_name(s.suite()));
+        TlsStream {
+            tcp,
+            tls: RefCell::new(tls),
+            facts: TlsInfo {
+                protocol,
+                cipher,
+                server_name: server_name.map(Rc::from),
+            },
+        }
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let mut tls = self.tls.borrow_mut();
+        // A failed connection stays failed: report it rather than wait for more records.
+        tls.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if would_block(&e) => {}
+                // The peer closed without close_notify: an end of stream, as nginx treats it.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(0)),
+                Err(e) => return Err(e),
+            }
+            match pull(&self.tcp, &mut tls)? {
+                None => return Ok(None),
+                Some(0) => return Ok(Some(0)),
+                Some(_) => {
+                    // Post-handshake messages (key update) may need an answer.
+                    flush_now(&self.tcp, &mut tls)?;
+                }
+            }
+        }
+    }
+
+    fn try_write(&self, data: &[u8]) -> io::Result<Option<usize>> {
+        let mut tls = self.tls.borrow_mut();
+        flush_now(&self.tcp, &mut tls)?;
+        let n = tls.writer().write(data)?;
+        flush_now(&self.tcp, &mut tls)?;
+        Ok(if n == 0 && !data.is_empty() {
+            None
+        } else {
+            Some(n)
+        })
+    }
+
+    /// Whether a read would return something without touching the socket (decrypted bytes
+    /// already buffered, a close_notify or an error to report).
+    fn has_buffered(&self) -> bool {
+        match self.tls.borrow_mut().process_new_packets() {
+            Ok(s) => s.plaintext_bytes_to_read() > 0 || s.peer_has_closed(),
+            Err(_) => true,
+        }
+    }
+}
+
+impl Drop for TlsStream {
+    /// A closing TLS connection sends its close_notify (best effort, without waiting), as
+    /// nginx's `SSL_shutdown` does, so clients see a clean end rather than a truncation.
+    fn drop(&mut self) {
+        let tls = self.tls.get_mut();
+        tls.send_close_notify();
+        let _ = flush_now(&self.tcp, tls);
+    }
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.tcp,
+        }
+    }
+
+    /// The socket when the stream is plain TCP (what `splice(2)` may move bytes on).
+    pub fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(_) => None,
+        }
+    }
+
+    /// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name` of a TLS stream.
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(t.facts.clone()),
+        }
+    }
+
+    /// Reads what is available now. `Ok(None)`: nothing yet (wait with [`Stream::readable`]);
+    /// `Ok(Some(0))`: end of stream.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self {
+            Stream::Plain(s) => loop {
+                match rustix::io::read(fd(s), &mut *buf) {
+                    Ok(n) => return Ok(Some(n)),
+                    Err(Errno::AGAIN) => return Ok(None),
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            Stream::Tls(t) => t.try_read(buf),
+        }
+    }
+
+    /// Writes what the socket (or rustls' bounded buffer) takes now. `Ok(None)`: nothing
+    /// taken (wait with [`Stream::writable`]). A TLS stream may hold taken bytes until
+    /// [`Stream::try_flush`] reports them out.
+    pub fn try_write(&self, data: &[u8]) -> io::Result<Option<usize>> {
+        match self {
+            Stream::Plain(s) => loop {
+                match rustix::io::write(fd(s), data) {
+                    Ok(n) => return Ok(Some(n)),
+                    Err(Errno::AGAIN) => return Ok(None),
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            Stream::Tls(t) => t.try_write(data),
+        }
+    }
+
+    /// Writes out bytes a TLS stream still holds. `Ok(true)`: nothing left (always, plain).
+    pub fn try_flush(&self) -> io::Result<bool> {
+        match self {
+            Stream::Plain(_) => Ok(true),
+            Stream::Tls(t) => flush_now(&t.tcp, &mut t.tls.borrow_mut()),
+        }
+    }
+
+    /// Whether a read would return something without waiting for the socket.
+    pub fn has_buffered(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.has_buffered(),
+        }
+    }
+
+    /// Waits until a read may return something. Holds no buffer while waiting.
+    pub async fn readable(&self) -> io::Result<()> {
+        if self.has_buffered() {
+            return Ok(());
+        }
+        self.tcp().readable(false).await
+    }
+
+    /// Waits until the socket takes more bytes.
+    pub async fn writable(&self) -> io::Result<()> {
+        self.tcp().writable(false).await
+    }
+
+    /// Reads what is available into `buf`, waiting for readability until `deadline`.
+    /// `Ok(0)` is end of stream; a passed deadline is `TimedOut`.
+    pub async fn read_some(&self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.try_read(buf)? {
+                return Ok(n);
+            }
+            until(self.readable(), deadline).await?;
+        }
+    }
+
+    /// Writes all of `data` and flushes; each wait for writability is bounded by `timeout`.
+    pub async fn write_all(&self, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.try_write(data)? {
+                Some(n) => data = &data[n..],
+                None => until(self.writable(), Instant::now() + timeout).await?,
+            }
+        }
+        self.flush(timeout).await
+    }
+
+    /// Writes out what a TLS stream still holds; each wait is bounded by `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> io::Result<()> {
+        while !self.try_flush()? {
+            until(self.writable(), Instant::now() + timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Passes an end of stream on (a half-close): TLS sends its close_notify first (best
+    /// effort, without waiting), then the TCP FIN.
+    pub fn shutdown_write(&self) {
+        if let Stream::Tls(t) = self {
+            let mut tls = t.tls.borrow_mut();
+            tls.send_close_notify();
+            let _ = flush_now(&t.tcp, &mut tls);
+        }
+        let _ = rustix::net::shutdown(fd(self.tcp()), Shutdown::Write);
+    }
+}

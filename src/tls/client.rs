@@ -1,0 +1,293 @@
+//! TLS to backends (`proxy_pass https://`): one rustls `ClientConfig` per distinct set of
+//! `proxy_ssl_*` settings, built by a shard the first time a location needs it (its session
+//! cache then serves `proxy_ssl_session_reuse`), and the handshake after the TCP connect,
+//! bounded by `proxy_connect_timeout` as in nginx.
+//!
+//! Verification follows nginx: off by default (any certificate is accepted, the handshake's
+//! signatures are still checked); with `proxy_ssl_verify on` the chain must lead to a
+//! certificate of `proxy_ssl_trusted_certificate` (none configured: every certificate fails,
+//! as OpenSSL fails with an empty store), the name is `proxy_ssl_name` (default `$proxy_host`,
+//! without its port), and at most `proxy_ssl_verify_depth - 1` intermediates may be presented.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::{load_certs, load_key, provider, versions, TlsError};
+use crate::config::model::{LocConf, ProxyPass, TlsVersion};
+use crate::http::vars::RequestVars;
+use crate::log;
+use crate::proxy::conn::{handshake, Stream, TlsStream};
+use crate::shard::ShardCtx;
+
+/// The settings a client configuration depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    verify: bool,
+    depth: u32,
+    trusted: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    reuse: bool,
+    sni: bool,
+    ciphers: String,
+    protocols: Vec<TlsVersion>,
+}
+
+impl Key {
+    fn of(conf: &LocConf) -> Key {
+        Key {
+            verify: conf.proxy_ssl_verify(),
+            depth: conf.proxy_ssl_verify_depth(),
+            trusted: conf.proxy_ssl_trusted_certificate(),
+            cert: conf.proxy_ssl_certificate(),
+            key: conf.proxy_ssl_certificate_key(),
+            reuse: conf.proxy_ssl_session_reuse(),
+            sni: conf.proxy_ssl_server_name(),
+            ciphers: conf.proxy_ssl_ciphers(),
+            protocols: conf.proxy_ssl_protocols(),
+        }
+    }
+}
+
+/// A shard's client configurations, by settings.
+#[derive(Default)]
+pub struct ClientConfigs {
+    built: RefCell<HashMap<Key, Arc<ClientConfig>>>,
+}
+
+/// Verification with `proxy_ssl_verify`: webpki against the trusted certificates (none: every
+/// certificate fails), then the depth; or, with it off, none (the handshake's signatures are
+/// still checked).
+#[derive(Debug)]
+pub struct Verifier {
+    /// `None`: verification off.
+    webpki: Option<Option<Arc<WebPkiServerVerifier>>>,
+    depth: u32,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Verifier {
+    /// `proxy_ssl_verify off`: any certificate is accepted (also what test and load clients
+    /// use towards generated certificates).
+    pub fn none(provider: Arc<CryptoProvider>) -> Arc<Verifier> {
+        Arc::new(Verifier {
+            webpki: None,
+            depth: 0,
+            provider,
+        })
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match &self.webpki {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(None) => Err(rustls::CertificateError::UnknownIssuer.into()),
+            Some(Some(v)) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+                if intermediates.len() as u64 >= self.depth as u64 {
+                    return Err(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                        std::io::Error::other("certificate chain too long"),
+                    )))
+                    .into());
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn client_config(k: &Key) -> Result<ClientConfig, TlsError> {
+    let p = provider(&k.ciphers, &k.protocols, "proxy_ssl_ciphers", "auto")?;
+    let webpki = if !k.verify {
+        None
+    } else if k.trusted.as_os_str().is_empty() {
+        Some(None)
+    } else {
+        let mut roots = RootCertStore::empty();
+        for c in load_certs(&k.trusted)? {
+            roots.add(c).map_err(|e| TlsError::Certificate {
+                path: k.trusted.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), p.clone())
+            .build()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        Some(Some(v))
+    };
+    let verifier = Arc::new(Verifier {
+        webpki,
+        depth: k.depth,
+        provider: p.clone(),
+    });
+    let builder = ClientConfig::builder_with_provider(p)
+        .with_protocol_versions(&versions(&k.protocols))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut cfg = if k.cert.as_os_str().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let chain = load_certs(&k.cert)?;
+        let key = load_key(&k.key)?;
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| TlsError::Key {
+                path: k.key.display().to_string(),
+                reason: e.to_string(),
+            })?
+    };
+    cfg.enable_sni = k.sni;
+    if !k.reuse {
+        cfg.resumption = Resumption::disabled();
+    }
+    Ok(cfg)
+}
+
+/// Checks a location's `proxy_ssl_*` files and settings (configuration time).
+pub fn check_upstream(conf: &LocConf) -> Result<(), TlsError> {
+    client_config(&Key::of(conf)).map(drop)
+}
+
+/// The name to verify and send: `proxy_ssl_name` rendered, without a port.
+fn ssl_name(conf: &LocConf, vars: &mut RequestVars<'_>) -> Option<ServerName<'static>> {
+    let mut out = Vec::new();
+    vars.render(&conf.proxy_ssl_name(), &mut out);
+    let name = String::from_utf8(out).ok()?;
+    let host = match name.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => name.split(':').next().unwrap_or(&name),
+    };
+    ServerName::try_from(host.to_string()).ok()
+}
+
+/// Turns a connection to a peer into a [`Stream`]: plain for `http://`, after a TLS
+/// handshake for `https://`. `Err(status)` is 502 (504 when the handshake timed out), logged
+/// as nginx logs it.
+pub async fn upstream(
+    ctx: &ShardCtx,
+    tcp: TcpStream,
+    client: SocketAddr,
+    conf: &LocConf,
+    pp: &ProxyPass,
+    vars: &mut RequestVars<'_>,
+) -> Result<Stream, u16> {
+    if !pp.tls {
+        return Ok(Stream::Plain(tcp));
+    }
+    let key = Key::of(conf);
+    let built = ctx.proxy.tls.clients.built.borrow().get(&key).cloned();
+    let cfg = match built {
+        Some(c) => c,
+        None => match client_config(&key) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                ctx.proxy
+                    .tls
+                    .clients
+                    .built
+                    .borrow_mut()
+                    .insert(key, c.clone());
+                c
+            }
+            Err(e) => {
+                log!(
+                    Error,
+                    "{e} while SSL handshaking to upstream, client: {}",
+                    client.ip()
+                );
+                return Err(502);
+            }
+        },
+    };
+    let upstream = vars.upstream.addr.clone();
+    let Some(name) = ssl_name(conf, vars) else {
+        log!(Error, "invalid \"proxy_ssl_name\" while SSL handshaking to upstream, client: {}, upstream: \"{upstream}\"", client.ip());
+        return Err(502);
+    };
+    let conn = match rustls::ClientConnection::new(cfg, name) {
+        Ok(c) => c,
+        Err(e) => {
+            log!(
+                Error,
+                "SSL_connect() failed ({e}) while SSL handshaking to upstream, client: {}",
+                client.ip()
+            );
+            return Err(502);
+        }
+    };
+    let mut conn = rustls::Connection::Client(conn);
+    let deadline = Instant::now() + conf.proxy_connect_timeout();
+    match handshake(&tcp, &mut conn, deadline).await {
+        Ok(()) => Ok(Stream::Tls(Box::new(TlsStream::new(tcp, conn, None)))),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            log!(Error, "upstream timed out (110: Connection timed out) while SSL handshaking to upstream, client: {}, upstream: \"https://{upstream}\"", client.ip());
+            Err(504)
+        }
+        Err(e) => {
+            let verify = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+            if verify {
+                log!(Error, "upstream SSL certificate verify error: ({e}) while SSL handshaking to upstream, client: {}, upstream: \"https://{upstream}\"", client.ip());
+            } else {
+                log!(Error, "SSL_do_handshake() failed ({e}) while SSL handshaking to upstream, client: {}, upstream: \"https://{upstream}\"", client.ip());
+            }
+            Err(502)
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! TLS termination: one rustls `ServerConfig` per `server` block with certificates, built by
+//! each shard (its own session cache and ticket keys), and the accept path.
+//!
+//! The server is chosen from the ClientHello before any certificate is sent (rustls'
+//! `Acceptor`): the SNI name goes through the router's `server_name` rules
+//! ([`crate::route::Router::server_for_sni`]), a ClientHello without SNI gets the address's
+//! default server, and an unknown name the default server too (whose certificate answers,
+//! unless it has `ssl_reject_handshake on`). The request's Host then picks the server that
+//! serves the request, as in nginx.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+use rustix::net::RecvFlags;
+
+use super::session::{cache_entries, Cache, Tickets};
+use super::{load_pair, provider, versions, ClientConfigs, TlsError};
+use crate::config::model::{HttpConf, LocConf};
+use crate::log;
+use crate::proxy::conn::{handshake, until, FdIo, Stream, TlsStream};
+use crate::shard::listener::ListenSpec;
+use crate::shard::ShardCtx;
+use crate::sys::fd;
+use rustls::server::{Acceptor, ClientHello, NoServerSessionStorage, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+/// A fatal `unrecognized_name` alert (what `ssl_reject_handshake on` answers).
+const REJECT_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// Several certificates of one server (RSA and ECDSA): the first, in configuration order,
+/// whose key can sign with a scheme the client offers.
+#[derive(Debug)]
+struct Certs(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        self.0
+            .iter()
+            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .or(self.0.first())
+            .cloned()
+    }
+}
+
+/// The rustls configuration of a server with certificates (`None` without any).
+fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
+    let certs = conf.ssl_certificate();
+    if certs.is_empty() {
+        return Ok(None);
+    }
+    let protocols = conf.ssl_protocols();
+    let p = provider(
+        &conf.ssl_ciphers(),
+        &protocols,
+        "ssl_ciphers",
+        &conf.ssl_ecdh_curve(),
+    )?;
+    let pairs = certs
+        .iter()
+        .zip(conf.ssl_certificate_key().iter())
+        .map(|(c, k)| load_pair(c, k, &p).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cfg = ServerConfig::builder_with_provider(p)
+        .with_protocol_versions(&versions(&protocols))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Certs(pairs)));
+    cfg.ignore_client_order = conf.ssl_prefer_server_ciphers();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let timeout = conf.ssl_session_timeout();
+    let cache = cache_entries(&conf.ssl_session_cache());
+    cfg.session_storage = match cache {
+        Some(n) => Cache::new(n, timeout),
+        None => Arc::new(NoServerSessionStorage {}),
+    };
+    if conf.ssl_session_tickets() {
+        cfg.ticketer = Tickets::new(timeout).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    } else if cache.is_none() {
+        cfg.send_tls13_tickets = 0;
+    }
+    Ok(Some(cfg))
+}
+
+/// Checks a server's certificates, keys and TLS settings (configuration time).
+pub fn check_server(conf: &LocConf) -> Result<(), TlsError> {
+    server_config(conf).map(drop)
+}
+
+/// How a shard answers a handshake that selects a server.
+enum Answer {
+    /// With this configuration.
+    Serve(Arc<ServerConfig>),
+    /// With a fatal alert: `ssl_reject_handshake on`.
+    Reject,
+    /// With a fatal alert: the server has no certificate (it shares a TLS address).
+    NoCertificate,
+}
+
+/// A shard's TLS state: the servers' configurations (with this shard's session cache and
+/// ticket keys) and the configurations towards TLS backends.
+pub struct ShardTls {
+    servers: Vec<Answer>,
+    /// Client configurations for `proxy_pass https://`.
+    pub clients: ClientConfigs,
+}
+
+impl ShardTls {
+    /// Builds the configurations of every server with certificates.
+    pub fn new(http: &HttpConf) -> Result<ShardTls, String> {
+        let mut servers = Vec::with_capacity(http.servers.len());
+        for s in &http.servers {
+            let answer = match server_config(&s.conf).map_err(|e| e.to_string())? {
+                _ if s.conf.ssl_reject_handshake() => Answer::Reject,
+                Some(c) => Answer::Serve(Arc::new(c)),
+                None => Answer::NoCertificate,
+            };
+            servers.push(answer);
+        }
+        Ok(ShardTls {
+            servers,
+            clients: ClientConfigs::default(),
+        })
+    }
+}
+
+/// Why a handshake ended without a connection.
+enum Failed {
+    Io(std::io::Error),
+    Rejected,
+    NoCertificate,
+    PlainHttp,
+}
+
+impl From<std::io::Error> for Failed {
+    fn from(e: std::io::Error) -> Failed {
+        Failed::Io(e)
+    }
+}
+
+/// Turns an accepted connection into a [`Stream`]: plain on a plain address; on a TLS one,
+/// the handshake (before `deadline`, `client_header_timeout` after the accept). `None` when
+/// the connection is done (handshake failure, logged at `info` as nginx does; a plain HTTP
+/// request, answered with nginx's 400).
+pub async fn accept(
+    ctx: &Rc<ShardCtx>,
+    spec: &ListenSpec,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    accepted: Instant,
+) -> Option<Stream> {
+    if !spec.listen.ssl {
+        return Some(Stream::Plain(tcp));
+    }
+    let http = ctx.config.http.as_ref()?;
+    let default = ctx.proxy.router.default_server(local).ok()?;
+    let dconf = &http.servers[default].conf;
+    let deadline = accepted + dconf.client_header_timeout();
+    let mut sni = None;
+    let client = peer.ip();
+    let server = spec.addr;
+    match tls_accept(ctx, &tcp, local, default, deadline, &mut sni).await {
+        Ok(conn) => Some(Stream::Tls(Box::new(TlsStream::new(tcp, conn, sni)))),
+        Err(Failed::PlainHttp) => {
+            plain_http(Stream::Plain(tcp), dconf, peer, deadline).await;
+            None
+        }
+        Err(Failed::Rejected) => {
+            log!(Info, "SSL handshake rejected by \"ssl_reject_handshake\" for server name \"{}\" while SSL handshaking, client: {client}, server: {server}", sni.as_deref().unwrap_or(""));
+            None
+        }
+        Err(Failed::NoCertificate) => {
+            log!(Error, "no \"ssl_certificate\" is defined in server listening on SSL port while SSL handshaking, client: {client}, server: {server}");
+            None
+        }
+        Err(Failed::Io(e)) => {
+            match e.kind() {
+                std::io::ErrorKind::TimedOut => log!(Info, "client timed out (110: Connection timed out) while SSL handshaking, client: {client}, server: {server}"),
+                std::io::ErrorKind::UnexpectedEof => log!(Info, "peer closed connection in SSL handshake while SSL handshaking, client: {client}, server: {server}"),
+                _ => log!(Info, "SSL_do_handshake() failed ({e}) while SSL handshaking, client: {client}, server: {server}"),
+            }
+            None
+        }
+    }
+}
+
+/// Whether the first byte starts a TLS (or SSLv2) record; nginx's test.
+fn looks_like_tls(first: u8) -> bool {
+    first == 0x16 || first & 0x80 != 0
+}
+
+async fn tls_accept(
+    ctx: &ShardCtx,
+    tcp: &TcpStream,
+    local: SocketAddr,
+    default: usize,
+    deadline: Instant,
+    sni: &mut Option<String>,
+) -> Result<rustls::Connection, Failed> {
+    // Peek at the first byte: a plain HTTP request gets nginx's 400, not a TLS alert.
+    loop {
+        let mut first = [0u8; 1];
+        match rustix::net::recv(fd(tcp), &mut first, RecvFlags::PEEK) {
+            Ok((0, _)) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?,
+            Ok(_) if looks_like_tls(first[0]) => break,
+            Ok(_) => return Err(Failed::PlainHttp),
+            Err(rustix::io::Errno::AGAIN) => until(tcp.readable(false), deadline).await?,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(std::io::Error::from(e))?,
+        }
+    }
+    let mut acceptor = Acceptor::default();
+    let accepted = loop {
+        match acceptor.read_tls(&mut FdIo(tcp)) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                until(tcp.readable(false), deadline).await?;
+                continue;
+            }
+            Err(e) => return Err(e)?,
+        }
+        match acceptor.accept() {
+            Ok(Some(a)) => break a,
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let _ = alert.write_all(&mut FdIo(tcp));
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            }
+        }
+    };
+    *sni = accepted.client_hello().server_name().map(str::to_owned);
+    let server = match sni.as_deref() {
+        Some(name) => ctx
+            .proxy
+            .router
+            .server_for_sni(local, Some(name))
+            .map_or(default, |m| m.server),
+        None => default,
+    };
+    // A server without certificates on a TLS address answers with the default server's, as
+    // nginx keeps the default context when the SNI-selected server has none.
+    let servers = &ctx.proxy.tls.servers;
+    let answer = match servers.get(server) {
+        Some(Answer::NoCertificate) => servers.get(default),
+        a => a,
+    };
+    let config = match answer {
+        Some(Answer::Serve(c)) => c.clone(),
+        other => {
+            let _ = rustix::io::write(fd(tcp), &REJECT_ALERT);
+            return Err(match other {
+                Some(Answer::Reject) => Failed::Rejected,
+                _ => Failed::NoCertificate,
+            });
+        }
+    };
+    let conn = match accepted.into_connection(config) {
+        Ok(c) => c,
+        Err((e, mut alert)) => {
+            let _ = alert.write_all(&mut FdIo(tcp));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+    };
+    let mut conn = rustls::Connection::Server(conn);
+    handshake(tcp, &mut conn, deadline).await?;
+    Ok(conn)
+}
+
+/// A plain HTTP request on a TLS address: read its head (within the same deadline), answer
+/// nginx's "400 The plain HTTP request was sent to HTTPS port" and close.
+async fn plain_http(s: Stream, conf: &LocConf, peer: SocketAddr, deadline: Instant) {
+    let (count, size) = conf.large_client_header_buffers();
+    let limit = (conf.client_header_buffer_size() as usize).max(count as usize * size as usize);
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < limit {
+        match crate::proxy::io::read_into(&s, &mut head, 4096, deadline).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    log!(
+        Info,
+        "client sent plain HTTP request to HTTPS port while reading client request headers, client: {}",
+        peer.ip()
+    );
+    let page =
+        crate::proxy::respond::error(crate::http::status::TO_HTTPS, false, conf.server_tokens());
+    let _ = s.write_all(&page, conf.send_timeout()).await;
+}
