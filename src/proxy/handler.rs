@@ -17,6 +17,7 @@ use super::respond;
 use super::response::{write_client_head, ClientFraming, ClientOptions};
 use super::static_files::{self, Conditional, Decision};
 use super::tunnel::{self, Path, TunnelConfig};
+use super::upstream_pool::{self, UpstreamConn, UpstreamPools};
 use crate::config::model::{
     Balance, HttpConf, LocConf, Location, LocationMatch, ProxyPass, ServerName, SpliceMode,
 };
@@ -30,6 +31,7 @@ use crate::route::{Found, LocId, UriChanges};
 use crate::shard::listener::ListenSpec;
 use crate::shard::ShardCtx;
 use crate::upstream::balancer::{Outcome as PeerOutcome, PickState};
+use crate::upstream::keepalive;
 
 /// Most header lines accepted in one head (httparse needs a fixed array).
 const MAX_HEADERS: usize = 100;
@@ -335,6 +337,7 @@ async fn serve_request(
         let keep_alive = head.keep_alive
             && !conf.keepalive_timeout().is_zero()
             && conn.requests < conf.keepalive_requests()
+            && conn.accepted.elapsed() <= conf.keepalive_time()
             && !ctx.stopping.is_set();
         if let Some(pp) = conf.proxy_pass.as_ref() {
             let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
@@ -498,8 +501,10 @@ async fn reply(
     }
 }
 
-/// Connects to a peer of the location's upstream, trying the next one as `proxy_next_upstream`
-/// allows. `Err(status)` is 502 or 504.
+/// Connects to a peer of the location's upstream (an idle keep-alive connection to the picked
+/// peer when `pooled` and one is cached), trying the next one as `proxy_next_upstream` allows.
+/// `Err(status)` is 502 or 504.
+#[allow(clippy::too_many_arguments)]
 async fn connect(
     ctx: &ShardCtx,
     http: &HttpConf,
@@ -508,7 +513,8 @@ async fn connect(
     conf: &LocConf,
     pp: &ProxyPass,
     vars: &mut RequestVars<'_>,
-) -> Result<(TcpStream, SocketAddr), u16> {
+    pooled: bool,
+) -> Result<UpstreamConn, u16> {
     let group = &http.upstreams[pp.upstream];
     let balancer = &ctx.proxy.balancers[pp.upstream];
     let key = match &group.balance {
@@ -536,6 +542,11 @@ async fn connect(
             return Err(status);
         };
         let addr = balancer.borrow().peers().spec(id).addr;
+        let cached = pooled.then(|| ctx.proxy.upstream_pools.take(pp.upstream, id));
+        if let Some(c) = cached.flatten() {
+            vars.upstream.addr = addr.to_string();
+            return Ok(c);
+        }
         tries += 1;
         let attempt =
             monoio::time::timeout(conf.proxy_connect_timeout(), TcpStream::connect_addr(addr))
@@ -547,8 +558,11 @@ async fn connect(
                     .report(id, PeerOutcome::Success, Instant::now());
                 if super::io::set_nonblocking(&s).is_ok() {
                     let _ = s.set_nodelay(true);
+                    if conf.proxy_socket_keepalive() {
+                        let _ = socket2::SockRef::from(&crate::sys::fd(&s)).set_keepalive(true);
+                    }
                     vars.upstream.addr = addr.to_string();
-                    return Ok((s, addr));
+                    return Ok(UpstreamConn::new(s, id, Instant::now()));
                 }
                 std::io::Error::other("fcntl failed")
             }
@@ -573,6 +587,111 @@ async fn connect(
                 .any(|w| w == if timed_out { "timeout" } else { "error" });
         if !allowed || tries >= max_tries {
             return Err(status);
+        }
+    }
+}
+
+/// What went to the upstream, and the first bytes of its answer.
+struct Request {
+    /// The request asked for an upgrade.
+    upgrade: bool,
+    /// The request let the connection live on (HTTP/1.1, no `Connection: close`).
+    keeps_alive: bool,
+    /// Client bytes beyond the request (the next pipelined request, or held early frames).
+    leftover: Vec<u8>,
+    /// The upstream's first response bytes (at least one).
+    ubuf: Vec<u8>,
+}
+
+/// Why a request did not get as far as a response byte.
+enum Sent {
+    /// A cached connection failed before any response byte: retry on a new one.
+    Stale,
+    /// Answer the client with this status.
+    Fail(u16),
+    /// The client side failed; close.
+    Closed,
+}
+
+/// Sends the request head and body on `up` and waits for the first response byte. With
+/// `retry`, a reused connection that fails before that byte is `Sent::Stale`.
+#[allow(clippy::too_many_arguments)]
+async fn send_request(
+    conn: &mut Conn,
+    up: &mut UpstreamConn,
+    head: &RequestHead<'_, '_>,
+    early: &[u8],
+    vars: &mut RequestVars<'_>,
+    conf: &LocConf,
+    pp: &ProxyPass,
+    matcher: &LocationMatch,
+    retry: bool,
+) -> Result<Request, Sent> {
+    let body = match head.body {
+        Body::None => UpstreamBody::None,
+        Body::Length(n) => UpstreamBody::Length(n),
+        Body::Chunked => UpstreamBody::Chunked,
+    };
+    let mut out = Vec::with_capacity(1024);
+    if let Err(e) = build_request(vars, conf, pp, matcher, body, &mut out) {
+        log!(
+            Error,
+            "cannot build the upstream request: {e}, client: {}",
+            conn.peer.ip()
+        );
+        let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
+            411
+        } else {
+            500
+        };
+        return Err(Sent::Fail(code));
+    }
+    up.start_request();
+    let stale = retry && up.reused;
+    let upgrade = sends_upgrade(&out);
+    let keeps_alive = keepalive::request_keeps_alive(&out);
+    match write_all(&up.stream, &out, conf.proxy_send_timeout()).await {
+        Ok(()) => {}
+        Err(e) if stale && !is_timeout(&e) => return Err(Sent::Stale),
+        Err(_) => return Err(Sent::Fail(502)),
+    }
+    drop(out);
+    // The request body (none for an upgrade: the bytes after the head are the first frames,
+    // held until the 101).
+    let leftover = if head.upgrade {
+        early.to_vec()
+    } else {
+        match relay_request_body(conn, &up.stream, head.body, early, conf).await {
+            Ok(rest) => rest,
+            Err(_) if stale => return Err(Sent::Stale),
+            Err(_) => return Err(Sent::Closed),
+        }
+    };
+    let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
+    let deadline = Instant::now() + conf.proxy_read_timeout();
+    let room = (conf.proxy_buffer_size() as usize).max(1024);
+    match read_into(&up.stream, &mut ubuf, room, deadline).await {
+        Ok(0) if stale => Err(Sent::Stale),
+        Err(e) if stale && !is_timeout(&e) => Err(Sent::Stale),
+        Ok(0) => {
+            log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
+            Err(Sent::Fail(502))
+        }
+        Ok(_) => Ok(Request {
+            upgrade,
+            keeps_alive,
+            leftover,
+            ubuf,
+        }),
+        Err(e) => {
+            let code = if is_timeout(&e) { 504 } else { 502 };
+            log!(
+                Error,
+                "upstream timed out ({}) while reading response header from upstream, client: {}",
+                crate::config::os_error(&e),
+                conn.peer.ip()
+            );
+            Err(Sent::Fail(code))
         }
     }
 }
@@ -623,50 +742,30 @@ async fn proxy(
         return fail(conn, 400, conf).await;
     }
     vars.upstream = UpstreamFacts::for_proxy_pass(pp);
-    let (upstream, _addr) = match connect(ctx, http, conn, head, conf, pp, vars).await {
-        Ok(u) => u,
-        Err(code) => return fail(conn, code, conf).await,
-    };
-    let _upstream_guard = ctx.hold();
-    let body = match head.body {
-        Body::None => UpstreamBody::None,
-        Body::Length(n) => UpstreamBody::Length(n),
-        Body::Chunked => UpstreamBody::Chunked,
-    };
-    let mut out = Vec::with_capacity(1024);
-    if let Err(e) = build_request(vars, conf, pp, matcher, body, &mut out) {
-        log!(
-            Error,
-            "cannot build the upstream request: {e}, client: {}",
-            conn.peer.ip()
-        );
-        let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
-            411
-        } else {
-            500
+    // A cached connection the peer closed just as the request went out is retried once on a
+    // new connection (nginx: proxy_next_upstream error, not counted against the peer).
+    let retry = upstream_pool::may_retry(head, early, conf);
+    let mut pooled = !pp.tls && ctx.proxy.upstream_pools.enabled(pp.upstream);
+    let (upstream, sent) = loop {
+        let mut up = match connect(ctx, http, conn, head, conf, pp, vars, pooled).await {
+            Ok(u) => u,
+            Err(code) => return fail(conn, code, conf).await,
         };
-        return fail(conn, code, conf).await;
-    }
-    let sent_upgrade = sends_upgrade(&out);
-    if write_all(&upstream, &out, conf.proxy_send_timeout())
-        .await
-        .is_err()
-    {
-        return fail(conn, 502, conf).await;
-    }
-    drop(out);
-    // The request body (none for an upgrade: the bytes after the head are the first frames,
-    // held until the 101).
-    let leftover = if head.upgrade {
-        early.to_vec()
-    } else {
-        match relay_request_body(conn, &upstream, head.body, early, conf).await {
-            Ok(rest) => rest,
-            Err(_) => return State::Closed,
+        match send_request(conn, &mut up, head, early, vars, conf, pp, matcher, retry).await {
+            Ok(sent) => break (up, sent),
+            Err(Sent::Stale) => pooled = false,
+            Err(Sent::Fail(code)) => return fail(conn, code, conf).await,
+            Err(Sent::Closed) => return State::Closed,
         }
     };
+    let _upstream_guard = ctx.hold();
+    let Request {
+        upgrade: sent_upgrade,
+        keeps_alive: reusable,
+        leftover,
+        mut ubuf,
+    } = sent;
     // The response head.
-    let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let max_head = conf.proxy_buffer_size() as usize;
     let head_request = head.method == "HEAD";
     let (status, framing, head_len, mut out_head) = loop {
@@ -689,6 +788,7 @@ async fn proxy(
                 let keep = keep_alive
                     && cf != ClientFraming::Close
                     && h.body != ResponseBody::SwitchingProtocols;
+                let reusable = reusable && keepalive::response_keeps_alive(&h);
                 let list: Vec<(&str, &[u8])> =
                     h.headers.iter().map(|x| (x.name, x.value)).collect();
                 let mut o = Vec::with_capacity(len + 128);
@@ -700,7 +800,7 @@ async fn proxy(
                 if write_client_head(h.status, h.reason, &list, conf, &opts, &mut o).is_err() {
                     return fail(conn, 502, conf).await;
                 }
-                break (h.status, (h.body, cf, keep), len, o);
+                break (h.status, (h.body, cf, keep, reusable), len, o);
             }
             Ok(Parsed::Partial) => {}
             Err(e) => {
@@ -710,7 +810,7 @@ async fn proxy(
         }
         let deadline = Instant::now() + conf.proxy_read_timeout();
         let room = max_head.saturating_sub(ubuf.len()).max(1024);
-        match read_into(&upstream, &mut ubuf, room, deadline).await {
+        match read_into(&upstream.stream, &mut ubuf, room, deadline).await {
             Ok(0) => {
                 log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
                 return fail(conn, 502, conf).await;
@@ -724,13 +824,13 @@ async fn proxy(
         }
     };
     ubuf.drain(..head_len);
-    let (body, cf, keep) = framing;
+    let (body, cf, keep, reusable) = framing;
     if body == ResponseBody::SwitchingProtocols {
         if !(head.upgrade && sent_upgrade) || status != 101 {
             return fail(conn, 502, conf).await;
         }
         conn.buf = leftover;
-        return tunnel_after_101(conn, upstream, out_head, ubuf, conf).await;
+        return tunnel_after_101(conn, upstream.stream, out_head, ubuf, conf).await;
     }
     if !send_head(conn, status, &out_head, conf).await {
         return State::Closed;
@@ -744,8 +844,12 @@ async fn proxy(
         (_, ClientFraming::Chunked) => Frame::CloseToChunked,
         _ => Frame::Close,
     };
-    match relay_response_body(conn, &upstream, ubuf, frame, conf).await {
-        Ok(()) if keep => {
+    let relayed = relay_response_body(conn, &upstream.stream, ubuf, frame, conf).await;
+    if matches!(relayed, Ok(true)) && reusable {
+        UpstreamPools::put(ctx, pp.upstream, upstream);
+    }
+    match relayed {
+        Ok(_) if keep => {
             // Pipelined bytes beyond this request's body start the next request; an idle
             // keep-alive connection holds no buffer.
             conn.buf = leftover;
@@ -911,13 +1015,15 @@ async fn write_counted(
     Ok(())
 }
 
+/// Relays the response body. `Ok(true)`: its end was framed (length, chunks, or no body) and
+/// the upstream sent nothing beyond it, so the connection may be reused.
 async fn relay_response_body(
     conn: &Conn,
     upstream: &TcpStream,
     mut pending: Vec<u8>,
     frame: Frame,
     conf: &LocConf,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let read_to = conf.proxy_read_timeout();
     let send_to = conf.send_timeout();
     let mut dec = ChunkedDecoder::new();
@@ -926,7 +1032,7 @@ async fn relay_response_body(
         _ => 0,
     };
     if frame == Frame::None || (frame == Frame::Length(0)) {
-        return Ok(());
+        return Ok(pending.is_empty());
     }
     let mut out = Vec::new();
     loop {
@@ -936,10 +1042,10 @@ async fn relay_response_body(
                 let take = (left as usize).min(pending.len());
                 write_counted(conn, &pending[..take], send_to).await?;
                 left -= take as u64;
-                pending.clear();
                 if left == 0 {
-                    return Ok(());
+                    return Ok(pending.len() == take);
                 }
+                pending.clear();
             }
             Frame::Chunked | Frame::ChunkedToClose => {
                 let (consumed, _) =
@@ -951,7 +1057,7 @@ async fn relay_response_body(
                 write_counted(conn, &out, send_to).await?;
                 out.clear();
                 if dec.is_done() {
-                    return Ok(());
+                    return Ok(pending.is_empty());
                 }
             }
             Frame::CloseToChunked => {
@@ -966,14 +1072,16 @@ async fn relay_response_body(
                 write_counted(conn, &pending, send_to).await?;
                 pending.clear();
             }
-            Frame::None => return Ok(()),
+            Frame::None => return Ok(false),
         }
         let deadline = Instant::now() + read_to;
         let n = read_into(upstream, &mut pending, 16 * 1024, deadline).await?;
         if n == 0 {
             return match frame {
-                Frame::CloseToChunked => write_counted(conn, LAST_CHUNK, send_to).await,
-                Frame::Close => Ok(()),
+                Frame::CloseToChunked => write_counted(conn, LAST_CHUNK, send_to)
+                    .await
+                    .map(|()| false),
+                Frame::Close => Ok(false),
                 _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
             };
         }

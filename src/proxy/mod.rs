@@ -3,7 +3,7 @@
 //! `response` filters the upstream response head; both sans-IO), the tunnel after a 101
 //! (`tunnel`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
 //! responses ringproxy makes itself (`respond`) and static files for locations without
-//! `proxy_pass` (`static_files`).
+//! `proxy_pass` (`static_files`), and the shard's upstream keep-alive pools (`upstream_pool`).
 
 pub mod handler;
 pub mod io;
@@ -13,6 +13,7 @@ pub mod respond;
 pub mod response;
 pub mod static_files;
 pub mod tunnel;
+pub mod upstream_pool;
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,8 @@ pub struct ShardProxy {
     pub pid: u32,
     /// This shard's access logs (its own file handles and buffers).
     pub access: RefCell<crate::accesslog::AccessLogs>,
+    /// Idle upstream connections (`keepalive` in `upstream`), indexed like the balancers.
+    pub upstream_pools: upstream_pool::UpstreamPools,
     next_id: Cell<u64>,
 }
 
@@ -88,6 +91,7 @@ impl ShardProxy {
         };
         Ok(ShardProxy {
             access: RefCell::new(access),
+            upstream_pools: upstream_pool::UpstreamPools::new(config.http.as_ref()),
             pid: std::process::id(),
             balancers,
             router,
