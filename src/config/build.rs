@@ -262,7 +262,6 @@ fn block(kind: Block, d: &Directive, scope: &mut Scope<'_>, env: &mut Env) -> Re
             }
             let mut ev = EventsConf {
                 worker_connections: 512,
-                multi_accept: false,
                 method: None,
             };
             walk(

@@ -224,10 +224,7 @@ pub static DIRECTIVES: &[Spec] = &[
         ev.worker_connections = num(d, 0)?;
         Ok(())
     })),
-    spec!("multi_accept", EVENTS, FLAG, Handler::Events(|ev, d, _| {
-        ev.multi_accept = flag(d)?;
-        Ok(())
-    })),
+    spec!("multi_accept", EVENTS, FLAG, Handler::NoEffect("each shard's driver decides: the epoll driver takes every pending connection per readiness event (as nginx with multi_accept on), io_uring completes one accept per submission (as off)")),
     spec!("use", EVENTS, A1, Handler::Events(|ev, d, _| {
         ev.method = Some(match d.arg(0) {
             "epoll" => EventMethod::Epoll,

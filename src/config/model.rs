@@ -138,8 +138,6 @@ pub enum EventMethod {
 pub struct EventsConf {
     /// Connections per shard (default 512).
     pub worker_connections: u32,
-    /// Accept all pending connections at once.
-    pub multi_accept: bool,
     /// Driver choice; `None` is the default (io_uring, falling back to epoll).
     pub method: Option<EventMethod>,
 }
