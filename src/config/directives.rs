@@ -198,9 +198,16 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("worker_rlimit_nofile", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_rlimit_nofile, num(d, 0)?, d))),
     spec!("worker_shutdown_timeout", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_shutdown_timeout, time(d, 0)?, d))),
     spec!("worker_cpu_affinity", MAIN, MORE1, Handler::Main(worker_cpu_affinity)),
-    spec!("user", MAIN, n(1, 2), Handler::Main(|m, d, _| {
-        let group = d.args.get(1).map(|a| a.value.clone());
-        set_once(&mut m.user, (d.arg(0).to_string(), group), d)
+    spec!("user", MAIN, n(1, 2), Handler::Main(|m, d, e| {
+        if m.user.is_some() {
+            return Err(err(d, "\"user\" directive is duplicate"));
+        }
+        if !e.opts.is_root {
+            e.warn(Some(&d.span), "the \"user\" directive makes sense only if the master process runs with super-user privileges, ignored".into());
+            return Ok(());
+        }
+        m.user = Some(handlers::run_as(d)?);
+        Ok(())
     })),
     spec!("error_log", MAIN, MORE1, Handler::Main(|m, d, e| {
         m.error_log.push(error_log(d, e)?);

@@ -99,10 +99,23 @@ pub struct MainConf {
     pub error_log: Vec<ErrorLog>,
     /// Detach from the terminal (default on).
     pub daemon: bool,
-    /// `user name [group]` (takes effect only when started as root).
-    pub user: Option<(String, Option<String>)>,
+    /// `user name [group]`, resolved; set only when started as root (otherwise nginx warns and
+    /// ignores it). The shards' privileges are dropped to it once listeners, logs and the pid
+    /// file are open.
+    pub user: Option<RunAs>,
     /// Where `-p`/default prefix pointed: relative paths resolve against it.
     pub prefix: PathBuf,
+}
+
+/// The user and group `user` names, with their ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// User name (for the supplementary groups).
+    pub user: String,
+    /// User id.
+    pub uid: u32,
+    /// Group id (the named group; nginx's default group is the user's name).
+    pub gid: u32,
 }
 
 impl MainConf {
