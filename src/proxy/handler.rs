@@ -533,6 +533,7 @@ async fn connect(
     let mut state = PickState::new();
     let mut status = 502;
     let mut tries = 0;
+    let (started, time_limit) = (Instant::now(), conf.proxy_next_upstream_timeout());
     loop {
         let picked = balancer
             .borrow_mut()
@@ -585,7 +586,8 @@ async fn connect(
                 .when
                 .iter()
                 .any(|w| w == if timed_out { "timeout" } else { "error" });
-        if !allowed || tries >= max_tries {
+        let out_of_time = !time_limit.is_zero() && started.elapsed() >= time_limit;
+        if !allowed || tries >= max_tries || out_of_time {
             return Err(status);
         }
     }
@@ -670,7 +672,20 @@ async fn send_request(
     let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let deadline = Instant::now() + conf.proxy_read_timeout();
     let room = (conf.proxy_buffer_size() as usize).max(1024);
-    match read_into(&up.stream, &mut ubuf, room, deadline).await {
+    let read = read_into(&up.stream, &mut ubuf, room, deadline);
+    let got = if conf.proxy_ignore_client_abort() {
+        read.await
+    } else {
+        monoio::select! {
+            r = read => r,
+            _ = super::io::peer_closed(&conn.stream) => {
+                log!(Info, "client prematurely closed connection, so upstream connection is closed too while reading response header from upstream, client: {}", conn.peer.ip());
+                conn.status.set(499);
+                return Err(Sent::Closed);
+            }
+        }
+    };
+    match got {
         Ok(0) if stale => Err(Sent::Stale),
         Err(e) if stale && !is_timeout(&e) => Err(Sent::Stale),
         Ok(0) => {
