@@ -1,7 +1,9 @@
 //! Proxy directives through a running ringproxy (one shard) against scripted backends:
 //! `proxy_next_upstream_timeout` stops trying further peers once its time is spent, and
 //! `proxy_ignore_client_abort off` (nginx's default) closes the upstream connection when the
-//! client goes away before the response head, `on` lets the upstream request finish.
+//! client goes away before the response head, `on` lets the upstream request finish; header
+//! lines with invalid names are dropped or passed as nginx does (`ignore_invalid_headers`,
+//! `underscores_in_headers`).
 
 mod common;
 
@@ -15,13 +17,18 @@ use tokio::net::{TcpListener, TcpStream};
 const T: Duration = Duration::from_secs(20);
 
 fn proxy(servers: &[SocketAddr], location: &str) -> Proxy {
+    proxy_with(servers, "", location)
+}
+
+/// `proxy` with directives at the server level too.
+fn proxy_with(servers: &[SocketAddr], server: &str, location: &str) -> Proxy {
     let port = common::free_port();
     let servers: String = servers
         .iter()
         .map(|a| format!("        server {a};\n"))
         .collect();
     let conf = format!(
-        "worker_processes 1;\nerror_log logs/error.log info;\nevents {{}}\nhttp {{\n    upstream b {{\n{servers}    }}\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://b;\n            {location}\n        }}\n    }}\n}}\n"
+        "worker_processes 1;\nerror_log logs/error.log info;\nevents {{}}\nhttp {{\n    upstream b {{\n{servers}    }}\n    server {{\n        listen 127.0.0.1:{port};\n        {server}\n        location / {{\n            proxy_pass http://b;\n            {location}\n        }}\n    }}\n}}\n"
     );
     Proxy::start(&conf, port, "", &[])
 }
@@ -121,4 +128,80 @@ async fn a_client_abort_closes_the_upstream_connection_unless_ignored() {
             );
         }
     }
+}
+
+/// A backend that answers every request with its head as the body.
+async fn head_echo() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len())
+                    .into_bytes();
+                out.extend_from_slice(&head);
+                let _ = s.write_all(&out).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn exchange(port: u16, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_header_names_reach_the_backend_as_with_nginx() {
+    let backend = head_echo().await;
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX@At: 2\r\nX.Dot: 4\r\nX-ok: 5\r\nConnection: close\r\n\r\n";
+    // What nginx 1.22.1 forwarded for `raw` (recorded on this machine), per server setting.
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        ("", &["X-ok: 5"], &["X_Under", "X@At", "X.Dot"]),
+        (
+            "underscores_in_headers on;",
+            &["X_Under: 1", "X-ok: 5"],
+            &["X@At", "X.Dot"],
+        ),
+    ];
+    for (setting, present, absent) in cases {
+        let p = proxy_with(&[backend], setting, "");
+        let r = exchange(p.port, raw).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{setting}: {r}");
+        for h in present {
+            assert!(
+                r.contains(&format!("\r\n{h}\r\n")),
+                "{setting}: {h} missing: {r}"
+            );
+        }
+        for h in absent {
+            assert!(
+                !r.contains(&format!("\r\n{h}:")),
+                "{setting}: {h} forwarded: {r}"
+            );
+        }
+    }
+    // ignore_invalid_headers off: nginx forwards every line; ringproxy too for names that are
+    // HTTP tokens, and refuses the others (X@At) with 400.
+    let p = proxy_with(&[backend], "ignore_invalid_headers off;", "");
+    let tokens =
+        b"GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX.Dot: 4\r\nConnection: close\r\n\r\n";
+    let r = exchange(p.port, tokens).await;
+    assert!(r.contains("\r\nX_Under: 1\r\nX.Dot: 4\r\n"), "{r}");
+    assert!(exchange(p.port, raw).await.starts_with("HTTP/1.1 400"));
 }

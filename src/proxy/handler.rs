@@ -120,6 +120,8 @@ fn limits(conf: &LocConf) -> HeadLimits {
         client_header_buffer_size: conf.client_header_buffer_size() as usize,
         large_buffers_count: count as usize,
         large_buffer_size: size as usize,
+        ignore_invalid_headers: conf.ignore_invalid_headers(),
+        underscores_in_headers: conf.underscores_in_headers(),
     }
 }
 
@@ -269,7 +271,8 @@ async fn serve_request(
         requests: conn.requests as u64,
         hostname: &ctx.proxy.hostname,
         pid: ctx.proxy.pid,
-        underscores_in_headers: server.conf.underscores_in_headers(),
+        underscores_in_headers: server.conf.underscores_in_headers()
+            || !server.conf.ignore_invalid_headers(),
     };
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
     match script::run(&server.conf.script, Level::Server, &mut vars) {
