@@ -3,7 +3,7 @@
 //! `proxy_ignore_client_abort off` (nginx's default) closes the upstream connection when the
 //! client goes away before the response head, `on` lets the upstream request finish; header
 //! lines with invalid names are dropped or passed as nginx does (`ignore_invalid_headers`,
-//! `underscores_in_headers`).
+//! `underscores_in_headers`); `rewrite_log on` writes nginx's notices.
 
 mod common;
 
@@ -204,4 +204,55 @@ async fn invalid_header_names_reach_the_backend_as_with_nginx() {
     let r = exchange(p.port, tokens).await;
     assert!(r.contains("\r\nX_Under: 1\r\nX.Dot: 4\r\n"), "{r}");
     assert!(exchange(p.port, raw).await.starts_with("HTTP/1.1 400"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_log_writes_nginx_notices() {
+    let backend = head_echo().await;
+    let rewrites = "rewrite ^/old(.*)$ /new$1 last;\n        location /new { rewrite ^/new/(.*)$ /final/$1?x=1 break; proxy_pass http://b; }";
+    let p = proxy_with(
+        &[backend],
+        &format!("rewrite_log on;\n        {rewrites}"),
+        "",
+    );
+    let r = exchange(
+        p.port,
+        b"GET /old/abc?q=2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        r.contains("\r\n\r\nGET /final/abc?x=1&q=2 HTTP/1.0\r\n"),
+        "{r}"
+    );
+    exchange(
+        p.port,
+        b"GET /zzz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // nginx 1.22.1's lines for the same configuration and requests (after "PID#TID: *N "):
+    let context =
+        ", client: 127.0.0.1, server: , request: \"GET /old/abc?q=2 HTTP/1.1\", host: \"a\"";
+    let want = [
+        format!("\"^/old(.*)$\" matches \"/old/abc\"{context}"),
+        format!("rewritten data: \"/new/abc\", args: \"q=2\"{context}"),
+        format!("\"^/new/(.*)$\" matches \"/new/abc\"{context}"),
+        format!("rewritten data: \"/final/abc\", args: \"x=1&q=2\"{context}"),
+        "\"^/old(.*)$\" does not match \"/zzz\", client: 127.0.0.1, server: , request: \"GET /zzz HTTP/1.1\", host: \"a\"".to_string(),
+    ];
+    let log = p.stderr();
+    let got: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[notice]") && l.contains(": *"))
+        .map(|l| l.split_once(": *").unwrap().1)
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(got, want, "{log}");
+    // Off (the default): no such lines.
+    let p = proxy_with(&[backend], rewrites, "");
+    exchange(
+        p.port,
+        b"GET /old/abc HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!p.stderr().contains("matches"), "{}", p.stderr());
 }

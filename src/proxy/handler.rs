@@ -275,7 +275,12 @@ async fn serve_request(
             || !server.conf.ignore_invalid_headers(),
     };
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
-    match script::run(&server.conf.script, Level::Server, &mut vars) {
+    let mut notice = rewrite_log(conn.id, conn.peer, head, server_name.unwrap_or(""));
+    let outcome = match server.conf.rewrite_log() {
+        true => script::run_logged(&server.conf.script, Level::Server, &mut vars, &mut notice),
+        false => script::run(&server.conf.script, Level::Server, &mut vars),
+    };
+    match outcome {
         ScriptOutcome::Return(r) => {
             return reply(conn, &vars, &server.conf, r, head.keep_alive).await
         }
@@ -318,7 +323,11 @@ async fn serve_request(
             }
             vars.set_location_valid(true);
         }
-        match script::run(&conf.script, Level::Location, &mut vars) {
+        let outcome = match conf.rewrite_log() {
+            true => script::run_logged(&conf.script, Level::Location, &mut vars, &mut notice),
+            false => script::run(&conf.script, Level::Location, &mut vars),
+        };
+        match outcome {
             ScriptOutcome::Return(r) => {
                 break 'req reply(conn, &vars, conf, r, head.keep_alive).await
             }
@@ -450,6 +459,31 @@ fn log_request(
         .sum::<usize>() as u64;
     if let Err(e) = ctx.proxy.access.borrow_mut().log(logs, vars) {
         log!(Alert, "{e}");
+    }
+}
+
+/// `rewrite_log on`: the rewrite script's notices with nginx's request context.
+fn rewrite_log<'a>(
+    id: u64,
+    peer: SocketAddr,
+    head: &'a RequestHead<'_, '_>,
+    server: &'a str,
+) -> impl FnMut(&str) + 'a {
+    move |m| {
+        let v = if head.version == Version::Http10 {
+            0
+        } else {
+            1
+        };
+        let host = header_str(head, "host").map_or(String::new(), |h| format!(", host: \"{h}\""));
+        log!(
+            Notice,
+            "*{} {m}, client: {}, server: {server}, request: \"{} {} HTTP/1.{v}\"{host}",
+            id,
+            peer.ip(),
+            head.method,
+            head.target.raw
+        );
     }
 }
 
