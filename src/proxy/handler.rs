@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::exchange::{send_request, Request, Sent};
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
-use super::request::{build_request, UpstreamBody};
 use super::respond;
 use super::response::{write_client_head, ClientFraming, ClientOptions};
 use super::static_files::{self, Conditional, Decision};
@@ -44,9 +44,9 @@ enum State {
     Closed,
 }
 
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
     local: SocketAddr,
     /// Bytes read from the client and not yet consumed (the next head, a pipelined frame).
     buf: Vec<u8>,
@@ -55,7 +55,7 @@ struct Conn {
     /// `$connection`: this shard's connection serial number.
     id: u64,
     /// Status of the current request's response (for `$status` in the access log).
-    status: Cell<u16>,
+    pub(super) status: Cell<u16>,
     /// Bytes of the current response written to the client, head and body.
     sent: Cell<u64>,
     /// Of which, the head.
@@ -630,125 +630,7 @@ async fn connect(
     }
 }
 
-/// What went to the upstream, and the first bytes of its answer.
-struct Request {
-    /// The request asked for an upgrade.
-    upgrade: bool,
-    /// The request let the connection live on (HTTP/1.1, no `Connection: close`).
-    keeps_alive: bool,
-    /// Client bytes beyond the request (the next pipelined request, or held early frames).
-    leftover: Vec<u8>,
-    /// The upstream's first response bytes (at least one).
-    ubuf: Vec<u8>,
-}
-
-/// Why a request did not get as far as a response byte.
-enum Sent {
-    /// A cached connection failed before any response byte: retry on a new one.
-    Stale,
-    /// Answer the client with this status.
-    Fail(u16),
-    /// The client side failed; close.
-    Closed,
-}
-
-/// Sends the request head and body on `up` and waits for the first response byte. With
-/// `retry`, a reused connection that fails before that byte is `Sent::Stale`.
-#[allow(clippy::too_many_arguments)]
-async fn send_request(
-    conn: &mut Conn,
-    up: &mut UpstreamConn,
-    head: &RequestHead<'_, '_>,
-    early: &[u8],
-    vars: &mut RequestVars<'_>,
-    conf: &LocConf,
-    pp: &ProxyPass,
-    matcher: &LocationMatch,
-    retry: bool,
-) -> Result<Request, Sent> {
-    let body = match head.body {
-        Body::None => UpstreamBody::None,
-        Body::Length(n) => UpstreamBody::Length(n),
-        Body::Chunked => UpstreamBody::Chunked,
-    };
-    let mut out = Vec::with_capacity(1024);
-    if let Err(e) = build_request(vars, conf, pp, matcher, body, &mut out) {
-        log!(
-            Error,
-            "cannot build the upstream request: {e}, client: {}",
-            conn.peer.ip()
-        );
-        let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
-            411
-        } else {
-            500
-        };
-        return Err(Sent::Fail(code));
-    }
-    up.start_request();
-    let stale = retry && up.reused;
-    let upgrade = sends_upgrade(&out);
-    let keeps_alive = keepalive::request_keeps_alive(&out);
-    match write_all(&up.stream, &out, conf.proxy_send_timeout()).await {
-        Ok(()) => {}
-        Err(e) if stale && !is_timeout(&e) => return Err(Sent::Stale),
-        Err(_) => return Err(Sent::Fail(502)),
-    }
-    drop(out);
-    // The request body (none for an upgrade: the bytes after the head are the first frames,
-    // held until the 101).
-    let leftover = if head.upgrade {
-        early.to_vec()
-    } else {
-        match relay_request_body(conn, &up.stream, head.body, early, conf).await {
-            Ok(rest) => rest,
-            Err(_) if stale => return Err(Sent::Stale),
-            Err(_) => return Err(Sent::Closed),
-        }
-    };
-    let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
-    let deadline = Instant::now() + conf.proxy_read_timeout();
-    let room = (conf.proxy_buffer_size() as usize).max(1024);
-    let read = read_into(&up.stream, &mut ubuf, room, deadline);
-    let got = if conf.proxy_ignore_client_abort() {
-        read.await
-    } else {
-        monoio::select! {
-            r = read => r,
-            _ = super::io::peer_closed(&conn.stream) => {
-                log!(Info, "client prematurely closed connection, so upstream connection is closed too while reading response header from upstream, client: {}", conn.peer.ip());
-                conn.status.set(499);
-                return Err(Sent::Closed);
-            }
-        }
-    };
-    match got {
-        Ok(0) if stale => Err(Sent::Stale),
-        Err(e) if stale && !is_timeout(&e) => Err(Sent::Stale),
-        Ok(0) => {
-            log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
-            Err(Sent::Fail(502))
-        }
-        Ok(_) => Ok(Request {
-            upgrade,
-            keeps_alive,
-            leftover,
-            ubuf,
-        }),
-        Err(e) => {
-            let code = if is_timeout(&e) { 504 } else { 502 };
-            log!(
-                Error,
-                "upstream timed out ({}) while reading response header from upstream, client: {}",
-                crate::config::os_error(&e),
-                conn.peer.ip()
-            );
-            Err(Sent::Fail(code))
-        }
-    }
-}
-
-fn sends_upgrade(upstream_head: &[u8]) -> bool {
+pub(super) fn sends_upgrade(upstream_head: &[u8]) -> bool {
     upstream_head
         .split(|&b| b == b'\n')
         .any(|line| line.len() > 8 && line[..8].eq_ignore_ascii_case(b"upgrade:"))
@@ -998,7 +880,7 @@ fn decode_chunks(
 /// Sends the request body upstream, re-framed (length as length, chunked re-chunked), starting
 /// with `early` (bytes read with the head). Returns the bytes read beyond the body (the next
 /// pipelined request).
-async fn relay_request_body(
+pub(super) async fn relay_request_body(
     conn: &mut Conn,
     upstream: &TcpStream,
     body: Body,

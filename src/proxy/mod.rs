@@ -5,6 +5,7 @@
 //! responses ringproxy makes itself (`respond`) and static files for locations without
 //! `proxy_pass` (`static_files`), and the shard's upstream keep-alive pools (`upstream_pool`).
 
+mod exchange;
 pub mod handler;
 pub mod io;
 pub mod pool;
