@@ -281,7 +281,7 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     level!("client_max_body_size", HSL, size, client_max_body_size),
     level!("client_body_timeout", HSL, time, client_body_timeout),
-    level!("client_body_buffer_size", HSL, size, client_body_buffer_size),
+    spec!("client_body_buffer_size", HSL, A1, Handler::NoEffect("request bodies are streamed to the backend as they arrive (nginx's proxy_request_buffering off), never held whole in memory or written to disk")),
     level!("send_timeout", HSL, time, send_timeout),
     level!("tcp_nodelay", HSL, flag, tcp_nodelay),
     spec!("server_tokens", HSL, A1, Handler::Level(|c, d, _| {

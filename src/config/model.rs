@@ -716,8 +716,6 @@ loc_conf! {
         client_max_body_size: u64 = 1024 * 1024,
         /// `client_body_timeout`.
         client_body_timeout: Duration = secs(60),
-        /// `client_body_buffer_size`.
-        client_body_buffer_size: u64 = 16384,
         /// `send_timeout`.
         send_timeout: Duration = secs(60),
         /// `keepalive_time`: longest life of a client keep-alive connection.
