@@ -109,11 +109,19 @@ pub(super) async fn send_request(
         }
     };
     match got {
-        Ok(0) if stale => Err(Sent::Stale),
-        Err(e) if stale && !is_timeout(&e) => Err(Sent::Stale),
         Ok(0) => {
+            // Logged for a stale cached connection too, as nginx 1.22 does before its retry.
             log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
-            Err(Sent::Fail(502))
+            Err(if stale { Sent::Stale } else { Sent::Fail(502) })
+        }
+        Err(e) if stale && !is_timeout(&e) => {
+            log!(
+                Error,
+                "recv() failed ({}) while reading response header from upstream, client: {}",
+                crate::config::os_error(&e),
+                conn.peer.ip()
+            );
+            Err(Sent::Stale)
         }
         Ok(_) => Ok(Request {
             upgrade,
