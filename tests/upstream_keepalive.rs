@@ -291,6 +291,25 @@ async fn a_cached_connection_closed_under_the_request_is_retried_on_a_new_one() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_cached_connection_does_not_count_against_its_peer() {
+    let a = backend(Mode::DropSecond).await;
+    let b = backend(Mode::KeepAlive).await;
+    // Round robin over a and b: the third request reuses a's cached connection, which a closes.
+    // nginx 1.22.1 counts that as a failure ("upstream server temporarily disabled") and sends
+    // everything to b for fail_timeout; ringproxy keeps a in the rotation.
+    let p = proxy(
+        &a,
+        &format!(
+            "server {} max_fails=1 fail_timeout=30s; keepalive 4;",
+            b.addr
+        ),
+        KEEP,
+    );
+    run(p.port, 6).await;
+    assert!(a.accepted() >= 2, "a left the rotation: {}", p.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgraded_connection_is_never_pooled() {
     let b = backend(Mode::Upgrade).await;
     let upgrade = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $http_connection;";
