@@ -1,7 +1,8 @@
 //! Proxy directives through a running ringproxy (one shard) against scripted backends:
 //! `proxy_next_upstream_timeout` stops trying further peers once its time is spent, and
 //! `proxy_ignore_client_abort off` (nginx's default) closes the upstream connection when the
-//! client goes away before the response head, `on` lets the upstream request finish; header
+//! client goes away (before the response head or while its body streams), `on` lets the
+//! upstream request finish; header
 //! lines with invalid names are dropped or passed as nginx does (`ignore_invalid_headers`,
 //! `underscores_in_headers`); `rewrite_log on` writes nginx's notices.
 
@@ -87,8 +88,9 @@ async fn read_until_head_end(s: &mut TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_abort_closes_the_upstream_connection_unless_ignored() {
-    for ignore in [false, true] {
-        // A backend that reads the request and holds the connection.
+    // The client leaves while the response head is awaited, then while the body streams.
+    for (ignore, in_body) in [(false, false), (true, false), (false, true), (true, true)] {
+        // A backend that reads the request and holds the connection (after part of a body).
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let flag = if ignore { "on" } else { "off" };
@@ -102,6 +104,21 @@ async fn a_client_abort_closes_the_upstream_connection_unless_ignored() {
             .unwrap();
         let (mut up, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
         read_until_head_end(&mut up).await;
+        if in_body {
+            up.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 256];
+            while !String::from_utf8_lossy(&seen).contains("first") {
+                let n = tokio::time::timeout(T, c.read(&mut chunk))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "the proxy closed the client");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+        }
         drop(c);
         let mut b = [0u8; 1];
         if ignore {
@@ -112,9 +129,12 @@ async fn a_client_abort_closes_the_upstream_connection_unless_ignored() {
                 r.is_err(),
                 "the proxy closed the upstream connection: {r:?}"
             );
-            up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .await
-                .unwrap();
+            let end: &[u8] = if in_body {
+                b"0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            };
+            up.write_all(end).await.unwrap();
         } else {
             let n = tokio::time::timeout(T, up.read(&mut b))
                 .await

@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use monoio::net::TcpStream;
+
 use super::handler::{relay_request_body, sends_upgrade, Conn};
 use super::io::{is_timeout, read_into, write_all};
 use super::request::{build_request, UpstreamBody};
@@ -95,20 +97,12 @@ pub(super) async fn send_request(
     let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let deadline = Instant::now() + conf.proxy_read_timeout();
     let room = (conf.proxy_buffer_size() as usize).max(1024);
-    let read = read_into(&up.stream, &mut ubuf, room, deadline);
-    let got = if conf.proxy_ignore_client_abort() {
-        read.await
-    } else {
-        monoio::select! {
-            r = read => r,
-            _ = super::io::peer_closed(&conn.stream) => {
-                log!(Info, "client prematurely closed connection, so upstream connection is closed too while reading response header from upstream, client: {}", conn.peer.ip());
-                conn.status.set(499);
-                return Err(Sent::Closed);
-            }
-        }
-    };
+    let got = read_upstream(conn, &up.stream, &mut ubuf, room, deadline, conf).await;
     match got {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+            conn.status.set(499);
+            Err(Sent::Closed)
+        }
         Ok(0) => {
             // Logged for a stale cached connection too, as nginx 1.22 does before its retry.
             log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
@@ -138,6 +132,36 @@ pub(super) async fn send_request(
                 conn.peer.ip()
             );
             Err(Sent::Fail(code))
+        }
+    }
+}
+
+/// Reads what the upstream sends (up to `max` bytes, by `deadline`). Unless
+/// `proxy_ignore_client_abort on`, gives up with `ConnectionAborted` as soon as the client
+/// closes (nginx watches the client for the whole upstream exchange).
+pub(super) async fn read_upstream(
+    conn: &Conn,
+    upstream: &TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+    conf: &LocConf,
+) -> std::io::Result<usize> {
+    if conf.proxy_ignore_client_abort() {
+        return read_into(upstream, buf, max, deadline).await;
+    }
+    // Bytes already waiting are taken without watching the client (no extra poll per read
+    // while a body streams); only a wait for the upstream also watches the client.
+    match read_into(upstream, buf, max, Instant::now()).await {
+        Err(e) if is_timeout(&e) => {}
+        done => return done,
+    }
+    let read = read_into(upstream, buf, max, deadline);
+    monoio::select! {
+        r = read => r,
+        _ = super::io::peer_closed(&conn.stream) => {
+            log!(Info, "client prematurely closed connection, so upstream connection is closed too while reading upstream, client: {}", conn.peer.ip());
+            Err(std::io::ErrorKind::ConnectionAborted.into())
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
-use super::exchange::{send_request, Request, Sent};
+use super::exchange::{read_upstream, send_request, Request, Sent};
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
 use super::respond;
@@ -1009,7 +1009,7 @@ async fn relay_response_body(
             Frame::None => return Ok(false),
         }
         let deadline = Instant::now() + read_to;
-        let n = read_into(upstream, &mut pending, 16 * 1024, deadline).await?;
+        let n = read_upstream(conn, upstream, &mut pending, 16 * 1024, deadline, conf).await?;
         if n == 0 {
             return match frame {
                 Frame::CloseToChunked => write_counted(conn, LAST_CHUNK, send_to)
