@@ -90,7 +90,7 @@ pub struct MainBuild {
     pub(crate) pid: Option<PathBuf>,
     pub(crate) error_log: Vec<ErrorLog>,
     pub(crate) daemon: Option<bool>,
-    pub(crate) user: Option<(String, Option<String>)>,
+    pub(crate) user: Option<RunAs>,
 }
 
 /// An `upstream` block before defaults.
@@ -262,7 +262,6 @@ fn block(kind: Block, d: &Directive, scope: &mut Scope<'_>, env: &mut Env) -> Re
             }
             let mut ev = EventsConf {
                 worker_connections: 512,
-                multi_accept: false,
                 method: None,
             };
             walk(

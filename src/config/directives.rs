@@ -198,9 +198,16 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("worker_rlimit_nofile", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_rlimit_nofile, num(d, 0)?, d))),
     spec!("worker_shutdown_timeout", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_shutdown_timeout, time(d, 0)?, d))),
     spec!("worker_cpu_affinity", MAIN, MORE1, Handler::Main(worker_cpu_affinity)),
-    spec!("user", MAIN, n(1, 2), Handler::Main(|m, d, _| {
-        let group = d.args.get(1).map(|a| a.value.clone());
-        set_once(&mut m.user, (d.arg(0).to_string(), group), d)
+    spec!("user", MAIN, n(1, 2), Handler::Main(|m, d, e| {
+        if m.user.is_some() {
+            return Err(err(d, "\"user\" directive is duplicate"));
+        }
+        if !e.opts.is_root {
+            e.warn(Some(&d.span), "the \"user\" directive makes sense only if the master process runs with super-user privileges, ignored".into());
+            return Ok(());
+        }
+        m.user = Some(handlers::run_as(d)?);
+        Ok(())
     })),
     spec!("error_log", MAIN, MORE1, Handler::Main(|m, d, e| {
         m.error_log.push(error_log(d, e)?);
@@ -224,10 +231,7 @@ pub static DIRECTIVES: &[Spec] = &[
         ev.worker_connections = num(d, 0)?;
         Ok(())
     })),
-    spec!("multi_accept", EVENTS, FLAG, Handler::Events(|ev, d, _| {
-        ev.multi_accept = flag(d)?;
-        Ok(())
-    })),
+    spec!("multi_accept", EVENTS, FLAG, Handler::NoEffect("each shard's driver decides: the epoll driver takes every pending connection per readiness event (as nginx with multi_accept on), io_uring completes one accept per submission (as off)")),
     spec!("use", EVENTS, A1, Handler::Events(|ev, d, _| {
         ev.method = Some(match d.arg(0) {
             "epoll" => EventMethod::Epoll,
@@ -277,7 +281,7 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     level!("client_max_body_size", HSL, size, client_max_body_size),
     level!("client_body_timeout", HSL, time, client_body_timeout),
-    level!("client_body_buffer_size", HSL, size, client_body_buffer_size),
+    spec!("client_body_buffer_size", HSL, A1, Handler::NoEffect("request bodies are streamed to the backend as they arrive (nginx's proxy_request_buffering off), never held whole in memory or written to disk")),
     level!("send_timeout", HSL, time, send_timeout),
     level!("tcp_nodelay", HSL, flag, tcp_nodelay),
     spec!("server_tokens", HSL, A1, Handler::Level(|c, d, _| {

@@ -616,3 +616,26 @@ pub(super) fn ssl_session_cache(c: &mut LocConf, d: &Directive, _: &mut Env) -> 
     let list = d.args.iter().map(|a| a.value.clone()).collect();
     set_once(&mut c.ssl_session_cache, list, d)
 }
+
+/// `user name [group]` when running as root: the ids, as nginx's `ngx_set_user` resolves them
+/// (the group defaults to the user's name, so `user nobody;` fails where no group `nobody`
+/// exists, as nginx 1.22 does on Debian: `getgrnam("nobody") failed`).
+pub(super) fn run_as(d: &Directive) -> Result<RunAs> {
+    use nix::unistd::{Group, User};
+    let name = d.arg(0);
+    let group = d.args.get(1).map_or(name, |a| a.value.as_str());
+    let user = User::from_name(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| err(d, format!("getpwnam(\"{name}\") failed")))?;
+    let gid = Group::from_name(group)
+        .ok()
+        .flatten()
+        .ok_or_else(|| err(d, format!("getgrnam(\"{group}\") failed")))?
+        .gid;
+    Ok(RunAs {
+        user: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: gid.as_raw(),
+    })
+}

@@ -99,10 +99,23 @@ pub struct MainConf {
     pub error_log: Vec<ErrorLog>,
     /// Detach from the terminal (default on).
     pub daemon: bool,
-    /// `user name [group]` (takes effect only when started as root).
-    pub user: Option<(String, Option<String>)>,
+    /// `user name [group]`, resolved; set only when started as root (otherwise nginx warns and
+    /// ignores it). The shards' privileges are dropped to it once listeners, logs and the pid
+    /// file are open.
+    pub user: Option<RunAs>,
     /// Where `-p`/default prefix pointed: relative paths resolve against it.
     pub prefix: PathBuf,
+}
+
+/// The user and group `user` names, with their ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// User name (for the supplementary groups).
+    pub user: String,
+    /// User id.
+    pub uid: u32,
+    /// Group id (the named group; nginx's default group is the user's name).
+    pub gid: u32,
 }
 
 impl MainConf {
@@ -138,8 +151,6 @@ pub enum EventMethod {
 pub struct EventsConf {
     /// Connections per shard (default 512).
     pub worker_connections: u32,
-    /// Accept all pending connections at once.
-    pub multi_accept: bool,
     /// Driver choice; `None` is the default (io_uring, falling back to epoll).
     pub method: Option<EventMethod>,
 }
@@ -729,8 +740,6 @@ loc_conf! {
         client_max_body_size: u64 = 1024 * 1024,
         /// `client_body_timeout`.
         client_body_timeout: Duration = secs(60),
-        /// `client_body_buffer_size`.
-        client_body_buffer_size: u64 = 16384,
         /// `send_timeout`.
         send_timeout: Duration = secs(60),
         /// `keepalive_time`: longest life of a client keep-alive connection.

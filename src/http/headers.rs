@@ -119,3 +119,33 @@ pub fn forwardable<'h, 'b>(
         .iter()
         .filter(move |h| forward(h.name, connection(), underscores_in_headers) == Forward::AsIs)
 }
+
+/// nginx's valid header name (`ngx_http_parse_header_line`): letters, digits and `-`, and `_`
+/// when `underscores_in_headers` is on. Other names are "invalid": ignored with
+/// `ignore_invalid_headers on` (the default), kept with off.
+pub fn is_valid_name(name: &str, underscores: bool) -> bool {
+    name.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || (c == b'_' && underscores))
+}
+
+/// Whether every header line of the request head in `buf` is one nginx accepts, possibly as an
+/// invalid (ignorable) name: a name of visible bytes (no space, control or DEL: nginx 1.21.1+
+/// refuses those with 400) before a colon, and a value of visible bytes, spaces and tabs.
+/// Only then may lines with non-token names be skipped instead of refusing the request.
+pub fn only_names_are_invalid(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    buf[..end].split(|&c| c == b'\n').skip(1).all(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            return false;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        !name.is_empty()
+            && name.iter().all(|&c| c > b' ' && c != 0x7f)
+            && value
+                .iter()
+                .all(|&c| c == b'\t' || (c >= b' ' && c != 0x7f))
+    })
+}

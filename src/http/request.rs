@@ -14,7 +14,7 @@
 //! Transfer-Encoding, duplicate or malformed lengths, codings other than `chunked`, obsolete
 //! line folding, space before the colon, NUL or bare CR) is refused before routing.
 
-use super::headers::{has_token, tokens};
+use super::headers::{has_token, is_valid_name, only_names_are_invalid, tokens};
 use super::target::{parse_target, validate_host, Target, TargetError};
 use httparse::Header;
 
@@ -27,6 +27,12 @@ pub struct HeadLimits {
     pub large_buffers_count: usize,
     /// Size of one large buffer (nginx default 8k): the longest request line or header line.
     pub large_buffer_size: usize,
+    /// `ignore_invalid_headers` (default on): header lines whose names are not letters, digits
+    /// and `-` (and `_` with `underscores_in_headers`) are dropped from the head, as if never
+    /// sent. Off, they are kept (as far as HTTP tokens go: see [`parse_request`]).
+    pub ignore_invalid_headers: bool,
+    /// `underscores_in_headers` (default off).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for HeadLimits {
@@ -35,6 +41,8 @@ impl Default for HeadLimits {
             client_header_buffer_size: 1024,
             large_buffers_count: 4,
             large_buffer_size: 8192,
+            ignore_invalid_headers: true,
+            underscores_in_headers: false,
         }
     }
 }
@@ -233,7 +241,18 @@ pub fn parse_request<'h, 'b>(
     limits: &HeadLimits,
 ) -> Result<Parsed<RequestHead<'h, 'b>>, RequestError> {
     let mut req = httparse::Request::new(headers);
-    let head_len = match req.parse(buf) {
+    let mut parsed = req.parse(buf);
+    if matches!(parsed, Err(httparse::Error::HeaderName))
+        && limits.ignore_invalid_headers
+        && only_names_are_invalid(buf)
+    {
+        // Names nginx calls invalid but tolerates (`X@Y`, non-ASCII) that are not HTTP tokens:
+        // parse again with httparse skipping those lines (nginx ignores them too).
+        parsed = httparse::ParserConfig::default()
+            .ignore_invalid_headers_in_requests(true)
+            .parse_request(&mut req, buf);
+    }
+    let head_len = match parsed {
         Ok(httparse::Status::Partial) => {
             check_limits(buf, limits)?;
             return Ok(Parsed::Partial);
@@ -254,7 +273,11 @@ pub fn parse_request<'h, 'b>(
         Some(0) => Version::Http10,
         _ => Version::Http11,
     };
-    let headers: &'h [Header<'b>] = req.headers;
+    let headers: &'h [Header<'b>] = if limits.ignore_invalid_headers {
+        keep_valid_names(req.headers, limits.underscores_in_headers)
+    } else {
+        req.headers
+    };
 
     if !method
         .bytes()
@@ -373,6 +396,18 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
 /// Maps an httparse error to nginx's answer, recognising HTTP/0.9 and HTTP/2+ request lines
 /// (which httparse reports as token/version errors).
 /// `None`: an HTTP/0.9 request line still waiting for its LF.
+/// Moves the headers with valid names (nginx's rule) to the front, in order; returns them.
+fn keep_valid_names<'h, 'b>(headers: &'h mut [Header<'b>], underscores: bool) -> &'h [Header<'b>] {
+    let mut kept = 0;
+    for i in 0..headers.len() {
+        if is_valid_name(headers[i].name, underscores) {
+            headers.swap(kept, i);
+            kept += 1;
+        }
+    }
+    &headers[..kept]
+}
+
 fn classify_error(buf: &[u8], e: httparse::Error) -> Option<RequestError> {
     Some(match e {
         httparse::Error::HeaderName => RequestError::InvalidHeaderName,

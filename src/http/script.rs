@@ -80,6 +80,18 @@ pub fn is_redirect(code: u16) -> bool {
 
 /// Runs `ops` (one level's script) in order.
 pub fn run(ops: &[ScriptOp], level: Level, vars: &mut RequestVars<'_>) -> Outcome {
+    run_logged(ops, level, vars, &mut |_| {})
+}
+
+/// [`run`], telling `log` what `rewrite_log on` makes nginx log at `notice` (its texts, without
+/// the connection context): `"REGEX" matches "URI"`, `"REGEX" does not match "URI"`,
+/// `rewritten data: "URI", args: "ARGS"` and `rewritten redirect: "LOCATION"`.
+pub fn run_logged(
+    ops: &[ScriptOp],
+    level: Level,
+    vars: &mut RequestVars<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Outcome {
     let mut changed = false;
     for op in ops {
         match op {
@@ -113,8 +125,10 @@ pub fn run(ops: &[ScriptOp], level: Level, vars: &mut RequestVars<'_>) -> Outcom
             } => {
                 let uri = vars.uri().to_string();
                 if !vars.match_regex(regex, &uri) {
+                    log(&format!("\"{}\" does not match \"{uri}\"", regex.source));
                     continue;
                 }
+                log(&format!("\"{}\" matches \"{uri}\"", regex.source));
                 let redirect = matches!(flag, RewriteFlag::Redirect | RewriteFlag::Permanent)
                     || starts_as_redirect(replacement);
                 let r = expand(replacement, redirect, vars);
@@ -130,6 +144,10 @@ pub fn run(ops: &[ScriptOp], level: Level, vars: &mut RequestVars<'_>) -> Outcom
                             location.extend_from_slice(orig.as_bytes());
                         }
                     }
+                    log(&format!(
+                        "rewritten redirect: \"{}\"",
+                        String::from_utf8_lossy(&location)
+                    ));
                     let code = if *flag == RewriteFlag::Permanent {
                         301
                     } else {
@@ -155,6 +173,11 @@ pub fn run(ops: &[ScriptOp], level: Level, vars: &mut RequestVars<'_>) -> Outcom
                     None => Some(None),
                 };
                 vars.set_uri(r.uri, args);
+                log(&format!(
+                    "rewritten data: \"{}\", args: \"{}\"",
+                    vars.uri(),
+                    vars.args().unwrap_or("")
+                ));
                 changed = true;
                 match flag {
                     RewriteFlag::Last => return Outcome::Last(vars.uri().to_string()),

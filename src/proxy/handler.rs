@@ -12,14 +12,15 @@ use monoio::net::TcpStream;
 
 use super::conn::Stream;
 use super::error_page;
+use super::exchange::{read_upstream, send_request, Request, Sent};
 use super::headers_out::ProxiedRequest;
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
-use super::request::{build_request, UpstreamBody};
 use super::respond;
 use super::response::{write_client_head, ClientFraming, ClientOptions};
 use super::static_files::{self, Conditional, Decision};
 use super::tunnel::{self, Path, TunnelConfig};
+use super::upstream_pool::{self, UpstreamConn, UpstreamPools};
 use crate::config::model::{
     Balance, HttpConf, LocConf, Location, LocationMatch, ProxyPass, ServerName, SpliceMode,
 };
@@ -33,6 +34,7 @@ use crate::route::{Found, LocId, UriChanges};
 use crate::shard::listener::ListenSpec;
 use crate::shard::ShardCtx;
 use crate::upstream::balancer::{Outcome as PeerOutcome, PickState};
+use crate::upstream::keepalive;
 
 /// Most header lines accepted in one head (httparse needs a fixed array).
 const MAX_HEADERS: usize = 100;
@@ -48,9 +50,9 @@ enum State {
     Error(Reply, bool),
 }
 
-struct Conn {
-    stream: Stream,
-    peer: SocketAddr,
+pub(super) struct Conn {
+    pub(super) stream: Stream,
+    pub(super) peer: SocketAddr,
     local: SocketAddr,
     /// Bytes read from the client and not yet consumed (the next head, a pipelined frame).
     buf: Vec<u8>,
@@ -59,7 +61,7 @@ struct Conn {
     /// `$connection`: this shard's connection serial number.
     id: u64,
     /// Status of the current request's response (for `$status` in the access log).
-    status: Cell<u16>,
+    pub(super) status: Cell<u16>,
     /// Bytes of the current response written to the client, head and body.
     sent: Cell<u64>,
     /// Of which, the head.
@@ -71,7 +73,7 @@ struct Conn {
     /// Body bytes in and out of gzip for this response (`$gzip_ratio`).
     gzip_io: Cell<Option<(u64, u64)>>,
     /// The request body went upstream already: a proxied error page gets none.
-    body_read: Cell<bool>,
+    pub(super) body_read: Cell<bool>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -152,6 +154,8 @@ fn limits(conf: &LocConf) -> HeadLimits {
         client_header_buffer_size: conf.client_header_buffer_size() as usize,
         large_buffers_count: count as usize,
         large_buffer_size: size as usize,
+        ignore_invalid_headers: conf.ignore_invalid_headers(),
+        underscores_in_headers: conf.underscores_in_headers(),
     }
 }
 
@@ -305,10 +309,16 @@ async fn serve_request(
         requests: conn.requests as u64,
         hostname: &ctx.proxy.hostname,
         pid: ctx.proxy.pid,
-        underscores_in_headers: server.conf.underscores_in_headers(),
+        underscores_in_headers: server.conf.underscores_in_headers()
+            || !server.conf.ignore_invalid_headers(),
     };
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
-    match script::run(&server.conf.script, Level::Server, &mut vars) {
+    let mut notice = rewrite_log(conn.id, conn.peer, head, server_name.unwrap_or(""));
+    let outcome = match server.conf.rewrite_log() {
+        true => script::run_logged(&server.conf.script, Level::Server, &mut vars, &mut notice),
+        false => script::run(&server.conf.script, Level::Server, &mut vars),
+    };
+    match outcome {
         ScriptOutcome::Return(r) => {
             return reply(conn, &mut vars, &server.conf, r, head.keep_alive).await
         }
@@ -419,7 +429,11 @@ async fn serve_request(
             }
             vars.set_location_valid(true);
         }
-        match script::run(&conf.script, Level::Location, &mut vars) {
+        let outcome = match conf.rewrite_log() {
+            true => script::run_logged(&conf.script, Level::Location, &mut vars, &mut notice),
+            false => script::run(&conf.script, Level::Location, &mut vars),
+        };
+        match outcome {
             ScriptOutcome::Return(r) => {
                 finish!(reply(conn, &mut vars, conf, r, head.keep_alive).await)
             }
@@ -442,6 +456,7 @@ async fn serve_request(
             && !closing
             && !conf.keepalive_timeout().is_zero()
             && conn.requests < conf.keepalive_requests()
+            && conn.accepted.elapsed() <= conf.keepalive_time()
             && !ctx.stopping.is_set();
         if let Some(pp) = conf.proxy_pass.as_ref() {
             let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
@@ -583,6 +598,31 @@ fn log_request(
     }
 }
 
+/// `rewrite_log on`: the rewrite script's notices with nginx's request context.
+fn rewrite_log<'a>(
+    id: u64,
+    peer: SocketAddr,
+    head: &'a RequestHead<'_, '_>,
+    server: &'a str,
+) -> impl FnMut(&str) + 'a {
+    move |m| {
+        let v = if head.version == Version::Http10 {
+            0
+        } else {
+            1
+        };
+        let host = header_str(head, "host").map_or(String::new(), |h| format!(", host: \"{h}\""));
+        log!(
+            Notice,
+            "*{} {m}, client: {}, server: {server}, request: \"{} {} HTTP/1.{v}\"{host}",
+            id,
+            peer.ip(),
+            head.method,
+            head.target.raw
+        );
+    }
+}
+
 /// The matcher static files use for the server level (no location matched).
 static SERVER_LEVEL: LocationMatch = LocationMatch::Named(String::new());
 
@@ -631,8 +671,10 @@ async fn send_page(
     }
 }
 
-/// Connects to a peer of the location's upstream, trying the next one as `proxy_next_upstream`
-/// allows. `Err(status)` is 502 or 504.
+/// Connects to a peer of the location's upstream (an idle keep-alive connection to the picked
+/// peer when `pooled` and one is cached), trying the next one as `proxy_next_upstream` allows.
+/// `Err(status)` is 502 or 504.
+#[allow(clippy::too_many_arguments)]
 async fn connect(
     ctx: &ShardCtx,
     http: &HttpConf,
@@ -641,7 +683,8 @@ async fn connect(
     conf: &LocConf,
     pp: &ProxyPass,
     vars: &mut RequestVars<'_>,
-) -> Result<(TcpStream, SocketAddr), u16> {
+    pooled: bool,
+) -> Result<UpstreamConn, u16> {
     let group = &http.upstreams[pp.upstream];
     let balancer = &ctx.proxy.balancers[pp.upstream];
     let key = match &group.balance {
@@ -660,6 +703,7 @@ async fn connect(
     let mut state = PickState::new();
     let mut status = 502;
     let mut tries = 0;
+    let (started, time_limit) = (Instant::now(), conf.proxy_next_upstream_timeout());
     loop {
         let picked = balancer
             .borrow_mut()
@@ -669,6 +713,11 @@ async fn connect(
             return Err(status);
         };
         let addr = balancer.borrow().peers().spec(id).addr;
+        let cached = pooled.then(|| ctx.proxy.upstream_pools.take(pp.upstream, id));
+        if let Some(c) = cached.flatten() {
+            vars.upstream.addr = addr.to_string();
+            return Ok(c);
+        }
         tries += 1;
         let attempt =
             monoio::time::timeout(conf.proxy_connect_timeout(), TcpStream::connect_addr(addr))
@@ -680,8 +729,12 @@ async fn connect(
                     .report(id, PeerOutcome::Success, Instant::now());
                 if super::io::set_nonblocking(&s).is_ok() {
                     let _ = s.set_nodelay(true);
+                    if conf.proxy_socket_keepalive() {
+                        let _ = socket2::SockRef::from(&crate::sys::fd(&s)).set_keepalive(true);
+                    }
                     vars.upstream.addr = addr.to_string();
-                    return Ok((s, addr));
+                    let s = crate::tls::upstream(ctx, s, conn.peer, conf, pp, vars).await?;
+                    return Ok(UpstreamConn::new(s, id, Instant::now()));
                 }
                 std::io::Error::other("fcntl failed")
             }
@@ -704,13 +757,14 @@ async fn connect(
                 .when
                 .iter()
                 .any(|w| w == if timed_out { "timeout" } else { "error" });
-        if !allowed || tries >= max_tries {
+        let out_of_time = !time_limit.is_zero() && started.elapsed() >= time_limit;
+        if !allowed || tries >= max_tries || out_of_time {
             return Err(status);
         }
     }
 }
 
-fn sends_upgrade(upstream_head: &[u8]) -> bool {
+pub(super) fn sends_upgrade(upstream_head: &[u8]) -> bool {
     upstream_head
         .split(|&b| b == b'\n')
         .any(|line| line.len() > 8 && line[..8].eq_ignore_ascii_case(b"upgrade:"))
@@ -756,64 +810,30 @@ async fn proxy(
         return fail(conn, 400, conf).await;
     }
     vars.upstream = UpstreamFacts::for_proxy_pass(pp);
-    let (upstream, _addr) = match connect(ctx, http, conn, head, conf, pp, vars).await {
-        Ok(u) => u,
-        Err(code) => return fail(conn, code, conf).await,
-    };
-    let _upstream_guard = ctx.hold();
-    let upstream = match crate::tls::upstream(ctx, upstream, conn.peer, conf, pp, vars).await {
-        Ok(u) => u,
-        Err(code) => return fail(conn, code, conf).await,
-    };
-    let client_body = if conn.body_read.get() {
-        Body::None
-    } else {
-        head.body
-    };
-    let body = match client_body {
-        Body::None => UpstreamBody::None,
-        Body::Length(n) => UpstreamBody::Length(n),
-        Body::Chunked => UpstreamBody::Chunked,
-    };
-    let mut out = Vec::with_capacity(1024);
-    if let Err(e) = build_request(vars, conf, pp, matcher, body, &mut out) {
-        log!(
-            Error,
-            "cannot build the upstream request: {e}, client: {}",
-            conn.peer.ip()
-        );
-        let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
-            411
-        } else {
-            500
+    // A cached connection the peer closed just as the request went out is retried once on a
+    // new connection (nginx: proxy_next_upstream error, not counted against the peer).
+    let retry = upstream_pool::may_retry(head, early, conf);
+    let mut pooled = !pp.tls && ctx.proxy.upstream_pools.enabled(pp.upstream);
+    let (upstream, sent) = loop {
+        let mut up = match connect(ctx, http, conn, head, conf, pp, vars, pooled).await {
+            Ok(u) => u,
+            Err(code) => return fail(conn, code, conf).await,
         };
-        return fail(conn, code, conf).await;
-    }
-    let sent_upgrade = sends_upgrade(&out);
-    if write_all(&upstream, &out, conf.proxy_send_timeout())
-        .await
-        .is_err()
-    {
-        return fail(conn, 502, conf).await;
-    }
-    drop(out);
-    // The request body (none for an upgrade: the bytes after the head are the first frames,
-    // held until the 101).
-    let leftover = if head.upgrade {
-        early.to_vec()
-    } else {
-        match relay_request_body(conn, &upstream, client_body, early, conf).await {
-            Ok(rest) => {
-                if client_body != Body::None {
-                    conn.body_read.set(true);
-                }
-                rest
-            }
-            Err(_) => return State::Closed,
+        match send_request(conn, &mut up, head, early, vars, conf, pp, matcher, retry).await {
+            Ok(sent) => break (up, sent),
+            Err(Sent::Stale) => pooled = false,
+            Err(Sent::Fail(code)) => return fail(conn, code, conf).await,
+            Err(Sent::Closed) => return State::Closed,
         }
     };
+    let _upstream_guard = ctx.hold();
+    let Request {
+        upgrade: sent_upgrade,
+        keeps_alive: reusable,
+        leftover,
+        mut ubuf,
+    } = sent;
     // The response head.
-    let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let max_head = conf.proxy_buffer_size() as usize;
     let head_request = head.method == "HEAD";
     let (status, framing, head_len, mut out_head, gzip) = loop {
@@ -844,6 +864,7 @@ async fn proxy(
                 let keep = keep_alive
                     && cf != ClientFraming::Close
                     && h.body != ResponseBody::SwitchingProtocols;
+                let reusable = reusable && keepalive::response_keeps_alive(&h);
                 let list = shaped.header_list();
                 let mut o = Vec::with_capacity(len + 128);
                 let opts = ClientOptions {
@@ -860,7 +881,7 @@ async fn proxy(
                 if write_client_head(shaped.status, reason, &list, conf, &opts, &mut o).is_err() {
                     return fail(conn, 502, conf).await;
                 }
-                break (shaped.status, (h.body, cf, keep), len, o, gzip);
+                break (shaped.status, (h.body, cf, keep, reusable), len, o, gzip);
             }
             Ok(Parsed::Partial) => {}
             Err(e) => {
@@ -870,7 +891,7 @@ async fn proxy(
         }
         let deadline = Instant::now() + conf.proxy_read_timeout();
         let room = max_head.saturating_sub(ubuf.len()).max(1024);
-        match read_into(&upstream, &mut ubuf, room, deadline).await {
+        match read_into(&upstream.stream, &mut ubuf, room, deadline).await {
             Ok(0) => {
                 log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
                 return fail(conn, 502, conf).await;
@@ -884,13 +905,13 @@ async fn proxy(
         }
     };
     ubuf.drain(..head_len);
-    let (body, cf, keep) = framing;
+    let (body, cf, keep, reusable) = framing;
     if body == ResponseBody::SwitchingProtocols {
         if !(head.upgrade && sent_upgrade) || status != 101 {
             return fail(conn, 502, conf).await;
         }
         conn.buf = leftover;
-        return tunnel_after_101(conn, upstream, out_head, ubuf, conf).await;
+        return tunnel_after_101(conn, upstream.stream, out_head, ubuf, conf).await;
     }
     if !send_head(conn, status, &out_head, conf).await {
         return State::Closed;
@@ -907,14 +928,19 @@ async fn proxy(
     let relayed = match gzip {
         Some(mut enc) => {
             let (c, sent) = (&conn.stream, &conn.sent);
-            let r = super::gzip_relay::relay(c, sent, &upstream, ubuf, body, &mut enc, conf).await;
+            let r = super::gzip_relay::relay(c, sent, &upstream.stream, ubuf, body, &mut enc, conf)
+                .await
+                .map(|()| false);
             conn.gzip_io.set(Some(enc.counts()));
             r
         }
-        None => relay_response_body(conn, &upstream, ubuf, frame, conf).await,
+        None => relay_response_body(conn, &upstream.stream, ubuf, frame, conf).await,
     };
+    if matches!(relayed, Ok(true)) && reusable {
+        UpstreamPools::put(ctx, pp.upstream, upstream);
+    }
     match relayed {
-        Ok(()) if keep => {
+        Ok(_) if keep => {
             // Pipelined bytes beyond this request's body start the next request; an idle
             // keep-alive connection holds no buffer.
             conn.buf = leftover;
@@ -1012,7 +1038,7 @@ fn decode_chunks(
 /// Sends the request body upstream, re-framed (length as length, chunked re-chunked), starting
 /// with `early` (bytes read with the head). Returns the bytes read beyond the body (the next
 /// pipelined request).
-async fn relay_request_body(
+pub(super) async fn relay_request_body(
     conn: &mut Conn,
     upstream: &Stream,
     body: Body,
@@ -1081,13 +1107,15 @@ async fn write_counted(
     Ok(())
 }
 
+/// Relays the response body. `Ok(true)`: its end was framed (length, chunks, or no body) and
+/// the upstream sent nothing beyond it, so the connection may be reused.
 async fn relay_response_body(
     conn: &Conn,
     upstream: &Stream,
     mut pending: Vec<u8>,
     frame: Frame,
     conf: &LocConf,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let read_to = conf.proxy_read_timeout();
     let send_to = conf.send_timeout();
     let mut dec = ChunkedDecoder::new();
@@ -1096,7 +1124,7 @@ async fn relay_response_body(
         _ => 0,
     };
     if frame == Frame::None || (frame == Frame::Length(0)) {
-        return Ok(());
+        return Ok(pending.is_empty());
     }
     let mut out = Vec::new();
     loop {
@@ -1106,10 +1134,10 @@ async fn relay_response_body(
                 let take = (left as usize).min(pending.len());
                 write_counted(conn, &pending[..take], send_to).await?;
                 left -= take as u64;
-                pending.clear();
                 if left == 0 {
-                    return Ok(());
+                    return Ok(pending.len() == take);
                 }
+                pending.clear();
             }
             Frame::Chunked | Frame::ChunkedToClose => {
                 let (consumed, _) =
@@ -1121,7 +1149,7 @@ async fn relay_response_body(
                 write_counted(conn, &out, send_to).await?;
                 out.clear();
                 if dec.is_done() {
-                    return Ok(());
+                    return Ok(pending.is_empty());
                 }
             }
             Frame::CloseToChunked => {
@@ -1136,14 +1164,16 @@ async fn relay_response_body(
                 write_counted(conn, &pending, send_to).await?;
                 pending.clear();
             }
-            Frame::None => return Ok(()),
+            Frame::None => return Ok(false),
         }
         let deadline = Instant::now() + read_to;
-        let n = read_into(upstream, &mut pending, 16 * 1024, deadline).await?;
+        let n = read_upstream(conn, upstream, &mut pending, 16 * 1024, deadline, conf).await?;
         if n == 0 {
             return match frame {
-                Frame::CloseToChunked => write_counted(conn, LAST_CHUNK, send_to).await,
-                Frame::Close => Ok(()),
+                Frame::CloseToChunked => write_counted(conn, LAST_CHUNK, send_to)
+                    .await
+                    .map(|()| false),
+                Frame::Close => Ok(false),
                 _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
             };
         }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::conn::Stream;
+use rustix::io::Errno;
+
 use crate::sys::fd;
 
 /// Makes the socket non-blocking (the io_uring driver leaves accepted sockets blocking; the raw
@@ -47,4 +49,23 @@ pub async fn write_all(s: &Stream, data: &[u8], timeout: Duration) -> io::Result
 /// Whether an error is a timeout (for 504 vs 502).
 pub fn is_timeout(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::TimedOut
+}
+
+/// Resolves once the peer has closed the connection (end of stream or an error), as nginx's
+/// broken-connection check sees it; never resolves while bytes are waiting (a pipelined
+/// request is not a close, and nginx stops watching then too).
+pub async fn peer_closed(s: &TcpStream) {
+    loop {
+        if s.readable(false).await.is_err() {
+            return;
+        }
+        let mut probe = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(fd(s), &mut probe[..], flags) {
+            Ok((0, _)) => return,
+            Ok(_) => return std::future::pending().await,
+            Err(Errno::AGAIN | Errno::INTR) => continue,
+            Err(_) => return,
+        }
+    }
 }

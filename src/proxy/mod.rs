@@ -1,14 +1,17 @@
 //! Proxying: a client connection's state machine (`handler`), what goes to the peer and what
 //! comes back as nginx's proxy module does it (`request` builds the upstream request head,
 //! `response` filters the upstream response head; both sans-IO), the tunnel after a 101
-//! (`tunnel`) over plain or TLS connections (`conn`), the per-shard buffer and pipe pools (`pool`), socket helpers (`io`) and the
+//! (`tunnel`) over plain or TLS connections (`conn`), the per-shard buffer and pipe pools
+//! (`pool`), socket helpers (`io`) and the
 //! responses ringproxy makes itself (`respond`) and static files for locations without
 //! `proxy_pass` (`static_files`). Every response head passes nginx's response filters
 //! (`headers_out`: `add_header`, `proxy_redirect`; `gzip`, with the compressed relay in
-//! `gzip_relay`), and errors may be answered by `error_page` (`error_page`).
+//! `gzip_relay`), and errors may be answered by `error_page` (`error_page`). The shard's
+//! upstream keep-alive pools are in `upstream_pool`, one exchange with a peer in `exchange`.
 
 pub mod conn;
 pub mod error_page;
+mod exchange;
 pub mod gzip;
 pub mod gzip_relay;
 pub mod handler;
@@ -21,6 +24,7 @@ pub mod respond;
 pub mod response;
 pub mod static_files;
 pub mod tunnel;
+pub mod upstream_pool;
 
 #[cfg(test)]
 mod tests;
@@ -46,6 +50,8 @@ pub struct ShardProxy {
     pub access: RefCell<crate::accesslog::AccessLogs>,
     /// This shard's TLS configurations (session caches and ticket keys are per shard).
     pub tls: crate::tls::ShardTls,
+    /// Idle upstream connections (`keepalive` in `upstream`), indexed like the balancers.
+    pub upstream_pools: upstream_pool::UpstreamPools,
     next_id: Cell<u64>,
 }
 
@@ -103,6 +109,7 @@ impl ShardProxy {
         Ok(ShardProxy {
             tls,
             access: RefCell::new(access),
+            upstream_pools: upstream_pool::UpstreamPools::new(config.http.as_ref()),
             pid: std::process::id(),
             balancers,
             router,

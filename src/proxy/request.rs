@@ -162,7 +162,8 @@ pub fn build_request(
     }
 
     if conf.proxy_pass_request_headers() {
-        let underscores = conf.underscores_in_headers();
+        // With ignore_invalid_headers off, nginx keeps (and forwards) underscored names.
+        let underscores = conf.underscores_in_headers() || !conf.ignore_invalid_headers();
         let connection = || {
             head.headers
                 .iter()

@@ -7,6 +7,7 @@
 //! The main thread binds every socket, starts the shards, writes the pid file once every shard
 //! is accepting, then turns signals into actions: TERM/INT stop at once, QUIT stops accepting and
 //! lets requests and tunnels finish (up to `worker_shutdown_timeout`), USR1 reopens the logs.
+//! Started as root with `user`, the process drops to that user once the pid file is written.
 
 pub mod event;
 pub mod listener;
@@ -17,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::model::{Config, CpuAffinity, EventMethod, WorkerProcesses};
+use crate::config::model::{Config, CpuAffinity, EventMethod, RunAs, WorkerProcesses};
 use crate::log;
 
 pub use worker::ShardCtx;
@@ -171,6 +172,12 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
             crate::config::os_error(&e)
         )
     })?;
+    if let Some(run_as) = &config.main.user {
+        if let Err(e) = drop_privileges(run_as) {
+            let _ = std::fs::remove_file(&pid_path);
+            return Err(e);
+        }
+    }
     let stop = wait_for_stop(&mut controls);
     let _ = std::fs::remove_file(&pid_path);
     if stop == Stop::Fast {
@@ -194,6 +201,30 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
     }
     log!(Notice, "exiting");
     Ok(())
+}
+
+/// `user`: once every listener, log file and the pid file is open, the whole process (every
+/// shard thread: glibc applies set*id to all threads) becomes `user`, as nginx's workers do:
+/// setgid, initgroups, setuid, in nginx's order and with its messages.
+fn drop_privileges(run_as: &RunAs) -> Result<(), String> {
+    use nix::unistd::{geteuid, initgroups, setgid, setuid, Gid, Uid};
+    if !geteuid().is_root() {
+        return Ok(());
+    }
+    let os = |e: nix::Error| crate::config::os_error(&std::io::Error::from(e));
+    setgid(Gid::from_raw(run_as.gid))
+        .map_err(|e| format!("setgid({}) failed ({})", run_as.gid, os(e)))?;
+    let name = std::ffi::CString::new(run_as.user.as_str()).map_err(|e| e.to_string())?;
+    initgroups(&name, Gid::from_raw(run_as.gid)).map_err(|e| {
+        format!(
+            "initgroups({}, {}) failed ({})",
+            run_as.user,
+            run_as.gid,
+            os(e)
+        )
+    })?;
+    setuid(Uid::from_raw(run_as.uid))
+        .map_err(|e| format!("setuid({}) failed ({})", run_as.uid, os(e)))
 }
 
 fn wait_for_stop(controls: &mut [UnixStream]) -> Stop {

@@ -2,10 +2,12 @@
 //!
 //! In the data flow this sits under `proxy/`: the handler evaluates the `hash` key, asks its
 //! shard's [`balancer::Balancer`] for a [`peer::PeerId`], connects to that peer's address, and
-//! reports the outcome back. Everything here is sans-IO and owned by one shard; the config model
-//! is mapped into [`peer::PeerSpec`]s by the config layer, not read from here.
+//! reports the outcome back; [`keepalive`] decides which finished connections are kept for
+//! reuse. Everything here is sans-IO and owned by one shard; the config model is mapped into
+//! [`peer::PeerSpec`]s by the config layer, not read from here.
 
 pub mod balancer;
+pub mod keepalive;
 pub mod peer;
 
 pub use balancer::{Balancer, Method, Outcome, PickState};

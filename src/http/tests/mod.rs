@@ -22,7 +22,7 @@ pub(crate) fn with_head<R>(
     f: impl FnOnce(&crate::http::request::RequestHead<'_, '_>, usize) -> R,
 ) -> R {
     let mut storage = [httparse::EMPTY_HEADER; 64];
-    match crate::http::request::parse_request(req, &mut storage, &Default::default()) {
+    match crate::http::request::parse_request(req, &mut storage, &KEEP_ALL_NAMES) {
         Ok(crate::http::request::Parsed::Complete(head, n)) => f(&head, n),
         other => panic!("not a complete request: {other:?}"),
     }
@@ -42,3 +42,13 @@ pub(crate) fn conn() -> crate::http::vars::ConnFacts<'static> {
         underscores_in_headers: false,
     }
 }
+
+/// Head limits that keep every header (`ignore_invalid_headers off`), so the variable rules
+/// for underscored names are tested on their own.
+const KEEP_ALL_NAMES: crate::http::request::HeadLimits = crate::http::request::HeadLimits {
+    client_header_buffer_size: 1024,
+    large_buffers_count: 4,
+    large_buffer_size: 8192,
+    ignore_invalid_headers: false,
+    underscores_in_headers: false,
+};

@@ -51,6 +51,7 @@ fn parsers_never_panic_on_mutated_input() {
         client_header_buffer_size: 32,
         large_buffers_count: 2,
         large_buffer_size: 48,
+        ..HeadLimits::default()
     };
     for i in 0..20_000 {
         let input = mutate(&mut rng, SEEDS[i % SEEDS.len()]);

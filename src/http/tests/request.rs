@@ -371,6 +371,7 @@ fn limits() -> HeadLimits {
         client_header_buffer_size: 64,
         large_buffers_count: 2,
         large_buffer_size: 128,
+        ..HeadLimits::default()
     }
 }
 
@@ -380,6 +381,7 @@ fn head_within_first_buffer_is_never_limited() {
         client_header_buffer_size: 1024,
         large_buffers_count: 1,
         large_buffer_size: 16,
+        ..HeadLimits::default()
     };
     let buf = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(500));
     assert!(matches!(
@@ -493,4 +495,65 @@ fn keep_alive_rules() {
     assert!(ka("1.0", Some("Keep-Alive")));
     assert!(!ka("1.0", Some("keep-alive, close")));
     assert!(ka("1.1", Some("closed")));
+}
+
+// ---- ignore_invalid_headers, underscores_in_headers ----
+
+/// The header names a head keeps under `limits` (or the error).
+fn names(buf: &[u8], limits: &HeadLimits) -> Result<Vec<String>, RequestError> {
+    let mut h = [EMPTY_HEADER; 32];
+    match parse_request(buf, &mut h, limits)? {
+        Parsed::Complete(r, _) => Ok(r.headers.iter().map(|h| h.name.to_string()).collect()),
+        Parsed::Partial => panic!("partial"),
+    }
+}
+
+const ODD_NAMES: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX@At: 2\r\nX.Dot: 4\r\nX-ok: 5\r\n\r\n";
+
+#[test]
+fn invalid_header_names_are_dropped_as_nginx_does() {
+    // Recorded from nginx 1.22.1 proxying ODD_NAMES: by default only Host and X-ok reach the
+    // backend; underscores_in_headers on adds X_Under; ignore_invalid_headers off passes every
+    // line (ringproxy refuses X@At there: it is not an HTTP token).
+    let defaults = HeadLimits::default();
+    assert_eq!(names(ODD_NAMES, &defaults).unwrap(), ["Host", "X-ok"]);
+    let underscores = HeadLimits {
+        underscores_in_headers: true,
+        ..defaults
+    };
+    assert_eq!(
+        names(ODD_NAMES, &underscores).unwrap(),
+        ["Host", "X_Under", "X-ok"]
+    );
+    let keep = HeadLimits {
+        ignore_invalid_headers: false,
+        ..defaults
+    };
+    let tokens = b"GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX.Dot: 4\r\n\r\n";
+    assert_eq!(names(tokens, &keep).unwrap(), ["Host", "X_Under", "X.Dot"]);
+    assert_eq!(
+        names(ODD_NAMES, &keep).unwrap_err(),
+        RequestError::InvalidHeaderName
+    );
+    // Non-ASCII names are invalid too, and ignored.
+    let utf8 = "GET / HTTP/1.1\r\nHost: a\r\nX-\u{e9}: 1\r\n\r\n";
+    assert_eq!(names(utf8.as_bytes(), &defaults).unwrap(), ["Host"]);
+}
+
+#[test]
+fn ignoring_invalid_names_never_hides_a_malformed_line() {
+    // nginx 1.22 answers 400 to a space in a name whatever ignore_invalid_headers says.
+    for raw in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nX Sp: 3\r\nX@At: 2\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nX@At: 2\r\nX-A: b\x00c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX@At: 2\r\nNoColon\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX@At: 2\r\n folded\r\n\r\n",
+    ] {
+        assert!(
+            names(raw, &HeadLimits::default()).is_err(),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
 }

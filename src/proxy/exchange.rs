@@ -1,0 +1,177 @@
+//! One attempt at an upstream exchange, up to the first response byte: the request head is
+//! built and written on a connection (new or from the keep-alive pool), the body relayed, and
+//! the first bytes of the answer awaited (watching for the client going away unless
+//! `proxy_ignore_client_abort on`). A cached connection that fails before any response byte is
+//! reported as [`Sent::Stale`] so the handler can retry on a new connection, as nginx does.
+
+use std::time::Instant;
+
+use super::conn::Stream;
+use super::handler::{relay_request_body, sends_upgrade, Conn};
+use super::io::{is_timeout, read_into, write_all};
+use super::request::{build_request, UpstreamBody};
+use super::upstream_pool::UpstreamConn;
+use crate::config::model::{LocConf, LocationMatch, ProxyPass};
+use crate::http::request::{Body, RequestHead};
+use crate::http::vars::RequestVars;
+use crate::log;
+use crate::upstream::keepalive;
+
+/// What went to the upstream, and the first bytes of its answer.
+pub(super) struct Request {
+    /// The request asked for an upgrade.
+    pub(super) upgrade: bool,
+    /// The request let the connection live on (HTTP/1.1, no `Connection: close`).
+    pub(super) keeps_alive: bool,
+    /// Client bytes beyond the request (the next pipelined request, or held early frames).
+    pub(super) leftover: Vec<u8>,
+    /// The upstream's first response bytes (at least one).
+    pub(super) ubuf: Vec<u8>,
+}
+
+/// Why a request did not get as far as a response byte.
+pub(super) enum Sent {
+    /// A cached connection failed before any response byte: retry on a new one.
+    Stale,
+    /// Answer the client with this status.
+    Fail(u16),
+    /// The client side failed; close.
+    Closed,
+}
+
+/// Sends the request head and body on `up` and waits for the first response byte. With
+/// `retry`, a reused connection that fails before that byte is `Sent::Stale`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send_request(
+    conn: &mut Conn,
+    up: &mut UpstreamConn,
+    head: &RequestHead<'_, '_>,
+    early: &[u8],
+    vars: &mut RequestVars<'_>,
+    conf: &LocConf,
+    pp: &ProxyPass,
+    matcher: &LocationMatch,
+    retry: bool,
+) -> Result<Request, Sent> {
+    // A body already relayed (an error_page that proxies again after a POST) is not read again.
+    let client_body = if conn.body_read.get() {
+        Body::None
+    } else {
+        head.body
+    };
+    let body = match client_body {
+        Body::None => UpstreamBody::None,
+        Body::Length(n) => UpstreamBody::Length(n),
+        Body::Chunked => UpstreamBody::Chunked,
+    };
+    let mut out = Vec::with_capacity(1024);
+    if let Err(e) = build_request(vars, conf, pp, matcher, body, &mut out) {
+        log!(
+            Error,
+            "cannot build the upstream request: {e}, client: {}",
+            conn.peer.ip()
+        );
+        let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
+            411
+        } else {
+            500
+        };
+        return Err(Sent::Fail(code));
+    }
+    up.start_request();
+    let stale = retry && up.reused;
+    let upgrade = sends_upgrade(&out);
+    let keeps_alive = keepalive::request_keeps_alive(&out);
+    match write_all(&up.stream, &out, conf.proxy_send_timeout()).await {
+        Ok(()) => {}
+        Err(e) if stale && !is_timeout(&e) => return Err(Sent::Stale),
+        Err(_) => return Err(Sent::Fail(502)),
+    }
+    drop(out);
+    // The request body (none for an upgrade: the bytes after the head are the first frames,
+    // held until the 101).
+    let leftover = if head.upgrade {
+        early.to_vec()
+    } else {
+        match relay_request_body(conn, &up.stream, client_body, early, conf).await {
+            Ok(rest) => {
+                if client_body != Body::None {
+                    conn.body_read.set(true);
+                }
+                rest
+            }
+            Err(_) if stale => return Err(Sent::Stale),
+            Err(_) => return Err(Sent::Closed),
+        }
+    };
+    let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
+    let deadline = Instant::now() + conf.proxy_read_timeout();
+    let room = (conf.proxy_buffer_size() as usize).max(1024);
+    let got = read_upstream(conn, &up.stream, &mut ubuf, room, deadline, conf).await;
+    match got {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+            conn.status.set(499);
+            Err(Sent::Closed)
+        }
+        Ok(0) => {
+            // Logged for a stale cached connection too, as nginx 1.22 does before its retry.
+            log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
+            Err(if stale { Sent::Stale } else { Sent::Fail(502) })
+        }
+        Err(e) if stale && !is_timeout(&e) => {
+            log!(
+                Error,
+                "recv() failed ({}) while reading response header from upstream, client: {}",
+                crate::config::os_error(&e),
+                conn.peer.ip()
+            );
+            Err(Sent::Stale)
+        }
+        Ok(_) => Ok(Request {
+            upgrade,
+            keeps_alive,
+            leftover,
+            ubuf,
+        }),
+        Err(e) => {
+            let code = if is_timeout(&e) { 504 } else { 502 };
+            log!(
+                Error,
+                "upstream timed out ({}) while reading response header from upstream, client: {}",
+                crate::config::os_error(&e),
+                conn.peer.ip()
+            );
+            Err(Sent::Fail(code))
+        }
+    }
+}
+
+/// Reads what the upstream sends (up to `max` bytes, by `deadline`). Unless
+/// `proxy_ignore_client_abort on`, gives up with `ConnectionAborted` as soon as the client
+/// closes (nginx watches the client for the whole upstream exchange).
+pub(super) async fn read_upstream(
+    conn: &Conn,
+    upstream: &Stream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+    conf: &LocConf,
+) -> std::io::Result<usize> {
+    if conf.proxy_ignore_client_abort() {
+        return read_into(upstream, buf, max, deadline).await;
+    }
+    // Bytes already waiting are taken without watching the client (no extra poll per read
+    // while a body streams); only a wait for the upstream also watches the client.
+    match read_into(upstream, buf, max, Instant::now()).await {
+        Err(e) if is_timeout(&e) => {}
+        done => return done,
+    }
+    let read = read_into(upstream, buf, max, deadline);
+    monoio::select! {
+        r = read => r,
+        _ = super::io::peer_closed(conn.stream.tcp()) => {
+            log!(Info, "client prematurely closed connection, so upstream connection is closed too while reading upstream, client: {}", conn.peer.ip());
+            Err(std::io::ErrorKind::ConnectionAborted.into())
+        }
+    }
+}
