@@ -79,6 +79,7 @@ pub(super) struct Conn {
 /// Serves one accepted client connection until it closes.
 pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer: SocketAddr) {
     let _guard = ctx.hold();
+    super::pool::note_connection();
     if super::io::set_nonblocking(&stream).is_err() {
         return;
     }
@@ -120,7 +121,11 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
         // before a tunnel starts, so an idle tunnel costs only its two sockets and this task.
-        match Box::pin(one_request(&ctx, http, &mut conn)).await {
+        // Bound first, matched after: the boxed future is freed before the tunnel's task is
+        // allocated, so that small long-lived allocation can reuse the freed space instead of
+        // pinning a page of it (what keeps a reconnect storm's peak in the heap).
+        let state = Box::pin(one_request(&ctx, http, &mut conn)).await;
+        match state {
             State::ReadingHead => continue,
             State::Closed | State::Error(..) => return,
             State::Tunnel(upstream, cfg) => {

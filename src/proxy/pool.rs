@@ -22,9 +22,9 @@ pub const PIPE_SIZE: usize = 64 * 1024;
 
 thread_local! {
     static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    /// Set when a returned buffer was freed because the pool was full: a burst has left freed
-    /// memory behind (buffers, and the request state freed with them).
-    static OVERFLOWED: Cell<bool> = const { Cell::new(false) };
+    /// Connections accepted since the last housekeeping tick, and since memory was last given
+    /// back (see [`release_after_burst`]).
+    static OPENED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     static PIPES: RefCell<Vec<(OwnedFd, OwnedFd)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -53,20 +53,38 @@ impl Drop for PooledBuf {
                 let mut b = b.borrow_mut();
                 if b.len() < MAX_IDLE_BUFS {
                     b.push(buf);
-                } else {
-                    OVERFLOWED.with(|o| o.set(true));
                 }
             });
         }
     }
 }
 
-/// After a burst (the pool overflowed since the last call), gives the memory the burst freed
-/// back to the kernel. Called from the shard's once-a-second housekeeping: a reconnect storm of
-/// 100,000 handshakes must not leave its peak in the process once the tunnels are idle (the
-/// allocator keeps freed memory otherwise, and idle tunnels are what a node holds by the million).
+/// Counts an accepted connection (for [`release_after_burst`]).
+pub fn note_connection() {
+    OPENED.with(|o| {
+        let (tick, since) = o.get();
+        o.set((tick + 1, since + 1));
+    });
+}
+
+/// Connections a burst must have opened before its memory is worth giving back.
+const BURST: u64 = 1024;
+/// A tick with fewer new connections than this ends a burst.
+const QUIET: u64 = 64;
+
+/// Called once a second by the shard's housekeeping. When a burst of connections (a reconnect
+/// storm: at least `BURST` since the last release) has died down (fewer than `QUIET` in the last
+/// second), gives the memory its handshakes freed back to the kernel: the allocator keeps it
+/// otherwise, and what a node holds by the million is idle tunnels, not handshakes in flight.
+/// Never during a burst, where the pages would only be faulted in again.
 pub fn release_after_burst() {
-    if OVERFLOWED.with(|o| o.replace(false)) {
+    let release = OPENED.with(|o| {
+        let (tick, since) = o.get();
+        let release = since >= BURST && tick < QUIET;
+        o.set((0, if release { 0 } else { since }));
+        release
+    });
+    if release {
         crate::sys::malloc_trim();
     }
 }
