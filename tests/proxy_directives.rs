@@ -175,17 +175,6 @@ async fn head_echo() -> SocketAddr {
     addr
 }
 
-async fn exchange(port: u16, raw: &[u8]) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(raw).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_header_names_reach_the_backend_as_with_nginx() {
     let backend = head_echo().await;
@@ -201,7 +190,7 @@ async fn invalid_header_names_reach_the_backend_as_with_nginx() {
     ];
     for (setting, present, absent) in cases {
         let p = proxy_with(&[backend], setting, "");
-        let r = exchange(p.port, raw).await;
+        let r = common::roundtrip(p.port, raw).await;
         assert!(r.starts_with("HTTP/1.1 200"), "{setting}: {r}");
         for h in present {
             assert!(
@@ -221,9 +210,11 @@ async fn invalid_header_names_reach_the_backend_as_with_nginx() {
     let p = proxy_with(&[backend], "ignore_invalid_headers off;", "");
     let tokens =
         b"GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX.Dot: 4\r\nConnection: close\r\n\r\n";
-    let r = exchange(p.port, tokens).await;
+    let r = common::roundtrip(p.port, tokens).await;
     assert!(r.contains("\r\nX_Under: 1\r\nX.Dot: 4\r\n"), "{r}");
-    assert!(exchange(p.port, raw).await.starts_with("HTTP/1.1 400"));
+    assert!(common::roundtrip(p.port, raw)
+        .await
+        .starts_with("HTTP/1.1 400"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +226,7 @@ async fn rewrite_log_writes_nginx_notices() {
         &format!("rewrite_log on;\n        {rewrites}"),
         "",
     );
-    let r = exchange(
+    let r = common::roundtrip(
         p.port,
         b"GET /old/abc?q=2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
@@ -244,7 +235,7 @@ async fn rewrite_log_writes_nginx_notices() {
         r.contains("\r\n\r\nGET /final/abc?x=1&q=2 HTTP/1.0\r\n"),
         "{r}"
     );
-    exchange(
+    common::roundtrip(
         p.port,
         b"GET /zzz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
@@ -269,7 +260,7 @@ async fn rewrite_log_writes_nginx_notices() {
     assert_eq!(got, want, "{log}");
     // Off (the default): no such lines.
     let p = proxy_with(&[backend], rewrites, "");
-    exchange(
+    common::roundtrip(
         p.port,
         b"GET /old/abc HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )

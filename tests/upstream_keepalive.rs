@@ -145,21 +145,9 @@ fn proxy(b: &Backend, upstream: &str, location: &str) -> Proxy {
 /// nginx's keep-alive recipe: HTTP/1.1 and no `Connection: close` to the backend.
 const KEEP: &str = "proxy_http_version 1.1; proxy_set_header Connection \"\";";
 
-/// Sends `raw` on a new client connection; the whole response, up to the close.
-async fn roundtrip(port: u16, raw: &[u8]) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(raw).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut out))
-        .await
-        .expect("response in time")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// One GET on its own client connection; the whole response.
 async fn get(port: u16) -> String {
-    roundtrip(
+    common::roundtrip(
         port,
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
@@ -291,7 +279,7 @@ async fn a_cached_connection_closed_under_the_request_is_retried_on_a_new_one() 
         let b = backend(Mode::DropSecond).await;
         let p = proxy(&b, "keepalive 4;", &format!("{KEEP} {next}"));
         run(p.port, 1).await;
-        let out = roundtrip(p.port, post).await;
+        let out = common::roundtrip(p.port, post).await;
         assert!(out.starts_with(status), "{next}: {out}");
         assert_eq!(b.accepted(), connections, "{next}");
     }
@@ -342,7 +330,7 @@ async fn an_upgraded_connection_is_never_pooled() {
     // Plain HTTP/1.0 requests (no Connection header: `$http_connection` is empty) share a
     // second connection.
     for r in 1..=3 {
-        let out = roundtrip(p.port, b"GET / HTTP/1.0\r\nHost: a\r\n\r\n").await;
+        let out = common::roundtrip(p.port, b"GET / HTTP/1.0\r\nHost: a\r\n\r\n").await;
         assert!(
             out.starts_with("HTTP/1.1 200") && out.ends_with(&format!("c2r{r}")),
             "{out}"

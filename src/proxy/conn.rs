@@ -35,6 +35,36 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS over TCP, after its handshake.
     Tls(Box<TlsStream>),
+    /// Plain TCP answering an HTTP/0.9 request: writes drop everything up to the end of the
+    /// response head, as nginx answers HTTP/0.9 with the bare body.
+    Bare(Box<Bare>),
+}
+
+/// A plain stream whose writes skip the response head ([`Stream::Bare`]).
+pub struct Bare {
+    tcp: TcpStream,
+    /// How much of the `\r\n\r\n` ending the head has been written; 4: the head is over.
+    matched: std::cell::Cell<u8>,
+}
+
+impl Bare {
+    /// Bytes of `data` that are still head (all of it while the end is not in sight).
+    fn head_part(&self, data: &[u8]) -> usize {
+        const END: &[u8; 4] = b"\r\n\r\n";
+        let mut m = self.matched.get();
+        let mut used = 0;
+        while m < 4 && used < data.len() {
+            let b = data[used];
+            m = if b == END[m as usize] {
+                m + 1
+            } else {
+                u8::from(b == b'\r')
+            };
+            used += 1;
+        }
+        self.matched.set(m);
+        used
+    }
 }
 
 /// A TLS connection whose handshake has completed.
@@ -253,27 +283,56 @@ impl Drop for TlsStream {
     }
 }
 
+/// A non-blocking write on a plain socket: `Ok(None)` when it would block.
+fn write_now(s: &TcpStream, data: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        match rustix::io::write(fd(s), data) {
+            Ok(n) => return Ok(Some(n)),
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Stream {
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.tcp,
+            Stream::Bare(b) => &b.tcp,
         }
+    }
+
+    /// For an HTTP/0.9 request: the same connection, its writes without the response head
+    /// (the descriptor is duplicated into the new stream; dropping this one closes its copy).
+    /// Plain streams only: HTTP/0.9 over TLS is refused.
+    pub fn bare(&self) -> io::Result<Stream> {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            _ => return Err(io::ErrorKind::Unsupported.into()),
+        };
+        let dup = std::net::TcpStream::from(fd(tcp).try_clone_to_owned()?);
+        let tcp = TcpStream::from_std(dup)?;
+        Ok(Stream::Bare(Box::new(Bare {
+            tcp,
+            matched: std::cell::Cell::new(0),
+        })))
     }
 
     /// The socket when the stream is plain TCP (what `splice(2)` may move bytes on).
     pub fn plain(&self) -> Option<&TcpStream> {
         match self {
             Stream::Plain(s) => Some(s),
-            Stream::Tls(_) => None,
+            Stream::Tls(_) | Stream::Bare(_) => None,
         }
     }
 
     /// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name` of a TLS stream.
     pub fn tls_info(&self) -> Option<TlsInfo> {
         match self {
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::Bare(_) => None,
             Stream::Tls(t) => Some(t.facts.clone()),
         }
     }
@@ -282,8 +341,8 @@ impl Stream {
     /// `Ok(Some(0))`: end of stream.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self {
-            Stream::Plain(s) => loop {
-                match rustix::io::read(fd(s), &mut *buf) {
+            Stream::Plain(_) | Stream::Bare(_) => loop {
+                match rustix::io::read(fd(self.tcp()), &mut *buf) {
                     Ok(n) => return Ok(Some(n)),
                     Err(Errno::AGAIN) => return Ok(None),
                     Err(Errno::INTR) => continue,
@@ -299,22 +358,26 @@ impl Stream {
     /// [`Stream::try_flush`] reports them out.
     pub fn try_write(&self, data: &[u8]) -> io::Result<Option<usize>> {
         match self {
-            Stream::Plain(s) => loop {
-                match rustix::io::write(fd(s), data) {
-                    Ok(n) => return Ok(Some(n)),
-                    Err(Errno::AGAIN) => return Ok(None),
-                    Err(Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            },
+            Stream::Plain(s) => write_now(s, data),
             Stream::Tls(t) => t.try_write(data),
+            Stream::Bare(b) => {
+                let head = b.head_part(data);
+                if head == data.len() {
+                    return Ok(Some(head));
+                }
+                match write_now(&b.tcp, &data[head..])? {
+                    Some(n) => Ok(Some(head + n)),
+                    None if head > 0 => Ok(Some(head)),
+                    None => Ok(None),
+                }
+            }
         }
     }
 
     /// Writes out bytes a TLS stream still holds. `Ok(true)`: nothing left (always, plain).
     pub fn try_flush(&self) -> io::Result<bool> {
         match self {
-            Stream::Plain(_) => Ok(true),
+            Stream::Plain(_) | Stream::Bare(_) => Ok(true),
             Stream::Tls(t) => flush_now(&t.tcp, &mut t.tls.borrow_mut()),
         }
     }
@@ -322,7 +385,7 @@ impl Stream {
     /// Whether a read would return something without waiting for the socket.
     pub fn has_buffered(&self) -> bool {
         match self {
-            Stream::Plain(_) => false,
+            Stream::Plain(_) | Stream::Bare(_) => false,
             Stream::Tls(t) => t.has_buffered(),
         }
     }

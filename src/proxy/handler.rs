@@ -25,7 +25,9 @@ use crate::config::model::{
     Balance, HttpConf, LocConf, Location, LocationMatch, ProxyPass, ServerName, SpliceMode,
 };
 use crate::http::body::{encode_chunk, ChunkedDecoder, LAST_CHUNK};
-use crate::http::request::{parse_request, Body, HeadLimits, Parsed, RequestHead, Version};
+use crate::http::request::{
+    parse_request, Body, HeadLimits, Parsed, RequestError, RequestHead, Version,
+};
 use crate::http::response::{parse_response, ResponseBody};
 use crate::http::script::{self, Level, Outcome as ScriptOutcome, Reply};
 use crate::http::vars::{ConnFacts, RequestVars, UpstreamFacts};
@@ -249,8 +251,24 @@ async fn one_request(ctx: &Rc<ShardCtx>, http: &HttpConf, conn: &mut Conn) -> St
         match parse_request(bytes, &mut hdrs, &limits) {
             Ok(Parsed::Complete(_, len)) => break len,
             Ok(Parsed::Partial) => {}
+            Err(RequestError::Http09 {
+                target_start,
+                target_end,
+                ..
+            }) => {
+                let target = bytes[target_start..target_end].to_vec();
+                drop(buf);
+                return http09(ctx, http, conn, &target, &limits, default_idx).await;
+            }
             Err(e) => {
                 log!(Info, "client sent invalid request: {e} while reading client request headers, client: {}", conn.peer.ip());
+                if matches!(e, RequestError::InvalidHttp09Method) {
+                    // nginx's answer to HTTP/0.9 is a bare body, its error pages too.
+                    match conn.stream.bare() {
+                        Ok(s) => conn.stream = s,
+                        Err(_) => return State::Closed,
+                    }
+                }
                 return fail(conn, e.status(), dconf).await;
             }
         }
@@ -272,6 +290,33 @@ async fn one_request(ctx: &Rc<ShardCtx>, http: &HttpConf, conn: &mut Conn) -> St
     };
     let early = &bytes[head_len..];
     serve_request(ctx, http, conn, &head, early, default_idx).await
+}
+
+/// An HTTP/0.9 request (`GET /path` and nothing else): served as nginx does, as a GET with no
+/// headers whose answer is the bare body (no status line, no head), then the connection closes.
+async fn http09(
+    ctx: &Rc<ShardCtx>,
+    http: &HttpConf,
+    conn: &mut Conn,
+    target: &[u8],
+    limits: &HeadLimits,
+    default_idx: usize,
+) -> State {
+    match conn.stream.bare() {
+        Ok(s) => conn.stream = s,
+        Err(_) => return State::Closed,
+    }
+    conn.buf.clear();
+    conn.requests += 1;
+    let mut line = b"GET ".to_vec();
+    line.extend_from_slice(target);
+    line.extend_from_slice(b" HTTP/1.0\r\n\r\n");
+    let mut hdrs = [httparse::EMPTY_HEADER; 4];
+    let Ok(Parsed::Complete(head, _)) = parse_request(&line, &mut hdrs, limits) else {
+        return State::Closed;
+    };
+    serve_request(ctx, http, conn, &head, &[], default_idx).await;
+    State::Closed
 }
 
 /// Where routing sends a request next.

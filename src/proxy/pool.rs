@@ -69,12 +69,12 @@ pub fn note_connection() {
 
 /// Connections a burst must have opened before its memory is worth giving back.
 const BURST: u64 = 1024;
-/// A tick with fewer new connections than this ends a burst.
-const QUIET: u64 = 64;
+/// A housekeeping tick (at most 250 ms) with fewer new connections than this ends a burst.
+const QUIET: u64 = 16;
 
-/// Called once a second by the shard's housekeeping. When a burst of connections (a reconnect
-/// storm: at least `BURST` since the last release) has died down (fewer than `QUIET` in the last
-/// second), gives the memory its handshakes freed back to the kernel: the allocator keeps it
+/// Called by the shard's housekeeping (every 250 ms at most). When a burst of connections (a
+/// reconnect storm: at least `BURST` since the last release) has died down (fewer than `QUIET`
+/// in the last tick), gives the memory its handshakes freed back to the kernel: the allocator keeps it
 /// otherwise, and what a node holds by the million is idle tunnels, not handshakes in flight.
 /// Never during a burst, where the pages would only be faulted in again.
 pub fn release_after_burst() {

@@ -180,12 +180,15 @@ async fn shard_main(
     }
 }
 
-/// The shard's housekeeping, at least once a second: writes buffered access-log lines when their
+/// The longest the shard's housekeeping sleeps.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// The shard's housekeeping, at least every `HOUSEKEEPING`: writes buffered access-log lines when their
 /// `flush=` time comes (and everything at the end), and releases memory a burst left behind.
 async fn flush_access_logs(ctx: Rc<ShardCtx>) {
     loop {
         let next = ctx.proxy.access.borrow().next_flush();
-        let wait = next.map_or(Duration::from_secs(1), |t| {
+        let wait = next.map_or(HOUSEKEEPING, |t| {
             t.saturating_duration_since(Instant::now())
         });
         monoio::select! {

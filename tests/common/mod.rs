@@ -251,3 +251,19 @@ pub fn seed_003_prefix(port: u16, backend: std::net::SocketAddr) -> tempfile::Te
     std::fs::write(dir.path().join("conf.d/default.conf"), site).unwrap();
     dir
 }
+
+/// Sends `raw` on a new client connection to 127.0.0.1:`port`; the whole response, up to the
+/// close (bounded by 20 s).
+pub async fn roundtrip(port: u16, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the response and the close within 20 s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
