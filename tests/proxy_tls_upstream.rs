@@ -161,3 +161,24 @@ async fn client_certificates_and_verify_depth_towards_backends() {
     assert!(plain(port, "/depth1").await.starts_with("HTTP/1.1 502 "));
     assert_eq!(body(&plain(port, "/depth2").await), "chained");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backend_handshake_tries_the_next_peer() {
+    // As nginx: the TLS handshake is part of connecting, so a peer that fails it (here a plain
+    // HTTP backend) is a failed peer, and proxy_next_upstream's `error` moves to the next one.
+    let ca = Ca::new();
+    let echo = Echo::start();
+    let backend = tls_backend(&ca, echo.addr);
+    let port = common::free_port();
+    let conf = format!(
+        "error_log logs/error.log info;\nevents {{}}\nhttp {{ upstream both {{ server {}; server 127.0.0.1:{}; }}
+          server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass https://both; }} }} }}\n",
+        echo.addr, backend.port
+    );
+    let p = start(prefix_with(&[]), port, &conf);
+    for _ in 0..3 {
+        let r = plain(port, "/").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}\n{}", p.stderr());
+        assert_eq!(body(&r), "backend [] TLSv1.3");
+    }
+}

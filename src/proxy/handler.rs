@@ -772,35 +772,44 @@ async fn connect(
         let attempt =
             monoio::time::timeout(conf.proxy_connect_timeout(), TcpStream::connect_addr(addr))
                 .await;
-        let err = match attempt {
-            Ok(Ok(s)) => {
-                balancer
-                    .borrow_mut()
-                    .report(id, PeerOutcome::Success, Instant::now());
-                if super::io::set_nonblocking(&s).is_ok() {
-                    let _ = s.set_nodelay(true);
-                    if conf.proxy_socket_keepalive() {
-                        let _ = socket2::SockRef::from(&crate::sys::fd(&s)).set_keepalive(true);
-                    }
-                    vars.upstream.addr = addr.to_string();
-                    let s = crate::tls::upstream(ctx, s, conn.peer, conf, pp, vars).await?;
-                    return Ok(UpstreamConn::new(s, id, Instant::now()));
+        // What failed with this peer: the connect (an error), or the TLS handshake (its status).
+        let err: Result<u16, std::io::Error> = match attempt {
+            Ok(Ok(s)) if super::io::set_nonblocking(&s).is_ok() => {
+                let _ = s.set_nodelay(true);
+                if conf.proxy_socket_keepalive() {
+                    let _ = socket2::SockRef::from(&crate::sys::fd(&s)).set_keepalive(true);
                 }
-                std::io::Error::other("fcntl failed")
+                vars.upstream.addr = addr.to_string();
+                // `https://`: the TLS handshake is part of connecting, as in nginx: a failed
+                // one (logged there) fails the peer, and the next one is tried.
+                match crate::tls::upstream(ctx, s, conn.peer, conf, pp, vars).await {
+                    Ok(s) => {
+                        balancer
+                            .borrow_mut()
+                            .report(id, PeerOutcome::Success, Instant::now());
+                        return Ok(UpstreamConn::new(s, id, Instant::now()));
+                    }
+                    Err(code) => Ok(code),
+                }
             }
-            Ok(Err(e)) => e,
-            Err(_) => std::io::Error::from(std::io::ErrorKind::TimedOut),
+            Ok(Ok(_)) => Err(std::io::Error::other("fcntl failed")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
         };
         balancer
             .borrow_mut()
             .report(id, PeerOutcome::Failure, Instant::now());
-        let timed_out = is_timeout(&err);
+        let timed_out = match &err {
+            // A failed TLS handshake: 504 when it timed out.
+            Ok(code) => *code == 504,
+            Err(e) => is_timeout(e),
+        };
         status = if timed_out { 504 } else { 502 };
         let scheme = if pp.tls { "https" } else { "http" };
-        if timed_out {
-            log!(Error, "upstream timed out (110: Connection timed out) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", conn.peer.ip(), head.method, head.target.raw);
-        } else {
-            log!(Error, "connect() failed ({}) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", crate::config::os_error(&err), conn.peer.ip(), head.method, head.target.raw);
+        match &err {
+            Ok(_) => {}
+            Err(_) if timed_out => log!(Error, "upstream timed out (110: Connection timed out) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", conn.peer.ip(), head.method, head.target.raw),
+            Err(e) => log!(Error, "connect() failed ({}) while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", crate::config::os_error(e), conn.peer.ip(), head.method, head.target.raw),
         }
         let allowed = !next.off
             && next

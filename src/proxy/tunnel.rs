@@ -29,6 +29,11 @@ use super::idle::IdleClock;
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
 
+/// Auto: a readiness round moving less than this is small (chat-like traffic).
+const SMALL_ROUND: usize = BUF_SIZE / 4;
+/// Auto: small rounds in a row that end a bulk phase (back from splice to copy).
+const SMALL_ROUNDS: u8 = 8;
+
 /// How a tunnel forwards bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
@@ -37,7 +42,7 @@ pub enum Path {
     /// `splice(2)` socket -> pooled pipe -> socket.
     Splice,
     /// Copy while messages are small; splice, per direction, once a readiness round fills a
-    /// whole buffer (bulk transfer), back to copy when a round moves less than a buffer.
+    /// whole buffer (bulk transfer), back to copy after several small rounds in a row.
     Auto,
 }
 
@@ -166,8 +171,12 @@ async fn pump(
     clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<(), PumpErr> {
-    // Auto: whether this direction is in a bulk phase (splicing).
+    // Auto: whether this direction is in a bulk phase (splicing), and how many readiness rounds
+    // in a row moved little since. Splicing starts on a full buffer and stays through the short
+    // rounds a bulk stream has between its segments; only `SMALL_ROUNDS` small rounds in a row
+    // (the traffic became chat-like) go back to copying, so a stream does not flip-flop.
     let mut bulk = cfg.path == Path::Splice;
+    let mut small = 0u8;
     loop {
         wait_readable(src, side).await?;
         let mut step = match (bulk, src.plain(), dst.plain()) {
@@ -181,10 +190,17 @@ async fn pump(
                     // Auto only runs with both sides plain (see `run`).
                     if let (Some(s), Some(d)) = (src.plain(), dst.plain()) {
                         bulk = true;
+                        small = 0;
                         step = splice_now(s, d, side, clock, moved)?;
                     }
                 }
-                Step::Drained(n) if bulk && n < BUF_SIZE => bulk = false,
+                Step::Drained(n) if bulk && n < SMALL_ROUND => {
+                    small += 1;
+                    if small >= SMALL_ROUNDS {
+                        bulk = false;
+                    }
+                }
+                Step::Drained(_) => small = 0,
                 _ => {}
             }
         }
