@@ -282,6 +282,31 @@ async fn a_cached_connection_closed_under_the_request_is_retried_on_a_new_one() 
         let out = common::roundtrip(p.port, post).await;
         assert!(out.starts_with(status), "{next}: {out}");
         assert_eq!(b.accepted(), connections, "{next}");
+        if !next.is_empty() {
+            // The retried POST carries its body again (framing included).
+            let heads = b.counts.heads.lock().unwrap().clone();
+            let last = heads.last().unwrap().to_ascii_lowercase();
+            assert!(
+                last.starts_with("post / ") && last.contains("\r\ncontent-length: 2\r\n"),
+                "{heads:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_conns_slots_are_given_back_when_requests_end() {
+    // `max_conns=1`: one connection at a time, not one for the process's life.
+    for (upstream, location) in [("", ""), ("keepalive 2;", KEEP)] {
+        let b = backend(Mode::KeepAlive).await;
+        let port = common::free_port();
+        let conf = format!(
+            "worker_processes 1;\nevents {{}}\nhttp {{ upstream b {{ server {} max_conns=1; {upstream} }}
+              server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://b; {location} }} }} }}\n",
+            b.addr
+        );
+        let p = Proxy::start(&conf, port, "", &[]);
+        run(p.port, 5).await;
     }
 }
 

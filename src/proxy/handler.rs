@@ -45,7 +45,8 @@ const MAX_HEADERS: usize = 100;
 /// tunnel (the 101 and any early bytes already relayed; only the two sockets live on), or done.
 enum State {
     ReadingHead,
-    Tunnel(Stream, TunnelConfig),
+    /// The upstream side, the tunnel's settings, and the peer slot it holds (`max_conns`).
+    Tunnel(Stream, TunnelConfig, PeerSlot),
     Closed,
     /// An error or redirect not sent yet (`error_page` may answer it); the flag: the
     /// connection may stay open after it.
@@ -130,10 +131,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         match state {
             State::ReadingHead => continue,
             State::Closed | State::Error(..) => return,
-            State::Tunnel(upstream, cfg) => {
+            State::Tunnel(upstream, cfg, slot) => {
                 // The tunnel gets a task of its own holding only the two sockets and its
                 // guards: this connection's future (request state, buffers) is freed now.
-                let guards = (_guard, ctx.hold());
+                let guards = (_guard, ctx.hold(), slot);
                 let (client, peer) = (conn.stream, conn.peer);
                 monoio::spawn(async move {
                     let _guards = guards;
@@ -317,6 +318,32 @@ async fn http09(
     };
     serve_request(ctx, http, conn, &head, &[], default_idx).await;
     State::Closed
+}
+
+/// A peer's connection slot taken by the balancer's pick (`max_conns` counts it), given back
+/// when the request, or its tunnel, is done with the connection.
+struct PeerSlot {
+    ctx: Rc<ShardCtx>,
+    upstream: usize,
+    peer: crate::upstream::PeerId,
+}
+
+impl PeerSlot {
+    fn new(ctx: &Rc<ShardCtx>, upstream: usize, peer: crate::upstream::PeerId) -> PeerSlot {
+        PeerSlot {
+            ctx: ctx.clone(),
+            upstream,
+            peer,
+        }
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.ctx.proxy.balancers[self.upstream]
+            .borrow_mut()
+            .release(self.peer);
+    }
 }
 
 /// Where routing sends a request next.
@@ -799,6 +826,7 @@ async fn connect(
         balancer
             .borrow_mut()
             .report(id, PeerOutcome::Failure, Instant::now());
+        balancer.borrow_mut().release(id);
         let timed_out = match &err {
             // A failed TLS handshake: 504 when it timed out.
             Ok(code) => *code == 504,
@@ -873,14 +901,21 @@ async fn proxy(
     // new connection (nginx: proxy_next_upstream error, not counted against the peer).
     let retry = upstream_pool::may_retry(head, early, conf);
     let mut pooled = !pp.tls && ctx.proxy.upstream_pools.enabled(pp.upstream);
-    let (upstream, sent) = loop {
+    let body_read = conn.body_read.get();
+    let (upstream, sent, slot) = loop {
         let mut up = match connect(ctx, http, conn, head, conf, pp, vars, pooled).await {
             Ok(u) => u,
             Err(code) => return fail(conn, code, conf).await,
         };
+        // Held for as long as this connection serves the request (or its tunnel).
+        let slot = PeerSlot::new(ctx, pp.upstream, up.peer);
         match send_request(conn, &mut up, head, early, vars, conf, pp, matcher, retry).await {
-            Ok(sent) => break (up, sent),
-            Err(Sent::Stale) => pooled = false,
+            Ok(sent) => break (up, sent, slot),
+            Err(Sent::Stale) => {
+                // The body (all of it still in `early`: `may_retry`) goes again.
+                conn.body_read.set(body_read);
+                pooled = false;
+            }
             Err(Sent::Fail(code)) => return fail(conn, code, conf).await,
             Err(Sent::Closed) => return State::Closed,
         }
@@ -970,7 +1005,7 @@ async fn proxy(
             return fail(conn, 502, conf).await;
         }
         conn.buf = leftover;
-        return tunnel_after_101(conn, upstream.stream, out_head, ubuf, conf).await;
+        return tunnel_after_101(conn, upstream.stream, slot, out_head, ubuf, conf).await;
     }
     if !send_head(conn, status, &out_head, conf).await {
         return State::Closed;
@@ -995,9 +1030,11 @@ async fn proxy(
         }
         None => relay_response_body(conn, &upstream.stream, ubuf, frame, conf).await,
     };
-    if matches!(relayed, Ok(true)) && reusable {
+    // Only plain connections are cached (a TLS one is never taken back out).
+    if matches!(relayed, Ok(true)) && reusable && upstream.stream.plain().is_some() {
         UpstreamPools::put(ctx, pp.upstream, upstream);
     }
+    drop(slot);
     match relayed {
         Ok(_) if keep => {
             // Pipelined bytes beyond this request's body start the next request; an idle
@@ -1030,6 +1067,7 @@ enum Frame {
 async fn tunnel_after_101(
     conn: &mut Conn,
     upstream: Stream,
+    slot: PeerSlot,
     head: Vec<u8>,
     early_down: Vec<u8>,
     conf: &LocConf,
@@ -1062,7 +1100,7 @@ async fn tunnel_after_101(
         send_timeout: conf.proxy_send_timeout(),
         path,
     };
-    State::Tunnel(upstream, cfg)
+    State::Tunnel(upstream, cfg, slot)
 }
 
 /// Decodes the chunked bytes in `input` into `out`, re-chunked or as plain data. Returns the

@@ -81,7 +81,9 @@ pub fn release_after_burst() {
     let release = OPENED.with(|o| {
         let (tick, since) = o.get();
         let release = since >= BURST && tick < QUIET;
-        o.set((0, if release { 0 } else { since }));
+        // A tick without a new connection also ends what was no burst: slow steady traffic
+        // never adds up to one.
+        o.set((0, if release || tick == 0 { 0 } else { since }));
         release
     });
     if release {

@@ -188,9 +188,11 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 async fn flush_access_logs(ctx: Rc<ShardCtx>) {
     loop {
         let next = ctx.proxy.access.borrow().next_flush();
-        let wait = next.map_or(HOUSEKEEPING, |t| {
-            t.saturating_duration_since(Instant::now())
-        });
+        let wait = next
+            .map_or(HOUSEKEEPING, |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+            .min(HOUSEKEEPING);
         monoio::select! {
             _ = monoio::time::sleep(wait.max(Duration::from_millis(10))) => {}
             _ = ctx.stopping.wait() => {
