@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -28,30 +28,11 @@ fn small_body() -> Vec<u8> {
 
 /// A backend answering by path, one response per connection.
 async fn backend() -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut b).await {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let path = text.split(' ').nth(1).unwrap_or("").to_string();
-                let _ = s.write_all(&answer(&path, addr)).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
+    common::scripted_backend(|head, me| {
+        let path = head.split(' ').nth(1).unwrap_or("");
+        answer(path, me)
+    })
+    .await
 }
 
 fn answer(path: &str, me: std::net::SocketAddr) -> Vec<u8> {

@@ -267,3 +267,34 @@ pub async fn roundtrip(port: u16, raw: &[u8]) -> String {
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A scripted backend on 127.0.0.1:0: for each connection, reads one request head and writes
+/// `reply(head, own address)`, then closes.
+pub async fn scripted_backend(
+    reply: impl Fn(&str, std::net::SocketAddr) -> Vec<u8> + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let reply = std::sync::Arc::new(reply);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let _ = s
+                    .write_all(&reply(&String::from_utf8_lossy(&head), addr))
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
