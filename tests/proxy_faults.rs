@@ -307,6 +307,22 @@ async fn a_silent_tunnel_is_closed_after_proxy_read_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_on_a_paused_reader_is_not_an_idle_tunnel() {
+    // proxy_read_timeout 1s, proxy_send_timeout 30s: a client that stops reading for longer
+    // than the read timeout blocks the proxy's writes; as in nginx, only the send timeout
+    // applies then, and every byte arrives once the client reads again.
+    let (_b, p) = start(Script::UpgradeThenFlood, "proxy_send_timeout 30s;").await;
+    let mut s = upgrade(p.port).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut got = Vec::with_capacity(FLOOD);
+    tokio::time::timeout(T, s.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(got.len(), FLOOD, "the tunnel was closed while blocked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_picks_the_same_peer_on_every_shard() {
     let (b1, b2) = (backend(Script::Id(1)).await, backend(Script::Id(2)).await);
     let port = common::free_port();

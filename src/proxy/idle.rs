@@ -26,6 +26,9 @@ struct Slot {
     last: Instant,
     timeout: Duration,
     expired: bool,
+    /// Directions blocked writing (backpressure): `proxy_send_timeout` governs them, and a
+    /// tunnel held this way is not silent (nginx drops its read timer while it cannot write).
+    held: u8,
     waker: Option<Waker>,
 }
 
@@ -56,6 +59,7 @@ impl IdleClock {
             last: Instant::now(),
             timeout,
             expired: false,
+            held: 0,
             waker: None,
         };
         let index = TABLE.with(|t| {
@@ -80,9 +84,20 @@ impl IdleClock {
 
     /// Records activity (bytes moved) at `now`.
     pub fn touch(&self, now: Instant) {
+        self.with_slot(|s| s.last = now);
+    }
+
+    /// Suspends the idle timeout while the returned guard lives (a write is blocked on a slow
+    /// reader); dropping the guard counts as activity.
+    pub fn hold(&self) -> Held<'_> {
+        self.with_slot(|s| s.held += 1);
+        Held { clock: self }
+    }
+
+    fn with_slot(&self, f: impl FnOnce(&mut Slot)) {
         TABLE.with(|t| {
             if let Some(s) = t.borrow_mut().slots[self.index].as_mut() {
-                s.last = now;
+                f(s);
             }
         });
     }
@@ -107,6 +122,21 @@ impl Drop for IdleClock {
                 t.slots.shrink_to(64);
                 t.free.shrink_to(64);
             }
+        });
+    }
+}
+
+/// Guard of [`IdleClock::hold`].
+pub struct Held<'a> {
+    clock: &'a IdleClock,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        self.clock.with_slot(|s| {
+            s.held -= 1;
+            s.last = now;
         });
     }
 }
@@ -148,7 +178,7 @@ fn sweep(now: Instant) -> Option<Duration> {
         let mut smallest = MAX_TICK * 10;
         for s in t.slots.iter_mut().flatten() {
             smallest = smallest.min(s.timeout);
-            if !s.expired && now.saturating_duration_since(s.last) >= s.timeout {
+            if !s.expired && s.held == 0 && now.saturating_duration_since(s.last) >= s.timeout {
                 s.expired = true;
                 if let Some(w) = s.waker.take() {
                     w.wake();
@@ -208,6 +238,26 @@ mod tests {
             });
             assert!(!expired_busy, "an active clock expired");
         });
+    }
+
+    #[test]
+    fn a_held_clock_does_not_expire_and_release_counts_as_activity() {
+        rt().block_on(async {
+            let clock = IdleClock::register(Duration::from_millis(50));
+            let held = clock.hold();
+            let later = Instant::now() + Duration::from_millis(200);
+            sweep(later);
+            assert!(!expired(&clock), "expired while a write was blocked");
+            drop(held);
+            sweep(Instant::now() + Duration::from_millis(20));
+            assert!(!expired(&clock), "release is activity");
+            sweep(Instant::now() + Duration::from_millis(200));
+            assert!(expired(&clock), "silent after release");
+        });
+    }
+
+    fn expired(clock: &IdleClock) -> bool {
+        TABLE.with(|t| t.borrow().slots[clock.index].as_ref().unwrap().expired)
     }
 
     #[test]

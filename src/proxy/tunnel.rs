@@ -6,7 +6,8 @@
 //! readiness, never io_uring's splice op, which parks a kernel thread per pending call).
 //! A FIN is passed on as a half-close while the other direction keeps flowing; an error or reset
 //! closes both. `proxy_read_timeout` closes a tunnel silent in both directions that long;
-//! `proxy_send_timeout` one whose writes stay blocked that long. A slow reader blocks the writer
+//! `proxy_send_timeout` one whose writes stay blocked that long (a blocked write is not silence).
+//! A slow reader blocks the writer
 //! of its direction, which stops reading its source: memory per tunnel stays one buffer per
 //! active direction.
 //!
@@ -344,6 +345,10 @@ async fn finish(
 ) -> Result<(), PumpErr> {
     let dst_side = other(side);
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    // Blocked on a slow reader: `proxy_send_timeout` applies, not the idle timeout (as nginx,
+    // which drops the read timer while it cannot write); the tunnel counts as active again when
+    // the write completes.
+    let _held = clock.hold();
     match pending {
         Pending::Buf { mut buf, at, end } => {
             write_all(dst, &buf.bytes()[at..end], dst_side, cfg).await?;
@@ -374,7 +379,6 @@ async fn finish(
             pipe.give_back();
         }
     }
-    clock.touch(Instant::now());
     Ok(())
 }
 
