@@ -85,10 +85,17 @@ pub fn setsockopt_int<T: std::os::fd::AsRawFd>(
     }
 }
 
-/// Returns the allocator's free memory to the kernel (glibc's `malloc_trim(0)`: whole free pages
-/// inside every arena are given back with `MADV_DONTNEED`, not only the top of the heap).
-/// A no-op where the C library has no `malloc_trim`.
-pub fn malloc_trim() {
+/// Returns the allocator's free memory to the kernel: mimalloc's (the `ringproxy` binary's
+/// allocator: `mi_collect(true)` purges the calling shard's free pages at once instead of after its
+/// purge delay, which an idle node would never reach since purging happens on allocator calls)
+/// and glibc's (`malloc_trim(0)`: whole free pages inside every arena, for what C code and builds
+/// with the system allocator, such as the tests, allocate there).
+pub fn release_free_memory() {
+    // SAFETY: mi_collect takes a plain flag and only walks the calling thread's heap and the
+    // allocator's own arenas; it is documented as callable at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes a plain integer, touches only the allocator's own free lists
     // under its arena locks, and is documented as safe to call at any time from any thread.

@@ -14,6 +14,9 @@ pub const BUF_SIZE: usize = 16 * 1024;
 /// burst does not leave its peak in the pool for good.
 const MAX_IDLE_BUFS: usize = 128;
 
+/// Idle buffers kept when a burst's memory is given back (see [`release_after_burst`]).
+const IDLE_BUFS_AFTER_BURST: usize = 8;
+
 /// Idle pipes kept for reuse (each costs two descriptors).
 const MAX_IDLE_PIPES: usize = 256;
 
@@ -87,7 +90,13 @@ pub fn release_after_burst() {
         release
     });
     if release {
-        crate::sys::malloc_trim();
+        // The buffers the burst's handshakes left idle in the pool go first.
+        BUFS.with(|b| {
+            let mut b = b.borrow_mut();
+            b.truncate(IDLE_BUFS_AFTER_BURST);
+            b.shrink_to_fit();
+        });
+        crate::sys::release_free_memory();
     }
 }
 
@@ -148,6 +157,30 @@ mod tests {
         assert_eq!(idle_buffers(), before.max(2));
         let _c = PooledBuf::take();
         assert_eq!(idle_buffers(), before.max(2) - 1);
+    }
+
+    #[test]
+    fn a_burst_gives_its_idle_buffers_back_once_it_dies_down() {
+        BUFS.with(|b| b.borrow_mut().clear());
+        OPENED.with(|o| o.set((0, 0)));
+        let many: Vec<PooledBuf> = (0..64).map(|_| PooledBuf::take()).collect();
+        drop(many);
+        assert_eq!(idle_buffers(), 64);
+        for _ in 0..BURST {
+            note_connection();
+        }
+        release_after_burst(); // still in the burst: this tick opened BURST connections
+        assert_eq!(idle_buffers(), 64, "nothing is released during a burst");
+        release_after_burst(); // a quiet tick ends it
+        assert_eq!(idle_buffers(), IDLE_BUFS_AFTER_BURST);
+        for _ in 0..QUIET * 2 {
+            note_connection();
+            release_after_burst();
+        }
+        let again: Vec<PooledBuf> = (0..32).map(|_| PooledBuf::take()).collect();
+        drop(again);
+        release_after_burst();
+        assert_eq!(idle_buffers(), 32, "slow steady traffic is no burst");
     }
 
     #[test]
