@@ -117,6 +117,10 @@ pub struct PooledPipe {
 impl PooledPipe {
     /// Takes an empty pipe (non-blocking both ends).
     pub fn take() -> std::io::Result<PooledPipe> {
+        #[cfg(test)]
+        if tests::NO_NEW_PIPES.with(|n| n.get()) {
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
         if let Some((read, write)) = PIPES.with(|p| p.borrow_mut().pop()) {
             return Ok(PooledPipe { read, write });
         }
@@ -143,8 +147,19 @@ pub fn idle_pipes() -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes `PooledPipe::take` fail as with a full descriptor table (this thread only).
+        pub(crate) static NO_NEW_PIPES: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// From now on this thread has no pipe to take: the pool is emptied and new ones fail.
+    pub(crate) fn no_pipes_left() {
+        PIPES.with(|p| p.borrow_mut().clear());
+        NO_NEW_PIPES.with(|n| n.set(true));
+    }
 
     #[test]
     fn buffers_return_to_the_pool() {

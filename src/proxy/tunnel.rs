@@ -180,9 +180,14 @@ async fn pump(
     let mut small = 0u8;
     loop {
         wait_readable(src, side).await?;
-        let mut step = match (bulk, src.plain(), dst.plain()) {
-            (true, Some(s), Some(d)) => splice_now(s, d, side, clock, moved)?,
-            _ => copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto)?,
+        let pipe = match (bulk, src.plain(), dst.plain()) {
+            // No pipe to be had (descriptor table full): this round copies instead.
+            (true, Some(s), Some(d)) => PooledPipe::take().ok().map(|p| (p, s, d)),
+            _ => None,
+        };
+        let mut step = match pipe {
+            Some((pipe, s, d)) => splice_now(pipe, s, d, side, clock, moved)?,
+            None => copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto)?,
         };
         if cfg.path == Path::Auto {
             match step {
@@ -192,7 +197,9 @@ async fn pump(
                     if let (Some(s), Some(d)) = (src.plain(), dst.plain()) {
                         bulk = true;
                         small = 0;
-                        step = splice_now(s, d, side, clock, moved)?;
+                        if let Ok(pipe) = PooledPipe::take() {
+                            step = splice_now(pipe, s, d, side, clock, moved)?;
+                        }
                     }
                 }
                 Step::Drained(n) if bulk && n < SMALL_ROUND => {
@@ -293,15 +300,15 @@ fn copy_now(
     }
 }
 
-/// Splices what `src` has ready through a pooled pipe without waiting.
+/// Splices what `src` has ready through `pipe` (from the shard's pool) without waiting.
 fn splice_now(
+    pipe: PooledPipe,
     src: &TcpStream,
     dst: &TcpStream,
     side: Side,
     clock: &IdleClock,
     moved: &Cell<u64>,
 ) -> Result<Step, PumpErr> {
-    let pipe = PooledPipe::take().map_err(|e| PumpErr::Io(side, e))?;
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     let mut round = 0;
     loop {
@@ -480,6 +487,43 @@ mod tests {
                 .expect("tunnel ends when both sides close");
             let want = 20 * 64 + (1 << 20) + 20 * 100;
             assert_eq!((up, down), (want, want));
+        });
+    }
+
+    #[test]
+    fn without_pipes_the_splice_path_copies_instead_of_failing() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            super::super::pool::tests::no_pipes_left();
+            let (mut client, proxy_client) = pair().await;
+            let (proxy_up, mut backend) = pair().await;
+            crate::proxy::io::set_nonblocking(&proxy_client).unwrap();
+            crate::proxy::io::set_nonblocking(&proxy_up).unwrap();
+            let (proxy_client, proxy_up) = (Stream::Plain(proxy_client), Stream::Plain(proxy_up));
+            for path in [Path::Splice, Path::Auto] {
+                let cfg = TunnelConfig {
+                    read_timeout: Duration::from_secs(30),
+                    send_timeout: Duration::from_secs(30),
+                    path,
+                };
+                let tunnel = run(&proxy_client, &proxy_up, cfg);
+                let traffic = async {
+                    through(&mut client, &mut backend, pattern(1 << 20)).await;
+                    through(&mut backend, &mut client, pattern(100)).await;
+                };
+                let both = monoio::time::timeout(Duration::from_secs(20), async {
+                    futures_util::pin_mut!(tunnel);
+                    futures_util::pin_mut!(traffic);
+                    match select(tunnel, traffic).await {
+                        Either::Left((out, _)) => panic!("{path:?}: tunnel ended: {:?}", out.end),
+                        Either::Right(((), _)) => {}
+                    }
+                });
+                both.await.expect("bytes flow without pipes");
+            }
         });
     }
 
