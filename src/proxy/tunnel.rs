@@ -7,9 +7,8 @@
 //! A FIN is passed on as a half-close while the other direction keeps flowing; an error or reset
 //! closes both. `proxy_read_timeout` closes a tunnel silent in both directions that long;
 //! `proxy_send_timeout` one whose writes stay blocked that long (a blocked write is not silence).
-//! A slow reader blocks the writer
-//! of its direction, which stops reading its source: memory per tunnel stays one buffer per
-//! active direction.
+//! A slow reader blocks the writer of its direction, which stops reading its source: memory per
+//! tunnel stays one buffer per active direction.
 //!
 //! Either side may be TLS ([`Stream`]): the tunnel then copies (splice cannot see plaintext),
 //! whatever `proxy_splice` says; a FIN becomes close_notify then FIN; and a TLS write that would
