@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Echo, Proxy};
+use common::{big, Echo, Proxy};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,21 +21,12 @@ async fn ws_session(url: &str) {
         .expect("handshake in time")
         .unwrap_or_else(|e| panic!("{url}: {e}"));
     assert_eq!(resp.status(), 101);
-    let big = |n: usize| (0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>();
     let messages = [
         Message::text("hello through ringproxy"),
         Message::binary(big(64 * 1024)),
         Message::binary(big(1024 * 1024)),
     ];
-    for m in messages {
-        ws.send(m.clone()).await.unwrap();
-        let got = tokio::time::timeout(T, ws.next())
-            .await
-            .expect("echo in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, m, "{url}: echo differs");
-    }
+    common::echo_each(&mut ws, messages, url).await;
     ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
     let pong = tokio::time::timeout(T, ws.next())
         .await

@@ -59,14 +59,15 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
     let mut specs = Vec::new();
     for p in &u.peers {
         for addr in &p.addrs {
-            let mut s = PeerSpec::new(p.name.clone(), *addr);
-            s.weight = p.weight;
-            s.max_fails = p.max_fails;
-            s.fail_timeout = p.fail_timeout;
-            s.backup = p.backup;
-            s.down = p.down;
-            s.max_conns = p.max_conns;
-            specs.push(s);
+            specs.push(PeerSpec {
+                weight: p.weight,
+                max_fails: p.max_fails,
+                fail_timeout: p.fail_timeout,
+                backup: p.backup,
+                down: p.down,
+                max_conns: p.max_conns,
+                ..PeerSpec::new(p.name.clone(), *addr)
+            });
         }
     }
     specs

@@ -56,6 +56,11 @@ pub struct PeerSpec {
     pub max_conns: u32,
 }
 
+/// nginx's `max_fails=` default.
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+/// nginx's `fail_timeout=` default.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl PeerSpec {
     /// A peer with nginx's defaults: weight 1, max_fails 1, fail_timeout 10s, not backup, not
     /// down, no max_conns. `name` is `addr` printed as nginx prints it.
@@ -65,8 +70,8 @@ impl PeerSpec {
             name: addr.to_string(),
             addr,
             weight: 1,
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
+            max_fails: DEFAULT_MAX_FAILS,
+            fail_timeout: DEFAULT_FAIL_TIMEOUT,
             backup: false,
             down: false,
             max_conns: 0,

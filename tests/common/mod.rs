@@ -298,3 +298,28 @@ pub async fn scripted_backend(
     });
     addr
 }
+
+/// `n` bytes of a repeating pattern (bodies and messages whose corruption a test would see).
+pub fn big(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Sends each message on `ws` and expects it echoed back unchanged, each within 20 s.
+pub async fn echo_each<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    messages: impl IntoIterator<Item = tokio_tungstenite::tungstenite::Message>,
+    what: &str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    for m in messages {
+        ws.send(m.clone()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, m, "{what}: echo differs");
+    }
+}

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,9 +107,7 @@ pub fn start(dir: tempfile::TempDir, port: u16, conf: &str) -> Proxy {
     Proxy::start_in(dir, port, "", &[])
 }
 
-pub fn big(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 % 251) as u8).collect()
-}
+pub use super::big;
 
 pub async fn wss_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: S, url: &str) {
     let (mut ws, resp) = tokio::time::timeout(T, tokio_tungstenite::client_async(url, s))
@@ -118,18 +115,11 @@ pub async fn wss_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s
         .expect("upgrade in time")
         .unwrap();
     assert_eq!(resp.status(), 101);
-    for m in [
+    let messages = [
         Message::text("hello over wss"),
         Message::binary(big(1024 * 1024)),
-    ] {
-        ws.send(m.clone()).await.unwrap();
-        let got = tokio::time::timeout(T, ws.next())
-            .await
-            .expect("echo in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, m);
-    }
+    ];
+    super::echo_each(&mut ws, messages, url).await;
     ws.close(None).await.unwrap();
 }
 
