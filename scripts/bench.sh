@@ -28,7 +28,8 @@ usage: scripts/bench.sh [options]
   --hold N          idle WebSockets held for the memory scenario (default: 9000)
   --targets LIST    comma-separated subset of direct,nginx,haproxy,ringproxy (default: all)
   --scenarios LIST  comma-separated subset of rtt-64,rtt-4k,handshake,bulk-64k,bulk-1m,push,
-                    hold,wss-handshake,wss-rtt-64,upstream-tls-handshake,upstream-tls-rtt-64
+                    hold,wss-handshake,wss-rtt-64,wss-hold,upstream-tls-handshake,
+                    upstream-tls-rtt-64
                     and rtt-64|rtt-4k|bulk-64k|bulk-1m with :copy or :splice (ringproxy only)
                     (default: all; bulk-1m and rtt-4k:* not with --quick)
   --cert-type T     ecdsa (P-256, default) or rsa (2048) for the TLS scenarios
@@ -80,14 +81,14 @@ if [ "$QUICK" = 1 ]; then
   : "${WORKERS:=1}" "${REPEATS:=1}"
   RTT_D=1s RTT_W=200ms HS_D=1s BULK_D=1s PUSH_D=2s PUSH_N=500 HOLD_IDLE=2s
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k push hold rtt-64:copy rtt-64:splice bulk-64k:copy bulk-64k:splice
-    wss-handshake wss-rtt-64 upstream-tls-handshake upstream-tls-rtt-64)
+    wss-handshake wss-rtt-64 wss-hold upstream-tls-handshake upstream-tls-rtt-64)
 else
   : "${WORKERS:=both}" "${REPEATS:=3}"
   RTT_D=2s RTT_W=500ms HS_D=1500ms BULK_D=1500ms PUSH_D=2s PUSH_N=2000 HOLD_IDLE=2s
   SCENARIOS=(rtt-64 rtt-4k handshake bulk-64k bulk-1m push hold
     rtt-64:copy rtt-64:splice rtt-4k:copy rtt-4k:splice bulk-64k:copy bulk-64k:splice
     bulk-1m:copy bulk-1m:splice
-    wss-handshake wss-rtt-64 upstream-tls-handshake upstream-tls-rtt-64)
+    wss-handshake wss-rtt-64 wss-hold upstream-tls-handshake upstream-tls-rtt-64)
 fi
 if [ -n "$SCENARIO_LIST" ]; then
   IFS=, read -r -a SCENARIOS <<<"$SCENARIO_LIST"
@@ -96,7 +97,7 @@ if [ -n "$SCENARIO_LIST" ]; then
       rtt-64 | rtt-4k | handshake | bulk-64k | bulk-1m | push | hold) ;;
       rtt-64:* | rtt-4k:* | bulk-64k:* | bulk-1m:*)
         case "${sc#*:}" in copy | splice) ;; *) die "unknown path in $sc (copy or splice)" ;; esac ;;
-      wss-handshake | wss-rtt-64 | upstream-tls-handshake | upstream-tls-rtt-64) ;;
+      wss-handshake | wss-rtt-64 | wss-hold | upstream-tls-handshake | upstream-tls-rtt-64) ;;
       *) die "unknown scenario $sc" ;;
     esac
   done
@@ -490,6 +491,8 @@ scenario_args() {
     # Each op: TCP connect, full TLS handshake (no resumption), upgrade, one 16 B echo, close.
     wss-handshake) echo "handshake --url $base/ --ca $TLS_CERT --connections 50 --duration $HS_D" ;;
     wss-rtt-64) echo "rtt --url $base/ --ca $TLS_CERT --connections 50 --size 64 --duration $RTT_D --warmup $RTT_W" ;;
+    # Idle wss connections (each opened with a full TLS handshake), held like `hold`.
+    wss-hold) echo "hold --url $base/ --ca $TLS_CERT --connections $HOLD --idle $HOLD_IDLE --open-rate $HOLD_OPEN_RATE" ;;
     upstream-tls-handshake) echo "handshake --url $base/ --connections 50 --duration $HS_D" ;;
     upstream-tls-rtt-64) echo "rtt --url $base/ --connections 50 --size 64 --duration $RTT_D --warmup $RTT_W" ;;
   esac
@@ -500,6 +503,8 @@ json_num() { # $1 = key, $2 = one-line JSON object: the key's numeric value, or 
 seconds_of() { # 500ms / 3s -> seconds (awk float)
   awk -v d="$1" 'BEGIN { if (d ~ /ms$/) { sub(/ms$/, "", d); print d / 1000 } else { sub(/s$/, "", d); print d + 0 } }'
 }
+
+is_hold() { [ "$1" = hold ] || [ "$1" = wss-hold ]; } # $1 = scenario: a memory scenario?
 
 # $1 = target, $2 = workers (or -), $3 = scenario label, $4 = repeat. Appends to $RESULTS.
 run_one() {
@@ -519,7 +524,7 @@ run_one() {
   args+=("${CLIENT_THREADS[@]+"${CLIENT_THREADS[@]}"}")
   timeout_s=120
   [ -n "$pid" ] && cpu0=$(cpu_ticks "$pid") && rss0=$(rss_kib "$pid")
-  if [ "$sc" = hold ]; then
+  if is_hold "$sc"; then
     timeout --kill-after=5 "$timeout_s" "$LOAD" "${args[@]}" --json >"$out" 2>"$err" &
     local lp=$! i
     STARTED+=("$lp")
@@ -556,15 +561,16 @@ run_one() {
   if [ -n "$pid" ]; then
     extra+=$(awk -v c0="$cpu0" -v c1="$cpu1" -v sc="$sc" -v hz="$CLK_TCK" -v warm="$warm" \
       -v ops="$(json_num ops "$line")" -v dur="$(json_num duration_s "$line")" \
+      -v hold="$(is_hold "$sc" && echo 1 || echo 0)" \
       'BEGIN {
          cpu = (c1 - c0) / hz; printf ",\"cpu_s\":%.3f", cpu
-         if (ops > 0 && dur > 0 && sc != "hold") printf ",\"cpu_us_per_op\":%.3f", cpu * 1e6 / (ops * (dur + warm) / dur)
+         if (ops > 0 && dur > 0 && hold == 0) printf ",\"cpu_us_per_op\":%.3f", cpu * 1e6 / (ops * (dur + warm) / dur)
          else printf ",\"cpu_us_per_op\":null"
        }')
   else
     extra+=',"cpu_s":null,"cpu_us_per_op":null'
   fi
-  if [ "$sc" = hold ] && [ -n "$rss1" ]; then
+  if is_hold "$sc" && [ -n "$rss1" ]; then
     extra+=$(awk -v a="$rss0" -v b="$rss1" -v n="$HOLD" \
       'BEGIN { printf ",\"rss_before_kib\":%d,\"rss_holding_kib\":%d,\"rss_kib_per_conn\":%.3f", a, b, (b - a) / n }')
   else

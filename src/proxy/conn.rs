@@ -9,9 +9,8 @@
 //! applies when both sides are [`Stream::Plain`] ([`Stream::plain`]).
 //!
 //! Memory: a plain stream holds nothing but its socket. A TLS stream also holds rustls' state
-//! and buffers (the deframer buffer for a partly received record, up to one record of
-//! decrypted plaintext, and up to `SEND_LIMIT` bytes of encrypted output waiting for a slow
-//! reader), which is why an idle wss tunnel costs more than an idle ws one.
+//! (keys, sequence numbers); received and outgoing records are held only while in flight (see
+//! [`crate::tls::stream`]).
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -24,10 +23,7 @@ use rustix::net::Shutdown;
 
 use crate::http::vars::TlsFacts;
 use crate::sys::fd;
-
-/// Most encrypted bytes a TLS stream queues before writes report "would block" (rustls'
-/// buffer limit; a plain stream's equivalent is the kernel's socket buffer).
-pub const SEND_LIMIT: usize = 64 * 1024;
+pub use crate::tls::stream::{handshake, Side as TlsSide, Tls};
 
 /// A connection: plain TCP or TLS over TCP.
 pub enum Stream {
@@ -70,7 +66,7 @@ impl Bare {
 /// A TLS connection whose handshake has completed.
 pub struct TlsStream {
     tcp: TcpStream,
-    tls: RefCell<rustls::Connection>,
+    tls: RefCell<Tls>,
     facts: TlsInfo,
 }
 
@@ -124,10 +120,6 @@ impl Write for FdIo<'_> {
     }
 }
 
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
 /// Waits for `fut` until `deadline`; a passed deadline is `TimedOut`.
 pub async fn until<F: std::future::Future<Output = io::Result<()>>>(
     fut: F,
@@ -143,77 +135,22 @@ pub async fn until<F: std::future::Future<Output = io::Result<()>>>(
     }
 }
 
-/// Writes what rustls has queued without waiting. `Ok(true)`: nothing left.
-fn flush_now(tcp: &TcpStream, tls: &mut rustls::Connection) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_tls(&mut FdIo(tcp)) {
-            Ok(_) => {}
-            Err(e) if would_block(&e) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Reads records and processes them; a protocol error is answered with its alert (best
-/// effort) and returned as `InvalidData`. `Ok(false)`: the socket would block.
-fn pull(tcp: &TcpStream, tls: &mut rustls::Connection) -> io::Result<Option<usize>> {
-    let n = match tls.read_tls(&mut FdIo(tcp)) {
-        Ok(n) => n,
-        Err(e) if would_block(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if let Err(e) = tls.process_new_packets() {
-        let _ = flush_now(tcp, tls);
-        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-    }
-    Ok(Some(n))
-}
-
-/// Drives a TLS handshake on `tcp` to its end (or `deadline`): the records both ways, waiting
-/// for readiness in between. Errors are the TLS error (`InvalidData`), end of stream
-/// (`UnexpectedEof`) or `TimedOut`.
-pub async fn handshake(
-    tcp: &TcpStream,
-    tls: &mut rustls::Connection,
-    deadline: Instant,
-) -> io::Result<()> {
-    loop {
-        if !flush_now(tcp, tls)? {
-            until(tcp.writable(false), deadline).await?;
-            continue;
-        }
-        if !tls.is_handshaking() {
-            return Ok(());
-        }
-        match pull(tcp, tls)? {
-            Some(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Some(_) => {}
-            None => until(tcp.readable(false), deadline).await?,
-        }
-    }
-}
-
 /// The OpenSSL name of a rustls cipher suite (`$ssl_cipher`, `ssl_ciphers`).
 pub fn openssl_cipher_name(suite: rustls::CipherSuite) -> &'static str {
     crate::tls::suites::openssl_name(suite).unwrap_or("")
 }
 
 impl TlsStream {
-    /// Wraps a connection whose handshake `handshake` completed; `server_name` is the SNI the
-    /// client sent (server side) or `None`.
-    pub fn new(
-        tcp: TcpStream,
-        mut tls: rustls::Connection,
-        server_name: Option<String>,
-    ) -> TlsStream {
-        tls.set_buffer_limit(Some(SEND_LIMIT));
-        let protocol = match tls.protocol_version() {
+    /// Wraps a connection whose handshake [`handshake`] completed; `server_name` is the SNI
+    /// the client sent (server side) or `None`.
+    pub fn new(tcp: TcpStream, tls: Tls, server_name: Option<String>) -> TlsStream {
+        let common = tls.common();
+        let protocol = match common.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             _ => "",
         };
-        let cipher = tls
+        let cipher = common
             .negotiated_cipher_suite()
             .map_or("", |s| openssl_cipher_name(s.suite()));
         TlsStream {
@@ -226,50 +163,13 @@ impl TlsStream {
             },
         }
     }
+}
 
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let mut tls = self.tls.borrow_mut();
-        // A failed connection stays failed: report it rather than wait for more records.
-        tls.process_new_packets()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        loop {
-            match tls.reader().read(buf) {
-                Ok(n) => return Ok(Some(n)),
-                Err(e) if would_block(&e) => {}
-                // The peer closed without close_notify: an end of stream, as nginx treats it.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(0)),
-                Err(e) => return Err(e),
-            }
-            match pull(&self.tcp, &mut tls)? {
-                None => return Ok(None),
-                Some(0) => return Ok(Some(0)),
-                Some(_) => {
-                    // Post-handshake messages (key update) may need an answer.
-                    flush_now(&self.tcp, &mut tls)?;
-                }
-            }
-        }
-    }
-
-    fn try_write(&self, data: &[u8]) -> io::Result<Option<usize>> {
-        let mut tls = self.tls.borrow_mut();
-        flush_now(&self.tcp, &mut tls)?;
-        let n = tls.writer().write(data)?;
-        flush_now(&self.tcp, &mut tls)?;
-        Ok(if n == 0 && !data.is_empty() {
-            None
-        } else {
-            Some(n)
-        })
-    }
-
-    /// Whether a read would return something without touching the socket (decrypted bytes
-    /// already buffered, a close_notify or an error to report).
-    fn has_buffered(&self) -> bool {
-        match self.tls.borrow_mut().process_new_packets() {
-            Ok(s) => s.plaintext_bytes_to_read() > 0 || s.peer_has_closed(),
-            Err(_) => true,
-        }
+#[cfg(test)]
+impl TlsStream {
+    /// The TLS state (tests look at what it holds).
+    pub fn tls_state(&self) -> std::cell::Ref<'_, Tls> {
+        self.tls.borrow()
     }
 }
 
@@ -277,9 +177,7 @@ impl Drop for TlsStream {
     /// A closing TLS connection sends its close_notify (best effort, without waiting), as
     /// nginx's `SSL_shutdown` does, so clients see a clean end rather than a truncation.
     fn drop(&mut self) {
-        let tls = self.tls.get_mut();
-        tls.send_close_notify();
-        let _ = flush_now(&self.tcp, tls);
+        self.tls.get_mut().close_notify(&self.tcp);
     }
 }
 
@@ -349,7 +247,7 @@ impl Stream {
                     Err(e) => return Err(e.into()),
                 }
             },
-            Stream::Tls(t) => t.try_read(buf),
+            Stream::Tls(t) => t.tls.borrow_mut().try_read(&t.tcp, buf),
         }
     }
 
@@ -359,7 +257,7 @@ impl Stream {
     pub fn try_write(&self, data: &[u8]) -> io::Result<Option<usize>> {
         match self {
             Stream::Plain(s) => write_now(s, data),
-            Stream::Tls(t) => t.try_write(data),
+            Stream::Tls(t) => t.tls.borrow_mut().try_write(&t.tcp, data),
             Stream::Bare(b) => {
                 let head = b.head_part(data);
                 if head == data.len() {
@@ -378,7 +276,7 @@ impl Stream {
     pub fn try_flush(&self) -> io::Result<bool> {
         match self {
             Stream::Plain(_) | Stream::Bare(_) => Ok(true),
-            Stream::Tls(t) => flush_now(&t.tcp, &mut t.tls.borrow_mut()),
+            Stream::Tls(t) => t.tls.borrow_mut().try_flush(&t.tcp),
         }
     }
 
@@ -386,7 +284,7 @@ impl Stream {
     pub fn has_buffered(&self) -> bool {
         match self {
             Stream::Plain(_) | Stream::Bare(_) => false,
-            Stream::Tls(t) => t.has_buffered(),
+            Stream::Tls(t) => t.tls.borrow().has_buffered(),
         }
     }
 
@@ -437,9 +335,7 @@ impl Stream {
     /// effort, without waiting), then the TCP FIN.
     pub fn shutdown_write(&self) {
         if let Stream::Tls(t) = self {
-            let mut tls = t.tls.borrow_mut();
-            tls.send_close_notify();
-            let _ = flush_now(&t.tcp, &mut tls);
+            t.tls.borrow_mut().close_notify(&t.tcp);
         }
         let _ = rustix::net::shutdown(fd(self.tcp()), Shutdown::Write);
     }

@@ -27,7 +27,7 @@ use super::{load_certs, load_key, provider, versions, TlsError};
 use crate::config::model::{LocConf, ProxyPass, TlsVersion};
 use crate::http::vars::RequestVars;
 use crate::log;
-use crate::proxy::conn::{handshake, Stream, TlsStream};
+use crate::proxy::conn::{handshake, Stream, TlsSide, TlsStream};
 use crate::shard::ShardCtx;
 
 /// The settings a client configuration depends on.
@@ -258,7 +258,7 @@ pub async fn upstream(
         log!(Error, "invalid \"proxy_ssl_name\" while SSL handshaking to upstream, client: {}, upstream: \"{upstream}\"", client.ip());
         return Err(502);
     };
-    let conn = match rustls::ClientConnection::new(cfg, name) {
+    let conn = match rustls::client::UnbufferedClientConnection::new(cfg, name) {
         Ok(c) => c,
         Err(e) => {
             log!(
@@ -269,10 +269,9 @@ pub async fn upstream(
             return Err(502);
         }
     };
-    let mut conn = rustls::Connection::Client(conn);
     let deadline = Instant::now() + conf.proxy_connect_timeout();
-    match handshake(&tcp, &mut conn, deadline).await {
-        Ok(()) => Ok(Stream::Tls(Box::new(TlsStream::new(tcp, conn, None)))),
+    match handshake(&tcp, TlsSide::Client(conn), Vec::new(), deadline).await {
+        Ok(tls) => Ok(Stream::Tls(Box::new(TlsStream::new(tcp, tls, None)))),
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             log!(Error, "upstream timed out (110: Connection timed out) while SSL handshaking to upstream, client: {}, upstream: \"https://{upstream}\"", client.ip());
             Err(504)

@@ -11,6 +11,7 @@
 mod client;
 mod server;
 mod session;
+pub mod stream;
 pub mod suites;
 
 use std::path::Path;

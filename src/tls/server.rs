@@ -20,11 +20,13 @@ use super::session::{cache_entries, Cache, Tickets};
 use super::{load_pair, provider, versions, ClientConfigs, TlsError};
 use crate::config::model::{HttpConf, LocConf};
 use crate::log;
-use crate::proxy::conn::{handshake, until, FdIo, Stream, TlsStream};
+use crate::proxy::conn::{handshake, until, FdIo, Stream, Tls, TlsSide, TlsStream};
 use crate::shard::listener::ListenSpec;
 use crate::shard::ShardCtx;
 use crate::sys::fd;
-use rustls::server::{Acceptor, ClientHello, NoServerSessionStorage, ResolvesServerCert};
+use rustls::server::{
+    Acceptor, ClientHello, NoServerSessionStorage, ResolvesServerCert, UnbufferedServerConnection,
+};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
@@ -201,7 +203,7 @@ async fn tls_accept(
     default: usize,
     deadline: Instant,
     sni: &mut Option<String>,
-) -> Result<rustls::Connection, Failed> {
+) -> Result<Tls, Failed> {
     // Peek at the first byte: a plain HTTP request gets nginx's 400, not a TLS alert.
     loop {
         let mut first = [0u8; 1];
@@ -214,16 +216,30 @@ async fn tls_accept(
             Err(e) => return Err(std::io::Error::from(e))?,
         }
     }
+    // The ClientHello is read into `hello` and shown to rustls' acceptor, which picks the
+    // server; the connection then processes the same bytes from the start.
     let mut acceptor = Acceptor::default();
+    let mut hello = Vec::new();
+    let mut fed = 0;
     let accepted = loop {
-        match acceptor.read_tls(&mut FdIo(tcp)) {
+        let mut pb = crate::proxy::pool::PooledBuf::take();
+        match rustix::io::read(fd(tcp), pb.bytes()) {
             Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Ok(n) => hello.extend_from_slice(&pb.bytes()[..n]),
+            Err(rustix::io::Errno::AGAIN) => {
+                drop(pb);
                 until(tcp.readable(false), deadline).await?;
                 continue;
             }
-            Err(e) => return Err(e)?,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(std::io::Error::from(e))?,
+        }
+        while fed < hello.len() {
+            match acceptor.read_tls(&mut &hello[fed..]) {
+                Ok(0) => break,
+                Ok(n) => fed += n,
+                Err(e) => return Err(e)?,
+            }
         }
         match acceptor.accept() {
             Ok(Some(a)) => break a,
@@ -260,16 +276,10 @@ async fn tls_accept(
             });
         }
     };
-    let conn = match accepted.into_connection(config) {
-        Ok(c) => c,
-        Err((e, mut alert)) => {
-            let _ = alert.write_all(&mut FdIo(tcp));
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        }
-    };
-    let mut conn = rustls::Connection::Server(conn);
-    handshake(tcp, &mut conn, deadline).await?;
-    Ok(conn)
+    drop(accepted);
+    let conn = UnbufferedServerConnection::new(config)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(handshake(tcp, TlsSide::Server(conn), hello, deadline).await?)
 }
 
 /// A plain HTTP request on a TLS address: read its head (within the same deadline), answer
