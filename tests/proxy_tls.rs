@@ -419,6 +419,81 @@ async fn plain_http_on_the_tls_port_gets_nginx_400() {
     assert_eq!(body(&r), "a");
 }
 
+/// GETs `/` from `host` over TLS 1.3 with a hand-driven rustls client and returns the sizes
+/// of the application-data records as they came off the wire, and the plaintext.
+fn record_sizes(port: u16, host: &str) -> (Vec<usize>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let name = ServerName::try_from(host.to_string()).unwrap();
+    let mut c =
+        rustls::ClientConnection::new(client(&[&rustls::version::TLS13], &[]), name).unwrap();
+    while c.is_handshaking() {
+        c.complete_io(&mut sock).unwrap();
+    }
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    c.writer().write_all(req.as_bytes()).unwrap();
+    while c.wants_write() {
+        c.write_tls(&mut sock).unwrap();
+    }
+    let mut wire = Vec::new();
+    sock.read_to_end(&mut wire).unwrap();
+    let (mut sizes, mut at) = (Vec::new(), 0);
+    while at + 5 <= wire.len() {
+        let len = u16::from_be_bytes([wire[at + 3], wire[at + 4]]) as usize;
+        if wire[at] == 23 {
+            sizes.push(len);
+        }
+        at += 5 + len;
+    }
+    let mut plain = Vec::new();
+    let mut rd = &wire[..];
+    while !rd.is_empty() {
+        c.read_tls(&mut rd).unwrap();
+        c.process_new_packets().unwrap();
+    }
+    let _ = c.reader().read_to_end(&mut plain);
+    (sizes, plain)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_buffer_size_caps_the_plaintext_of_each_record() {
+    let ca = Ca::new();
+    let (a, b) = (ca.leaf(&["a.test"], false), ca.leaf(&["b.test"], false));
+    let port = common::free_port();
+    let text = "x".repeat(6000);
+    let conf = format!(
+        "events {{}}\nhttp {{\n  server {{ listen 127.0.0.1:{port} ssl; server_name a.test;
+           ssl_certificate certs/a.crt; ssl_certificate_key certs/a.key; return 200 {text}; }}
+         server {{ listen 127.0.0.1:{port} ssl; server_name b.test; ssl_buffer_size 1k;
+           ssl_certificate certs/b.crt; ssl_certificate_key certs/b.key; return 200 {text}; }}\n}}\n"
+    );
+    let p = start(prefix_with(&[("a", &a), ("b", &b)]), port, &conf);
+    let port = p.port;
+    let (big, small) = tokio::task::spawn_blocking(move || {
+        (record_sizes(port, "a.test"), record_sizes(port, "b.test"))
+    })
+    .await
+    .unwrap();
+    for (_, plain) in [&big, &small] {
+        let plain = String::from_utf8_lossy(plain);
+        assert!(plain.ends_with(&text), "whole body: {plain:.80}");
+    }
+    // TLS 1.3 adds the content type byte and a 16-byte tag to each record's plaintext.
+    let most = |s: &[usize]| s.iter().copied().max().unwrap_or(0);
+    assert!(
+        most(&big.0) >= 6000 + 17,
+        "default 16k: the body in one record {:?}",
+        big.0
+    );
+    assert!(most(&small.0) <= 1024 + 17, "1k records: {:?}", small.0);
+    assert!(
+        small.0.len() >= 6,
+        "6,000 bytes in 1k records: {:?}",
+        small.0
+    );
+}
+
 #[test]
 fn broken_certificates_and_keys_are_config_errors_with_file_and_line() {
     let ca = Ca::new();

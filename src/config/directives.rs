@@ -605,7 +605,7 @@ pub static DIRECTIVES: &[Spec] = &[
     level!("ssl_verify_depth", HS, num, ssl_verify_depth),
     level!("ssl_ecdh_curve", HS, string, ssl_ecdh_curve),
     spec!("ssl_dhparam", HS, A1, Handler::NoEffect("rustls has no finite-field Diffie-Hellman; key exchange is ECDHE")),
-    spec!("ssl_buffer_size", HS, A1, Handler::NoEffect("rustls sizes its records itself")),
+    level!("ssl_buffer_size", HS, size, ssl_buffer_size),
     spec!("ssl", HS, FLAG, Handler::Unsupported("use the \"ssl\" parameter of the \"listen\" directive")),
     spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
     spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),

@@ -815,6 +815,8 @@ loc_conf! {
         ssl_session_timeout: Duration = secs(300),
         /// `ssl_session_tickets`.
         ssl_session_tickets: bool = true,
+        /// `ssl_buffer_size`: the most plaintext per TLS record sent.
+        ssl_buffer_size: u64 = 16384,
         /// `ssl_session_cache` (as written: `off`, `none`, `builtin[:size]`, `shared:name:size`).
         ssl_session_cache: Vec<String> = vec!["none".into()],
         /// `ssl_reject_handshake`.

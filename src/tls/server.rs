@@ -73,6 +73,7 @@ fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Certs(pairs)));
     cfg.ignore_client_order = conf.ssl_prefer_server_ciphers();
+    cfg.max_fragment_size = Some(record_limit(conf.ssl_buffer_size()));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let timeout = conf.ssl_session_timeout();
     let cache = cache_entries(&conf.ssl_session_cache());
@@ -86,6 +87,14 @@ fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
         cfg.send_tls13_tickets = 0;
     }
     Ok(Some(cfg))
+}
+
+/// rustls' `max_fragment_size` for `ssl_buffer_size` (the plaintext of one record): it counts
+/// the 5-byte record header, and takes 32 to 16,389 (so 27 bytes of plaintext at least, and at
+/// most TLS's 16 KiB).
+fn record_limit(ssl_buffer_size: u64) -> usize {
+    const HEADER: usize = 5;
+    usize::try_from(ssl_buffer_size).map_or(16384, |n| n.clamp(27, 16384)) + HEADER
 }
 
 /// Checks a server's certificates, keys and TLS settings (configuration time).
@@ -302,4 +311,19 @@ async fn plain_http(s: Stream, conf: &LocConf, peer: SocketAddr, deadline: Insta
     let page =
         crate::proxy::respond::error(crate::http::status::TO_HTTPS, false, conf.server_tokens());
     let _ = s.write_all(&page, conf.send_timeout()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_limit;
+
+    #[test]
+    fn ssl_buffer_size_maps_into_rustls_fragment_range() {
+        // rustls takes 32..=16389, header included.
+        assert_eq!(record_limit(1024), 1029);
+        assert_eq!(record_limit(16384), 16389);
+        assert_eq!(record_limit(1 << 20), 16389);
+        assert_eq!(record_limit(0), 32);
+        assert_eq!(record_limit(4), 32);
+    }
 }
