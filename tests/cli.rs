@@ -100,6 +100,14 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// Restores the default action of the signals `-s` sends, then waits to be killed by one.
+const STAND_IN: &str = "import signal, sys, time
+for s in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1):
+    signal.signal(s, signal.SIG_DFL)
+print('ready', flush=True)
+time.sleep(30)
+";
+
 #[test]
 fn s_sends_nginx_signals_to_the_pid_in_the_pid_file() {
     let dir = conf_dir();
@@ -110,12 +118,22 @@ fn s_sends_nginx_signals_to_the_pid_in_the_pid_file() {
         ("reload", libc::SIGHUP),
         ("reopen", libc::SIGUSR1),
     ] {
-        // A stand-in process whose default action for each of these signals is to die.
-        let mut target = Command::new("sleep")
-            .arg("30")
+        // A stand-in process that dies of each of these signals. It restores their default
+        // actions first (a test run under `nohup` would otherwise hand it SIGHUP ignored) and
+        // says when it has.
+        let mut target = Command::new("python3")
+            .args(["-c", STAND_IN])
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(target.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready, "ready\n");
         std::fs::write(
             dir.path().join("logs/test.pid"),
             format!("{}\n", target.id()),

@@ -156,25 +156,17 @@ struct Sink<'a, 's> {
     close: bool,
 }
 
-/// Handles one status: returns the bytes to discard and what happened (or the error, with the
-/// bytes to discard).
+/// Handles one status: returns the bytes to discard and what happened, or the error.
 fn step<Data>(
     st: UnbufferedStatus<'_, '_, Data>,
     sink: &mut Sink<'_, '_>,
-) -> Result<(usize, Event), (usize, rustls::Error)> {
+) -> Result<(usize, Event), rustls::Error> {
     let discard = st.discard;
-    let fail = |e| Err((discard, e));
-    let state = match st.state {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
+    let state = st.state?;
     let event = match state {
         ConnectionState::ReadTraffic(mut r) => {
             while let Some(rec) = r.next_record() {
-                let p = match rec {
-                    Ok(rec) => rec.payload,
-                    Err(e) => return fail(e),
-                };
+                let p = rec?.payload;
                 let k = p.len().min(sink.dst.len() - *sink.filled);
                 sink.dst[*sink.filled..*sink.filled + k].copy_from_slice(&p[..k]);
                 *sink.filled += k;
@@ -183,9 +175,7 @@ fn step<Data>(
             Event::Progress
         }
         ConnectionState::EncodeTlsData(mut e) => {
-            if let Err(e) = append(sink.out, 512, |b| e.encode(b).map_err(encode_err)) {
-                return fail(e);
-            }
+            append(sink.out, 512, |b| e.encode(b).map_err(encode_err))?;
             Event::Progress
         }
         // The records stay in `out`, which is written before anything queued after them.
@@ -196,20 +186,14 @@ fn step<Data>(
         ConnectionState::BlockedHandshake => Event::NeedData,
         ConnectionState::WriteTraffic(mut w) => {
             if let Some(data) = sink.send.take() {
-                let r = append(sink.out, data.len() + OVERHEAD, |b| {
-                    w.encrypt(data, b).map_err(encrypt_err)
-                });
-                if let Err(e) = r {
-                    return fail(e);
-                }
+                // One record per 4 KiB guessed (`ssl_buffer_size` may cut records smaller).
+                let guess = data.len() + (data.len() / 4096 + 1) * OVERHEAD;
+                append(sink.out, guess, |b| w.encrypt(data, b).map_err(encrypt_err))?;
             }
             if std::mem::take(&mut sink.close) {
-                let r = append(sink.out, OVERHEAD, |b| {
+                append(sink.out, OVERHEAD, |b| {
                     w.queue_close_notify(b).map_err(encrypt_err)
-                });
-                if let Err(e) = r {
-                    return fail(e);
-                }
+                })?;
             }
             Event::Ready
         }
@@ -219,7 +203,7 @@ fn step<Data>(
         }
         ConnectionState::Closed => Event::Closed,
         // Early data is never enabled (`max_early_data_size` stays 0).
-        _ => return fail(rustls::Error::General("unexpected TLS state".into())),
+        _ => return Err(rustls::Error::General("unexpected TLS state".into())),
     };
     Ok((discard, event))
 }
@@ -283,30 +267,47 @@ impl Tls {
             match r {
                 Ok((discard, Event::Progress)) => used += discard,
                 Ok((discard, event)) => return Ok((used + discard, event)),
-                Err((discard, e)) => {
-                    used += discard;
-                    self.fail(&mut data[used..], e.clone());
+                // The connection is over: what is left unprocessed no longer matters.
+                Err(e) => {
+                    self.fail(e.clone());
                     return Err(e);
                 }
             }
         }
     }
 
-    /// Records a fatal error and queues the alert rustls prepared for it.
-    fn fail(&mut self, data: &mut [u8], e: rustls::Error) {
+    /// Records a fatal error and queues the alert rustls prepared for it (the callers write it
+    /// out, best effort).
+    fn fail(&mut self, e: rustls::Error) {
         self.failed = Some(e);
+        self.rest = Vec::new();
+        self.rest_at = 0;
         let mut filled = 0;
-        let mut sink = Sink {
-            out: &mut self.out,
-            dst: &mut [],
-            filled: &mut filled,
-            rest: &mut self.rest,
-            peer_closed: &mut self.peer_closed,
-            send: None,
-            close: false,
-        };
-        // One more call returns the queued alert (then the error again).
-        let _ = process!(&mut self.side, data, |st| step(st, &mut sink));
+        // rustls hands out what it queued (a pending key update answer, then the alert) one
+        // chunk per call, before it looks at received bytes. The calls stop once nothing is
+        // queued, so the bad bytes are never processed again (which would queue a second
+        // alert, or misread a handshake message rustls was joining).
+        while self.common().wants_write() {
+            let mut sink = Sink {
+                out: &mut self.out,
+                dst: &mut [],
+                filled: &mut filled,
+                rest: &mut self.rest,
+                peer_closed: &mut self.peer_closed,
+                send: None,
+                close: false,
+            };
+            if process!(&mut self.side, &mut [], |st| step(st, &mut sink)).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// After an error: writes what is queued (a fatal alert) without waiting, and passes the
+    /// error on.
+    fn failed_with(&mut self, tcp: &TcpStream, e: io::Error) -> io::Error {
+        let _ = self.flush_now(tcp);
+        e
     }
 
     /// Processes `inc` (see [`Tls::process`]) and drops what rustls is done with.
@@ -365,18 +366,21 @@ impl Tls {
         if n == 0 {
             return Ok(Some(0));
         }
-        if self.inc.is_empty() {
+        let r = if self.inc.is_empty() {
             let data = &mut pb.bytes()[..n];
-            let (used, _) = self
-                .process(data, dst, filled, None, false)
-                .map_err(tls_error)?;
-            self.inc.extend_from_slice(&data[used..]);
+            let r = self.process(data, dst, filled, None, false);
+            if let Ok((used, _)) = r {
+                self.inc.extend_from_slice(&data[used..]);
+            }
+            r.map(|_| ())
         } else {
             self.inc.extend_from_slice(&pb.bytes()[..n]);
-            self.process_inc(dst, filled, None, false)
-                .map_err(tls_error)?;
+            self.process_inc(dst, filled, None, false).map(|_| ())
+        };
+        match r {
+            Ok(()) => Ok(Some(n)),
+            Err(e) => Err(self.failed_with(tcp, tls_error(e))),
         }
-        Ok(Some(n))
     }
 
     /// Reads decrypted bytes into `buf` without waiting: `Ok(None)` when nothing is there yet,
@@ -385,6 +389,9 @@ impl Tls {
     pub fn try_read(&mut self, tcp: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
         if let Some(e) = &self.failed {
             return Err(tls_error(e.clone()));
+        }
+        if buf.is_empty() {
+            return Ok(Some(0));
         }
         if self.rest_at < self.rest.len() {
             let k = (self.rest.len() - self.rest_at).min(buf.len());
@@ -398,13 +405,15 @@ impl Tls {
         }
         let mut filled = 0;
         if self.more {
-            self.process_inc(buf, &mut filled, None, false)
-                .map_err(tls_error)?;
+            if let Err(e) = self.process_inc(buf, &mut filled, None, false) {
+                return Err(self.failed_with(tcp, tls_error(e)));
+            }
         }
         loop {
-            // Answers rustls queued (a key update) go out with the next write or now.
-            self.flush_now(tcp)?;
-            if filled > 0 || buf.is_empty() {
+            // Records still waiting for the socket go out when they can; a write error is the
+            // writer's to report, and must not lose what was just decrypted.
+            let _ = self.flush_now(tcp);
+            if filled > 0 {
                 return Ok(Some(filled));
             }
             if self.rest_at < self.rest.len() {
@@ -438,9 +447,10 @@ impl Tls {
         }
         let chunk = &data[..data.len().min(RECORD)];
         let mut filled = 0;
-        let event = self
-            .process_inc(&mut [], &mut filled, Some(chunk), false)
-            .map_err(tls_error)?;
+        let event = match self.process_inc(&mut [], &mut filled, Some(chunk), false) {
+            Ok(event) => event,
+            Err(e) => return Err(self.failed_with(tcp, tls_error(e))),
+        };
         if event != Event::Ready {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
@@ -455,7 +465,12 @@ impl Tls {
 
     /// Queues our close_notify (once) and writes what the socket takes, without waiting.
     pub fn close_notify(&mut self, tcp: &TcpStream) {
-        if self.closing || self.failed.is_some() || self.common().is_handshaking() {
+        if self.failed.is_some() {
+            // The alert, if it has not gone out yet.
+            let _ = self.flush_now(tcp);
+            return;
+        }
+        if self.closing || self.common().is_handshaking() {
             return;
         }
         self.closing = true;
@@ -484,12 +499,14 @@ pub async fn handshake(
     let mut t = Tls::new(side, inc);
     loop {
         let mut filled = 0;
-        let r = t.process_inc(&mut [], &mut filled, None, false);
-        // Whatever was queued goes out first, the alert of a failure included.
+        let event = match t.process_inc(&mut [], &mut filled, None, false) {
+            Ok(event) => event,
+            // The alert goes out best effort; the TLS error is what the caller reports.
+            Err(e) => return Err(t.failed_with(tcp, tls_error(e))),
+        };
         while !t.flush_now(tcp)? {
             until(tcp.writable(false), deadline).await?;
         }
-        let event = r.map_err(tls_error)?;
         match event {
             Event::Ready if !t.common().is_handshaking() => return Ok(t),
             Event::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -694,9 +711,19 @@ mod tests {
                 c.sock.write_all(&wire).unwrap();
                 let mut reply = Vec::new();
                 let _ = c.sock.read_to_end(&mut reply);
-                // An encrypted record of type alert (TLS 1.3 wraps it as application data
-                // after the handshake) or a plain one: either way, not silence.
-                assert!(!reply.is_empty(), "an alert came back");
+                let mut rd = &reply[..];
+                let mut got = Ok(());
+                while !rd.is_empty() && got.is_ok() {
+                    c.conn.read_tls(&mut rd).unwrap();
+                    got = c.conn.process_new_packets().map(drop);
+                }
+                assert_eq!(
+                    got,
+                    Err(rustls::Error::AlertReceived(
+                        rustls::AlertDescription::BadRecordMac
+                    )),
+                    "the alert came back"
+                );
             },
             |s| async move {
                 let deadline = Instant::now() + Duration::from_secs(20);
