@@ -13,7 +13,7 @@
 //! [`crate::tls::stream`]).
 
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -90,20 +90,9 @@ impl TlsInfo {
     }
 }
 
-/// `io::Read`/`io::Write` on a borrowed non-blocking descriptor (what rustls reads records
-/// from and writes them to). `EAGAIN` is `WouldBlock`; `EINTR` is retried.
+/// `io::Write` on a borrowed non-blocking descriptor (what rustls' acceptor writes its alert
+/// to). `EAGAIN` is `WouldBlock`; `EINTR` is retried.
 pub struct FdIo<'a>(pub &'a TcpStream);
-
-impl Read for FdIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match rustix::io::read(fd(self.0), &mut *buf) {
-                Err(Errno::INTR) => continue,
-                r => return r.map_err(io::Error::from),
-            }
-        }
-    }
-}
 
 impl Write for FdIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -181,8 +170,21 @@ impl Drop for TlsStream {
     }
 }
 
-/// A non-blocking write on a plain socket: `Ok(None)` when it would block.
-fn write_now(s: &TcpStream, data: &[u8]) -> io::Result<Option<usize>> {
+/// A non-blocking read on a socket: `Ok(None)` when it would block, `Ok(Some(0))` at the end
+/// of the stream.
+pub fn read_now(s: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match rustix::io::read(fd(s), &mut *buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A non-blocking write on a socket: `Ok(None)` when it would block.
+pub fn write_now(s: &TcpStream, data: &[u8]) -> io::Result<Option<usize>> {
     loop {
         match rustix::io::write(fd(s), data) {
             Ok(n) => return Ok(Some(n)),
@@ -239,14 +241,7 @@ impl Stream {
     /// `Ok(Some(0))`: end of stream.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self {
-            Stream::Plain(_) | Stream::Bare(_) => loop {
-                match rustix::io::read(fd(self.tcp()), &mut *buf) {
-                    Ok(n) => return Ok(Some(n)),
-                    Err(Errno::AGAIN) => return Ok(None),
-                    Err(Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            },
+            Stream::Plain(_) | Stream::Bare(_) => read_now(self.tcp(), buf),
             Stream::Tls(t) => t.tls.borrow_mut().try_read(&t.tcp, buf),
         }
     }

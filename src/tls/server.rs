@@ -24,6 +24,7 @@ use crate::proxy::conn::{handshake, until, FdIo, Stream, Tls, TlsSide, TlsStream
 use crate::shard::listener::ListenSpec;
 use crate::shard::ShardCtx;
 use crate::sys::fd;
+use crate::tls::stream::read_more;
 use rustls::server::{
     Acceptor, ClientHello, NoServerSessionStorage, ResolvesServerCert, UnbufferedServerConnection,
 };
@@ -231,18 +232,7 @@ async fn tls_accept(
     let mut hello = Vec::new();
     let mut fed = 0;
     let accepted = loop {
-        let mut pb = crate::proxy::pool::PooledBuf::take();
-        match rustix::io::read(fd(tcp), pb.bytes()) {
-            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?,
-            Ok(n) => hello.extend_from_slice(&pb.bytes()[..n]),
-            Err(rustix::io::Errno::AGAIN) => {
-                drop(pb);
-                until(tcp.readable(false), deadline).await?;
-                continue;
-            }
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(std::io::Error::from(e))?,
-        }
+        read_more(tcp, &mut hello, deadline).await?;
         while fed < hello.len() {
             match acceptor.read_tls(&mut &hello[fed..]) {
                 Ok(0) => break,

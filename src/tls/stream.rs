@@ -23,16 +23,14 @@ use std::io;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
-use rustix::io::Errno;
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
 };
 
-use crate::proxy::conn::until;
+use crate::proxy::conn::{read_now, until, write_now};
 use crate::proxy::pool::PooledBuf;
-use crate::sys::fd;
 
 /// Most plaintext put in one write's records (one full TLS record).
 const RECORD: usize = 16 * 1024;
@@ -333,11 +331,9 @@ impl Tls {
     /// Writes what `out` holds without waiting. `Ok(true)`: nothing left.
     fn flush_now(&mut self, tcp: &TcpStream) -> io::Result<bool> {
         while self.out_at < self.out.len() {
-            match rustix::io::write(fd(tcp), &self.out[self.out_at..]) {
-                Ok(n) => self.out_at += n,
-                Err(Errno::AGAIN) => return Ok(false),
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+            match write_now(tcp, &self.out[self.out_at..])? {
+                Some(n) => self.out_at += n,
+                None => return Ok(false),
             }
         }
         self.out = Vec::new();
@@ -355,17 +351,11 @@ impl Tls {
         filled: &mut usize,
     ) -> io::Result<Option<usize>> {
         let mut pb = PooledBuf::take();
-        let n = loop {
-            match rustix::io::read(fd(tcp), pb.bytes()) {
-                Ok(n) => break n,
-                Err(Errno::AGAIN) => return Ok(None),
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
+        let n = match read_now(tcp, pb.bytes())? {
+            None => return Ok(None),
+            Some(0) => return Ok(Some(0)),
+            Some(n) => n,
         };
-        if n == 0 {
-            return Ok(Some(0));
-        }
         let r = if self.inc.is_empty() {
             let data = &mut pb.bytes()[..n];
             let r = self.process(data, dst, filled, None, false);
@@ -413,11 +403,9 @@ impl Tls {
             // Records still waiting for the socket go out when they can; a write error is the
             // writer's to report, and must not lose what was just decrypted.
             let _ = self.flush_now(tcp);
+            // (A record only overflows into `rest` once `buf` has some of it: `filled > 0`.)
             if filled > 0 {
                 return Ok(Some(filled));
-            }
-            if self.rest_at < self.rest.len() {
-                return self.try_read(tcp, buf);
             }
             if self.peer_closed {
                 return Ok(Some(0));
@@ -513,16 +501,25 @@ pub async fn handshake(
             _ if t.peer_closed => return Err(io::ErrorKind::UnexpectedEof.into()),
             _ => {}
         }
+        read_more(tcp, &mut t.inc, deadline).await?;
+    }
+}
+
+/// Appends what the socket has to `into`, waiting for readability until `deadline` (one read
+/// through a pool buffer). The end of the stream is `UnexpectedEof`.
+pub async fn read_more(tcp: &TcpStream, into: &mut Vec<u8>, deadline: Instant) -> io::Result<()> {
+    loop {
         let mut pb = PooledBuf::take();
-        match rustix::io::read(fd(tcp), pb.bytes()) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => t.inc.extend_from_slice(&pb.bytes()[..n]),
-            Err(Errno::AGAIN) => {
+        match read_now(tcp, pb.bytes())? {
+            Some(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Some(n) => {
+                into.extend_from_slice(&pb.bytes()[..n]);
+                return Ok(());
+            }
+            None => {
                 drop(pb);
                 until(tcp.readable(false), deadline).await?;
             }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
         }
     }
 }
