@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates tests/data/nginx_upstream_requests/: the exact request heads REAL nginx sends to a
-# backend for the seed configurations (/work/shared/seed-configs or $SEEDS), which
+# backend for the seed configurations (tests/data/seed-configs, or $SEEDS), which
 # tests/nginx_upstream_requests.rs replays through src/proxy/request.rs and compares byte for byte.
 #
 # For each seed, the configuration is copied to a throwaway prefix, its backend addresses
@@ -14,7 +14,7 @@
 # Usage: scripts/gen-nginx-upstream-requests.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seeds=${SEEDS:-/work/shared/seed-configs}
+seeds=${SEEDS:-tests/data/seed-configs}
 out=tests/data/nginx_upstream_requests
 rm -rf "$out"; mkdir -p "$out"
 nginx -v 2>&1 | sed 's/^nginx version: //' > "$out/nginx-version"

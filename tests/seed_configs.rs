@@ -1,4 +1,4 @@
-//! The seed configurations (`../shared/seed-configs`, from the articles) pass `ringproxy -t`
+//! The seed configurations (`tests/data/seed-configs`, from the articles) pass `ringproxy -t`
 //! unchanged, `-T` dumps every file read, and dumping then re-parsing gives the same model.
 
 mod common;

@@ -10,7 +10,7 @@ use crate::config::model::{Config, Location};
 use crate::config::parser::parse_str;
 
 fn seed_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seed-configs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-configs")
 }
 
 /// The tree nginx was checked against.

@@ -15,15 +15,9 @@ pub fn ringproxy() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ringproxy"))
 }
 
-/// `../shared/seed-configs` beside the repository (CI clones main with shared/ beside it).
+/// The seed configurations, `tests/data/seed-configs` (see its README).
 pub fn seed_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seed-configs");
-    assert!(
-        dir.is_dir(),
-        "seed configurations not found at {}: shared/ must sit beside the repository",
-        dir.display()
-    );
-    dir
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-configs")
 }
 
 /// A copy of the seed configurations, with generated `certs/localhost.crt` and `.key` (what
