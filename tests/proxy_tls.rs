@@ -456,6 +456,7 @@ fn record_sizes(port: u16, host: &str) -> (Vec<usize>, Vec<u8>) {
     (sizes, plain)
 }
 
+// effect: ssl_buffer_size
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_buffer_size_caps_the_plaintext_of_each_record() {
     let ca = Ca::new();

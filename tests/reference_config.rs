@@ -1,12 +1,16 @@
 //! `config/ringproxy.conf` is the reference: it passes `-t` and names every directive ringproxy
-//! implements (those accepted without effect are named in the README); README.md's compatibility table names every directive in the table with its
-//! status, and the reason for each one accepted without effect.
+//! implements (those accepted without effect are named in the README). README.md's
+//! compatibility table names every directive in the table with its status, and the reason for
+//! each one accepted without effect. A row that says "yes" (in effect) must name a behaviour
+//! test: some test in `tests/` or `src/` is marked `// effect: NAME` right above its `#[test]`
+//! (or `#[tokio::test]`, `#[monoio::test]`) and fails when that directive's effect is removed.
 
 mod common;
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use ringproxy::config::directives::{Handler, DIRECTIVES};
+use ringproxy::config::directives::{Handler, DIRECTIVES, NOT_IN_EFFECT_YET};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,7 +26,7 @@ fn reference_config_passes_t() {
 #[test]
 fn reference_config_names_every_implemented_directive() {
     let text = std::fs::read_to_string(root().join("config/ringproxy.conf")).unwrap();
-    let words: std::collections::HashSet<&str> = text
+    let words: BTreeSet<&str> = text
         .split(|c: char| c.is_whitespace() || c == '#' || c == ';' || c == ',')
         .collect();
     let missing: Vec<&str> = DIRECTIVES
@@ -37,27 +41,126 @@ fn reference_config_names_every_implemented_directive() {
     );
 }
 
+/// The status cell of the README row for `name`, if there is one.
+fn readme_status<'a>(readme: &'a str, name: &str) -> Option<&'a str> {
+    let cell = format!("| `{name}` |");
+    let row = readme.lines().find(|l| l.starts_with(&cell))?;
+    row.trim_end_matches('|').rsplit('|').next().map(str::trim)
+}
+
 #[test]
 fn readme_compatibility_table_is_true() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let mut problems = Vec::new();
     for spec in DIRECTIVES {
-        let cell = format!("| `{}` |", spec.name);
-        let Some(row) = readme.lines().find(|l| l.starts_with(&cell)) else {
+        let Some(status) = readme_status(&readme, spec.name) else {
             problems.push(format!("{}: no row", spec.name));
             continue;
         };
         let ok = match spec.handler {
-            Handler::Unsupported(_) => row.contains("refused"),
-            Handler::NoEffect(reason) => row.contains("no effect") && row.contains(reason),
-            _ => row.contains("parsed") || row.contains("yes"),
+            Handler::Unsupported(_) => status.starts_with("refused"),
+            Handler::NoEffect(reason) => {
+                status.starts_with("accepted, no effect") && status.contains(reason)
+            }
+            _ if NOT_IN_EFFECT_YET.contains(&spec.name) => {
+                status.starts_with("parsed and validated; no effect yet")
+            }
+            _ => status == "yes" || status.starts_with("yes:"),
         };
         if !ok {
-            problems.push(format!(
-                "{}: row does not match the table: {row}",
-                spec.name
-            ));
+            problems.push(format!("{}: the row says {status:?}", spec.name));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Directive name -> the tests marked `// effect: name` (as `file:line fn`). A marker must sit
+/// right above a test attribute (doc comments and other attributes may come between).
+fn effect_markers() -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let mut files = Vec::new();
+    sources(&root().join("tests"), &mut files);
+    sources(&root().join("src"), &mut files);
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut misplaced = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let rel = f.strip_prefix(root()).unwrap().display().to_string();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(names) = line.trim().strip_prefix("// effect:") else {
+                continue;
+            };
+            let rest = lines[i + 1..]
+                .iter()
+                .map(|l| l.trim())
+                .skip_while(|l| l.starts_with("// effect:") || l.starts_with("///"));
+            let mut attrs = rest.take_while(|l| l.starts_with("#["));
+            let is_test = attrs.any(|a| {
+                a.starts_with("#[test]")
+                    || a.starts_with("#[tokio::test")
+                    || a.starts_with("#[monoio::test")
+            });
+            if !is_test {
+                misplaced.push(format!("{rel}:{}", i + 1));
+                continue;
+            }
+            for name in names.split_whitespace() {
+                found
+                    .entry(name.trim_end_matches(',').to_string())
+                    .or_default()
+                    .push(format!("{rel}:{}", i + 1));
+            }
+        }
+    }
+    (found, misplaced)
+}
+
+#[test]
+fn every_directive_in_effect_has_a_behaviour_test() {
+    let (markers, misplaced) = effect_markers();
+    assert!(
+        misplaced.is_empty(),
+        "`// effect:` markers not above a test: {misplaced:?}"
+    );
+    let known: BTreeSet<&str> = DIRECTIVES.iter().map(|s| s.name).collect();
+    let unknown: Vec<&String> = markers
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    assert!(unknown.is_empty(), "markers name unknown directives: {unknown:?}");
+    let in_effect: BTreeSet<&str> = DIRECTIVES
+        .iter()
+        .filter(|s| !matches!(s.handler, Handler::Unsupported(_) | Handler::NoEffect(_)))
+        .map(|s| s.name)
+        .filter(|n| !NOT_IN_EFFECT_YET.contains(n))
+        .collect();
+    let untested: Vec<&&str> = in_effect
+        .iter()
+        .filter(|n| !markers.contains_key(**n))
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "{} directives said to be in effect have no test marked `// effect: NAME`: {untested:?}",
+        untested.len()
+    );
+    let not_yet: Vec<&String> = markers
+        .keys()
+        .filter(|k| NOT_IN_EFFECT_YET.contains(&k.as_str()))
+        .collect();
+    assert!(
+        not_yet.is_empty(),
+        "marked as tested but listed as not in effect yet: {not_yet:?}"
+    );
 }

@@ -187,6 +187,16 @@ const NO_CACHE: &str = "ringproxy has no cache";
 const BALANCERS: &str = "balancing is round robin (default), hash KEY or hash KEY consistent";
 const STREAMED: &str = "ringproxy streams responses through one pooled buffer per direction";
 
+/// Directives read into the typed model with nginx's syntax, defaults and inheritance that the
+/// engine does not act on yet; the README's compatibility table marks them "parsed and
+/// validated; no effect yet". Every other directive with a handler is in effect.
+pub const NOT_IN_EFFECT_YET: &[&str] = &[
+    "stub_status",
+    "ssl_verify_client",
+    "ssl_client_certificate",
+    "ssl_verify_depth",
+];
+
 /// The table. Names may repeat with different contexts (`server`, `keepalive_timeout`).
 pub static DIRECTIVES: &[Spec] = &[
     // Main context.
