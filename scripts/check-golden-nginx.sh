@@ -2,8 +2,8 @@
 # Re-checks the golden error messages against real nginx: runs `nginx -t` on every
 # tests/data/bad/*.conf (except those in ringproxy-only.txt, which nginx accepts and ringproxy
 # refuses on purpose) and compares nginx's [emerg] message with the .expected file.
-# Needs nginx (apt-get install -y nginx). Not part of the CI gate: it documents where the
-# expected messages come from.
+# Needs nginx (apt-get install -y nginx). scripts/check-nginx-recordings.sh runs it, from
+# scripts/test.sh where nginx is installed or installable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nginx >/dev/null || { echo "nginx is not installed" >&2; exit 1; }

@@ -29,6 +29,21 @@ if ! python3 -c 'import websockets' >/dev/null 2>&1; then
     exit 1
   }
 fi
+# Expected values that tests say come from nginx are re-recorded with a real nginx and compared
+# (scripts/check-nginx-recordings.sh). Debian's nginx and curl are installed where we are root.
+if ! command -v nginx >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx curl >/dev/null 2>&1 ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx curl >/dev/null; }
+  fi
+fi
+if command -v nginx >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "== nginx recordings"
+  bash scripts/check-nginx-recordings.sh
+else
+  echo "== nginx recordings: skipped (needs nginx, curl and root; scripts/check-nginx-recordings.sh)"
+fi
+
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
 
