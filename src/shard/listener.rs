@@ -48,6 +48,13 @@ pub fn specs(http: &HttpConf) -> Vec<ListenSpec> {
     out
 }
 
+/// Takes a listening socket out of service now: it leaves its SO_REUSEPORT group and refuses
+/// new connections, whoever else still holds it (an io_uring accept in flight holds it until
+/// the ring is torn down, which the kernel does after the process has exited).
+pub fn shut(listener: &std::net::TcpListener) {
+    let _ = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Both);
+}
+
 /// Binds one shard's socket for `spec`. The error text is nginx's:
 /// `bind() to 0.0.0.0:80 failed (98: Address already in use)`.
 pub fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, String> {

@@ -18,6 +18,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
 use crate::config::model::{Config, CpuAffinity, EventMethod, RunAs, WorkerProcesses};
 use crate::log;
 
@@ -119,21 +122,46 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
     let Some(http) = config.http.as_ref() else {
         return Err("no \"http\" section in configuration: nothing to serve".into());
     };
+    // Before anything is bound: a TERM that comes while the shards start is handled (once
+    // they have started), not the default action that would kill the process mid-start.
+    let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])
+        .map_err(|e| format!("cannot install signal handlers ({e})"))?;
     let specs = listener::specs(http);
     let shards = shard_count(&config);
     let mut sockets = Vec::with_capacity(shards);
+    // The main thread's own handle on every listening socket, to take them all out of service
+    // before the process exits (`listener::shut`).
+    let mut held = Vec::new();
     for _ in 0..shards {
         let mut mine = Vec::with_capacity(specs.len());
         for spec in &specs {
-            mine.push((spec.clone(), listener::bind(spec)?));
+            let socket = listener::bind(spec)?;
+            held.push(
+                socket
+                    .try_clone()
+                    .map_err(|e| format!("dup() failed ({e})"))?,
+            );
+            mine.push((spec.clone(), socket));
         }
         sockets.push(mine);
     }
+    let outcome = serve(&config, sockets, signals);
+    held.iter().for_each(listener::shut);
+    outcome
+}
+
+/// Starts the shards on their sockets and runs until a signal stops them.
+fn serve(
+    config: &Arc<Config>,
+    sockets: Vec<Vec<(listener::ListenSpec, std::net::TcpListener)>>,
+    signals: Signals,
+) -> Result<(), String> {
+    let shards = sockets.len();
     if config.main.daemon {
         crate::sys::daemonize()
             .map_err(|e| format!("daemon() failed ({})", crate::config::os_error(&e)))?;
     }
-    let driver = choose_driver(&config);
+    let driver = choose_driver(config);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut controls = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
@@ -178,7 +206,7 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
             return Err(e);
         }
     }
-    let stop = wait_for_stop(&mut controls);
+    let stop = wait_for_stop(signals, &mut controls);
     let _ = std::fs::remove_file(&pid_path);
     if stop == Stop::Fast {
         log!(Notice, "exiting");
@@ -227,19 +255,7 @@ fn drop_privileges(run_as: &RunAs) -> Result<(), String> {
         .map_err(|e| format!("setuid({}) failed ({})", run_as.uid, os(e)))
 }
 
-fn wait_for_stop(controls: &mut [UnixStream]) -> Stop {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
-    let mut signals =
-        match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1]) {
-            Ok(s) => s,
-            Err(e) => {
-                log!(Alert, "cannot install signal handlers: {e}");
-                // Without handlers the default actions apply; park until one of them ends us.
-                loop {
-                    std::thread::park();
-                }
-            }
-        };
+fn wait_for_stop(mut signals: Signals, controls: &mut [UnixStream]) -> Stop {
     loop {
         for sig in signals.wait() {
             match sig {

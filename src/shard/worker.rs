@@ -1,6 +1,13 @@
 //! One shard's life: build its runtime, adopt its listening sockets, accept connections (within
 //! `worker_connections`, backing off on EMFILE), hand each to the proxy, and on a graceful stop
 //! stop accepting and wait for its connections to finish.
+//!
+//! A listening socket is never closed with connections in its queue: on stop the shard accepts
+//! what the kernel has queued (and serves it), then shuts the socket down itself. Only then does
+//! it leave the SO_REUSEPORT group at once: closing is not enough under io_uring, where a pending
+//! accept keeps the socket alive until the ring is torn down, after the process has exited; a
+//! process started meanwhile on the same address would share the group with that dead socket,
+//! and the connections the kernel hands it are reset.
 
 use std::cell::Cell;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -124,8 +131,11 @@ async fn shard_main(
     });
     let mut listeners = Vec::new();
     for (spec, std_listener) in sockets {
-        match TcpListener::from_std(std_listener) {
-            Ok(l) => listeners.push((spec, l)),
+        let adopted = std_listener
+            .try_clone()
+            .and_then(|queue| Ok((TcpListener::from_std(std_listener)?, queue)));
+        match adopted {
+            Ok((l, queue)) => listeners.push((spec, l, queue)),
             Err(e) => {
                 let _ = ready.send(Err(format!("shard {id}: cannot adopt {} ({e})", spec.addr)));
                 return;
@@ -140,8 +150,13 @@ async fn shard_main(
         }
     };
     let mut accepts = Vec::new();
-    for (spec, listener) in listeners {
-        accepts.push(monoio::spawn(accept_loop(ctx.clone(), spec, listener)));
+    for (spec, listener, queue) in listeners {
+        accepts.push(monoio::spawn(accept_loop(
+            ctx.clone(),
+            spec,
+            listener,
+            queue,
+        )));
     }
     let _ = ready.send(Ok(()));
     monoio::spawn(flush_access_logs(ctx.clone()));
@@ -209,7 +224,14 @@ async fn flush_access_logs(ctx: Rc<ShardCtx>) {
     }
 }
 
-async fn accept_loop(ctx: Rc<ShardCtx>, spec: ListenSpec, listener: TcpListener) {
+/// Accepts until the shard stops, then drains the socket's queue (`queue` is the same socket,
+/// as a non-blocking std handle) and shuts it down.
+async fn accept_loop(
+    ctx: Rc<ShardCtx>,
+    spec: ListenSpec,
+    listener: TcpListener,
+    queue: std::net::TcpListener,
+) {
     let limit = ctx.config.events.worker_connections as usize;
     let mut last_warn: Option<Instant> = None;
     let mut warn = |msg: String| {
@@ -222,7 +244,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, spec: ListenSpec, listener: TcpListener)
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = ctx.stopping.wait() => return,
+            _ = ctx.stopping.wait() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -231,11 +253,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, spec: ListenSpec, listener: TcpListener)
                     drop(stream);
                     continue;
                 }
-                let ctx2 = ctx.clone();
-                let spec2 = spec.clone();
-                monoio::spawn(async move {
-                    crate::proxy::handler::serve(ctx2, spec2, stream, peer).await;
-                });
+                hand_over(&ctx, &spec, stream, peer);
             }
             Err(e) => {
                 let raw = e.raw_os_error();
@@ -250,4 +268,26 @@ async fn accept_loop(ctx: Rc<ShardCtx>, spec: ListenSpec, listener: TcpListener)
             }
         }
     }
+    // What the kernel queued before the stop is served, not reset. The socket is non-blocking,
+    // so this ends at the first empty queue.
+    while let Ok((stream, peer)) = queue.accept() {
+        match monoio::net::TcpStream::from_std(stream) {
+            Ok(stream) => hand_over(&ctx, &spec, stream, peer),
+            Err(e) => warn(format!("accept() failed ({})", crate::config::os_error(&e))),
+        }
+    }
+    super::listener::shut(&queue);
+}
+
+/// Hands an accepted connection to the proxy on a task of its own.
+fn hand_over(
+    ctx: &Rc<ShardCtx>,
+    spec: &ListenSpec,
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let (ctx, spec) = (ctx.clone(), spec.clone());
+    monoio::spawn(async move {
+        crate::proxy::handler::serve(ctx, spec, stream, peer).await;
+    });
 }
