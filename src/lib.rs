@@ -1,8 +1,8 @@
 //! ringproxy: a thread-per-core io_uring reverse proxy for WebSockets, driven by nginx's
 //! configuration language.
 //!
-//! Data flow (see `DESIGN.md`): a shard per core accepts on its own SO_REUSEPORT listener, reads
-//! the request head (sans-IO parser over a pooled buffer, [`http`]), routes it by
+//! Data flow (see `docs/architecture.md`): a shard per core accepts on its own SO_REUSEPORT
+//! listener, reads the request head (sans-IO parser over a pooled buffer, [`http`]), routes it by
 //! `server`/`location` with nginx's precedence ([`route`]), picks a peer with its own balancer
 //! ([`upstream`], nginx's algorithms, so it picks the peer nginx would), proxies plain requests
 //! or turns `Upgrade` requests into a two-way tunnel. The configuration is lexed and parsed into an AST that keeps file:line

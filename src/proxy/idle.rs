@@ -2,8 +2,8 @@
 //!
 //! A tunnel must close after `proxy_read_timeout` of silence in both directions. A runtime timer
 //! per tunnel costs more memory than the rest of an idle tunnel together (a monoio `Sleep` is
-//! 640 bytes; DESIGN.md decision 2 wants idle tunnels nearly free), and re-arming it on every
-//! message costs more than the message. Instead each tunnel takes a slot in its shard's table
+//! 640 bytes; docs/architecture.md, decision 2, wants idle tunnels nearly free), and re-arming
+//! it on every message costs more than the message. Instead each tunnel takes a slot in its shard's table
 //! (last activity, timeout, waker: about 56 bytes, contiguous), stamps it when bytes move, and
 //! one sweeper task per shard scans the table and wakes the tunnels whose silence has lasted.
 //!

@@ -1,8 +1,8 @@
 //! Per-shard pools of relay buffers and pipes.
 //!
 //! A tunnel borrows a buffer (copy path) or a pipe (splice path) only while bytes are in flight
-//! and gives it back before it waits again, so idle tunnels cost no buffer (DESIGN.md, decision
-//! 2). Each shard is one thread, so the pools are thread-local: no locks, no atomics.
+//! and gives it back before it waits again, so idle tunnels cost no buffer
+//! (docs/architecture.md, decision 2). Each shard is one thread, so the pools are thread-local: no locks, no atomics.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;

@@ -2,8 +2,9 @@
 //!
 //! Each direction waits for readability with no buffer held, then borrows a pooled buffer (copy
 //! path) or a pooled pipe (splice path), moves what is there with non-blocking system calls, and
-//! returns it before waiting again (DESIGN.md, decisions 2 and 3: splice is `splice(2)` after
-//! readiness, never io_uring's splice op, which parks a kernel thread per pending call).
+//! returns it before waiting again (docs/architecture.md, decisions 2 and 3: splice is
+//! `splice(2)` after readiness, never io_uring's splice op, which parks a kernel thread per
+//! pending call).
 //! A FIN is passed on as a half-close while the other direction keeps flowing; an error or reset
 //! closes both. `proxy_read_timeout` closes a tunnel silent in both directions that long;
 //! `proxy_send_timeout` one whose writes stay blocked that long (a blocked write is not silence).

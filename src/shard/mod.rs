@@ -36,7 +36,8 @@ pub enum Driver {
 }
 
 /// Picks the driver: forced epoll by `RINGPROXY_DRIVER=epoll` or `use epoll`, else io_uring when
-/// the kernel allows it, else epoll with one notice (never a failure: DESIGN.md, decision 1).
+/// the kernel allows it, else epoll with one notice (never a failure: docs/architecture.md,
+/// decision 1).
 pub fn choose_driver(config: &Config) -> Driver {
     let forced = std::env::var("RINGPROXY_DRIVER").is_ok_and(|v| v.eq_ignore_ascii_case("epoll"))
         || config.events.method == Some(EventMethod::Epoll);

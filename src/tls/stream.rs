@@ -4,7 +4,8 @@
 //!
 //! Why unbuffered: rustls' buffered `Connection` keeps a 4 KiB receive buffer for as long as
 //! the connection lives, which was most of an idle wss tunnel's memory. Here the connection
-//! owns bytes only while they are in flight, like a plain tunnel (DESIGN.md, decision 2):
+//! owns bytes only while they are in flight, like a plain tunnel (docs/architecture.md,
+//! decision 2):
 //! - received records are read into a buffer from the shard's pool and decrypted there; only an
 //!   incomplete record (or records left over when the caller's buffer filled up) is kept, in
 //!   `inc`, and its memory is freed once it is processed;
