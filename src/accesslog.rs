@@ -2,7 +2,7 @@
 //! location, as nginx's `ngx_http_log_module` writes it.
 //!
 //! Place in the data flow: response sent (or tunnel closed) -> **access log** -> connection reuse.
-//! Each shard builds its own [`AccessLogs`] from the configuration at startup (and on reload):
+//! Each shard builds its own [`AccessLogs`] from the configuration at startup:
 //! every distinct path is opened once (append, create), so nothing is shared between shards on
 //! the per-request path. Without `buffer=` a line is one `write(2)` on an `O_APPEND` file, so lines
 //! from different shards never interleave; with `buffer=size` the shard keeps a buffer per file,

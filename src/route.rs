@@ -1,7 +1,7 @@
 //! Routing: which `server` and which `location` answer a request, exactly as nginx decides.
 //!
-//! Place in the data flow: between the request head parser and the proxy. A [`Router`] is built
-//! once per configuration (next to the `HttpConf` it indexes, shared read-only by every shard);
+//! Place in the data flow: between the request head parser and the proxy. Each shard builds its
+//! own [`Router`] from the configuration when it starts (it indexes the shared `HttpConf`);
 //! per request the connection calls [`Router::server_for`] (local address + Host), normalises the
 //! path with [`uri::normalize`] into `$uri`, then [`Router::find_location`]. A
 //! `rewrite ... last` or an internal redirect calls [`Router::find_location`] again with the new

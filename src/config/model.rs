@@ -1,9 +1,9 @@
 //! The typed, validated configuration the shards run on.
 //!
 //! Built by `build.rs` from the AST through the directive table; immutable afterwards and shared
-//! as one `Arc<Config>` by every shard (swapped whole on reload). Settings that nginx inherits
-//! from `http` to `server` to `location` live in [`LocConf`] as `Option`s, merged down once at
-//! build time so a request reads its location's values without walking parents. Every element
+//! as one `Arc<Config>` by every shard. Settings that nginx inherits from `http` to `server` to
+//! `location` live in [`LocConf`] as `Option`s, merged down once at build time so a request
+//! reads its location's values without walking parents. Every element
 //! keeps the [`Span`] it came from so later checks can still name file:line.
 
 use std::net::SocketAddr;

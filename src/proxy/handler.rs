@@ -1,7 +1,9 @@
-//! A client connection, as an explicit state machine: `ReadingHead` (one absolute deadline,
-//! nginx's buffer limits) -> `Proxying` (route, pick a peer, relay the request and the response)
-//! -> `Tunnel` after a `101` -> `Closed`; or back to `ReadingHead` for the next keep-alive
-//! request. Malformed requests get nginx's status and are never forwarded.
+//! A client connection, as an explicit state machine. Each request is one `one_request` call:
+//! reading the head (one absolute deadline, nginx's buffer limits), then routing, picking a peer
+//! and relaying the request and the response; it ends in a [`State`]: `ReadingHead` again for
+//! the next keep-alive request, `Tunnel` after a `101`, `Closed`, or an `Error` not sent yet
+//! (which `error_page` may answer). Malformed requests get nginx's status and are never
+//! forwarded.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
