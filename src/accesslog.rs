@@ -10,7 +10,7 @@
 //! first line ([`AccessLogs::flush_due`], called from the shard's timer), on reopen and on drop.
 //! Buffers only ever hold whole lines, so a buffered write does not interleave either.
 //!
-//! nginx 1.22 rules kept here (checked against a real nginx 1.22): `access_log off` anywhere in
+//! nginx 1.22 rules kept here (observed on nginx 1.22 by hand): `access_log off` anywhere in
 //! the level's list disables all its logs; `if=` skips the line when the condition renders to
 //! `""` or `"0"`; with `escape=default` a variable's bytes `"`, `\`, < 0x20 and >= 0x7f are written
 //! as `\xHH` (uppercase hex) and a variable without a value as `-`; with `escape=json` the value

@@ -194,7 +194,7 @@ impl Router {
     /// The default server of the address `local` (`default_server`, else the first server
     /// listening there). nginx normalises the request line before the Host header is read, so
     /// the `merge_slashes` that applies to [`uri::normalize`] is this server's, whatever server
-    /// the Host then selects (checked against nginx 1.22).
+    /// the Host then selects (observed on nginx 1.22 by hand).
     pub fn default_server(&self, local: SocketAddr) -> Result<usize, RouteError> {
         server::table_for(&self.addrs, local)
             .map(|t| t.default_server())

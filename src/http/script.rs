@@ -213,7 +213,7 @@ struct Expanded {
 /// Renders a rewrite replacement: the first `?` in its literal text starts the args; captures
 /// after it (or anywhere in a redirect) are escaped when the client's URI was escaped.
 fn expand(t: &Template, redirect: bool, vars: &mut RequestVars<'_>) -> Expanded {
-    // Measured on nginx 1.22: only a `%` in the client's path turns this on (`+` alone does not).
+    // Observed on nginx 1.22 by hand: only a `%` in the client's path turns this on (`+` alone does not).
     let escape_captures = vars.quoted_uri();
     let mut uri = Vec::new();
     let mut args: Option<Vec<u8>> = None;
@@ -261,7 +261,7 @@ fn expand(t: &Template, redirect: bool, vars: &mut RequestVars<'_>) -> Expanded 
     }
 }
 
-/// Escapes a capture as nginx 1.22 does in redirects and args (measured): outside the args,
+/// Escapes a capture as nginx 1.22 does in redirects and args (observed by hand): outside the args,
 /// space, `#` and `%` (and controls, non-ASCII) up to the capture's first `?`, which stays, and
 /// [`ESCAPE_ARGS`] (which adds `+`) after it; inside the args, [`ESCAPE_ARGS`] throughout.
 fn escape_capture(c: &[u8], in_args: bool, out: &mut Vec<u8>) {

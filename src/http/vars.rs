@@ -8,7 +8,7 @@
 //! buffer by [`RequestVars::render`]. `map` values are computed on first use and cached for the
 //! request (unless `volatile`), as nginx does.
 //!
-//! nginx 1.22 rules kept here (checked against a real nginx 1.22): `$http_NAME` takes the first
+//! nginx 1.22 rules kept here (observed on nginx 1.22 by hand): `$http_NAME` takes the first
 //! header whose name, lowercased with `-` as `_`, equals NAME, except `$http_x_forwarded_for`
 //! (all values joined with `, `) and `$http_cookie` (joined with `; `); `$cookie_NAME` and
 //! `$arg_NAME` compare names case-insensitively and take the first match; `$host` is the

@@ -1,5 +1,6 @@
-//! `add_header`, `proxy_redirect` and `error_page` resolution, sans-IO, with the rendered
-//! values nginx 1.22.1 produced for the same configuration.
+//! `add_header`, `proxy_redirect` and `error_page` resolution, sans-IO. The expected values are
+//! ringproxy's own, written to agree with what nginx 1.22.1 rendered for the same configuration
+//! in runs made by hand (no script repeats them).
 
 use std::borrow::Cow;
 use std::time::SystemTime;

@@ -1,6 +1,7 @@
 //! Tests of `static_files`: `resolve` over a temp dir with configurations built from real config
 //! text (the seed's `mime.types` included), the response head, and `serve` over a socket.
-//! Expected results were checked against nginx 1.22 with the same tree and locations.
+//! The expected results are ringproxy's own, written to agree with nginx 1.22 runs on the same
+//! tree and locations made by hand (no script repeats them).
 
 use std::path::{Path, PathBuf};
 

@@ -513,7 +513,7 @@ const ODD_NAMES: &[u8] =
 
 #[test]
 fn invalid_header_names_are_dropped_as_nginx_does() {
-    // Recorded from nginx 1.22.1 proxying ODD_NAMES: by default only Host and X-ok reach the
+    // ringproxy's expectation, as nginx 1.22.1 behaved proxying ODD_NAMES by hand: by default only Host and X-ok reach the
     // backend; underscores_in_headers on adds X_Under; ignore_invalid_headers off passes every
     // line (ringproxy refuses X@At there: it is not an HTTP token).
     let defaults = HeadLimits::default();

@@ -1,5 +1,6 @@
-//! `http::script`: rewrite/return/set/break; expected URIs, args and Locations come from
-//! nginx 1.22 runs of the same locations.
+//! `http::script`: rewrite/return/set/break. The expected URIs, args and Locations are
+//! ringproxy's own, written to agree with nginx 1.22 runs of the same locations made by hand (no
+//! script repeats them).
 
 use std::borrow::Cow;
 use std::time::SystemTime;

@@ -1,4 +1,5 @@
-//! `http::vars`: values checked against nginx 1.22 (the expected strings come from running it).
+//! `http::vars`. The expected strings are ringproxy's own, written to agree with nginx 1.22
+//! runs made by hand (no script repeats them).
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
