@@ -70,7 +70,20 @@ fn main() -> ExitCode {
         eprintln!("ringproxy: [emerg] {e}");
         return ExitCode::FAILURE;
     }
-    match ringproxy::shard::run(config) {
+    // HUP reads the same files, with the same prefix, -g directives and -e error log.
+    let error_log = opts.error_log.clone();
+    let reload: ringproxy::shard::Reloader = Box::new(move || {
+        let loaded = config::load(&load_opts).map_err(|e| match &e.span {
+            Some(span) => format!("{} in {span}", e.message),
+            None => e.message.clone(),
+        })?;
+        for w in &loaded.warnings {
+            ringproxy::log!(Warn, "{}", w.to_string().trim_start_matches("[warn] "));
+        }
+        let logs = loaded.config.main.error_logs(error_log.as_deref());
+        Ok((loaded.config, logs))
+    });
+    match ringproxy::shard::run(config, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringproxy: [emerg] {e}");

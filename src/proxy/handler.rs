@@ -82,7 +82,10 @@ pub(super) struct Conn {
 }
 
 /// Serves one accepted client connection until it closes.
+/// Serves one client connection, on the configuration generation `ctx` for its first request
+/// and on the shard's current one (after a reload) for each later one.
 pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer: SocketAddr) {
+    let mut ctx = ctx;
     let _guard = ctx.hold();
     super::pool::note_connection();
     if super::io::set_nonblocking(&stream).is_err() {
@@ -129,9 +132,18 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
         // Bound first, matched after: the boxed future is freed before the tunnel's task is
         // allocated, so that small long-lived allocation can reuse the freed space instead of
         // pinning a page of it (what keeps a reconnect storm's peak in the heap).
+        let Some(http) = ctx.config.http.as_ref() else {
+            return;
+        };
         let state = Box::pin(one_request(&ctx, http, &mut conn)).await;
         match state {
-            State::ReadingHead => continue,
+            State::ReadingHead => {
+                if conn.buf.is_empty() && !next_request_arrives(&ctx, &conn).await {
+                    return;
+                }
+                // A reload since the last request: this one uses the new configuration.
+                ctx = ctx.for_next_request(spec.addr);
+            }
             State::Closed | State::Error(..) => return,
             State::Tunnel(upstream, cfg, slot) => {
                 // The tunnel gets a task of its own holding only the two sockets and its
@@ -217,6 +229,24 @@ impl HeadBuf {
     }
 }
 
+/// Keep-alive: waits for the next request without holding a buffer, up to the default server's
+/// `keepalive_timeout`; false when the connection should close instead (timeout, end of stream,
+/// graceful stop).
+async fn next_request_arrives(ctx: &ShardCtx, conn: &Conn) -> bool {
+    let timeout = match (
+        ctx.config.http.as_ref(),
+        ctx.proxy.router.default_server(conn.local),
+    ) {
+        (Some(http), Ok(i)) => http.servers[i].conf.keepalive_timeout(),
+        _ => return false,
+    };
+    let readable = monoio::time::timeout(timeout, conn.stream.readable());
+    monoio::select! {
+        r = readable => matches!(r, Ok(Ok(()))),
+        _ = ctx.shard.stopping.wait() => false,
+    }
+}
+
 /// Reads and serves one request. Returns `ReadingHead` to go on (keep-alive), `Tunnel`, or
 /// `Closed`.
 async fn one_request(ctx: &Rc<ShardCtx>, http: &HttpConf, conn: &mut Conn) -> State {
@@ -226,18 +256,6 @@ async fn one_request(ctx: &Rc<ShardCtx>, http: &HttpConf, conn: &mut Conn) -> St
     };
     let dconf = &http.servers[default_idx].conf;
     let limits = limits(dconf);
-    if conn.buf.is_empty() && conn.requests > 0 {
-        // Keep-alive: wait for the next request without holding a buffer.
-        let wait = Instant::now() + dconf.keepalive_timeout();
-        let readable = monoio::time::timeout_at(wait.into(), conn.stream.readable());
-        let got = monoio::select! {
-            r = readable => r,
-            _ = ctx.stopping.wait() => return State::Closed,
-        };
-        if !matches!(got, Ok(Ok(()))) {
-            return State::Closed;
-        }
-    }
     // client_header_timeout is one deadline for the whole head.
     let deadline = if conn.requests == 0 {
         conn.accepted
@@ -536,7 +554,7 @@ async fn serve_request(
             && !conf.keepalive_timeout().is_zero()
             && conn.requests < conf.keepalive_requests()
             && conn.accepted.elapsed() <= conf.keepalive_time()
-            && !ctx.stopping.is_set();
+            && !ctx.shard.stopping.is_set();
         if let Some(pp) = conf.proxy_pass.as_ref() {
             let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
             finish!(

@@ -78,12 +78,15 @@ impl UpstreamPools {
 
     /// Caches a connection whose exchange left it reusable (the cache may still refuse it:
     /// `keepalive_requests`, `keepalive_time`; then it closes). Nothing is cached once the
-    /// shard is stopping.
+    /// shard is stopping or a reload has replaced this generation.
     pub fn put(ctx: &Rc<ShardCtx>, upstream: usize, conn: UpstreamConn) {
         let Some(Some(pool)) = ctx.proxy.upstream_pools.pools.get(upstream) else {
             return;
         };
-        if ctx.stopping.is_set() || !pool.cache.borrow_mut().put(conn, Instant::now()) {
+        if ctx.shard.stopping.is_set()
+            || ctx.retired.is_set()
+            || !pool.cache.borrow_mut().put(conn, Instant::now())
+        {
             return;
         }
         if !pool.sweeping.replace(true) {
@@ -114,7 +117,8 @@ fn still_idle(s: &Stream) -> bool {
 }
 
 /// Closes a pool's connections as they reach `keepalive_timeout`; ends when the pool is empty
-/// (the next `put` starts it again) and empties it on a graceful stop.
+/// (the next `put` starts it again) and empties it on a graceful stop or when a reload replaces
+/// the generation (a new one has pools of its own, for the new configuration's peers).
 async fn sweep(ctx: Rc<ShardCtx>, pool: Rc<Pool>) {
     loop {
         let next = pool.cache.borrow().next_expiry();
@@ -123,7 +127,11 @@ async fn sweep(ctx: Rc<ShardCtx>, pool: Rc<Pool>) {
         };
         monoio::select! {
             _ = monoio::time::sleep_until(at.into()) => {}
-            _ = ctx.stopping.wait() => {
+            _ = ctx.shard.stopping.wait() => {
+                pool.cache.borrow_mut().clear();
+                break;
+            }
+            _ = ctx.retired.wait() => {
                 pool.cache.borrow_mut().clear();
                 break;
             }

@@ -1,22 +1,22 @@
 //! Shards: one OS thread per core, each running its own monoio runtime (io_uring, or the epoll
 //! driver where io_uring is blocked or `use epoll`/`RINGPROXY_DRIVER=epoll` asks for it), pinned
-//! to its core, accepting on its own SO_REUSEPORT sockets. Nothing on the per-request path is
+//! to a core with `worker_cpu_affinity`, accepting on its own SO_REUSEPORT sockets. Nothing on the per-request path is
 //! shared between shards: each owns its connections, pools, balancers and counters; they share
 //! only the immutable `Arc<Config>`.
 //!
 //! The main thread binds every socket, starts the shards, writes the pid file once every shard
 //! is accepting, then turns signals into actions: TERM/INT stop at once, QUIT stops accepting and
-//! lets requests and tunnels finish (up to `worker_shutdown_timeout`), USR1 reopens the logs.
-//! Started as root with `user`, the process drops to that user once the pid file is written.
+//! lets requests and tunnels finish (up to `worker_shutdown_timeout`), USR1 reopens the logs,
+//! HUP reloads the configuration (`reload`). Started as root with `user`, the process drops to
+//! that user once the pid file is written.
 
+mod context;
 pub mod event;
 pub mod listener;
+mod reload;
 mod worker;
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
@@ -24,7 +24,9 @@ use signal_hook::iterator::Signals;
 use crate::config::model::{Config, CpuAffinity, EventMethod, RunAs, WorkerProcesses};
 use crate::log;
 
-pub use worker::ShardCtx;
+pub use context::{Shard, ShardCtx};
+pub use reload::Reloader;
+use reload::Shards;
 
 /// Which io driver the shards run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +57,7 @@ pub fn choose_driver(config: &Config) -> Driver {
     }
 }
 
-fn shard_count(config: &Config) -> usize {
+pub(crate) fn shard_count(config: &Config) -> usize {
     match config.main.worker_processes {
         WorkerProcesses::Count(n) => n as usize,
         WorkerProcesses::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -63,7 +65,7 @@ fn shard_count(config: &Config) -> usize {
 }
 
 /// The cores shard `i` may run on, from `worker_cpu_affinity`.
-fn core_for(config: &Config, i: usize) -> Option<core_affinity::CoreId> {
+pub(crate) fn core_for(config: &Config, i: usize) -> Option<core_affinity::CoreId> {
     let cores = core_affinity::get_core_ids()?;
     let pick = |mask: &[bool]| {
         mask.iter()
@@ -115,8 +117,9 @@ fn raise_nofile(n: u64) {
     }
 }
 
-/// Runs the proxy until it is told to stop. Errors are nginx's `[emerg]` texts.
-pub fn run(config: Arc<Config>) -> Result<(), String> {
+/// Runs the proxy until it is told to stop; `reload` re-reads the configuration on HUP. Errors
+/// are nginx's `[emerg]` texts.
+pub fn run(config: Arc<Config>, reload: Reloader) -> Result<(), String> {
     if let Some(n) = config.main.worker_rlimit_nofile {
         raise_nofile(n);
     }
@@ -128,71 +131,24 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
     let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])
         .map_err(|e| format!("cannot install signal handlers ({e})"))?;
     let specs = listener::specs(http);
-    let shards = shard_count(&config);
-    let mut sockets = Vec::with_capacity(shards);
-    // The main thread's own handle on every listening socket, to take them all out of service
-    // before the process exits (`listener::shut`).
-    let mut held = Vec::new();
-    for _ in 0..shards {
-        let mut mine = Vec::with_capacity(specs.len());
-        for spec in &specs {
-            let socket = listener::bind(spec)?;
-            held.push(
-                socket
-                    .try_clone()
-                    .map_err(|e| format!("dup() failed ({e})"))?,
-            );
-            mine.push((spec.clone(), socket));
-        }
-        sockets.push(mine);
+    let mut sockets = Vec::new();
+    for _ in 0..shard_count(&config) {
+        sockets.push(reload::bind_all(&specs)?);
     }
-    let outcome = serve(&config, sockets, signals);
-    held.iter().for_each(listener::shut);
-    outcome
-}
-
-/// Starts the shards on their sockets and runs until a signal stops them.
-fn serve(
-    config: &Arc<Config>,
-    sockets: Vec<Vec<(listener::ListenSpec, std::net::TcpListener)>>,
-    signals: Signals,
-) -> Result<(), String> {
-    let shards = sockets.len();
     if config.main.daemon {
         crate::sys::daemonize()
             .map_err(|e| format!("daemon() failed ({})", crate::config::os_error(&e)))?;
     }
-    let driver = choose_driver(config);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let mut controls = Vec::with_capacity(shards);
-    let mut threads = Vec::with_capacity(shards);
-    for (i, socks) in sockets.into_iter().enumerate() {
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|e| format!("socketpair() failed ({e})"))?;
-        controls.push(ours);
-        let config = config.clone();
-        let ready = ready_tx.clone();
-        let core = core_for(&config, i);
-        let t = std::thread::Builder::new()
-            .name(format!("ringproxy-shard-{i}"))
-            .spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
-                }
-                log::set_shard(i + 1);
-                worker::run(i, config, socks, theirs, driver, ready);
-            })
-            .map_err(|e| format!("cannot start shard {i}: {e}"))?;
-        threads.push(t);
-    }
-    drop(ready_tx);
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a shard stopped while starting".into()),
-        }
-    }
+    let driver = choose_driver(&config);
+    let mut shards = Shards::start(config, driver, sockets)?;
+    let outcome = serve(&mut shards, signals, &reload);
+    shards.shut_listeners();
+    outcome
+}
+
+/// Writes the pid file, drops privileges, and acts on signals until one stops the process.
+fn serve(shards: &mut Shards, signals: Signals, reload: &Reloader) -> Result<(), String> {
+    let config = shards.config().clone();
     let pid_path = config.main.pid.clone();
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(|e| {
         format!(
@@ -207,26 +163,10 @@ fn serve(
             return Err(e);
         }
     }
-    let stop = wait_for_stop(signals, &mut controls);
+    let stop = wait_for_stop(signals, shards, reload);
     let _ = std::fs::remove_file(&pid_path);
-    if stop == Stop::Fast {
-        log!(Notice, "exiting");
-        return Ok(());
-    }
-    for mut c in controls {
-        let _ = c.write_all(b"Q");
-    }
-    let limit = config.main.worker_shutdown_timeout;
-    let deadline = limit.map(|d| std::time::Instant::now() + d + Duration::from_secs(1));
-    for t in threads {
-        while !t.is_finished() {
-            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
-                log!(Notice, "exiting");
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = t.join();
+    if stop == Stop::Graceful {
+        shards.stop_gracefully();
     }
     log!(Notice, "exiting");
     Ok(())
@@ -256,7 +196,7 @@ fn drop_privileges(run_as: &RunAs) -> Result<(), String> {
         .map_err(|e| format!("setuid({}) failed ({})", run_as.uid, os(e)))
 }
 
-fn wait_for_stop(mut signals: Signals, controls: &mut [UnixStream]) -> Stop {
+fn wait_for_stop(mut signals: Signals, shards: &mut Shards, reload: &Reloader) -> Stop {
     loop {
         for sig in signals.wait() {
             match sig {
@@ -274,12 +214,11 @@ fn wait_for_stop(mut signals: Signals, controls: &mut [UnixStream]) -> Stop {
                 SIGUSR1 => {
                     log!(Notice, "signal {sig} (SIGUSR1) received, reopening logs");
                     log::reopen();
-                    for c in controls.iter_mut() {
-                        let _ = c.write_all(b"R");
-                    }
+                    shards.tell_all(b'R');
                 }
                 SIGHUP => {
-                    log!(Notice, "signal {sig} (SIGHUP) received: reload is not implemented yet, configuration unchanged");
+                    log!(Notice, "signal {sig} (SIGHUP) received, reconfiguring");
+                    shards.reload(reload);
                 }
                 _ => {}
             }

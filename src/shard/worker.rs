@@ -1,6 +1,7 @@
 //! One shard's life: build its runtime, adopt its listening sockets, accept connections (within
-//! `worker_connections`, backing off on EMFILE), hand each to the proxy, and on a graceful stop
-//! stop accepting and wait for its connections to finish.
+//! `worker_connections`, backing off on EMFILE), hand each to the proxy, take new configuration
+//! generations (reload: `reload`), and on a graceful stop stop accepting and wait for its
+//! connections to finish.
 //!
 //! A listening socket is never closed with connections in its queue: on stop the shard accepts
 //! what the kernel has queued (and serves it), then shuts the socket down itself. Only then does
@@ -9,16 +10,18 @@
 //! process started meanwhile on the same address would share the group with that dead socket,
 //! and the connections the kernel hands it are reset.
 
-use std::cell::Cell;
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::rc::Rc;
-use std::sync::mpsc::Sender;
+use std::rc::{Rc, Weak};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::io::AsyncReadRent;
-use monoio::net::{TcpListener, UnixStream};
+use monoio::net::{TcpListener, TcpStream, UnixStream};
+use monoio::task::JoinHandle;
 
+use super::context::{Shard, ShardCtx};
 use super::event::Event;
 use super::listener::ListenSpec;
 use super::Driver;
@@ -28,47 +31,37 @@ use crate::log;
 /// io_uring submission queue size per shard.
 const RING_ENTRIES: u32 = 4096;
 
-/// What every connection task of a shard shares (single-threaded: `Cell`, `Rc`).
-pub struct ShardCtx {
+/// What a shard thread starts with.
+pub struct ShardStart {
     /// Shard number (0-based).
     pub id: usize,
+    /// The configuration it starts on.
+    pub config: Arc<Config>,
+    /// Its listening sockets, one per address of the configuration.
+    pub sockets: Vec<(ListenSpec, std::net::TcpListener)>,
+    /// Its end of the control channel: one byte per order (`R` reopen the logs, `G` take the
+    /// next generation from `generations`, `Q` or the main thread gone: stop gracefully).
+    pub control: StdUnixStream,
+    /// New configurations (reload), announced by a `G` on `control`.
+    pub generations: Receiver<NextGeneration>,
+    /// Told once the shard accepts (or why it cannot).
+    pub ready: Sender<Result<(), String>>,
+}
+
+/// A new configuration for a running shard (reload), checked by the main thread.
+pub struct NextGeneration {
     /// The configuration.
     pub config: Arc<Config>,
-    /// Open connections, client and upstream (`worker_connections` counts both, as nginx).
-    pub active: Cell<usize>,
-    /// Set on a graceful stop: keep-alive connections close instead of waiting.
-    pub stopping: Event,
-    /// Proxy state built from the configuration for this shard (router, balancers, pools).
-    pub proxy: crate::proxy::ShardProxy,
+    /// Sockets for the addresses the shard does not listen on yet.
+    pub sockets: Vec<(ListenSpec, std::net::TcpListener)>,
+    /// The core to run on (`worker_cpu_affinity`).
+    pub core: Option<core_affinity::CoreId>,
 }
 
-impl ShardCtx {
-    /// Counts a connection for its lifetime (drop the guard when it closes).
-    pub fn hold(self: &Rc<Self>) -> ConnGuard {
-        self.active.set(self.active.get() + 1);
-        ConnGuard(self.clone())
-    }
-}
-
-/// Keeps one connection counted in `ShardCtx::active`.
-pub struct ConnGuard(Rc<ShardCtx>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
-    }
-}
-
-/// Thread body of a shard. Reports on `ready` once it accepts (or why it cannot).
-pub fn run(
-    id: usize,
-    config: Arc<Config>,
-    sockets: Vec<(ListenSpec, std::net::TcpListener)>,
-    control: StdUnixStream,
-    driver: Driver,
-    ready: Sender<Result<(), String>>,
-) {
-    let main = shard_main(id, config, sockets, control, ready.clone());
+/// Thread body of a shard. Reports on `start.ready` once it accepts (or why it cannot).
+pub fn run(start: ShardStart, driver: Driver) {
+    let (id, ready) = (start.id, start.ready.clone());
+    let main = shard_main(start);
     let built = match driver {
         Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(RING_ENTRIES)
@@ -108,13 +101,16 @@ fn tuned_ring() -> io_uring::Builder {
     b
 }
 
-async fn shard_main(
-    id: usize,
-    config: Arc<Config>,
-    sockets: Vec<(ListenSpec, std::net::TcpListener)>,
-    control: StdUnixStream,
-    ready: Sender<Result<(), String>>,
-) {
+async fn shard_main(start: ShardStart) {
+    let ShardStart {
+        id,
+        config,
+        sockets,
+        control,
+        generations,
+        ready,
+    } = start;
+    let shard = Shard::new(id);
     let proxy = match crate::proxy::ShardProxy::new(&config) {
         Ok(p) => p,
         Err(e) => {
@@ -122,87 +118,150 @@ async fn shard_main(
             return;
         }
     };
-    let ctx = Rc::new(ShardCtx {
-        id,
-        config: config.clone(),
-        active: Cell::new(0),
-        stopping: Event::default(),
-        proxy,
-    });
-    let mut listeners = Vec::new();
-    for (spec, std_listener) in sockets {
-        let adopted = std_listener
-            .try_clone()
-            .and_then(|queue| Ok((TcpListener::from_std(std_listener)?, queue)));
-        match adopted {
-            Ok((l, queue)) => listeners.push((spec, l, queue)),
+    let first = Rc::new(ShardCtx::new(&shard, config, proxy));
+    shard.install(Some(first.clone()));
+    let mut listening = Vec::new();
+    for (spec, socket) in sockets {
+        match Listening::open(&shard, &first, spec.addr, socket) {
+            Ok(l) => listening.push(l),
             Err(e) => {
                 let _ = ready.send(Err(format!("shard {id}: cannot adopt {} ({e})", spec.addr)));
                 return;
             }
         }
     }
-    let control = match UnixStream::from_std(control) {
+    drop(first);
+    let mut control = match UnixStream::from_std(control) {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {id}: control channel ({e})")));
             return;
         }
     };
-    let mut accepts = Vec::new();
-    for (spec, listener, queue) in listeners {
-        accepts.push(monoio::spawn(accept_loop(
-            ctx.clone(),
-            spec,
-            listener,
-            queue,
-        )));
-    }
     let _ = ready.send(Ok(()));
-    monoio::spawn(flush_access_logs(ctx.clone()));
-    // Control bytes from the main thread: "R" reopens the access logs (SIGUSR1), "Q" (or the
-    // main thread going away) stops gracefully.
-    let mut control = control;
+    monoio::spawn(housekeeping(shard.clone()));
     loop {
         let (r, buf) = control.read(vec![0u8; 1]).await;
         match (r, buf.first()) {
             (Ok(1), Some(b'R')) => {
-                for e in ctx.proxy.access.borrow_mut().reopen() {
-                    log!(Alert, "{e}");
+                if let Some(cur) = shard.current() {
+                    for e in cur.proxy.access.borrow_mut().reopen() {
+                        log!(Alert, "{e}");
+                    }
+                }
+            }
+            (Ok(1), Some(b'G')) => {
+                while let Ok(next) = generations.try_recv() {
+                    reload(&shard, &mut listening, next);
                 }
             }
             _ => break,
         }
     }
-    ctx.stopping.set();
-    for a in accepts {
-        a.await;
+    stop(&shard, listening).await;
+}
+
+/// Graceful stop: accepting ends (what is queued is served), then the shard waits for its
+/// connections up to `worker_shutdown_timeout`.
+async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>) {
+    shard.stopping.set();
+    let Some(cur) = shard.current() else {
+        return;
+    };
+    let loops: Vec<_> = listening.into_iter().map(|l| l.close(&cur)).collect();
+    for l in loops {
+        l.await;
     }
-    let deadline = config
+    let deadline = cur
+        .config
         .main
         .worker_shutdown_timeout
         .map(|d| Instant::now() + d);
-    while ctx.active.get() > 0 {
+    drop(cur);
+    while shard.active.get() > 0 {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             log!(
                 Notice,
-                "shard {id}: {} connections still open at worker_shutdown_timeout",
-                ctx.active.get()
+                "shard {}: {} connections still open at worker_shutdown_timeout",
+                shard.id,
+                shard.active.get()
             );
             break;
         }
         monoio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The generation points back at the shard: let both go.
+    shard.install(None);
+}
+
+/// Makes `next` the shard's current generation. Addresses it no longer listens on stop
+/// accepting (what is queued on them is served by the old generation) and are shut; new ones
+/// start accepting; requests in progress and open tunnels keep the generation they started
+/// with, which is freed when the last of them ends.
+fn reload(shard: &Rc<Shard>, listening: &mut Vec<Listening>, next: NextGeneration) {
+    // The main thread built the same proxy state from this configuration before sending it, so
+    // this fails only if the files changed in between; then the shard keeps the old one.
+    let proxy = match crate::proxy::ShardProxy::new(&next.config) {
+        Ok(p) => p,
+        Err(e) => {
+            log!(
+                Alert,
+                "shard {}: reload failed, configuration unchanged: {e}",
+                shard.id
+            );
+            return;
+        }
+    };
+    let Some(old) = shard.current() else {
+        return;
+    };
+    if let Some(core) = next.core {
+        core_affinity::set_for_current(core);
+    }
+    let gen = Rc::new(ShardCtx::new(shard, next.config, proxy));
+    let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(listening)
+        .into_iter()
+        .partition(|l| gen.listen_spec(l.addr).is_some());
+    *listening = kept;
+    let ended: Vec<_> = gone.into_iter().map(|l| l.close(&old)).collect();
+    shard.install(Some(gen.clone()));
+    old.retired.set();
+    if let Err(e) = old.proxy.access.borrow_mut().flush_all() {
+        log!(Alert, "{e}");
+    }
+    for (spec, socket) in next.sockets {
+        match Listening::open(shard, &gen, spec.addr, socket) {
+            Ok(l) => listening.push(l),
+            Err(e) => log!(
+                Alert,
+                "shard {}: cannot adopt {} ({e})",
+                shard.id,
+                spec.addr
+            ),
+        }
+    }
+    // The accept loops of removed addresses may still hand over one connection they had
+    // accepted: they fall back to the old generation, which they hold weakly.
+    monoio::spawn(async move {
+        for l in ended {
+            l.await;
+        }
+        drop(old);
+    });
 }
 
 /// The longest the shard's housekeeping sleeps.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
-/// The shard's housekeeping, at least every `HOUSEKEEPING`: writes buffered access-log lines when their
-/// `flush=` time comes (and everything at the end), and releases memory a burst left behind.
-async fn flush_access_logs(ctx: Rc<ShardCtx>) {
+/// The shard's housekeeping, at least every `HOUSEKEEPING`: writes the current generation's
+/// buffered access-log lines when their `flush=` time comes (and everything at the end), and
+/// releases memory a burst left behind. An old generation's lines are written when it is
+/// replaced and when it is freed.
+async fn housekeeping(shard: Rc<Shard>) {
     loop {
-        let next = ctx.proxy.access.borrow().next_flush();
+        let next = shard
+            .current()
+            .and_then(|g| g.proxy.access.borrow().next_flush());
         let wait = next
             .map_or(HOUSEKEEPING, |t| {
                 t.saturating_duration_since(Instant::now())
@@ -210,29 +269,95 @@ async fn flush_access_logs(ctx: Rc<ShardCtx>) {
             .min(HOUSEKEEPING);
         monoio::select! {
             _ = monoio::time::sleep(wait.max(Duration::from_millis(10))) => {}
-            _ = ctx.stopping.wait() => {
-                if let Err(e) = ctx.proxy.access.borrow_mut().flush_all() {
-                    log!(Alert, "{e}");
+            _ = shard.stopping.wait() => {
+                if let Some(cur) = shard.current() {
+                    if let Err(e) = cur.proxy.access.borrow_mut().flush_all() {
+                        log!(Alert, "{e}");
+                    }
                 }
                 return;
             }
         }
-        if let Err(e) = ctx.proxy.access.borrow_mut().flush_due(Instant::now()) {
-            log!(Alert, "{e}");
+        if let Some(cur) = shard.current() {
+            if let Err(e) = cur.proxy.access.borrow_mut().flush_due(Instant::now()) {
+                log!(Alert, "{e}");
+            }
         }
         crate::proxy::pool::release_after_burst();
     }
 }
 
-/// Accepts until the shard stops, then drains the socket's queue (`queue` is the same socket,
-/// as a non-blocking std handle) and shuts it down.
-async fn accept_loop(
-    ctx: Rc<ShardCtx>,
-    spec: ListenSpec,
-    listener: TcpListener,
+/// One listening socket of the shard and its accept loop.
+struct Listening {
+    addr: SocketAddr,
+    /// Ends the accept loop.
+    stop: Rc<Event>,
+    /// The same socket as a non-blocking std handle: drains the queue and shuts the socket.
     queue: std::net::TcpListener,
+    task: JoinHandle<()>,
+}
+
+impl Listening {
+    /// Adopts `socket` and starts accepting on it; `gen` serves what the loop accepts once
+    /// newer generations no longer listen on `addr`.
+    fn open(
+        shard: &Rc<Shard>,
+        gen: &Rc<ShardCtx>,
+        addr: SocketAddr,
+        socket: std::net::TcpListener,
+    ) -> std::io::Result<Listening> {
+        let queue = socket.try_clone()?;
+        let listener = TcpListener::from_std(socket)?;
+        let stop = Rc::new(Event::default());
+        let task = monoio::spawn(accept_loop(
+            shard.clone(),
+            Rc::downgrade(gen),
+            addr,
+            listener,
+            stop.clone(),
+        ));
+        Ok(Listening {
+            addr,
+            stop,
+            queue,
+            task,
+        })
+    }
+
+    /// Stops accepting: what the kernel has queued is served by `gen`, not reset, and the
+    /// socket is shut down (it leaves its SO_REUSEPORT group now). The socket is non-blocking,
+    /// so the drain ends at the first empty queue. Returns the accept loop, to await.
+    fn close(self, gen: &Rc<ShardCtx>) -> JoinHandle<()> {
+        self.stop.set();
+        if let Some(spec) = gen.listen_spec(self.addr) {
+            while let Ok((stream, peer)) = self.queue.accept() {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => hand_over(gen, spec, stream, peer),
+                    Err(e) => log!(Alert, "accept() failed ({})", crate::config::os_error(&e)),
+                }
+            }
+        }
+        super::listener::shut(&self.queue);
+        self.task
+    }
+}
+
+/// The generation that serves a connection accepted on `addr`: the current one, or, on an
+/// address a reload removed, the one that opened it.
+fn serving(shard: &Shard, origin: &Weak<ShardCtx>, addr: SocketAddr) -> Option<Rc<ShardCtx>> {
+    shard
+        .current()
+        .filter(|g| g.listen_spec(addr).is_some())
+        .or_else(|| origin.upgrade())
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    origin: Weak<ShardCtx>,
+    addr: SocketAddr,
+    listener: TcpListener,
+    stop: Rc<Event>,
 ) {
-    let limit = ctx.config.events.worker_connections as usize;
     let mut last_warn: Option<Instant> = None;
     let mut warn = |msg: String| {
         // Once a second at most: a flood of refusals must not become a flood of log lines.
@@ -244,19 +369,28 @@ async fn accept_loop(
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = ctx.stopping.wait() => break,
+            _ = stop.wait() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
-                if ctx.active.get() >= limit {
+                let Some(gen) = serving(&shard, &origin, addr) else {
+                    continue;
+                };
+                let limit = gen.config.events.worker_connections as usize;
+                if shard.active.get() >= limit {
                     warn(format!("{limit} worker_connections are not enough"));
-                    drop(stream);
                     continue;
                 }
-                hand_over(&ctx, &spec, stream, peer);
+                if let Some(spec) = gen.listen_spec(addr) {
+                    hand_over(&gen, spec, stream, peer);
+                }
             }
             Err(e) => {
                 let raw = e.raw_os_error();
+                if raw == Some(libc::EINVAL) {
+                    // The socket was shut down (`listener::shut`): the process is exiting.
+                    return;
+                }
                 if raw == Some(libc::EMFILE) || raw == Some(libc::ENFILE) {
                     warn(format!("accept() failed ({})", crate::config::os_error(&e)));
                     // Back off instead of spinning on a full descriptor table.
@@ -268,26 +402,12 @@ async fn accept_loop(
             }
         }
     }
-    // What the kernel queued before the stop is served, not reset. The socket is non-blocking,
-    // so this ends at the first empty queue.
-    while let Ok((stream, peer)) = queue.accept() {
-        match monoio::net::TcpStream::from_std(stream) {
-            Ok(stream) => hand_over(&ctx, &spec, stream, peer),
-            Err(e) => warn(format!("accept() failed ({})", crate::config::os_error(&e))),
-        }
-    }
-    super::listener::shut(&queue);
 }
 
 /// Hands an accepted connection to the proxy on a task of its own.
-fn hand_over(
-    ctx: &Rc<ShardCtx>,
-    spec: &ListenSpec,
-    stream: monoio::net::TcpStream,
-    peer: std::net::SocketAddr,
-) {
-    let (ctx, spec) = (ctx.clone(), spec.clone());
+fn hand_over(gen: &Rc<ShardCtx>, spec: &ListenSpec, stream: TcpStream, peer: SocketAddr) {
+    let (gen, spec) = (gen.clone(), spec.clone());
     monoio::spawn(async move {
-        crate::proxy::handler::serve(ctx, spec, stream, peer).await;
+        crate::proxy::handler::serve(gen, spec, stream, peer).await;
     });
 }

@@ -1,0 +1,122 @@
+//! What a shard's tasks share: the [`Shard`] itself (its connection count, its stop event, the
+//! configuration generation new work uses) and one [`ShardCtx`] per configuration generation.
+//!
+//! A reload builds a new `ShardCtx` (router, balancers, pools, TLS, access logs) from the new
+//! configuration and makes it the shard's current one. A connection takes the current
+//! generation when it is accepted and again before each new request on a kept-alive
+//! connection; a request in progress and an open tunnel keep the generation they started with.
+//! An old generation is freed when the last connection holding it ends. Nothing on the
+//! per-message path looks at the generation.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::event::Event;
+use super::listener::ListenSpec;
+use crate::config::model::Config;
+
+/// One shard: single-threaded state that outlives configuration generations.
+pub struct Shard {
+    /// Shard number (0-based).
+    pub id: usize,
+    /// Open connections, client and upstream (`worker_connections` counts both, as nginx).
+    pub active: Cell<usize>,
+    /// Set on a graceful stop: keep-alive connections close instead of waiting.
+    pub stopping: Event,
+    /// The generation new connections and new requests use; `None` once the shard has ended.
+    current: RefCell<Option<Rc<ShardCtx>>>,
+}
+
+impl Shard {
+    /// A shard with no generation yet.
+    pub fn new(id: usize) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            active: Cell::new(0),
+            stopping: Event::default(),
+            current: RefCell::new(None),
+        })
+    }
+
+    /// Counts a connection for its lifetime (drop the guard when it closes).
+    pub fn hold(self: &Rc<Self>) -> ConnGuard {
+        self.active.set(self.active.get() + 1);
+        ConnGuard(self.clone())
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Option<Rc<ShardCtx>> {
+        self.current.borrow().clone()
+    }
+
+    /// Makes `next` current; returns the generation it replaces.
+    pub fn install(&self, next: Option<Rc<ShardCtx>>) -> Option<Rc<ShardCtx>> {
+        self.current.replace(next)
+    }
+}
+
+/// Keeps one connection counted in [`Shard::active`].
+pub struct ConnGuard(Rc<Shard>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+/// One configuration generation on one shard: what every connection task that uses it shares
+/// (single-threaded: `Cell`, `Rc`).
+pub struct ShardCtx {
+    /// Shard number (0-based).
+    pub id: usize,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The shard this generation runs on.
+    pub shard: Rc<Shard>,
+    /// Set once a newer generation has replaced this one: its idle upstream connections close.
+    pub retired: Event,
+    /// Proxy state built from the configuration for this shard (router, balancers, pools).
+    pub proxy: crate::proxy::ShardProxy,
+    /// The addresses this configuration listens on, with their options.
+    pub listens: Vec<ListenSpec>,
+}
+
+impl ShardCtx {
+    /// A generation of `shard` for `config`.
+    pub fn new(shard: &Rc<Shard>, config: Arc<Config>, proxy: crate::proxy::ShardProxy) -> Self {
+        let listens = config
+            .http
+            .as_ref()
+            .map(super::listener::specs)
+            .unwrap_or_default();
+        ShardCtx {
+            id: shard.id,
+            config,
+            shard: shard.clone(),
+            retired: Event::default(),
+            proxy,
+            listens,
+        }
+    }
+
+    /// Counts a connection for its lifetime.
+    pub fn hold(&self) -> ConnGuard {
+        self.shard.hold()
+    }
+
+    /// How this generation listens on `addr`, if it does.
+    pub fn listen_spec(&self, addr: SocketAddr) -> Option<&ListenSpec> {
+        self.listens.iter().find(|s| s.addr == addr)
+    }
+
+    /// The generation a connection accepted on `addr` uses for its next request: the shard's
+    /// current one when that still listens on `addr`, else this one.
+    pub fn for_next_request(self: &Rc<Self>, addr: SocketAddr) -> Rc<ShardCtx> {
+        match self.shard.current() {
+            Some(cur) if !Rc::ptr_eq(&cur, self) && cur.listen_spec(addr).is_some() => cur,
+            _ => self.clone(),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The main thread's view of the running shards, and reload (HUP, `ringproxy -s reload`).
+//!
+//! [`Shards`] owns a handle on every shard: its control channel, the thread, and the main
+//! thread's own handle on each of its listening sockets (to take them out of service before the
+//! process exits). A reload reads and checks the whole new configuration first (the files, the
+//! proxy state every shard will build from it: certificates, keys, access logs, balancers) and
+//! binds the addresses it adds; on any error it logs nginx's `[emerg] ... in FILE:LINE` and
+//! nothing changes. Then the error logs are reopened, each shard gets the new generation with
+//! the sockets of its new addresses (addresses kept keep their sockets), shards beyond the new
+//! `worker_processes` are retired (they stop accepting and drain, as on a graceful stop) and
+//! missing ones are started.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::listener::{self, ListenSpec};
+use super::worker::{self, NextGeneration, ShardStart};
+use super::Driver;
+use crate::config::model::{Config, ErrorLog};
+use crate::log;
+
+/// Re-reads the configuration the process was started with (same files, prefix, `-g` and
+/// `-e`): the configuration and its error logs, or the error in nginx's words without its
+/// level (`unknown directive "x" in /etc/ringproxy/ringproxy.conf:7`).
+pub type Reloader = Box<dyn Fn() -> Result<(Config, Vec<ErrorLog>), String>>;
+
+/// Sockets bound for one shard, one per address.
+pub type Sockets = Vec<(ListenSpec, std::net::TcpListener)>;
+
+/// Binds one socket per address (one shard's share).
+pub fn bind_all(specs: &[ListenSpec]) -> Result<Sockets, String> {
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match listener::bind(spec) {
+            Ok(s) => out.push((spec.clone(), s)),
+            Err(e) => {
+                shut_all(&out);
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn shut_all(sockets: &Sockets) {
+    sockets.iter().for_each(|(_, s)| listener::shut(s));
+}
+
+/// A running shard, as the main thread sees it.
+struct Handle {
+    control: UnixStream,
+    generations: Sender<NextGeneration>,
+    thread: JoinHandle<()>,
+    /// The main thread's own handle on each listening socket of the shard, by address.
+    sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+impl Handle {
+    fn order(&mut self, byte: u8) {
+        let _ = self.control.write_all(&[byte]);
+    }
+}
+
+/// Every shard of the process.
+pub struct Shards {
+    config: Arc<Config>,
+    driver: Driver,
+    running: Vec<Handle>,
+    /// Shards a reload retired, draining their connections.
+    retiring: Vec<Handle>,
+    ready: Receiver<Result<(), String>>,
+    ready_tx: Sender<Result<(), String>>,
+}
+
+impl Shards {
+    /// Starts one shard per element of `sockets` and waits until each accepts.
+    pub fn start(
+        config: Arc<Config>,
+        driver: Driver,
+        sockets: Vec<Sockets>,
+    ) -> Result<Shards, String> {
+        let (ready_tx, ready) = channel();
+        let mut shards = Shards {
+            config,
+            driver,
+            running: Vec::new(),
+            retiring: Vec::new(),
+            ready,
+            ready_tx,
+        };
+        let n = sockets.len();
+        for socks in sockets {
+            shards.spawn(socks)?;
+        }
+        shards.wait_ready(n)?;
+        Ok(shards)
+    }
+
+    /// The configuration the shards run.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    fn spawn(&mut self, sockets: Sockets) -> Result<(), String> {
+        let i = self.running.len();
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| format!("socketpair() failed ({e})"))?;
+        let (gen_tx, gen_rx) = channel();
+        let mut held = Vec::with_capacity(sockets.len());
+        for (spec, s) in &sockets {
+            held.push((
+                spec.addr,
+                s.try_clone().map_err(|e| format!("dup() failed ({e})"))?,
+            ));
+        }
+        let start = ShardStart {
+            id: i,
+            config: self.config.clone(),
+            sockets,
+            control: theirs,
+            generations: gen_rx,
+            ready: self.ready_tx.clone(),
+        };
+        let core = super::core_for(&self.config, i);
+        let driver = self.driver;
+        let thread = std::thread::Builder::new()
+            .name(format!("ringproxy-shard-{i}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                log::set_shard(i + 1);
+                worker::run(start, driver);
+            })
+            .map_err(|e| format!("cannot start shard {i}: {e}"))?;
+        self.running.push(Handle {
+            control: ours,
+            generations: gen_tx,
+            thread,
+            sockets: held,
+        });
+        Ok(())
+    }
+
+    fn wait_ready(&self, n: usize) -> Result<(), String> {
+        for _ in 0..n {
+            match self.ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("a shard stopped while starting".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `byte` to every shard (`R`: reopen the access logs).
+    pub fn tell_all(&mut self, byte: u8) {
+        self.running.iter_mut().for_each(|h| h.order(byte));
+    }
+
+    /// Reloads: see the module documentation. Logs what it did or why nothing changed.
+    pub fn reload(&mut self, load: &Reloader) {
+        match self.try_reload(load) {
+            Ok(()) => log!(Notice, "reconfigured: {} shards", self.running.len()),
+            Err(e) => {
+                log!(Emerg, "{e}");
+                log!(Notice, "reload failed, the configuration is unchanged");
+            }
+        }
+    }
+
+    fn try_reload(&mut self, load: &Reloader) -> Result<(), String> {
+        self.reap();
+        let (config, logs) = load()?;
+        let config = Arc::new(config);
+        // What every shard builds from it: certificates, keys, CAs, access logs, balancers.
+        drop(crate::proxy::ShardProxy::new(&config)?);
+        let specs = config
+            .http
+            .as_ref()
+            .map(listener::specs)
+            .unwrap_or_default();
+        let want = super::shard_count(&config);
+        let kept = want.min(self.running.len());
+        let mut added: Vec<Sockets> = Vec::with_capacity(want);
+        let mut bind = || -> Result<(), String> {
+            for i in 0..want {
+                let missing: Vec<ListenSpec> = specs
+                    .iter()
+                    .filter(|s| {
+                        i >= kept || !self.running[i].sockets.iter().any(|(a, _)| *a == s.addr)
+                    })
+                    .cloned()
+                    .collect();
+                added.push(bind_all(&missing)?);
+            }
+            Ok(())
+        };
+        if let Err(e) = bind() {
+            added.iter().for_each(shut_all);
+            return Err(e);
+        }
+        if let Err(e) = log::init(&logs) {
+            added.iter().for_each(shut_all);
+            return Err(e);
+        }
+        self.config = config;
+        let mut added = added.into_iter();
+        for (i, h) in self.running.iter_mut().enumerate().take(kept) {
+            let sockets = added.next().unwrap_or_default();
+            h.sockets
+                .retain(|(a, _)| specs.iter().any(|s| s.addr == *a));
+            for (spec, s) in &sockets {
+                if let Ok(dup) = s.try_clone() {
+                    h.sockets.push((spec.addr, dup));
+                }
+            }
+            let next = NextGeneration {
+                config: self.config.clone(),
+                sockets,
+                core: super::core_for(&self.config, i),
+            };
+            if h.generations.send(next).is_ok() {
+                h.order(b'G');
+            }
+        }
+        for mut h in self.running.drain(kept..) {
+            h.order(b'Q');
+            self.retiring.push(h);
+        }
+        let fresh: Vec<Sockets> = added.collect();
+        let n = fresh.len();
+        for socks in fresh {
+            self.spawn(socks)?;
+        }
+        self.wait_ready(n)
+    }
+
+    /// Joins the retired shards that have finished.
+    fn reap(&mut self) {
+        let (done, busy): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|h| h.thread.is_finished());
+        self.retiring = busy;
+        for h in done {
+            let _ = h.thread.join();
+        }
+    }
+
+    /// Graceful stop: every shard stops accepting and drains; waits for them up to
+    /// `worker_shutdown_timeout` (and a second more).
+    pub fn stop_gracefully(&mut self) {
+        self.tell_all(b'Q');
+        let deadline = self
+            .config
+            .main
+            .worker_shutdown_timeout
+            .map(|d| Instant::now() + d + Duration::from_secs(1));
+        for h in self.running.iter().chain(&self.retiring) {
+            while !h.thread.is_finished() {
+                if deadline.is_some_and(|d| Instant::now() > d) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Takes every listening socket out of service (before the process exits).
+    pub fn shut_listeners(&self) {
+        for h in self.running.iter().chain(&self.retiring) {
+            h.sockets.iter().for_each(|(_, s)| listener::shut(s));
+        }
+    }
+}
