@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod echo;
 pub mod tls;
+pub mod tls_backend;
 
 // Not every test binary that includes this module starts an echo backend.
 #[allow(unused_imports)]
