@@ -147,8 +147,8 @@ HAPROXY_MAXCONN=$(((NOFILE - 512) / 2))
 
 # ---------------------------------------------------------------- build and install
 if [ "$BUILD" = 1 ]; then
-  log "cargo build --release --locked"
-  cargo build --release --locked
+  log "cargo build --release --locked --features load"
+  cargo build --release --locked --features load
 fi
 : "${LOAD:=$ROOT/target/release/ringproxy-load}"
 REPORT_BIN=$ROOT/target/release/ringproxy-load

@@ -10,7 +10,7 @@ proxy_port=${DEMO_PROXY_PORT:-8080}
 backend_port=${DEMO_BACKEND_PORT:-9001}
 
 echo "== building (release)"
-cargo build --release --locked --bins
+cargo build --release --locked --features load --bins
 
 run=$(mktemp -d)
 mkdir -p "$run/logs"

@@ -1,6 +1,7 @@
 //! 5,000 concurrent WebSocket tunnels through ringproxy (2 shards), on both io drivers and both
 //! forwarding paths, driven by the load tool's `hold` scenario in its own process (each process
-//! here gets `ulimit -n` 20,000: the proxy needs two descriptors per tunnel).
+//! here gets `ulimit -n` 20,000: the proxy needs two descriptors per tunnel). Needs the load
+//! tool, so the `load` feature (`cargo test --features load`, as scripts/test.sh runs it).
 
 mod common;
 

@@ -1,7 +1,7 @@
-//! The seed configurations, unchanged but for ports, in front of the bundled echo backend:
-//! WebSocket echo of small, 64 KiB and 1 MiB messages, ping/pong and the close handshake, a
-//! pipelined first frame, plain GET/POST (length and chunked) through the same locations, and
-//! the headers the backend receives.
+//! The seed configurations, unchanged but for ports, in front of the test echo backend
+//! (tests/common/echo.rs): WebSocket echo of small, 64 KiB and 1 MiB messages, ping/pong and
+//! the close handshake, a pipelined first frame, plain GET/POST (length and chunked) through
+//! the same locations, and the headers the backend receives.
 
 mod common;
 

@@ -4,7 +4,13 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod echo;
 pub mod tls;
+pub mod tls_backend;
+
+// Not every test binary that includes this module starts an echo backend.
+#[allow(unused_imports)]
+pub use echo::Echo;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -92,41 +98,6 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// The bundled echo backend (`ringproxy-load echo`) on 127.0.0.1:0.
-pub struct Echo {
-    pub addr: std::net::SocketAddr,
-    _child: Child,
-}
-
-impl Echo {
-    pub fn start() -> Echo {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringproxy-load"))
-            .args(["echo", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn echo");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let child = Child(child);
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("echo output");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected echo output {line:?}"))
-            .parse()
-            .unwrap();
-        Echo {
-            addr,
-            _child: child,
-        }
     }
 }
 
