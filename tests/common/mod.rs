@@ -4,7 +4,10 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod ports;
 pub mod tls;
+
+pub use ports::free_port;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -50,8 +53,17 @@ fn copy_into(from: &Path, to: &Path) {
 
 /// Runs the binary with `args`, killing it if it has not finished within 20 s.
 pub fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(ringproxy())
-        .args(args)
+    let mut cmd = Command::new(ringproxy());
+    cmd.args(args);
+    run_command(cmd)
+}
+
+/// Runs `cmd` (stdin empty, stdout and stderr captured), killing it if it has not finished
+/// within 20 s. Fails the test if it panicked: whatever the run should do, succeed or refuse,
+/// a panic is never how it does it.
+pub fn run_command(mut cmd: Command) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -60,11 +72,17 @@ pub fn run(args: &[&str]) -> Output {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
+            let out = child.wait_with_output().expect("output");
+            assert!(
+                !stderr(&out).contains("panicked at"),
+                "{what} panicked: {}",
+                stderr(&out)
+            );
+            return out;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("ringproxy {args:?} did not finish within 20 s");
+            panic!("{what} did not finish within 20 s");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -73,16 +91,6 @@ pub fn run(args: &[&str]) -> Output {
 /// Stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released: the proxy needs a port number in its
-/// configuration, and several shards bind it with SO_REUSEPORT).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed on drop.
@@ -130,11 +138,21 @@ impl Echo {
     }
 }
 
+/// What in ringproxy's stderr or error log fails a test unless the test declared it
+/// (`Proxy::allow_log`): a panic, and the levels nginx reserves for the process being in trouble.
+const ALARMS: [&str; 4] = ["panicked at", "[alert]", "[crit]", "[emerg]"];
+
 /// ringproxy running a configuration in a temp prefix, in the foreground, until dropped.
+///
+/// At teardown (drop, or `stop_with`) the test fails if ringproxy panicked, logged an `ALARMS`
+/// line the test did not allow, or (on drop) had exited on its own; and, right after the start
+/// and at drop, if another process listens on one of its ports (`ports::assert_sole_listener`).
+/// A test that is already failing skips these checks: its own message is the one to read.
 pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    allowed: Vec<String>,
 }
 
 impl Proxy {
@@ -177,6 +195,7 @@ impl Proxy {
             dir,
             port,
             child: Some(child),
+            allowed: Vec::new(),
         };
         while !pid.exists() {
             if let Some(status) = proxy.child.as_mut().unwrap().0.try_wait().unwrap() {
@@ -188,7 +207,14 @@ impl Proxy {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        ports::assert_sole_listener(proxy.pid());
         proxy
+    }
+
+    /// Declares that this test provokes stderr or error log lines containing `text` that would
+    /// otherwise fail it at teardown (an `[alert]` the test asks for, say).
+    pub fn allow_log(&mut self, text: &str) {
+        self.allowed.push(text.to_string());
     }
 
     /// What ringproxy printed on stderr and in its error log so far.
@@ -210,6 +236,7 @@ impl Proxy {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = child.0.try_wait().unwrap() {
+                self.assert_no_alarms();
                 return s;
             }
             assert!(
@@ -218,6 +245,44 @@ impl Proxy {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Panics on an `ALARMS` line the test did not allow.
+    fn assert_no_alarms(&self) {
+        let log = self.stderr();
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| ALARMS.iter().any(|a| l.contains(a)))
+            .filter(|l| !self.allowed.iter().any(|a| l.contains(a.as_str())))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "ringproxy logged {bad:#?} (a test provoking such lines declares them with \
+             Proxy::allow_log); its whole stderr and error log:\n{log}"
+        );
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            return;
+        }
+        let exited = child.0.try_wait().ok().flatten();
+        if exited.is_none() {
+            ports::assert_sole_listener(child.0.id() as i32);
+        }
+        drop(child);
+        if let Some(status) = exited {
+            panic!(
+                "ringproxy exited on its own ({status}) before the test ended: {}",
+                self.stderr()
+            );
+        }
+        self.assert_no_alarms();
     }
 }
 
