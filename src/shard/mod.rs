@@ -164,6 +164,17 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
             Err(_) => return Err("a shard stopped while starting".into()),
         }
     }
+    // Every shard runs the driver it was given (a shard whose runtime cannot be built fails
+    // the start instead), so this names what runs; nginx's wording for its own choice.
+    let method = match driver {
+        Driver::IoUring => "io_uring",
+        Driver::Epoll => "epoll",
+    };
+    let plural = if shards == 1 { "" } else { "s" };
+    log!(
+        Notice,
+        "using the \"{method}\" event method, {shards} shard{plural}"
+    );
     let pid_path = config.main.pid.clone();
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(|e| {
         format!(

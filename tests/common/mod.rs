@@ -224,6 +224,18 @@ impl Proxy {
         format!("{a}{b}")
     }
 
+    /// The io driver ringproxy says it runs (`io_uring` or `epoll`), from its start-up notice:
+    /// the configuration must log notices (`error_log logs/error.log notice;`).
+    pub fn event_method(&self) -> String {
+        let log = self.stderr();
+        let line = log
+            .lines()
+            .find(|l| l.contains("[notice]") && l.contains(" event method, "))
+            .unwrap_or_else(|| panic!("no \"using the ... event method\" notice in:\n{log}"));
+        let (_, rest) = line.split_once("using the \"").unwrap();
+        rest.split('"').next().unwrap().to_string()
+    }
+
     /// The process id.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().0.id() as i32
