@@ -29,7 +29,7 @@ enum Script {
     UpgradeEcho,
     /// Answer 200 with this backend's id as the body.
     Id(u8),
-    /// Answer 101, then write `FLOOD` bytes of a pattern and close.
+    /// Answer 101 and `FLOOD` bytes of a pattern at once, then close.
     UpgradeThenFlood,
 }
 
@@ -39,6 +39,18 @@ const FLOOD: usize = 8 << 20;
 
 fn flood_byte(i: usize) -> u8 {
     (i % 251) as u8
+}
+
+/// The flooding backend's whole answer, the 101 and the flood in one buffer made before any
+/// connection: built per connection, the 8 MiB could take longer than the tunnel's 1 s idle
+/// timeout on a loaded machine, and the proxy would rightly close a tunnel still silent.
+fn flood_reply() -> &'static [u8] {
+    static REPLY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    REPLY.get_or_init(|| {
+        let mut r = UPGRADED.to_vec();
+        r.extend((0..FLOOD).map(flood_byte));
+        r
+    })
 }
 
 struct Backend {
@@ -65,6 +77,9 @@ const UPGRADED: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
 
 async fn backend(script: Script) -> Backend {
+    if matches!(script, Script::UpgradeThenFlood) {
+        flood_reply();
+    }
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
@@ -115,9 +130,7 @@ async fn backend(script: Script) -> Backend {
                         }
                     }
                     Script::UpgradeThenFlood => {
-                        let _ = s.write_all(UPGRADED).await;
-                        let data: Vec<u8> = (0..FLOOD).map(flood_byte).collect();
-                        let _ = s.write_all(&data).await;
+                        let _ = s.write_all(flood_reply()).await;
                         let _ = s.shutdown().await;
                     }
                     Script::Id(id) => {
