@@ -21,7 +21,7 @@ enum Script {
     Answer(&'static [u8]),
     /// Accept and never answer.
     Silent,
-    /// Answer 101, then reset the connection.
+    /// Answer 101, read one byte through the tunnel (the client has its 101), then reset.
     UpgradeThenReset,
     /// Answer 101, read until the client's FIN, then send "bye" and close.
     UpgradeThenBye,
@@ -29,7 +29,7 @@ enum Script {
     UpgradeEcho,
     /// Answer 200 with this backend's id as the body.
     Id(u8),
-    /// Answer 101, then write `FLOOD` bytes of a pattern and close.
+    /// Answer 101 and `FLOOD` bytes of a pattern at once, then close.
     UpgradeThenFlood,
 }
 
@@ -41,9 +41,24 @@ fn flood_byte(i: usize) -> u8 {
     (i % 251) as u8
 }
 
+/// The flooding backend's whole answer, the 101 and the flood in one buffer made before any
+/// connection: built per connection, the 8 MiB could take longer than the tunnel's 1 s idle
+/// timeout on a loaded machine, and the proxy would rightly close a tunnel still silent.
+fn flood_reply() -> &'static [u8] {
+    static REPLY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    REPLY.get_or_init(|| {
+        let mut r = UPGRADED.to_vec();
+        r.extend((0..FLOOD).map(flood_byte));
+        r
+    })
+}
+
 struct Backend {
     addr: std::net::SocketAddr,
     conns: Arc<AtomicUsize>,
+    /// `Script::Answer`: per finished connection, every byte that came after the request head
+    /// up to the proxy's close.
+    after_head: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
 
 async fn read_head(s: &mut TcpStream) -> Vec<u8> {
@@ -62,26 +77,37 @@ const UPGRADED: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
 
 async fn backend(script: Script) -> Backend {
+    if matches!(script, Script::UpgradeThenFlood) {
+        flood_reply();
+    }
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
+    let after_head = Arc::new(std::sync::Mutex::new(Vec::new()));
     let c2 = conns.clone();
+    let a2 = after_head.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 return;
             };
             c2.fetch_add(1, Ordering::SeqCst);
+            let after_head = a2.clone();
             tokio::spawn(async move {
                 let _ = read_head(&mut s).await;
                 match script {
                     Script::Answer(r) => {
                         let _ = s.write_all(r).await;
+                        // Without `keepalive` the proxy closes its side after the response.
+                        let mut rest = Vec::new();
+                        let _ = tokio::time::timeout(T, s.read_to_end(&mut rest)).await;
+                        after_head.lock().unwrap().push(rest);
                     }
                     Script::Silent => tokio::time::sleep(T).await,
                     Script::UpgradeThenReset => {
                         let _ = s.write_all(UPGRADED).await;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let mut go = [0u8; 1];
+                        let _ = tokio::time::timeout(T, s.read_exact(&mut go)).await;
                         let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
                         drop(s);
                     }
@@ -104,9 +130,7 @@ async fn backend(script: Script) -> Backend {
                         }
                     }
                     Script::UpgradeThenFlood => {
-                        let _ = s.write_all(UPGRADED).await;
-                        let data: Vec<u8> = (0..FLOOD).map(flood_byte).collect();
-                        let _ = s.write_all(&data).await;
+                        let _ = s.write_all(flood_reply()).await;
                         let _ = s.shutdown().await;
                     }
                     Script::Id(id) => {
@@ -119,7 +143,11 @@ async fn backend(script: Script) -> Backend {
             });
         }
     });
-    Backend { addr, conns }
+    Backend {
+        addr,
+        conns,
+        after_head,
+    }
 }
 
 fn conf(
@@ -149,13 +177,18 @@ async fn start(script: Script, extra_loc: &str) -> (Backend, Proxy) {
     (b, p)
 }
 
+/// Sends `raw`; the whole response up to the proxy's close, which must be an end of stream
+/// (FIN), not a reset: as nginx's lingering close, the proxy reads what the client sent after a
+/// refused head before closing, so no unread data turns its close into a reset that could
+/// destroy the response before the client reads it.
 async fn roundtrip(port: u16, raw: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(raw).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(T, s.read_to_end(&mut out))
+    tokio::time::timeout(T, s.read_to_end(&mut out))
         .await
-        .expect("closed in time");
+        .expect("closed in time")
+        .expect("an end of stream, not a reset");
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -219,12 +252,31 @@ async fn a_refused_upgrade_is_relayed_and_early_bytes_are_not_forwarded() {
             "426",
         ),
     ] {
-        let (_b, p) = start(Script::Answer(answer), "").await;
+        let (b, p) = start(Script::Answer(answer), "").await;
         let mut req = UPGRADE_REQ.to_vec();
+        // A WebSocket frame sent before the 101 (an empty masked text frame).
         req.extend_from_slice(b"\x81\x80\0\0\0\0");
         let r = roundtrip(p.port, &req).await;
         assert!(r.starts_with(&format!("HTTP/1.1 {status} ")), "{r}");
         assert!(!r.contains("101"), "{r}");
+        // The backend got the head and nothing after it, on its only connection: the frame
+        // was neither sent on as tunnel data nor as another request. (Stopping the proxy ends
+        // the backend's read if the proxy kept its side open.)
+        drop(p);
+        let deadline = std::time::Instant::now() + T;
+        while b.after_head.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backend never saw the end"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(b.conns.load(Ordering::SeqCst), 1, "{status}");
+        assert_eq!(
+            *b.after_head.lock().unwrap(),
+            [Vec::<u8>::new()],
+            "{status}: bytes after the head reached the backend"
+        );
     }
 }
 
@@ -264,11 +316,16 @@ async fn upgrade(port: u16) -> TcpStream {
 async fn a_reset_mid_tunnel_closes_the_client() {
     let (_b, p) = start(Script::UpgradeThenReset, "").await;
     let mut s = upgrade(p.port).await;
+    // The backend resets once this byte has come through the tunnel.
+    s.write_all(b"x").await.unwrap();
     let mut buf = [0u8; 16];
     let r = tokio::time::timeout(T, s.read(&mut buf))
         .await
         .expect("closed in time");
-    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    // An end of stream, not a reset: the reset is the backend's, and as nginx the proxy ends
+    // the client's side with an ordinary close (it read everything the client sent, so the
+    // kernel sends a FIN; only unread data or SO_LINGER 0 would make it a reset).
+    assert_eq!(r.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,6 +349,8 @@ async fn half_close_is_passed_on_both_ways() {
 async fn a_silent_tunnel_is_closed_after_proxy_read_timeout() {
     let (_b, p) = start(Script::UpgradeEcho, "").await;
     let mut s = upgrade(p.port).await;
+    // The tunnel's last activity is after this instant (the proxy moves "ping" after we send it).
+    let sent = std::time::Instant::now();
     s.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     tokio::time::timeout(T, s.read_exact(&mut buf))
@@ -299,11 +358,16 @@ async fn a_silent_tunnel_is_closed_after_proxy_read_timeout() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"ping");
-    // proxy_read_timeout is 1s: the silent tunnel must be closed well within the deadline.
+    // proxy_read_timeout is 1s: the silent tunnel must be closed well within the deadline,
+    // and not before the timeout.
     let r = tokio::time::timeout(T, s.read(&mut buf))
         .await
         .expect("closed by the proxy");
-    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    let silent = sent.elapsed();
+    // An end of stream: as nginx (reset_timedout_connection off), a timed-out connection is
+    // closed normally, and the proxy had read all the client sent.
+    assert_eq!(r.unwrap(), 0);
+    assert!(silent >= Duration::from_secs(1), "closed after {silent:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,15 +390,16 @@ async fn a_write_blocked_on_a_paused_reader_is_not_an_idle_tunnel() {
 async fn consistent_hash_picks_the_same_peer_on_every_shard() {
     let (b1, b2) = (backend(Script::Id(1)).await, backend(Script::Id(2)).await);
     let port = common::free_port();
+    // rewrite_log writes one notice per request, with the shard that served it (`pid#shard`).
     let p = Proxy::start(
         &conf(
             port,
             &[b1.addr, b2.addr],
             "hash $remote_addr consistent;",
-            "",
+            "rewrite_log on; rewrite ^(.*)$ $1 break;",
         ),
         port,
-        "worker_processes 2;",
+        "worker_processes 2; error_log logs/error.log notice;",
         &[],
     );
     let mut seen = std::collections::BTreeSet::new();
@@ -351,8 +416,20 @@ async fn consistent_hash_picks_the_same_peer_on_every_shard() {
         1,
         "one client address must map to one peer: {seen:?}"
     );
-    // Both shards served some of the 40 connections (SO_REUSEPORT spreads by source port).
-    assert!(b1.conns.load(Ordering::SeqCst) + b2.conns.load(Ordering::SeqCst) == 40);
+    assert_eq!(
+        b1.conns.load(Ordering::SeqCst) + b2.conns.load(Ordering::SeqCst),
+        40
+    );
+    // Both shards served some of the 40 connections (SO_REUSEPORT spreads them by source port:
+    // all 40 on one shard has a chance of 2^-39).
+    let log = p.stderr();
+    let shards: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("[notice]") && l.contains(" matches \"/\""))
+        .filter_map(|l| l.split_once("] ")?.1.split_once(": *")?.0.split_once('#'))
+        .map(|(_, shard)| shard)
+        .collect();
+    assert_eq!(shards.len(), 2, "shards that served: {shards:?}\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

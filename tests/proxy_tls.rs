@@ -70,7 +70,10 @@ async fn seed_005_unchanged_echoes_over_wss() {
             .unwrap();
         assert!(got == *m, "echo differs");
     }
-    let _ = tokio::time::timeout(T, sender).await.expect("sent in time");
+    let _sink = tokio::time::timeout(T, sender)
+        .await
+        .expect("sent in time")
+        .expect("the sender did not panic");
 }
 
 const VARS: &str =
@@ -367,7 +370,10 @@ async fn a_stalled_handshake_is_closed_when_client_header_timeout_expires() {
         let r = tokio::time::timeout(T, s.read_to_end(&mut got))
             .await
             .expect("closed by the proxy");
-        assert!(r.is_ok() || !answered, "{r:?}");
+        // An end of stream in both cases, as nginx (reset_timedout_connection off: a timed-out
+        // handshake is closed without an alert, normally); the proxy read all the client
+        // sent, so its close is a FIN.
+        r.expect("an end of stream, not a reset");
         // The ServerHello starts with a handshake record.
         assert_eq!(got.first() == Some(&0x16), answered, "{got:?}");
     }
@@ -412,9 +418,11 @@ async fn plain_http_on_the_tls_port_gets_nginx_400() {
         .await
         .unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(T, s.read_to_end(&mut buf))
+    // Closed normally: the proxy read the whole record, so its close is a FIN.
+    tokio::time::timeout(T, s.read_to_end(&mut buf))
         .await
-        .expect("closed");
+        .expect("closed")
+        .expect("an end of stream, not a reset");
     let r = a_test(p.port, client(&[], &[])).await;
     assert_eq!(body(&r), "a");
 }
@@ -452,7 +460,10 @@ fn record_sizes(port: u16, host: &str) -> (Vec<usize>, Vec<u8>) {
         c.read_tls(&mut rd).unwrap();
         c.process_new_packets().unwrap();
     }
-    let _ = c.reader().read_to_end(&mut plain);
+    // Ok only after the server's close_notify (without it the reader wants more data).
+    c.reader()
+        .read_to_end(&mut plain)
+        .expect("the response ends with a close_notify");
     (sizes, plain)
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Proxy;
@@ -112,13 +112,12 @@ fn test_config(text: &str, as_nobody: bool) -> (bool, String) {
         "-t",
         "-e",
         "stderr",
-    ])
-    .stdin(Stdio::null());
+    ]);
     if as_nobody && geteuid().is_root() {
         let (uid, gid) = nobody();
         cmd.uid(uid).gid(gid);
     }
-    let out = cmd.output().unwrap();
+    let out = common::run_command(cmd);
     let text = String::from_utf8_lossy(&out.stderr).replace(dir.path().to_str().unwrap(), "DIR");
     (out.status.success(), text)
 }

@@ -140,7 +140,19 @@ pub fn run(config: Arc<Config>, reload: Reloader) -> Result<(), String> {
             .map_err(|e| format!("daemon() failed ({})", crate::config::os_error(&e)))?;
     }
     let driver = choose_driver(&config);
+    let count = sockets.len();
     let mut shards = Shards::start(config, driver, sockets)?;
+    // Every shard runs the driver it was given (a shard whose runtime cannot be built fails
+    // the start instead), so this names what runs; nginx's wording for its own choice.
+    let method = match driver {
+        Driver::IoUring => "io_uring",
+        Driver::Epoll => "epoll",
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    log!(
+        Notice,
+        "using the \"{method}\" event method, {count} shard{plural}"
+    );
     let outcome = serve(&mut shards, signals, &reload);
     shards.shut_listeners();
     outcome

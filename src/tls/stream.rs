@@ -665,10 +665,15 @@ mod tests {
     #[test]
     fn a_slow_reader_gets_every_byte_and_the_writer_waits_for_it() {
         const TOTAL: usize = 8 << 20;
+        // The reader starts once the writer has found the socket full (ordering, not a sleep
+        // that a loaded machine could make too short for the writer to fill it).
+        let (full_tx, full_rx) = std::sync::mpsc::channel::<()>();
         with_pair(
-            |mut c| {
+            move |mut c| {
                 c.write_all(b"go").unwrap();
-                std::thread::sleep(Duration::from_millis(300));
+                full_rx
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("the writer blocked on the unread socket");
                 let mut got = vec![0; TOTAL];
                 c.read_exact(&mut got).unwrap();
                 assert!(got == pattern(TOTAL, 1), "bytes intact");
@@ -684,13 +689,16 @@ mod tests {
                     match s.try_write(&data[at..]).unwrap() {
                         Some(n) => at += n,
                         None => {
-                            blocked = true;
+                            if !blocked {
+                                blocked = true;
+                                full_tx.send(()).unwrap();
+                            }
                             s.writable().await.unwrap();
                         }
                     }
                 }
                 s.flush(Duration::from_secs(20)).await.unwrap();
-                assert!(blocked, "8 MiB filled the socket while the client slept");
+                assert!(blocked, "8 MiB filled the socket while the client waited");
                 assert_eq!(held(&s), 0);
             },
         );
@@ -708,7 +716,8 @@ mod tests {
                 wire[last] ^= 0x40; // in the tag
                 c.sock.write_all(&wire).unwrap();
                 let mut reply = Vec::new();
-                let _ = c.sock.read_to_end(&mut reply);
+                // The alert, then an ordinary close: the server read the whole record.
+                c.sock.read_to_end(&mut reply).unwrap();
                 let mut rd = &reply[..];
                 let mut got = Ok(());
                 while !rd.is_empty() && got.is_ok() {

@@ -5,12 +5,15 @@
 
 pub mod certs;
 pub mod echo;
+pub mod ports;
 pub mod tls;
 pub mod tls_backend;
 
 // Not every test binary that includes this module starts an echo backend.
 #[allow(unused_imports)]
 pub use echo::Echo;
+
+pub use ports::free_port;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -56,8 +59,17 @@ fn copy_into(from: &Path, to: &Path) {
 
 /// Runs the binary with `args`, killing it if it has not finished within 20 s.
 pub fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(ringproxy())
-        .args(args)
+    let mut cmd = Command::new(ringproxy());
+    cmd.args(args);
+    run_command(cmd)
+}
+
+/// Runs `cmd` (stdin empty, stdout and stderr captured), killing it if it has not finished
+/// within 20 s. Fails the test if it panicked: whatever the run should do, succeed or refuse,
+/// a panic is never how it does it.
+pub fn run_command(mut cmd: Command) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -66,11 +78,17 @@ pub fn run(args: &[&str]) -> Output {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
+            let out = child.wait_with_output().expect("output");
+            assert!(
+                !stderr(&out).contains("panicked at"),
+                "{what} panicked: {}",
+                stderr(&out)
+            );
+            return out;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("ringproxy {args:?} did not finish within 20 s");
+            panic!("{what} did not finish within 20 s");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -79,16 +97,6 @@ pub fn run(args: &[&str]) -> Output {
 /// Stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released: the proxy needs a port number in its
-/// configuration, and several shards bind it with SO_REUSEPORT).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed on drop.
@@ -101,11 +109,21 @@ impl Drop for Child {
     }
 }
 
+/// What in ringproxy's stderr or error log fails a test unless the test declared it
+/// (`Proxy::allow_log`): a panic, and the levels nginx reserves for the process being in trouble.
+const ALARMS: [&str; 4] = ["panicked at", "[alert]", "[crit]", "[emerg]"];
+
 /// ringproxy running a configuration in a temp prefix, in the foreground, until dropped.
+///
+/// At teardown (drop, or `stop_with`) the test fails if ringproxy panicked, logged an `ALARMS`
+/// line the test did not allow, or (on drop) had exited on its own; and, right after the start
+/// and at drop, if another process listens on one of its ports (`ports::assert_sole_listener`).
+/// A test that is already failing skips these checks: its own message is the one to read.
 pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    allowed: Vec<String>,
 }
 
 impl Proxy {
@@ -148,6 +166,7 @@ impl Proxy {
             dir,
             port,
             child: Some(child),
+            allowed: Vec::new(),
         };
         while !pid.exists() {
             if let Some(status) = proxy.child.as_mut().unwrap().0.try_wait().unwrap() {
@@ -159,7 +178,14 @@ impl Proxy {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        ports::assert_sole_listener(proxy.pid());
         proxy
+    }
+
+    /// Declares that this test provokes stderr or error log lines containing `text` that would
+    /// otherwise fail it at teardown (an `[alert]` the test asks for, say).
+    pub fn allow_log(&mut self, text: &str) {
+        self.allowed.push(text.to_string());
     }
 
     /// What ringproxy printed on stderr and in its error log so far.
@@ -167,6 +193,18 @@ impl Proxy {
         let a = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
         let b = std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default();
         format!("{a}{b}")
+    }
+
+    /// The io driver ringproxy says it runs (`io_uring` or `epoll`), from its start-up notice:
+    /// the configuration must log notices (`error_log logs/error.log notice;`).
+    pub fn event_method(&self) -> String {
+        let log = self.stderr();
+        let line = log
+            .lines()
+            .find(|l| l.contains("[notice]") && l.contains(" event method, "))
+            .unwrap_or_else(|| panic!("no \"using the ... event method\" notice in:\n{log}"));
+        let (_, rest) = line.split_once("using the \"").unwrap();
+        rest.split('"').next().unwrap().to_string()
     }
 
     /// The process id.
@@ -181,6 +219,7 @@ impl Proxy {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = child.0.try_wait().unwrap() {
+                self.assert_no_alarms();
                 return s;
             }
             assert!(
@@ -189,6 +228,44 @@ impl Proxy {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Panics on an `ALARMS` line the test did not allow.
+    fn assert_no_alarms(&self) {
+        let log = self.stderr();
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| ALARMS.iter().any(|a| l.contains(a)))
+            .filter(|l| !self.allowed.iter().any(|a| l.contains(a.as_str())))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "ringproxy logged {bad:#?} (a test provoking such lines declares them with \
+             Proxy::allow_log); its whole stderr and error log:\n{log}"
+        );
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            return;
+        }
+        let exited = child.0.try_wait().ok().flatten();
+        if exited.is_none() {
+            ports::assert_sole_listener(child.0.id() as i32);
+        }
+        drop(child);
+        if let Some(status) = exited {
+            panic!(
+                "ringproxy exited on its own ({status}) before the test ended: {}",
+                self.stderr()
+            );
+        }
+        self.assert_no_alarms();
     }
 }
 

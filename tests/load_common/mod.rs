@@ -30,6 +30,8 @@ pub const RUN_DEADLINE: Duration = Duration::from_secs(60);
 pub struct Echo {
     _child: Child,
     pub addr: SocketAddr,
+    /// The io driver the echo's threads run (`io_uring` or `epoll`), from its second line.
+    pub driver: String,
 }
 
 pub async fn start_echo(extra: &[&str], env: &[(&str, &str)]) -> Echo {
@@ -44,8 +46,9 @@ pub async fn start_echo(extra: &[&str], env: &[(&str, &str)]) -> Echo {
     }
     let mut child = cmd.spawn().expect("spawn echo");
     let stdout = child.stdout.take().expect("piped stdout");
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    timeout(STEP, BufReader::new(stdout).read_line(&mut line))
+    timeout(STEP, stdout.read_line(&mut line))
         .await
         .expect("echo did not print its address in time")
         .expect("read echo stdout");
@@ -55,9 +58,20 @@ pub async fn start_echo(extra: &[&str], env: &[(&str, &str)]) -> Echo {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .expect("address");
+    let mut line = String::new();
+    timeout(STEP, stdout.read_line(&mut line))
+        .await
+        .expect("echo did not print its driver in time")
+        .expect("read echo stdout");
+    let driver = line
+        .trim()
+        .strip_prefix("driver ")
+        .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+        .to_string();
     Echo {
         _child: child,
         addr,
+        driver,
     }
 }
 

@@ -54,7 +54,8 @@ wss:// URLs: --ca PEM (certificates to trust) or --insecure (no verification), -
   (server name sent and verified; default: the URL's host), --tls-version 1.2|1.3,
   --resume (allow session resumption; by default every handshake is a full one)
 URL: ws://HOST:PORT/path or wss://HOST:PORT/path   D: 10, 10s, 500ms, 2m   S: 64, 64k, 1m
-env RINGPROXY_DRIVER=epoll forces the epoll driver (default: io_uring, epoll if unavailable)";
+env RINGPROXY_DRIVER=epoll forces the epoll driver (default: io_uring, epoll if unavailable);
+  echo prints `listening on ADDR` then `driver io_uring|epoll`, clients report it (`driver`)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {

@@ -88,6 +88,8 @@ pub struct Report {
     pub tls: bool,
     /// Of `established`, how many TLS handshakes resumed a session; `null` without TLS.
     pub tls_resumed: Option<u64>,
+    /// The io driver the client ran (`io_uring`, or `epoll` when forced or as the fallback).
+    pub driver: &'static str,
 }
 
 fn round3(v: f64) -> f64 {
@@ -123,6 +125,7 @@ impl Report {
             lost: (sc == Scenario::Push).then_some(s.lost),
             tls: args.target.tls,
             tls_resumed: args.target.tls.then_some(s.resumed),
+            driver: crate::rt::driver(),
         }
     }
 
@@ -150,6 +153,7 @@ impl Report {
             ("lost", optu(self.lost)),
             ("tls", self.tls.to_string()),
             ("resumed", optu(self.tls_resumed)),
+            ("driver", self.driver.to_string()),
         ];
         for (k, v) in rows {
             let _ = writeln!(t, "{k:<12} {v}");

@@ -63,17 +63,31 @@ pub fn run(args: EchoArgs) -> Result<()> {
     out.flush()?;
     drop(out);
 
+    let (built, runtime_built) = std::sync::mpsc::channel::<()>();
     let handles: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
             let rate = args.push_rate;
             let tls = tls.clone();
+            let built = built.clone();
             std::thread::Builder::new()
                 .name(format!("echo-{i}"))
-                .spawn(move || crate::rt::block_on(|| serve(l, rate, tls)))
+                .spawn(move || {
+                    crate::rt::block_on(|| {
+                        let _ = built.send(());
+                        serve(l, rate, tls)
+                    })
+                })
         })
         .collect::<Result<_, _>>()?;
+    drop(built);
+    // Second line: the driver the threads run. A reader that only wanted the address may have
+    // closed the pipe by now; that is not an error of the server.
+    if runtime_built.recv().is_ok() {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "driver {}", crate::rt::driver()).and_then(|()| out.flush());
+    }
     for h in handles {
         h.join()
             .map_err(|_| anyhow::anyhow!("echo thread panicked"))???;
