@@ -79,9 +79,14 @@ pub(super) struct Conn {
     pub(super) body_read: Cell<bool>,
 }
 
-/// Serves one accepted client connection until it closes.
-pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer: SocketAddr) {
-    let _guard = ctx.hold();
+/// Serves one accepted client connection until it closes; `guard` counts it meanwhile.
+pub async fn serve(
+    ctx: Rc<ShardCtx>,
+    guard: crate::shard::ConnGuard,
+    spec: ListenSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     super::pool::note_connection();
     if super::io::set_nonblocking(&stream).is_err() {
         return;
@@ -134,7 +139,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
             State::Tunnel(upstream, cfg, slot) => {
                 // The tunnel gets a task of its own holding only the two sockets and its
                 // guards: this connection's future (request state, buffers) is freed now.
-                let guards = (_guard, ctx.hold(), slot);
+                let guards = (guard, ctx.hold(), slot);
                 let (client, peer) = (conn.stream, conn.peer);
                 monoio::spawn(async move {
                     let _guards = guards;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::config::model::{Config, CpuAffinity, EventMethod, RunAs, WorkerProcesses};
 use crate::log;
 
-pub use worker::ShardCtx;
+pub use worker::{ConnGuard, ShardCtx};
 
 /// Which io driver the shards run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,25 +58,30 @@ fn shard_count(config: &Config) -> usize {
     }
 }
 
-/// The cores shard `i` may run on, from `worker_cpu_affinity`.
-fn core_for(config: &Config, i: usize) -> Option<core_affinity::CoreId> {
-    let cores = core_affinity::get_core_ids()?;
-    let pick = |mask: &[bool]| {
+/// The CPUs shard `i` may run on, from `worker_cpu_affinity` (`None`: not pinned). As nginx,
+/// `auto` gives each shard one CPU of those allowed (and in the mask), in turn; an explicit
+/// mask gives the shard every CPU it names, the last mask serving the shards beyond the list.
+fn cpus_for(config: &Config, i: usize) -> Option<Vec<usize>> {
+    let set = |mask: &[bool]| -> Vec<usize> {
         mask.iter()
-            .position(|&b| b)
-            .and_then(|c| cores.iter().find(|id| id.id == c).copied())
+            .enumerate()
+            .filter(|&(_, &on)| on)
+            .map(|(cpu, _)| cpu)
+            .collect()
     };
     match config.main.worker_cpu_affinity.as_ref()? {
-        CpuAffinity::Auto(None) => cores.get(i % cores.len()).copied(),
-        CpuAffinity::Auto(Some(mask)) => {
-            let allowed: Vec<_> = cores
+        CpuAffinity::Auto(mask) => {
+            let allowed: Vec<usize> = core_affinity::get_core_ids()?
                 .iter()
-                .filter(|c| mask.get(c.id).copied().unwrap_or(false))
-                .copied()
+                .map(|c| c.id)
+                .filter(|&c| {
+                    mask.as_ref()
+                        .is_none_or(|m| m.get(c).copied().unwrap_or(false))
+                })
                 .collect();
-            allowed.get(i % allowed.len().max(1)).copied()
+            allowed.get(i % allowed.len().max(1)).map(|&c| vec![c])
         }
-        CpuAffinity::Masks(masks) => masks.get(i).or(masks.last()).and_then(|m| pick(m)),
+        CpuAffinity::Masks(masks) => masks.get(i).or(masks.last()).map(|m| set(m)),
     }
 }
 
@@ -143,14 +148,23 @@ pub fn run(config: Arc<Config>) -> Result<(), String> {
         controls.push(ours);
         let config = config.clone();
         let ready = ready_tx.clone();
-        let core = core_for(&config, i);
+        let cpus = cpus_for(&config, i);
         let t = std::thread::Builder::new()
             .name(format!("ringproxy-shard-{i}"))
             .spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
-                }
                 log::set_shard(i + 1);
+                if let Some(cpus) = cpus {
+                    for c in &cpus {
+                        log!(Notice, "sched_setaffinity(): using cpu #{c}");
+                    }
+                    if let Err(e) = crate::sys::set_thread_affinity(&cpus) {
+                        log!(
+                            Alert,
+                            "sched_setaffinity() failed ({})",
+                            crate::config::os_error(&e)
+                        );
+                    }
+                }
                 worker::run(i, config, socks, theirs, driver, ready);
             })
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;

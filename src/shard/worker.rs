@@ -231,10 +231,13 @@ async fn accept_loop(ctx: Rc<ShardCtx>, spec: ListenSpec, listener: TcpListener)
                     drop(stream);
                     continue;
                 }
+                // Counted here, not when the task first runs: the epoll driver can accept a
+                // whole backlog before any of the spawned tasks starts.
+                let guard = ctx.hold();
                 let ctx2 = ctx.clone();
                 let spec2 = spec.clone();
                 monoio::spawn(async move {
-                    crate::proxy::handler::serve(ctx2, spec2, stream, peer).await;
+                    crate::proxy::handler::serve(ctx2, guard, spec2, stream, peer).await;
                 });
             }
             Err(e) => {
