@@ -189,13 +189,24 @@ async fn send_head(conn: &Conn, status: u16, bytes: &[u8], conf: &LocConf) -> bo
     send(conn, bytes, conf).await
 }
 
+/// Sends a response ringproxy made whole (head and body in one buffer), recording the head's
+/// size so that `$body_bytes_sent` counts the body only, as nginx.
+async fn send_whole(conn: &Conn, bytes: &[u8], conf: &LocConf) -> bool {
+    let head = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |i| i + 4);
+    conn.head_sent.set(head as u64);
+    send(conn, bytes, conf).await
+}
+
 /// Answers with ringproxy's own page for `code` and closes.
 async fn fail(conn: &Conn, code: u16, conf: &LocConf) -> State {
     if conn.defer_errors.get() {
         return State::Error(Reply::status(code), false);
     }
     conn.status.set(code);
-    let _ = send(
+    let _ = send_whole(
         conn,
         &respond::error(code, false, conf.server_tokens()),
         conf,
@@ -746,7 +757,7 @@ async fn send_page(
     }
     let (bytes, keep, gzip) = respond::reply(vars, conf, &r, keep_alive);
     conn.gzip_io.set(gzip);
-    if send(conn, &bytes, conf).await && keep {
+    if send_whole(conn, &bytes, conf).await && keep {
         State::ReadingHead
     } else {
         State::Closed
