@@ -328,3 +328,65 @@ fn access_log_writes_its_format_to_its_file() {
     // Nothing went to the default log.
     assert!(!logs.join("access.log").exists());
 }
+
+/// The body of a chunked message (`body` is what follows the head).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&body[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap(), 16).unwrap();
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+// effect: gzip_comp_level
+#[test]
+fn gzip_comp_level_trades_size_for_speed() {
+    use std::io::Read as _;
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    types {{ text/plain txt; }}\n    gzip on;\n    gzip_types text/plain;\n    server {{\n        listen 127.0.0.1:{port};\n        location /l1/ {{ alias www/; gzip_comp_level 1; }}\n        location /l9/ {{ alias www/; gzip_comp_level 9; }}\n    }}\n}}\n"
+    );
+    let dir = static_prefix(&conf);
+    // Text with repeats at many distances: the higher level finds more of them.
+    let text: String = (0..40_000u32)
+        .map(|i| format!("{} ", i.wrapping_mul(2_654_435_761) % 997))
+        .collect();
+    std::fs::write(dir.path().join("www/text.txt"), &text).unwrap();
+    let _p = Proxy::start_in(dir, port, "", &[]);
+    let fetch = |path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+        assert!(head.contains("content-encoding: gzip"), "{path}: {head}");
+        assert!(
+            head.contains("transfer-encoding: chunked"),
+            "{path}: {head}"
+        );
+        let gz = dechunk(&out[end + 4..]);
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut plain)
+            .unwrap();
+        assert!(plain == text, "{path}: the body decodes to the file");
+        gz.len()
+    };
+    let (fast, small) = (fetch("/l1/text.txt"), fetch("/l9/text.txt"));
+    assert!(
+        small * 100 < fast * 95,
+        "level 9 gave {small} bytes, level 1 {fast}"
+    );
+}
