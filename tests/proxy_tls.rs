@@ -290,7 +290,6 @@ async fn sessions_resume_by_cache_and_by_ticket_within_a_shard() {
     drop(p);
 }
 
-// effect: ssl_reject_handshake
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_handshake_refuses_unknown_names_and_serves_known_ones() {
     let ca = Ca::new();
