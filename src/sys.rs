@@ -103,3 +103,23 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Restricts the calling thread to the CPUs in `cpus` (`sched_setaffinity(0, ...)`), as nginx
+/// does for a worker's whole `worker_cpu_affinity` mask. CPUs beyond `CPU_SETSIZE` are ignored;
+/// the kernel refuses a set with no online CPU in it (EINVAL).
+pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below CPU_SETSIZE, so the bit lies inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; the pointer and size describe `set`, which the
+    // kernel only reads.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

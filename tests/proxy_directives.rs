@@ -178,6 +178,7 @@ async fn head_echo() -> SocketAddr {
     addr
 }
 
+// effect: underscores_in_headers ignore_invalid_headers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_header_names_reach_the_backend_as_with_nginx() {
     let backend = head_echo().await;
@@ -220,6 +221,7 @@ async fn invalid_header_names_reach_the_backend_as_with_nginx() {
         .starts_with("HTTP/1.1 400"));
 }
 
+// effect: rewrite_log
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrite_log_writes_nginx_notices() {
     let backend = head_echo().await;

@@ -95,6 +95,7 @@ fn three_servers(port: u16, extra_b: &str) -> String {
     )
 }
 
+// effect: ssl_certificate ssl_certificate_key
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_the_certificate_among_three_servers_and_no_sni_gets_the_default() {
     let ca = Ca::new();
@@ -145,6 +146,7 @@ async fn sni_picks_the_certificate_among_three_servers_and_no_sni_gets_the_defau
     }
 }
 
+// effect: ssl_protocols ssl_ciphers ssl_prefer_server_ciphers ssl_ecdh_curve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_only_and_tls13_only_clients_and_protocol_and_cipher_settings() {
     let ca = Ca::new();
@@ -247,6 +249,7 @@ async fn rsa_and_ecdsa_certificates_in_one_server() {
     }
 }
 
+// effect: ssl_session_cache ssl_session_tickets
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_resume_by_cache_and_by_ticket_within_a_shard() {
     let ca = Ca::new();

@@ -227,6 +227,7 @@ fn get(path: &str, extra: &str) -> String {
 
 const GZ: &str = "Accept-Encoding: gzip, deflate\r\n";
 
+// effect: gzip gzip_types gzip_http_version
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_files_are_gzipped_as_nginx() {
     let p = start().await;
@@ -306,6 +307,7 @@ async fn keep_alive_survives_a_gzipped_response() {
     assert!(text.ends_with("\r\n\r\ntiny\n"), "{text}");
 }
 
+// effect: gzip_vary
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxied_responses_are_gzipped_as_nginx() {
     let p = start().await;
@@ -366,6 +368,7 @@ async fn proxied_responses_are_gzipped_as_nginx() {
     assert_eq!(r.body, small_body());
 }
 
+// effect: gzip_proxied gzip_disable chunked_transfer_encoding
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_proxied_disable_and_chunked_transfer_encoding() {
     let p = start().await;
@@ -389,6 +392,7 @@ async fn gzip_proxied_disable_and_chunked_transfer_encoding() {
     assert_eq!(r.body, big_body());
 }
 
+// effect: gzip_min_length
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_error_pages_get_gzip_and_always_headers() {
     let p = start().await;
@@ -414,6 +418,7 @@ async fn own_error_pages_get_gzip_and_always_headers() {
     assert!(page.contains("<title>404 Not Found</title>"), "{page}");
 }
 
+// effect: error_page internal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_pages_internal_locations_and_intercepted_errors() {
     let p = start().await;
@@ -577,6 +582,7 @@ async fn seed_003_gzip_as_nginx() {
     assert!(String::from_utf8(r.decoded()).unwrap().contains(&pad));
 }
 
+// effect: log_not_found
 /// log_not_found: nginx 1.22.1 logs `open() "<root>/nothere" failed (2: No such file or
 /// directory), client: 127.0.0.1, server: , request: "GET /nothere HTTP/1.1", host: "x"`;
 /// `log_not_found off` keeps a missing file out of the error log.

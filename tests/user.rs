@@ -60,6 +60,7 @@ fn get(port: u16) -> String {
     out
 }
 
+// effect: user
 #[test]
 fn as_root_every_shard_runs_as_the_user_and_still_serves() {
     if !geteuid().is_root() {

@@ -81,12 +81,17 @@ pub(super) struct Conn {
     pub(super) body_read: Cell<bool>,
 }
 
-/// Serves one accepted client connection until it closes.
-/// Serves one client connection, on the configuration generation `ctx` for its first request
-/// and on the shard's current one (after a reload) for each later one.
-pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted client connection until it closes, `guard` counting it meanwhile: on
+/// the configuration generation `ctx` for its first request and on the shard's current one
+/// (after a reload) for each later one.
+pub async fn serve(
+    ctx: Rc<ShardCtx>,
+    guard: crate::shard::ConnGuard,
+    spec: ListenSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let mut ctx = ctx;
-    let _guard = ctx.hold();
     super::pool::note_connection();
     if super::io::set_nonblocking(&stream).is_err() {
         return;
@@ -148,7 +153,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, spec: ListenSpec, stream: TcpStream, peer:
             State::Tunnel(upstream, cfg, slot) => {
                 // The tunnel gets a task of its own holding only the two sockets and its
                 // guards: this connection's future (request state, buffers) is freed now.
-                let guards = (_guard, ctx.hold(), slot);
+                let guards = (guard, ctx.hold(), slot);
                 let (client, peer) = (conn.stream, conn.peer);
                 monoio::spawn(async move {
                     let _guards = guards;
@@ -198,13 +203,24 @@ async fn send_head(conn: &Conn, status: u16, bytes: &[u8], conf: &LocConf) -> bo
     send(conn, bytes, conf).await
 }
 
+/// Sends a response ringproxy made whole (head and body in one buffer), recording the head's
+/// size so that `$body_bytes_sent` counts the body only, as nginx.
+async fn send_whole(conn: &Conn, bytes: &[u8], conf: &LocConf) -> bool {
+    let head = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |i| i + 4);
+    conn.head_sent.set(head as u64);
+    send(conn, bytes, conf).await
+}
+
 /// Answers with ringproxy's own page for `code` and closes.
 async fn fail(conn: &Conn, code: u16, conf: &LocConf) -> State {
     if conn.defer_errors.get() {
         return State::Error(Reply::status(code), false);
     }
     conn.status.set(code);
-    let _ = send(
+    let _ = send_whole(
         conn,
         &respond::error(code, false, conf.server_tokens()),
         conf,
@@ -761,7 +777,7 @@ async fn send_page(
     }
     let (bytes, keep, gzip) = respond::reply(vars, conf, &r, keep_alive);
     conn.gzip_io.set(gzip);
-    if send(conn, &bytes, conf).await && keep {
+    if send_whole(conn, &bytes, conf).await && keep {
         State::ReadingHead
     } else {
         State::Closed

@@ -90,7 +90,11 @@ pub struct Page<'a> {
 /// Writes `p` with `x` (`Vary`, the `add_header` lines, gzip) in nginx's order. Returns the
 /// bytes, whether the connection stays open, and the gzip byte counts when compressed.
 pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
-    let mut out = Vec::with_capacity(256 + p.body.len());
+    // nginx's header filter: a 204 has no body, so neither type nor length (nor the text a
+    // `return 204 "..."` names).
+    let no_content = p.code == 204;
+    let body = if no_content { &[][..] } else { p.body };
+    let mut out = Vec::with_capacity(256 + body.len());
     status_line(&mut out, p.code, p.tokens);
     let mut line = |n: &str, v: &[u8]| {
         out.extend_from_slice(n.as_bytes());
@@ -98,12 +102,12 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     };
-    if !p.content_type.is_empty() {
+    if !p.content_type.is_empty() && !no_content {
         line("Content-Type", p.content_type.as_bytes());
     }
     let compress = x.gzip.level;
-    if compress.is_none() {
-        line("Content-Length", p.body.len().to_string().as_bytes());
+    if compress.is_none() && !no_content {
+        line("Content-Length", body.len().to_string().as_bytes());
     }
     if let Some(l) = p.location {
         line("Location", l.as_bytes());
@@ -122,9 +126,9 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
     }
     out.extend_from_slice(b"\r\n");
     let counts = match compress {
-        Some(level) => Some(gzip::compress_all(level, chunked, p.body, &mut out)),
+        Some(level) => Some(gzip::compress_all(level, chunked, body, &mut out)),
         None => {
-            out.extend_from_slice(p.body);
+            out.extend_from_slice(body);
             None
         }
     };
@@ -153,7 +157,8 @@ pub fn reply(
     let (content_type, body): (&str, &[u8]) = match &r.body {
         Some(body) => (&default_type, body),
         None if r.code >= 300 => ("text/html", status::error_page(r.code).unwrap_or(b"")),
-        None => ("", b""),
+        // nginx: a bare `return 2xx` is an empty body of the `default_type`.
+        None => (&default_type, b""),
     };
     let resp = GzipResponse {
         status: r.code,

@@ -24,7 +24,7 @@ use signal_hook::iterator::Signals;
 use crate::config::model::{Config, CpuAffinity, EventMethod, RunAs, WorkerProcesses};
 use crate::log;
 
-pub use context::{Shard, ShardCtx};
+pub use context::{ConnGuard, Shard, ShardCtx};
 pub use reload::Reloader;
 use reload::Shards;
 
@@ -64,25 +64,56 @@ pub(crate) fn shard_count(config: &Config) -> usize {
     }
 }
 
-/// The cores shard `i` may run on, from `worker_cpu_affinity`.
-pub(crate) fn core_for(config: &Config, i: usize) -> Option<core_affinity::CoreId> {
-    let cores = core_affinity::get_core_ids()?;
-    let pick = |mask: &[bool]| {
+/// The CPUs shard `i` may run on, from `worker_cpu_affinity` (`None`: not pinned). As nginx,
+/// `auto` gives each shard one CPU of those allowed (and in the mask), in turn; an explicit
+/// mask gives the shard every CPU it names, the last mask serving the shards beyond the list.
+pub(crate) fn cpus_for(config: &Config, i: usize) -> Option<Vec<usize>> {
+    let set = |mask: &[bool]| -> Vec<usize> {
         mask.iter()
-            .position(|&b| b)
-            .and_then(|c| cores.iter().find(|id| id.id == c).copied())
+            .enumerate()
+            .filter(|&(_, &on)| on)
+            .map(|(cpu, _)| cpu)
+            .collect()
     };
     match config.main.worker_cpu_affinity.as_ref()? {
-        CpuAffinity::Auto(None) => cores.get(i % cores.len()).copied(),
-        CpuAffinity::Auto(Some(mask)) => {
-            let allowed: Vec<_> = cores
+        CpuAffinity::Auto(mask) => {
+            let allowed: Vec<usize> = core_affinity::get_core_ids()?
                 .iter()
-                .filter(|c| mask.get(c.id).copied().unwrap_or(false))
-                .copied()
+                .map(|c| c.id)
+                .filter(|&c| {
+                    mask.as_ref()
+                        .is_none_or(|m| m.get(c).copied().unwrap_or(false))
+                })
                 .collect();
-            allowed.get(i % allowed.len().max(1)).copied()
+            allowed.get(i % allowed.len().max(1)).map(|&c| vec![c])
         }
-        CpuAffinity::Masks(masks) => masks.get(i).or(masks.last()).and_then(|m| pick(m)),
+        CpuAffinity::Masks(masks) => masks.get(i).or(masks.last()).map(|m| set(m)),
+    }
+}
+
+/// Pins the calling shard thread to `cpus` with nginx's notices, or lets it run on every CPU
+/// the process may use (`None`: a reload removed `worker_cpu_affinity`).
+pub(crate) fn pin(cpus: Option<&[usize]>) {
+    let all: Vec<usize>;
+    let cpus = match cpus {
+        Some(c) => {
+            for cpu in c {
+                log!(Notice, "sched_setaffinity(): using cpu #{cpu}");
+            }
+            c
+        }
+        None => {
+            // Every CPU there can be: the kernel keeps those the process may use.
+            all = (0..libc::CPU_SETSIZE as usize).collect();
+            &all
+        }
+    };
+    if let Err(e) = crate::sys::set_thread_affinity(cpus) {
+        log!(
+            Alert,
+            "sched_setaffinity() failed ({})",
+            crate::config::os_error(&e)
+        );
     }
 }
 

@@ -126,15 +126,15 @@ impl Shards {
             generations: gen_rx,
             ready: self.ready_tx.clone(),
         };
-        let core = super::core_for(&self.config, i);
+        let cpus = super::cpus_for(&self.config, i);
         let driver = self.driver;
         let thread = std::thread::Builder::new()
             .name(format!("ringproxy-shard-{i}"))
             .spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
-                }
                 log::set_shard(i + 1);
+                if cpus.is_some() {
+                    super::pin(cpus.as_deref());
+                }
                 worker::run(start, driver);
             })
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
@@ -223,7 +223,7 @@ impl Shards {
             let next = NextGeneration {
                 config: self.config.clone(),
                 sockets,
-                core: super::core_for(&self.config, i),
+                cpus: super::cpus_for(&self.config, i),
             };
             if h.generations.send(next).is_ok() {
                 h.order(b'G');

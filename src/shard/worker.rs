@@ -21,7 +21,7 @@ use monoio::io::AsyncReadRent;
 use monoio::net::{TcpListener, TcpStream, UnixStream};
 use monoio::task::JoinHandle;
 
-use super::context::{Shard, ShardCtx};
+use super::context::{ConnGuard, Shard, ShardCtx};
 use super::event::Event;
 use super::listener::ListenSpec;
 use super::Driver;
@@ -54,8 +54,8 @@ pub struct NextGeneration {
     pub config: Arc<Config>,
     /// Sockets for the addresses the shard does not listen on yet.
     pub sockets: Vec<(ListenSpec, std::net::TcpListener)>,
-    /// The core to run on (`worker_cpu_affinity`).
-    pub core: Option<core_affinity::CoreId>,
+    /// The CPUs to run on (`worker_cpu_affinity`; `None`: every CPU, not pinned).
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// Thread body of a shard. Reports on `start.ready` once it accepts (or why it cannot).
@@ -215,9 +215,7 @@ fn reload(shard: &Rc<Shard>, listening: &mut Vec<Listening>, next: NextGeneratio
     let Some(old) = shard.current() else {
         return;
     };
-    if let Some(core) = next.core {
-        core_affinity::set_for_current(core);
-    }
+    super::pin(next.cpus.as_deref());
     let gen = Rc::new(ShardCtx::new(shard, next.config, proxy));
     let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(listening)
         .into_iter()
@@ -332,7 +330,7 @@ impl Listening {
         if let Some(spec) = gen.listen_spec(self.addr) {
             while let Ok((stream, peer)) = self.queue.accept() {
                 match TcpStream::from_std(stream) {
-                    Ok(stream) => hand_over(gen, spec, stream, peer),
+                    Ok(stream) => hand_over(gen, gen.hold(), spec, stream, peer),
                     Err(e) => log!(Alert, "accept() failed ({})", crate::config::os_error(&e)),
                 }
             }
@@ -381,8 +379,11 @@ async fn accept_loop(
                     warn(format!("{limit} worker_connections are not enough"));
                     continue;
                 }
+                // Counted here, not when the task first runs: the epoll driver can accept a
+                // whole backlog before any of the spawned tasks starts.
+                let guard = shard.hold();
                 if let Some(spec) = gen.listen_spec(addr) {
-                    hand_over(&gen, spec, stream, peer);
+                    hand_over(&gen, guard, spec, stream, peer);
                 }
             }
             Err(e) => {
@@ -405,9 +406,15 @@ async fn accept_loop(
 }
 
 /// Hands an accepted connection to the proxy on a task of its own.
-fn hand_over(gen: &Rc<ShardCtx>, spec: &ListenSpec, stream: TcpStream, peer: SocketAddr) {
+fn hand_over(
+    gen: &Rc<ShardCtx>,
+    guard: ConnGuard,
+    spec: &ListenSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let (gen, spec) = (gen.clone(), spec.clone());
     monoio::spawn(async move {
-        crate::proxy::handler::serve(gen, spec, stream, peer).await;
+        crate::proxy::handler::serve(gen, guard, spec, stream, peer).await;
     });
 }
