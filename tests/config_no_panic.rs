@@ -86,8 +86,7 @@ fn corpus() -> Vec<Vec<u8>> {
         root.join("config"),
         root.join("tests/data/seed-configs"),
     ] {
-        let entries =
-            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().and_then(|x| x.to_str()) == Some("conf") {

@@ -139,7 +139,10 @@ fn every_directive_in_effect_has_a_behaviour_test() {
         .keys()
         .filter(|k| !known.contains(k.as_str()))
         .collect();
-    assert!(unknown.is_empty(), "markers name unknown directives: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "markers name unknown directives: {unknown:?}"
+    );
     let in_effect: BTreeSet<&str> = DIRECTIVES
         .iter()
         .filter(|s| !matches!(s.handler, Handler::Unsupported(_) | Handler::NoEffect(_)))
