@@ -180,7 +180,8 @@ pub fn refused() -> SocketAddr {
 
 /// A duplicate of the proxy's (process `pid`) TCP socket whose local and peer addresses are
 /// `local` and `peer`, taken with `pidfd_getfd(2)`: socket options are per socket, so this is
-/// the way to read the ones ringproxy set. `None` if it has no such socket now.
+/// the way to read the ones ringproxy set. `None` if it has no such socket now (or this process
+/// may not ptrace the proxy, which `pidfd_getfd` requires: the proxy is its child).
 pub fn proxy_socket(pid: i32, local: SocketAddr, peer: SocketAddr) -> Option<std::os::fd::OwnedFd> {
     use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
     let pidfd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
