@@ -47,6 +47,7 @@ fn black_hole() -> (SocketAddr, socket2::Socket, std::net::TcpStream) {
     (addr, s, filler)
 }
 
+// effect: proxy_next_upstream_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_next_upstream_timeout_stops_the_retries() {
     let holes = [black_hole(), black_hole(), black_hole()];
@@ -87,6 +88,7 @@ async fn read_until_head_end(s: &mut TcpStream) {
     }
 }
 
+// effect: proxy_ignore_client_abort
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_abort_closes_the_upstream_connection_unless_ignored() {
     // The client leaves while the response head is awaited, then while the body streams.

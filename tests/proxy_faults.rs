@@ -280,6 +280,7 @@ async fn a_refused_upgrade_is_relayed_and_early_bytes_are_not_forwarded() {
     }
 }
 
+// effect: proxy_read_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_and_slow_is_504() {
     let dead = common::free_port();
@@ -345,6 +346,7 @@ async fn half_close_is_passed_on_both_ways() {
     }
 }
 
+// effect: proxy_read_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_tunnel_is_closed_after_proxy_read_timeout() {
     let (_b, p) = start(Script::UpgradeEcho, "").await;
@@ -386,6 +388,7 @@ async fn a_write_blocked_on_a_paused_reader_is_not_an_idle_tunnel() {
     assert_eq!(got.len(), FLOOD, "the tunnel was closed while blocked");
 }
 
+// effect: hash
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_picks_the_same_peer_on_every_shard() {
     let (b1, b2) = (backend(Script::Id(1)).await, backend(Script::Id(2)).await);

@@ -418,7 +418,7 @@ async fn own_error_pages_get_gzip_and_always_headers() {
     assert!(page.contains("<title>404 Not Found</title>"), "{page}");
 }
 
-// effect: error_page internal
+// effect: error_page internal proxy_intercept_errors
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_pages_internal_locations_and_intercepted_errors() {
     let p = start().await;
@@ -490,6 +490,7 @@ async fn error_pages_internal_locations_and_intercepted_errors() {
     assert_eq!(r.body, small_body());
 }
 
+// effect: proxy_redirect
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_redirect_default_rewrites_location_and_refresh() {
     let p = start().await;

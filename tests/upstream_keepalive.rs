@@ -186,6 +186,7 @@ async fn run(port: u16, n: usize) -> Vec<String> {
     bodies
 }
 
+// effect: keepalive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_share_one_connection() {
     for mode in [Mode::KeepAlive, Mode::Chunked] {
@@ -224,6 +225,7 @@ async fn responses_that_end_the_connection_are_not_reused() {
     }
 }
 
+// effect: keepalive_requests
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_requests_limits_the_requests_per_connection() {
     let b = backend(Mode::KeepAlive).await;
@@ -364,6 +366,7 @@ async fn an_upgraded_connection_is_never_pooled() {
     assert_eq!(b.accepted(), 2);
 }
 
+// effect: keepalive_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_after_keepalive_timeout() {
     let b = backend(Mode::KeepAlive).await;
@@ -408,6 +411,7 @@ async fn read_response(s: &mut TcpStream) -> String {
     format!("{head}{}", String::from_utf8_lossy(&body))
 }
 
+// effect: keepalive_time
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_connections_close_after_keepalive_time() {
     let b = backend(Mode::KeepAlive).await;
@@ -449,6 +453,7 @@ fn tcp_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Optio
     })
 }
 
+// effect: proxy_socket_keepalive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_socket_keepalive_sets_so_keepalive_on_upstream_sockets() {
     for on in [true, false] {

@@ -73,6 +73,10 @@ pub struct ChunkedDecoder {
     remaining: u64,
     extension: usize,
     trailers: usize,
+    /// Sum of the sizes on the chunk-size lines read so far.
+    announced: u64,
+    /// The size on the last one.
+    last: u64,
 }
 
 impl Default for ChunkedDecoder {
@@ -89,7 +93,16 @@ impl ChunkedDecoder {
             remaining: 0,
             extension: 0,
             trailers: 0,
+            announced: 0,
+            last: 0,
         }
+    }
+
+    /// The body bytes announced by the chunk-size lines read so far, and the size on the last
+    /// one: nginx holds `client_max_body_size` against these as each size line arrives, before
+    /// the chunk's data.
+    pub fn announced(&self) -> (u64, u64) {
+        (self.announced, self.last)
     }
 
     /// Whether the whole body has been read.
@@ -130,6 +143,8 @@ impl ChunkedDecoder {
     }
 
     fn end_size_line(&mut self) {
+        self.announced = self.announced.saturating_add(self.remaining);
+        self.last = self.remaining;
         self.state = if self.remaining == 0 {
             State::TrailerStart
         } else {

@@ -56,7 +56,7 @@ impl ResponseHead<'_, '_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
     /// The head does not fit in `proxy_buffer_size`.
-    #[error("upstream sent too big header (raise proxy_buffer_size)")]
+    #[error("upstream sent too big header")]
     TooBig,
     /// More header lines than the header array holds.
     #[error("upstream sent too many header lines")]

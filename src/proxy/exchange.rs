@@ -7,9 +7,10 @@
 use std::time::Instant;
 
 use super::conn::Stream;
-use super::handler::{relay_request_body, sends_upgrade, Conn};
+use super::handler::{sends_upgrade, Conn};
 use super::io::{is_timeout, read_into, write_all};
 use super::request::{build_request, UpstreamBody};
+use super::request_body::{relay_request_body, BodyError};
 use super::upstream_pool::UpstreamConn;
 use crate::config::model::{LocConf, LocationMatch, ProxyPass};
 use crate::http::request::{Body, RequestHead};
@@ -85,7 +86,7 @@ pub(super) async fn send_request(
     match write_all(&up.stream, &out, conf.proxy_send_timeout()).await {
         Ok(()) => {}
         Err(e) if stale && !is_timeout(&e) => return Err(Sent::Stale),
-        Err(_) => return Err(Sent::Fail(502)),
+        Err(e) => return Err(Sent::Fail(send_failed(conn, &e))),
     }
     drop(out);
     // The request body (none for an upgrade: the bytes after the head are the first frames,
@@ -93,15 +94,17 @@ pub(super) async fn send_request(
     let leftover = if head.upgrade {
         early.to_vec()
     } else {
-        match relay_request_body(conn, &up.stream, client_body, early, conf).await {
+        // `proxy_pass_request_body off`: the body is read and dropped.
+        let to = conf.proxy_pass_request_body().then_some(&up.stream);
+        match relay_request_body(conn, to, client_body, early, conf).await {
             Ok(rest) => {
                 if client_body != Body::None {
                     conn.body_read.set(true);
                 }
                 rest
             }
-            Err(_) if stale => return Err(Sent::Stale),
-            Err(_) => return Err(Sent::Closed),
+            Err(BodyError::Upstream(e)) if stale && !is_timeout(&e) => return Err(Sent::Stale),
+            Err(e) => return Err(body_failed(conn, e)),
         }
     };
     let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
@@ -142,6 +145,51 @@ pub(super) async fn send_request(
                 conn.peer.ip()
             );
             Err(Sent::Fail(code))
+        }
+    }
+}
+
+/// nginx's status for a request whose head or body could not be written upstream (504 when
+/// `proxy_send_timeout` ran out), with its log line.
+fn send_failed(conn: &Conn, e: &std::io::Error) -> u16 {
+    let ip = conn.peer.ip();
+    if is_timeout(e) {
+        log!(Error, "upstream timed out (110: Connection timed out) while sending request to upstream, client: {ip}");
+        504
+    } else {
+        let e = crate::config::os_error(e);
+        log!(
+            Error,
+            "send() failed ({e}) while sending request to upstream, client: {ip}"
+        );
+        502
+    }
+}
+
+/// What nginx does when a request body could not be relayed: an answer for a body that is too
+/// large or malformed, or for an upstream that failed; for a client that timed out or went away
+/// only the access log's status (408, 400) and the close.
+fn body_failed(conn: &Conn, e: BodyError) -> Sent {
+    let ip = conn.peer.ip();
+    match e {
+        BodyError::Upstream(e) => Sent::Fail(send_failed(conn, &e)),
+        BodyError::TooLarge(before, size) => {
+            log!(Error, "client intended to send too large chunked body: {before}+{size} bytes, client: {ip}");
+            Sent::Fail(413)
+        }
+        BodyError::Invalid => {
+            log!(Info, "client sent invalid chunked body, client: {ip}");
+            Sent::Fail(400)
+        }
+        BodyError::Client(e) => {
+            if is_timeout(&e) {
+                log!(Info, "client timed out (110: Connection timed out) while reading client request body, client: {ip}");
+                conn.status.set(408);
+            } else {
+                log!(Info, "client prematurely closed connection while reading client request body, client: {ip}");
+                conn.status.set(400);
+            }
+            Sent::Closed
         }
     }
 }

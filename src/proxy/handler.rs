@@ -18,6 +18,7 @@ use super::exchange::{read_upstream, send_request, Request, Sent};
 use super::headers_out::ProxiedRequest;
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
+use super::request_body::{check_early_chunks, decode_chunks, ChunksError};
 use super::respond;
 use super::response::{write_client_head, ClientFraming, ClientOptions};
 use super::static_files::{self, Conditional, Decision};
@@ -79,6 +80,12 @@ pub(super) struct Conn {
     gzip_io: Cell<Option<(u64, u64)>>,
     /// The request body went upstream already: a proxied error page gets none.
     pub(super) body_read: Cell<bool>,
+    /// How long to wait for the next request: `keepalive_timeout` of the location that served
+    /// the last one, as in nginx.
+    idle_timeout: std::time::Duration,
+    /// TCP_NODELAY is set (nginx sets it once a location with `tcp_nodelay on` serves a
+    /// request, and never clears it).
+    nodelay: bool,
 }
 
 /// Serves one accepted client connection until it closes, `guard` counting it meanwhile: on
@@ -105,12 +112,18 @@ pub async fn serve(
     } else {
         spec.addr
     };
-    let nodelay = ctx
+    let default_conf = ctx
         .proxy
         .router
         .default_server(local)
-        .map_or(true, |i| http.servers[i].conf.tcp_nodelay());
-    let _ = stream.set_nodelay(nodelay);
+        .ok()
+        .map(|i| &http.servers[i].conf);
+    // As nginx: the default server's tcp_nodelay before a TLS handshake; a plain connection
+    // gets it from the location of its first request.
+    let nodelay = spec.listen.ssl && default_conf.is_none_or(|c| c.tcp_nodelay());
+    if nodelay {
+        let _ = stream.set_nodelay(true);
+    }
     let accepted = Instant::now();
     let Some(stream) = crate::tls::accept(&ctx, &spec, stream, peer, local, accepted).await else {
         return;
@@ -130,6 +143,8 @@ pub async fn serve(
         err_status: Cell::new(None),
         gzip_io: Cell::new(None),
         body_read: Cell::new(false),
+        idle_timeout: default_conf.map_or(std::time::Duration::ZERO, |c| c.keepalive_timeout()),
+        nodelay,
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
@@ -245,18 +260,11 @@ impl HeadBuf {
     }
 }
 
-/// Keep-alive: waits for the next request without holding a buffer, up to the default server's
-/// `keepalive_timeout`; false when the connection should close instead (timeout, end of stream,
-/// graceful stop).
+/// Keep-alive: waits for the next request without holding a buffer, up to the
+/// `keepalive_timeout` of the location that served the last one; false when the connection
+/// should close instead (timeout, end of stream, graceful stop).
 async fn next_request_arrives(ctx: &ShardCtx, conn: &Conn) -> bool {
-    let timeout = match (
-        ctx.config.http.as_ref(),
-        ctx.proxy.router.default_server(conn.local),
-    ) {
-        (Some(http), Ok(i)) => http.servers[i].conf.keepalive_timeout(),
-        _ => return false,
-    };
-    let readable = monoio::time::timeout(timeout, conn.stream.readable());
+    let readable = monoio::time::timeout(conn.idle_timeout, conn.stream.readable());
     monoio::select! {
         r = readable => matches!(r, Ok(Ok(()))),
         _ = ctx.shard.stopping.wait() => false,
@@ -532,6 +540,10 @@ async fn serve_request(
         };
         let conf = loc.map_or(&server.conf, |l| &l.conf);
         log_conf = conf;
+        conn.idle_timeout = conf.keepalive_timeout();
+        if conf.tcp_nodelay() && !conn.nodelay {
+            conn.nodelay = conn.stream.tcp().set_nodelay(true).is_ok();
+        }
         if conf.internal && !internal {
             finish!(fail(conn, 404, conf).await);
         }
@@ -542,14 +554,19 @@ async fn serve_request(
             }
             vars.set_location_valid(true);
         }
+        // nginx's keep-alive limits hold for every answer from this location (`return` too).
+        let keep_alive = head.keep_alive
+            && !closing
+            && !conf.keepalive_timeout().is_zero()
+            && conn.requests < conf.keepalive_requests()
+            && conn.accepted.elapsed() <= conf.keepalive_time()
+            && !ctx.shard.stopping.is_set();
         let outcome = match conf.rewrite_log() {
             true => script::run_logged(&conf.script, Level::Location, &mut vars, &mut notice),
             false => script::run(&conf.script, Level::Location, &mut vars),
         };
         match outcome {
-            ScriptOutcome::Return(r) => {
-                finish!(reply(conn, &mut vars, conf, r, head.keep_alive).await)
-            }
+            ScriptOutcome::Return(r) => finish!(reply(conn, &mut vars, conf, r, keep_alive).await),
             ScriptOutcome::Last(_) => {
                 if changes.change().is_err() {
                     log!(
@@ -565,12 +582,6 @@ async fn serve_request(
             }
             ScriptOutcome::Continue | ScriptOutcome::Break => {}
         }
-        let keep_alive = head.keep_alive
-            && !closing
-            && !conf.keepalive_timeout().is_zero()
-            && conn.requests < conf.keepalive_requests()
-            && conn.accepted.elapsed() <= conf.keepalive_time()
-            && !ctx.shard.stopping.is_set();
         if let Some(pp) = conf.proxy_pass.as_ref() {
             let matcher = loc.map(|l| &l.matcher).unwrap_or(&SERVER_LEVEL);
             finish!(
@@ -838,7 +849,10 @@ async fn connect(
         // What failed with this peer: the connect (an error), or the TLS handshake (its status).
         let err: Result<u16, std::io::Error> = match attempt {
             Ok(Ok(s)) if super::io::set_nonblocking(&s).is_ok() => {
-                let _ = s.set_nodelay(true);
+                // nginx sets it on upstream connections too (streamed bodies, tunnels).
+                if conf.tcp_nodelay() {
+                    let _ = s.set_nodelay(true);
+                }
                 if conf.proxy_socket_keepalive() {
                     let _ = socket2::SockRef::from(&crate::sys::fd(&s)).set_keepalive(true);
                 }
@@ -906,9 +920,12 @@ async fn proxy(
     matcher: &LocationMatch,
     keep_alive: bool,
 ) -> State {
-    if let Body::Length(n) = head.body {
-        let max = conf.client_max_body_size();
-        if max > 0 && n > max {
+    // nginx reads the body before it goes upstream: what it can tell from the head and the
+    // bytes that came with it is refused without contacting the upstream.
+    let max = conf.client_max_body_size();
+    match head.body {
+        _ if conn.body_read.get() => {}
+        Body::Length(n) if max > 0 && n > max => {
             log!(
                 Error,
                 "client intended to send too large body: {n} bytes, client: {}",
@@ -916,6 +933,22 @@ async fn proxy(
             );
             return fail(conn, 413, conf).await;
         }
+        Body::Chunked => match check_early_chunks(early, max) {
+            Ok(()) => {}
+            Err(ChunksError::TooLarge(before, size)) => {
+                log!(Error, "client intended to send too large chunked body: {before}+{size} bytes, client: {}", conn.peer.ip());
+                return fail(conn, 413, conf).await;
+            }
+            Err(ChunksError::Invalid) => {
+                log!(
+                    Info,
+                    "client sent invalid chunked body, client: {}",
+                    conn.peer.ip()
+                );
+                return fail(conn, 400, conf).await;
+            }
+        },
+        _ => {}
     }
     if head.upgrade
         && !head
@@ -1015,7 +1048,12 @@ async fn proxy(
             }
             Ok(Parsed::Partial) => {}
             Err(e) => {
-                log!(Error, "upstream sent invalid header: {e} while reading response header from upstream, client: {}", conn.peer.ip());
+                // The error is nginx's text ("upstream sent too big header", ...).
+                log!(
+                    Error,
+                    "{e} while reading response header from upstream, client: {}",
+                    conn.peer.ip()
+                );
                 return fail(conn, 502, conf).await;
             }
         }
@@ -1133,100 +1171,11 @@ async fn tunnel_after_101(
     };
     let cfg = TunnelConfig {
         read_timeout: conf.proxy_read_timeout(),
-        send_timeout: conf.proxy_send_timeout(),
+        client_send_timeout: conf.send_timeout(),
+        upstream_send_timeout: conf.proxy_send_timeout(),
         path,
     };
     State::Tunnel(upstream, cfg, slot)
-}
-
-/// Decodes the chunked bytes in `input` into `out`, re-chunked or as plain data. Returns the
-/// bytes consumed and the payload bytes produced.
-fn decode_chunks(
-    dec: &mut ChunkedDecoder,
-    input: &[u8],
-    out: &mut Vec<u8>,
-    rechunk: bool,
-) -> std::io::Result<(usize, u64)> {
-    let (mut consumed, mut data) = (0, 0u64);
-    while consumed < input.len() && !dec.is_done() {
-        let step = dec
-            .decode(&input[consumed..])
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-        consumed += step.consumed;
-        if !step.data.is_empty() {
-            data += step.data.len() as u64;
-            if rechunk {
-                encode_chunk(step.data, out);
-            } else {
-                out.extend_from_slice(step.data);
-            }
-        }
-        if step.consumed == 0 && step.data.is_empty() && !step.done {
-            break;
-        }
-    }
-    Ok((consumed, data))
-}
-
-/// Sends the request body upstream, re-framed (length as length, chunked re-chunked), starting
-/// with `early` (bytes read with the head). Returns the bytes read beyond the body (the next
-/// pipelined request).
-pub(super) async fn relay_request_body(
-    conn: &mut Conn,
-    upstream: &Stream,
-    body: Body,
-    early: &[u8],
-    conf: &LocConf,
-) -> std::io::Result<Vec<u8>> {
-    let send_to = conf.proxy_send_timeout();
-    let max = conf.client_max_body_size();
-    match body {
-        Body::None => Ok(early.to_vec()),
-        Body::Length(mut left) => {
-            let take = (left as usize).min(early.len());
-            write_all(upstream, &early[..take], send_to).await?;
-            left -= take as u64;
-            let mut chunk = PooledBuf::take();
-            while left > 0 {
-                let want = (left as usize).min(chunk.bytes().len());
-                let deadline = Instant::now() + conf.client_body_timeout();
-                let n = read_some(&conn.stream, &mut chunk.bytes()[..want], deadline).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                write_all(upstream, &chunk.bytes()[..n], send_to).await?;
-                left -= n as u64;
-            }
-            Ok(early[take..].to_vec())
-        }
-        Body::Chunked => {
-            let mut dec = ChunkedDecoder::new();
-            let mut total = 0u64;
-            let mut out = Vec::new();
-            let mut pending = early.to_vec();
-            loop {
-                let (consumed, data) = decode_chunks(&mut dec, &pending, &mut out, true)?;
-                total += data;
-                pending.drain(..consumed);
-                if max > 0 && total > max {
-                    return Err(std::io::ErrorKind::InvalidData.into());
-                }
-                if dec.is_done() {
-                    out.extend_from_slice(LAST_CHUNK);
-                    write_all(upstream, &out, send_to).await?;
-                    return Ok(pending);
-                }
-                if !out.is_empty() {
-                    write_all(upstream, &out, send_to).await?;
-                    out.clear();
-                }
-                let deadline = Instant::now() + conf.client_body_timeout();
-                if read_into(&conn.stream, &mut pending, 16 * 1024, deadline).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-        }
-    }
 }
 
 /// Writes response body bytes to the client, counting them for the access log.
@@ -1273,8 +1222,9 @@ async fn relay_response_body(
                 pending.clear();
             }
             Frame::Chunked | Frame::ChunkedToClose => {
-                let (consumed, _) =
-                    decode_chunks(&mut dec, &pending, &mut out, frame == Frame::Chunked)?;
+                let rechunk = frame == Frame::Chunked;
+                let (consumed, _) = decode_chunks(&mut dec, &pending, &mut out, rechunk, 0)
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
                 pending.drain(..consumed);
                 if dec.is_done() && frame == Frame::Chunked {
                     out.extend_from_slice(LAST_CHUNK);

@@ -115,6 +115,7 @@ fn proxy_redirect_default_as_nginx() {
     assert_eq!(redirect("/api", "http://elsewhere/x"), "http://elsewhere/x");
 }
 
+// effect: proxy_redirect
 #[test]
 fn proxy_redirect_rules_in_order_and_off() {
     assert_eq!(redirect("/rules", "http://127.0.0.1:19901/one/a"), "/two/a");

@@ -26,7 +26,7 @@ struct Slot {
     last: Instant,
     timeout: Duration,
     expired: bool,
-    /// Directions blocked writing (backpressure): `proxy_send_timeout` governs them, and a
+    /// Directions blocked writing (backpressure): the send timeouts govern them, and a
     /// tunnel held this way is not silent (nginx drops its read timer while it cannot write).
     held: u8,
     waker: Option<Waker>,

@@ -7,7 +7,8 @@
 //! `proxy_pass` (`static_files`). Every response head passes nginx's response filters
 //! (`headers_out`: `add_header`, `proxy_redirect`; `gzip`, with the compressed relay in
 //! `gzip_relay`), and errors may be answered by `error_page` (`error_page`). The shard's
-//! upstream keep-alive pools are in `upstream_pool`, one exchange with a peer in `exchange`.
+//! upstream keep-alive pools are in `upstream_pool`, one exchange with a peer in `exchange`, the
+//! request body's relay in `request_body`.
 
 pub mod conn;
 pub mod error_page;
@@ -20,6 +21,7 @@ pub mod idle;
 pub mod io;
 pub mod pool;
 pub mod request;
+mod request_body;
 pub mod respond;
 pub mod response;
 pub mod static_files;

@@ -60,6 +60,7 @@ fn build(req: &str, uri: &str, body: UpstreamBody) -> Result<String, BuildError>
 
 const GET: &str = "GET /plain/x?q=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX_Under: 1\r\nTE: trailers\r\nAccept: */*\r\n\r\n";
 
+// effect: proxy_http_version
 #[test]
 fn defaults_and_client_headers() {
     assert_eq!(
@@ -93,6 +94,7 @@ fn chunked_bodies_need_http11() {
         .contains("Content-Length"));
 }
 
+// effect: proxy_pass_request_headers proxy_set_header
 #[test]
 fn request_headers_off_sends_only_configured_ones() {
     let req = GET.replace("/plain", "/nohdr");
@@ -164,6 +166,7 @@ fn head(
 
 const DATE: &str = "Date: Tue, 10 Oct 2000 13:55:36 GMT\r\n";
 
+// effect: proxy_hide_header proxy_pass_header
 #[test]
 fn response_head_in_nginx_order_with_default_hidden_headers() {
     let up: &[(&str, &[u8])] = &[

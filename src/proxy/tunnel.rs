@@ -6,8 +6,9 @@
 //! `splice(2)` after readiness, never io_uring's splice op, which parks a kernel thread per
 //! pending call).
 //! A FIN is passed on as a half-close while the other direction keeps flowing; an error or reset
-//! closes both. `proxy_read_timeout` closes a tunnel silent in both directions that long;
-//! `proxy_send_timeout` one whose writes stay blocked that long (a blocked write is not silence).
+//! closes both. `proxy_read_timeout` closes a tunnel silent in both directions that long; a write
+//! that stays blocked closes it after `send_timeout` towards the client, `proxy_send_timeout`
+//! towards the upstream, as in nginx (a blocked write is not silence).
 //! A slow reader blocks the writer of its direction, which stops reading its source: memory per
 //! tunnel stays one buffer per active direction.
 //!
@@ -52,10 +53,22 @@ pub enum Path {
 pub struct TunnelConfig {
     /// Close when both directions were silent this long (`proxy_read_timeout`).
     pub read_timeout: Duration,
-    /// Close when a write stays blocked this long (`proxy_send_timeout`).
-    pub send_timeout: Duration,
+    /// Close when a write to the client stays blocked this long (`send_timeout`).
+    pub client_send_timeout: Duration,
+    /// Close when a write to the upstream stays blocked this long (`proxy_send_timeout`).
+    pub upstream_send_timeout: Duration,
     /// Forwarding path.
     pub path: Path,
+}
+
+impl TunnelConfig {
+    /// How long a write towards `side` may stay blocked.
+    fn send_timeout(&self, side: Side) -> Duration {
+        match side {
+            Side::Client => self.client_send_timeout,
+            Side::Upstream => self.upstream_send_timeout,
+        }
+    }
 }
 
 /// Which side of the tunnel.
@@ -341,7 +354,7 @@ fn splice_now(
     }
 }
 
-/// The slow path: `dst` is full. Waits for writability (bounded by `proxy_send_timeout`) until
+/// The slow path: `dst` is full. Waits for writability (bounded by its side's send timeout) until
 /// the pending bytes are out; `src` is not read meanwhile (backpressure).
 async fn finish(
     dst: &Stream,
@@ -352,7 +365,7 @@ async fn finish(
 ) -> Result<(), PumpErr> {
     let dst_side = other(side);
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
-    // Blocked on a slow reader: `proxy_send_timeout` applies, not the idle timeout (as nginx,
+    // Blocked on a slow reader: the send timeout applies, not the idle timeout (as nginx,
     // which drops the read timer while it cannot write); the tunnel counts as active again when
     // the write completes.
     let _held = clock.hold();
@@ -361,7 +374,7 @@ async fn finish(
             write_all(dst, &buf.bytes()[at..end], dst_side, cfg).await?;
         }
         Pending::Flush => {
-            dst.flush(cfg.send_timeout)
+            dst.flush(cfg.send_timeout(dst_side))
                 .await
                 .map_err(|e| send_err(e, dst_side))?;
         }
@@ -373,7 +386,8 @@ async fn finish(
                 match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
                     Ok(m) => left -= m,
                     Err(Errno::AGAIN) => {
-                        match monoio::time::timeout(cfg.send_timeout, dst.writable(false)).await {
+                        let limit = cfg.send_timeout(dst_side);
+                        match monoio::time::timeout(limit, dst.writable(false)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => return Err(PumpErr::Io(dst_side, e)),
                             Err(_) => return Err(PumpErr::SendTimeout(dst_side)),
@@ -403,7 +417,7 @@ async fn write_all(
     dst_side: Side,
     cfg: &TunnelConfig,
 ) -> Result<(), PumpErr> {
-    dst.write_all(data, cfg.send_timeout)
+    dst.write_all(data, cfg.send_timeout(dst_side))
         .await
         .map_err(|e| send_err(e, dst_side))
 }
@@ -456,7 +470,8 @@ mod tests {
             crate::proxy::io::set_nonblocking(&proxy_up).unwrap();
             let cfg = TunnelConfig {
                 read_timeout: Duration::from_secs(30),
-                send_timeout: Duration::from_secs(30),
+                client_send_timeout: Duration::from_secs(30),
+                upstream_send_timeout: Duration::from_secs(30),
                 path: Path::Auto,
             };
             let (proxy_client, proxy_up) = (Stream::Plain(proxy_client), Stream::Plain(proxy_up));
@@ -506,7 +521,8 @@ mod tests {
             for path in [Path::Splice, Path::Auto] {
                 let cfg = TunnelConfig {
                     read_timeout: Duration::from_secs(30),
-                    send_timeout: Duration::from_secs(30),
+                    client_send_timeout: Duration::from_secs(30),
+                    upstream_send_timeout: Duration::from_secs(30),
                     path,
                 };
                 let tunnel = run(&proxy_client, &proxy_up, cfg);

@@ -131,7 +131,7 @@ fn too_big_header() {
     ));
     assert_eq!(
         ResponseError::TooBig.to_string(),
-        "upstream sent too big header (raise proxy_buffer_size)"
+        "upstream sent too big header"
     );
 }
 
