@@ -1,5 +1,5 @@
 //! Client-side directives through a running ringproxy (one shard), each against what nginx 1.22
-//! does: the keep-alive limits on client connections, the head timeout and buffers, the body
+//! did in runs made by hand (no script repeats them): the keep-alive limits on client connections, the head timeout and buffers, the body
 //! size limit and timeout, the send timeout (responses and tunnels) and `tcp_nodelay`.
 
 mod common;
@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use directive_kit::{
-    read_head, read_response, read_to_end_within, send, wait_for, Backend, End, T,
-};
+use common::read_head;
+use directive_kit::{read_response, read_to_end_within, send, wait_for, Backend, End, T};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";

@@ -1,5 +1,5 @@
 //! Proxy and upstream directives through a running ringproxy (one shard) against scripted
-//! backends, each against what nginx 1.22 does: `upstream` balancing, `proxy_pass` URIs,
+//! backends, each against what nginx 1.22 did in runs made by hand: `upstream` balancing, `proxy_pass` URIs,
 //! timeouts while connecting and sending, `proxy_buffer_size`, the next-upstream limits,
 //! `proxy_pass_request_body off`, upgrades (`proxy_allow_upgrade`), the tunnel's forwarding
 //! path (`proxy_splice`) and `keepalive_time` for upstream connections.
@@ -10,7 +10,8 @@ mod directive_kit;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use directive_kit::{read_head, read_to_end_within, send, wait_for, Backend, T};
+use common::read_head;
+use directive_kit::{read_to_end_within, send, wait_for, Backend, T};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GET_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
@@ -88,7 +89,7 @@ async fn proxy_pass_sends_the_request_to_its_target_with_the_uri_as_nginx() {
 // effect: proxy_connect_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_that_hangs_is_504_after_proxy_connect_timeout() {
-    let hole = directive_kit::black_hole();
+    let hole = common::black_hole();
     // The default is 60s, far past the deadline below.
     let p = directive_kit::proxy(&[hole.0], "", "proxy_connect_timeout 1s;");
     let start = Instant::now();

@@ -1,4 +1,5 @@
-//! HTTP/0.9 as nginx 1.22.1 answers it (recorded on this machine): a `GET /path` line alone is
+//! HTTP/0.9 as nginx 1.22.1 answered it in runs made by hand (the expectations are ringproxy's
+//! own; no script repeats those runs): a `GET /path` line alone is
 //! served as a GET, and the answer is the bare body, no status line and no head, for a
 //! `return`, a proxied response and an error page alike; any other method gets the bare 400
 //! page. The connection closes after the answer.

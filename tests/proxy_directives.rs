@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::Proxy;
+use common::{black_hole, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -32,19 +32,6 @@ fn proxy_with(servers: &[SocketAddr], server: &str, location: &str) -> Proxy {
         "worker_processes 1;\nerror_log logs/error.log info;\nevents {{}}\nhttp {{\n    upstream b {{\n{servers}    }}\n    server {{\n        listen 127.0.0.1:{port};\n        {server}\n        location / {{\n            proxy_pass http://b;\n            {location}\n        }}\n    }}\n}}\n"
     );
     Proxy::start(&conf, port, "", &[])
-}
-
-/// A listener whose accept queue is full: further SYNs are dropped, so connecting to it times
-/// out. The returned values keep it that way while alive.
-fn black_hole() -> (SocketAddr, socket2::Socket, std::net::TcpStream) {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    s.listen(0).unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    let filler = std::net::TcpStream::connect(addr).unwrap();
-    (addr, s, filler)
 }
 
 // effect: proxy_next_upstream_timeout
@@ -185,7 +172,8 @@ async fn head_echo() -> SocketAddr {
 async fn invalid_header_names_reach_the_backend_as_with_nginx() {
     let backend = head_echo().await;
     let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX@At: 2\r\nX.Dot: 4\r\nX-ok: 5\r\nConnection: close\r\n\r\n";
-    // What nginx 1.22.1 forwarded for `raw` (recorded on this machine), per server setting.
+    // What nginx 1.22.1 forwarded for `raw` per server setting, seen in a run made by hand (no
+    // script repeats it): ringproxy's expectation.
     let cases: [(&str, &[&str], &[&str]); 2] = [
         ("", &["X-ok: 5"], &["X_Under", "X@At", "X.Dot"]),
         (
@@ -247,7 +235,8 @@ async fn rewrite_log_writes_nginx_notices() {
         b"GET /zzz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
     .await;
-    // nginx 1.22.1's lines for the same configuration and requests (after "PID#TID: *N "):
+    // nginx 1.22.1's lines for the same configuration and requests (after "PID#TID: *N "), as
+    // seen in a run made by hand:
     let context =
         ", client: 127.0.0.1, server: , request: \"GET /old/abc?q=2 HTTP/1.1\", host: \"a\"";
     let want = [

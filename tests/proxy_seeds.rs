@@ -170,7 +170,7 @@ async fn backend_receives_the_configured_headers() {
     let (_a, _b, proxy) = start_seed("000-websocket-location.conf");
     let r = http(proxy.port, b"GET /websocket/headers HTTP/1.1\r\nHost: example.com:8080\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive, X-Drop\r\nX-Drop: secret\r\nKeep-Alive: 300\r\nUser-Agent: t\r\n\r\n").await;
     let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
-    // What nginx 1.22.1 sends for this location (captured with the same request): the
+    // What nginx 1.22.1 sent for this location in a run made by hand with the same request: the
     // proxy_set_header lines in order, then the client's headers minus hop-by-hop ones; nginx
     // also forwards X-Drop, which the client's Connection header names: ringproxy drops it
     // (RFC 9110 7.6.1), a deliberate difference listed in the README.

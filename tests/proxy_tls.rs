@@ -402,7 +402,7 @@ async fn plain_http_on_the_tls_port_gets_nginx_400() {
     let p = start(prefix_with(&[("a", &leaf)]), port, &simple_tls(port, ""));
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
     let r = get(&mut s, "x", "/").await;
-    // Recorded from nginx 1.22.1 (its signature line says nginx).
+    // nginx 1.22.1's page, as seen in a run made by hand (its signature line says nginx).
     let page = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>ringproxy</center>\r\n</body>\r\n</html>\r\n";
     assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
     assert!(r.contains("\r\nContent-Type: text/html\r\n"), "{r}");

@@ -315,7 +315,7 @@ pub async fn roundtrip(port: u16, raw: &[u8]) -> String {
 pub async fn scripted_backend(
     reply: impl Fn(&str, std::net::SocketAddr) -> Vec<u8> + Send + Sync + 'static,
 ) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let reply = std::sync::Arc::new(reply);
@@ -323,22 +323,43 @@ pub async fn scripted_backend(
         while let Ok((mut s, _)) = l.accept().await {
             let reply = reply.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut b).await {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                let _ = s
-                    .write_all(&reply(&String::from_utf8_lossy(&head), addr))
-                    .await;
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
+                let _ = s.write_all(&reply(&head, addr)).await;
                 let _ = s.shutdown().await;
             });
         }
     });
     addr
+}
+
+/// Reads one HTTP head (up to the blank line) byte by byte, so nothing after it is consumed;
+/// `None` at end of stream or on an error.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b).await {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A listener whose accept queue is full, so connecting to it times out (SYNs are dropped).
+/// The returned values keep it so while alive.
+pub fn black_hole() -> (std::net::SocketAddr, socket2::Socket, std::net::TcpStream) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let filler = std::net::TcpStream::connect(addr).unwrap();
+    (addr, s, filler)
 }
 
 /// `n` bytes of a repeating pattern (bodies and messages whose corruption a test would see).

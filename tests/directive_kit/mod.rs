@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::common::read_head;
 use crate::common::{self, Proxy};
 
 /// The longest any single wait in these tests may take.
@@ -85,19 +86,6 @@ pub async fn answering(body: &'static str) -> Backend {
     .await
 }
 
-/// Reads one head (up to the blank line) byte by byte; `None` at end of stream or error.
-pub async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b).await {
-            Ok(1) => head.push(b[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 /// One response with a `Content-Length` from a connection that stays open: head and body.
 pub async fn read_response(s: &mut TcpStream) -> String {
     let head = tokio::time::timeout(T, read_head(s))
@@ -158,19 +146,6 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A listener whose accept queue is full, so connecting to it times out (SYNs are dropped).
-/// The returned values keep it so while alive.
-pub fn black_hole() -> (SocketAddr, socket2::Socket, std::net::TcpStream) {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    s.listen(0).unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    let filler = std::net::TcpStream::connect(addr).unwrap();
-    (addr, s, filler)
 }
 
 /// An address nothing listens on (connecting is refused).
