@@ -163,7 +163,8 @@ impl Shards {
         self.running.iter_mut().for_each(|h| h.order(byte));
     }
 
-    /// Reloads: see the module documentation. Logs what it did or why nothing changed.
+    /// Reloads: see the module documentation. Logs what it did (once every shard has the new
+    /// configuration in place) or why nothing changed.
     pub fn reload(&mut self, load: &Reloader) {
         match self.try_reload(load) {
             Ok(()) => log!(Notice, "reconfigured: {} shards", self.running.len()),
@@ -211,6 +212,7 @@ impl Shards {
         }
         self.config = config;
         let mut added = added.into_iter();
+        let mut told = 0;
         for (i, h) in self.running.iter_mut().enumerate().take(kept) {
             let sockets = added.next().unwrap_or_default();
             h.sockets
@@ -227,6 +229,19 @@ impl Shards {
             };
             if h.generations.send(next).is_ok() {
                 h.order(b'G');
+                told += 1;
+            }
+        }
+        // Each shard says when its new generation is in place. A shard can fail only if a file
+        // changed since the check above; it then keeps the old configuration, and says so.
+        for _ in 0..told {
+            match self.ready.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log!(Alert, "{e}"),
+                Err(_) => log!(
+                    Alert,
+                    "a shard did not take the new configuration within 10 s"
+                ),
             }
         }
         for mut h in self.running.drain(kept..) {

@@ -44,7 +44,8 @@ pub struct ShardStart {
     pub control: StdUnixStream,
     /// New configurations (reload), announced by a `G` on `control`.
     pub generations: Receiver<NextGeneration>,
-    /// Told once the shard accepts (or why it cannot).
+    /// Told once the shard accepts (or why it cannot), and once each new generation is in
+    /// place (or why not).
     pub ready: Sender<Result<(), String>>,
 }
 
@@ -152,7 +153,7 @@ async fn shard_main(start: ShardStart) {
             }
             (Ok(1), Some(b'G')) => {
                 while let Ok(next) = generations.try_recv() {
-                    reload(&shard, &mut listening, next);
+                    let _ = ready.send(reload(&shard, &mut listening, next));
                 }
             }
             _ => break,
@@ -198,22 +199,17 @@ async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>) {
 /// accepting (what is queued on them is served by the old generation) and are shut; new ones
 /// start accepting; requests in progress and open tunnels keep the generation they started
 /// with, which is freed when the last of them ends.
-fn reload(shard: &Rc<Shard>, listening: &mut Vec<Listening>, next: NextGeneration) {
+fn reload(
+    shard: &Rc<Shard>,
+    listening: &mut Vec<Listening>,
+    next: NextGeneration,
+) -> Result<(), String> {
     // The main thread built the same proxy state from this configuration before sending it, so
     // this fails only if the files changed in between; then the shard keeps the old one.
-    let proxy = match crate::proxy::ShardProxy::new(&next.config) {
-        Ok(p) => p,
-        Err(e) => {
-            log!(
-                Alert,
-                "shard {}: reload failed, configuration unchanged: {e}",
-                shard.id
-            );
-            return;
-        }
-    };
+    let proxy = crate::proxy::ShardProxy::new(&next.config)
+        .map_err(|e| format!("shard {}: {e}; its configuration is unchanged", shard.id))?;
     let Some(old) = shard.current() else {
-        return;
+        return Ok(());
     };
     super::pin(next.cpus.as_deref());
     let gen = Rc::new(ShardCtx::new(shard, next.config, proxy));
@@ -246,6 +242,7 @@ fn reload(shard: &Rc<Shard>, listening: &mut Vec<Listening>, next: NextGeneratio
         }
         drop(old);
     });
+    Ok(())
 }
 
 /// The longest the shard's housekeeping sleeps.
