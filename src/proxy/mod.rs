@@ -17,6 +17,7 @@ pub mod gzip;
 pub mod gzip_relay;
 pub mod handler;
 pub mod headers_out;
+pub mod frames;
 pub mod idle;
 pub mod io;
 pub mod pool;
