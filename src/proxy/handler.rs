@@ -15,6 +15,7 @@ use monoio::net::TcpStream;
 use super::conn::Stream;
 use super::error_page;
 use super::exchange::{read_upstream, send_request, Request, Sent};
+use super::frames::Frames;
 use super::headers_out::ProxiedRequest;
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
@@ -22,7 +23,6 @@ use super::request_body::{check_early_chunks, decode_chunks, ChunksError};
 use super::respond;
 use super::response::{write_client_head, ClientFraming, ClientOptions};
 use super::static_files::{self, Conditional, Decision};
-use super::frames::Frames;
 use super::tunnel::{self, Path, TunnelConfig};
 use super::upstream_pool::{self, UpstreamConn, UpstreamPools};
 use crate::config::model::{

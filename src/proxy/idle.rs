@@ -306,7 +306,11 @@ fn sweep(now: Instant) -> Option<Duration> {
             }
         }
         let tick = (smallest / 10).clamp(MIN_TICK, MAX_TICK);
-        Some(if scheduled { tick.min(DRAIN_TICK) } else { tick })
+        Some(if scheduled {
+            tick.min(DRAIN_TICK)
+        } else {
+            tick
+        })
     })
 }
 

@@ -13,11 +13,11 @@
 pub mod conn;
 pub mod error_page;
 mod exchange;
+pub mod frames;
 pub mod gzip;
 pub mod gzip_relay;
 pub mod handler;
 pub mod headers_out;
-pub mod frames;
 pub mod idle;
 pub mod io;
 pub mod pool;

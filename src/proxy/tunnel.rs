@@ -240,7 +240,10 @@ async fn pump(
         let f = frames.as_mut().filter(|f| !f.lost());
         let (spliced, f) = match pipe {
             Some((pipe, s, d)) => match f {
-                Some(f) => (splice_now(pipe, s, d, side, clock, moved, Some(&mut *f))?, Some(f)),
+                Some(f) => (
+                    splice_now(pipe, s, d, side, clock, moved, Some(&mut *f))?,
+                    Some(f),
+                ),
                 None => (splice_now(pipe, s, d, side, clock, moved, None)?, None),
             },
             None => (None, f),
@@ -536,7 +539,8 @@ async fn close_handshake(
     }
     if !f.closed() {
         // A client's frames are masked (RFC 6455 §5.3); the key need not be secret here.
-        let mask = (dst_side == Side::Upstream).then(|| (super::idle::random() as u32).to_ne_bytes());
+        let mask =
+            (dst_side == Side::Upstream).then(|| (super::idle::random() as u32).to_ne_bytes());
         dst.write_all(&frames::going_away(mask), CLOSE_WAIT)
             .await
             .map_err(|e| send_err(e, dst_side))?;

@@ -1,0 +1,390 @@
+//! The graceful stop of WebSocket tunnels (QUIT): each client receives a Close 1001 as from a
+//! server and the backend a masked Close 1001 as from a client, at a random moment of
+//! `worker_shutdown_spread`; a frame in flight is finished first; a side that never answers its
+//! Close is closed after the short wait; other upgrades are cut at `worker_shutdown_timeout`.
+//!
+//! Real sockets: tokio-tungstenite clients (which check framing and answer a Close) through
+//! ringproxy to a recording backend (tokio-tungstenite as a server, which refuses unmasked
+//! client frames), or raw sockets where the test must see exact bytes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::echo::Server;
+use common::Proxy;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Deadline of single steps.
+const T: Duration = Duration::from_secs(20);
+
+fn conf(main: &str, port: u16, backend: SocketAddr, loc: &str) -> String {
+    format!(
+        "{main}\nevents {{ worker_connections 2048; }}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://{backend};\n            proxy_http_version 1.1;\n            proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection \"upgrade\";\n            proxy_read_timeout 120s;\n            {loc}\n        }}\n    }}\n}}\n"
+    )
+}
+
+/// What the recording backend saw: the close codes of the Close frames it received, and the
+/// errors its WebSocket layer raised (an unmasked frame from the proxy would be one).
+#[derive(Default)]
+struct Seen {
+    closes: Vec<u16>,
+    errors: Vec<String>,
+}
+
+/// A WebSocket backend that echoes messages and records Close frames (answering them).
+fn recording_backend() -> (Server, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let rec = seen.clone();
+    let server = Server::start(
+        "recording",
+        Arc::new(move |mut s: TcpStream| {
+            let rec = rec.clone();
+            Box::pin(async move {
+                let Some(head) = common::read_head(&mut s).await else {
+                    return;
+                };
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let reply = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    derive_accept_key(key.as_bytes())
+                );
+                if s.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut ws = WebSocketStream::from_raw_socket(s, Role::Server, None).await;
+                while let Some(m) = ws.next().await {
+                    match m {
+                        Ok(Message::Close(frame)) => {
+                            let code = frame.map_or(0, |f| u16::from(f.code));
+                            rec.lock().unwrap().closes.push(code);
+                        }
+                        Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                            if ws.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            rec.lock().unwrap().errors.push(e.to_string());
+                            return;
+                        }
+                    }
+                }
+            })
+        }),
+    );
+    (server, seen)
+}
+
+type Client = WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn open(port: u16) -> Client {
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .expect("upgrade in time")
+        .expect("upgrade");
+    common::echo_each(&mut ws, [Message::text("hello")], "open").await;
+    ws
+}
+
+/// Reads until the Close frame; returns its code (tungstenite answers it).
+async fn close_code(ws: &mut Client) -> u16 {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(f))) => return f.map_or(0, |f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("connection ended without a Close frame: {other:?}"),
+        }
+    }
+}
+
+// effect: worker_shutdown_spread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_closes_every_websocket_with_going_away_spread_over_the_window() {
+    const N: usize = 200;
+    const SPREAD: Duration = Duration::from_secs(8);
+    let (_backend, seen) = recording_backend();
+    let port = common::free_port();
+    let main = "worker_processes 2; worker_shutdown_spread 8s; worker_shutdown_timeout 60s;";
+    let p = Proxy::start(&conf(main, port, _backend.addr, ""), port, "", &[]);
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        clients.push(open(port).await);
+    }
+    let quit = Instant::now();
+    ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+    let waits: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let code = tokio::time::timeout(SPREAD + T, close_code(&mut ws))
+                    .await
+                    .expect("a Close within the window");
+                let at = quit.elapsed();
+                // The closing handshake's end: the proxy closes the connection.
+                let end = tokio::time::timeout(T, async { while ws.next().await.is_some() {} });
+                end.await.expect("the proxy closes after the handshake");
+                (code, at)
+            })
+        })
+        .collect();
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = p.stop_with(0, SPREAD + T);
+        (status, quit.elapsed())
+    });
+    let mut times = Vec::new();
+    for w in waits {
+        let (code, at) = w.await.unwrap();
+        assert_eq!(code, 1001, "Going Away");
+        times.push(at);
+    }
+    let (status, exited) = exit.await.unwrap();
+    assert!(status.success(), "{status}");
+    // Exits once the tunnels are closed, long before the hard limit.
+    assert!(exited < Duration::from_secs(40), "exited after {exited:?}");
+    times.sort();
+    let (first, last) = (times[0], times[N - 1]);
+    // Spread over the window, not at once: uniform over 8 s spans more than 5.5 s with
+    // overwhelming odds (a default 5 s window could not), and no second holds half of them.
+    assert!(
+        last - first > Duration::from_millis(5500),
+        "closes between {first:?} and {last:?}"
+    );
+    assert!(
+        last < SPREAD + Duration::from_secs(8),
+        "last close at {last:?}"
+    );
+    for w in times.windows(N / 2) {
+        assert!(
+            w[N / 2 - 1] - w[0] > Duration::from_secs(1),
+            "half the closes within one second: {:?}..{:?}",
+            w[0],
+            w[N / 2 - 1]
+        );
+    }
+    let deadline = Instant::now() + T;
+    loop {
+        let s = seen.lock().unwrap();
+        assert!(s.errors.is_empty(), "backend errors: {:?}", s.errors);
+        if s.closes.len() == N {
+            assert!(s.closes.iter().all(|&c| c == 1001), "{:?}", s.closes);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backend got {} Close frames of {N}",
+            s.closes.len()
+        );
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After QUIT: waits until the proxy refuses new connections (its stop has begun, and with
+/// it the drain), then a little more for the sweeper's tick.
+async fn until_stopping(port: u16) {
+    let deadline = Instant::now() + T;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after QUIT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// A raw WebSocket backend: after the 101 it sends the first half of one large binary frame,
+/// the rest when told, then reads what the proxy sends and reports it (up to its close).
+async fn half_frame_backend(
+    len: usize,
+    rest: tokio::sync::oneshot::Receiver<()>,
+    got: tokio::sync::oneshot::Sender<Vec<u8>>,
+) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let head = common::read_head(&mut s).await.unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .to_string();
+        let reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        );
+        s.write_all(reply.as_bytes()).await.unwrap();
+        let mut frame = vec![0x82, 127];
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+        frame.extend(common::big(len));
+        let half = frame.len() / 2;
+        s.write_all(&frame[..half]).await.unwrap();
+        rest.await.unwrap();
+        s.write_all(&frame[half..]).await.unwrap();
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(T, s.read_to_end(&mut seen)).await;
+        let _ = got.send(seen);
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_in_flight_arrives_whole_before_the_close() {
+    const LEN: usize = 4 << 20;
+    for path in ["off", "on", "auto"] {
+        let (rest_tx, rest_rx) = tokio::sync::oneshot::channel();
+        let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+        let backend = half_frame_backend(LEN, rest_rx, got_tx).await;
+        let port = common::free_port();
+        let main = "worker_shutdown_spread 0s; worker_shutdown_timeout 60s;";
+        let loc = format!("proxy_splice {path};");
+        let p = Proxy::start(&conf(main, port, backend, &loc), port, "", &[]);
+        let url = format!("ws://127.0.0.1:{port}/");
+        let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
+            .await
+            .unwrap()
+            .unwrap();
+        // Half the frame is on its way (through the proxy, or queued in it when the client's
+        // socket is full): the drain begins inside the frame.
+        ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+        until_stopping(port).await;
+        rest_tx.send(()).unwrap();
+        let got = tokio::time::timeout(T, ws.next())
+            .await
+            .expect("the frame in time")
+            .expect("a message")
+            .unwrap_or_else(|e| panic!("splice {path}: broken stream: {e}"));
+        assert!(
+            got == Message::binary(common::big(LEN)),
+            "splice {path}: the frame arrived changed ({} bytes)",
+            got.len()
+        );
+        let code = tokio::time::timeout(T, close_code(&mut ws)).await.unwrap();
+        assert_eq!(code, 1001, "splice {path}");
+        // The backend got exactly one masked Close 1001 and nothing else.
+        let seen = tokio::time::timeout(T, got_rx).await.unwrap().unwrap();
+        assert_eq!(seen.len(), 8, "splice {path}: backend got {seen:x?}");
+        assert_eq!(&seen[..2], &[0x88, 0x82], "a masked Close of 2 bytes");
+        let m = &seen[2..6];
+        assert_eq!(
+            [seen[6] ^ m[0], seen[7] ^ m[1]],
+            [0x03, 0xE9],
+            "status 1001"
+        );
+        let status = p.stop_with(0, T);
+        assert!(status.success(), "{status}");
+    }
+}
+
+/// Upgrades a raw connection through the proxy (the handshake by hand).
+async fn raw_upgrade(port: u16, protocol: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(T, common::read_head(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_the_close_is_closed_after_the_short_wait() {
+    let echo = common::Echo::start();
+    let port = common::free_port();
+    let main = "worker_shutdown_spread 0s; worker_shutdown_timeout 60s;";
+    let p = Proxy::start(&conf(main, port, echo.addr, ""), port, "", &[]);
+    let mut s = raw_upgrade(port, "websocket").await;
+    let quit = Instant::now();
+    ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+    let mut close = [0u8; 4];
+    tokio::time::timeout(T, s.read_exact(&mut close))
+        .await
+        .expect("the Close in time")
+        .unwrap();
+    assert_eq!(close, [0x88, 0x02, 0x03, 0xE9], "an unmasked Close 1001");
+    // No answer: the proxy waits a little for one, then closes.
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(T, s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    let waited = quit.elapsed();
+    assert!(end.is_ok(), "{end:?}");
+    assert!(rest.is_empty(), "after the Close: {rest:x?}");
+    // The wait (2 s) starts after QUIT, when the Close is sent.
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "closed {waited:?} after QUIT: no wait for the answer"
+    );
+    let status = p.stop_with(0, T);
+    assert!(status.success(), "{status}");
+    assert!(
+        quit.elapsed() < Duration::from_secs(15),
+        "the stop took {:?}",
+        quit.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_websocket_upgrade_is_cut_at_worker_shutdown_timeout() {
+    // Echoes raw bytes after its 101.
+    let backend = Server::start(
+        "raw-echo",
+        Arc::new(|mut s: TcpStream| {
+            Box::pin(async move {
+                if common::read_head(&mut s).await.is_none() {
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            })
+        }),
+    );
+    let port = common::free_port();
+    let main = "worker_shutdown_spread 0s; worker_shutdown_timeout 4s;";
+    let loc = "proxy_allow_upgrade tcp-echo;";
+    let p = Proxy::start(&conf(main, port, backend.addr, loc), port, "", &[]);
+    let mut s = raw_upgrade(port, "tcp-echo").await;
+    let quit = Instant::now();
+    ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+    until_stopping(port).await;
+    // Past the (empty) spread window the tunnel still carries bytes, unframed...
+    s.write_all(b"\x88\x00still").await.unwrap();
+    let mut buf = [0u8; 7];
+    tokio::time::timeout(T, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"\x88\x00still");
+    // ...and is cut at the hard limit, with no Close frame.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{rest:x?}");
+    let status = p.stop_with(0, T);
+    assert!(status.success(), "{status}");
+    assert!(
+        quit.elapsed() >= Duration::from_secs(4),
+        "cut after {:?}",
+        quit.elapsed()
+    );
+}
