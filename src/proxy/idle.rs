@@ -60,6 +60,9 @@ thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());
     /// Whether this shard's sweeper task is running.
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`start_drain`]: the sweeper stops sleeping and scans at once.
+    static NUDGED: Cell<bool> = const { Cell::new(false) };
+    static SWEEPER: RefCell<Option<Waker>> = const { RefCell::new(None) };
     /// xorshift64* state, seeded from the process's random hash keys.
     static RNG: Cell<u64> = Cell::new({
         use std::hash::BuildHasher;
@@ -99,6 +102,26 @@ pub fn start_drain(window: Duration) {
             }
         }
     });
+    // The sweeper may be in a long sleep (up to `MAX_TICK`): the first moments are near.
+    NUDGED.with(|n| n.set(true));
+    if let Some(w) = SWEEPER.with(|w| w.borrow_mut().take()) {
+        w.wake();
+    }
+}
+
+/// Resolves once [`start_drain`] has nudged the sweeper.
+struct Nudge;
+
+impl Future for Nudge {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if NUDGED.with(|n| n.replace(false)) {
+            return Poll::Ready(());
+        }
+        SWEEPER.with(|w| *w.borrow_mut() = Some(cx.waker().clone()));
+        Poll::Pending
+    }
 }
 
 /// One tunnel's slot; freed on drop.
@@ -318,8 +341,10 @@ fn sweep(now: Instant) -> Option<Duration> {
 /// starts it again).
 async fn sweeper() {
     while let Some(tick) = sweep(Instant::now()) {
-        monoio::time::sleep(tick).await;
+        let sleep = std::pin::pin!(monoio::time::sleep(tick));
+        futures_util::future::select(sleep, Nudge).await;
     }
+    SWEEPER.with(|w| w.borrow_mut().take());
     SWEEPING.with(|s| s.set(false));
 }
 
