@@ -182,7 +182,12 @@ async fn quit_closes_every_websocket_with_going_away_spread_over_the_window() {
     let deadline = Instant::now() + T;
     loop {
         let s = seen.lock().unwrap();
-        assert!(s.errors.is_empty(), "backend errors: {:?}", s.errors);
+        assert!(
+            s.errors.is_empty(),
+            "{} backend errors, the first: {:?}",
+            s.errors.len(),
+            s.errors.first()
+        );
         if s.closes.len() == N {
             assert!(s.closes.iter().all(|&c| c == 1001), "{:?}", s.closes);
             break;
@@ -387,4 +392,112 @@ async fn a_non_websocket_upgrade_is_cut_at_worker_shutdown_timeout() {
         "cut after {:?}",
         quit.elapsed()
     );
+}
+
+/// Sizes of the frames the flooding backend sends, in turn: every length form, small and
+/// large, so the splice path peeks between frames and splices within them.
+const SIZES: [usize; 6] = [10, 200, 70_000, 3000, 1 << 20, 126];
+
+fn flood_payload(i: usize) -> Vec<u8> {
+    let n = SIZES[i % SIZES.len()];
+    (0..n).map(|k| ((k + i * 31) % 251) as u8).collect()
+}
+
+/// A raw WebSocket backend that sends binary frames (`flood_payload(0)`, `(1)`, ...) without
+/// end, and reports every byte the proxy sends it (up to its close).
+async fn flooding_backend(got: tokio::sync::oneshot::Sender<Vec<u8>>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let head = common::read_head(&mut s).await.unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .to_string();
+        let reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        );
+        s.write_all(reply.as_bytes()).await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let payload = flood_payload(i);
+                let mut frame = Vec::new();
+                let mut out = ws_frame_header(payload.len());
+                frame.append(&mut out);
+                frame.extend(payload);
+                if w.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(T, r.read_to_end(&mut seen)).await;
+        let _ = got.send(seen);
+    });
+    addr
+}
+
+/// An unmasked binary frame's header for `len` payload bytes.
+fn ws_frame_header(len: usize) -> Vec<u8> {
+    let mut h = vec![0x82];
+    if len < 126 {
+        h.push(len as u8);
+    } else if len <= 0xFFFF {
+        h.push(126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(127);
+        h.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_streaming_when_the_drain_begins_stay_whole_on_every_path() {
+    for path in ["off", "on", "auto"] {
+        let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+        let backend = flooding_backend(got_tx).await;
+        let port = common::free_port();
+        let main = "worker_shutdown_spread 0s; worker_shutdown_timeout 60s;";
+        let loc = format!("proxy_splice {path};");
+        let p = Proxy::start(&conf(main, port, backend, &loc), port, "", &[]);
+        let url = format!("ws://127.0.0.1:{port}/");
+        let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut i = 0;
+        let code = tokio::time::timeout(T, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        assert!(
+                            b[..] == flood_payload(i)[..],
+                            "splice {path}: message {i} changed ({} bytes)",
+                            b.len()
+                        );
+                        i += 1;
+                        if i == 20 {
+                            ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+                        }
+                    }
+                    Some(Ok(Message::Close(f))) => return f.map_or(0, |f| u16::from(f.code)),
+                    other => panic!("splice {path}: after {i} messages: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the Close in time");
+        assert_eq!(code, 1001, "splice {path}");
+        assert!(i >= 20, "splice {path}: closed after {i} messages");
+        let seen = tokio::time::timeout(T, got_rx).await.unwrap().unwrap();
+        assert_eq!(seen.len(), 8, "splice {path}: backend got {seen:x?}");
+        assert_eq!(&seen[..2], &[0x88, 0x82], "splice {path}: a masked Close");
+        let status = p.stop_with(0, T);
+        assert!(status.success(), "{status}");
+    }
 }
