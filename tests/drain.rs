@@ -252,6 +252,9 @@ async fn half_frame_backend(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_frame_in_flight_arrives_whole_before_the_close() {
     const LEN: usize = 4 << 20;
+    let mut frame = vec![0x82, 127];
+    frame.extend_from_slice(&(LEN as u64).to_be_bytes());
+    frame.extend(common::big(LEN));
     for path in ["off", "on", "auto"] {
         let (rest_tx, rest_rx) = tokio::sync::oneshot::channel();
         let (got_tx, got_rx) = tokio::sync::oneshot::channel();
@@ -260,28 +263,40 @@ async fn a_large_frame_in_flight_arrives_whole_before_the_close() {
         let main = "worker_shutdown_spread 0s; worker_shutdown_timeout 60s;";
         let loc = format!("proxy_splice {path};");
         let p = Proxy::start(&conf(main, port, backend, &loc), port, "", &[]);
-        let url = format!("ws://127.0.0.1:{port}/");
-        let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
+        let mut s = raw_upgrade(port, "websocket").await;
+        // The frame has begun to arrive: the drain begins inside it.
+        let mut got = vec![0u8; 1024];
+        tokio::time::timeout(T, s.read_exact(&mut got))
             .await
             .unwrap()
             .unwrap();
-        // Half the frame is on its way (through the proxy, or queued in it when the client's
-        // socket is full): the drain begins inside the frame.
         ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
         until_stopping(port).await;
         rest_tx.send(()).unwrap();
-        let got = tokio::time::timeout(T, ws.next())
+        // The whole frame, then the Close, and nothing between.
+        let mut rest = vec![0u8; frame.len() + 4 - got.len()];
+        tokio::time::timeout(T, s.read_exact(&mut rest))
             .await
-            .expect("the frame in time")
-            .expect("a message")
-            .unwrap_or_else(|e| panic!("splice {path}: broken stream: {e}"));
-        assert!(
-            got == Message::binary(common::big(LEN)),
-            "splice {path}: the frame arrived changed ({} bytes)",
-            got.len()
+            .expect("the frame and the Close in time")
+            .unwrap();
+        got.extend(rest);
+        let bad = got.iter().zip(&frame).position(|(a, b)| a != b);
+        assert_eq!(bad, None, "splice {path}: first changed byte of the frame");
+        assert_eq!(
+            got[frame.len()..],
+            [0x88, 0x02, 0x03, 0xE9],
+            "splice {path}: a Close 1001 right after the frame"
         );
-        let code = tokio::time::timeout(T, close_code(&mut ws)).await.unwrap();
-        assert_eq!(code, 1001, "splice {path}");
+        // Our answer (masked, as a client's) ends the handshake.
+        s.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE9 ^ 2])
+            .await
+            .unwrap();
+        let mut after = Vec::new();
+        tokio::time::timeout(T, s.read_to_end(&mut after))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(after.is_empty(), "splice {path}: {after:x?}");
         // The backend got exactly one masked Close 1001 and nothing else.
         let seen = tokio::time::timeout(T, got_rx).await.unwrap().unwrap();
         assert_eq!(seen.len(), 8, "splice {path}: backend got {seen:x?}");
@@ -500,4 +515,72 @@ async fn frames_streaming_when_the_drain_begins_stay_whole_on_every_path() {
         let status = p.stop_with(0, T);
         assert!(status.success(), "{status}");
     }
+}
+
+// A reload that lowers worker_processes retires shards with the same graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_retired_by_a_reload_close_their_websockets_the_same_way() {
+    const N: usize = 24;
+    let (backend, seen) = recording_backend();
+    let port = common::free_port();
+    let main = |n: usize| {
+        format!("worker_processes {n}; worker_shutdown_spread 1s; error_log logs/error.log notice;")
+    };
+    let p = Proxy::start(&conf(&main(2), port, backend.addr, ""), port, "", &[]);
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        clients.push(open(port).await);
+    }
+    std::fs::write(
+        p.dir.path().join("ringproxy.conf"),
+        conf(&main(1), port, backend.addr, ""),
+    )
+    .unwrap();
+    ringproxy::sys::kill(p.pid(), libc::SIGHUP).unwrap();
+    // Each tunnel on the retired shard gets its Close within the window (1 s, and a wide
+    // margin); one on the kept shard stays silent and still echoes.
+    let waits: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(8), close_code(&mut ws)).await {
+                    Ok(code) => {
+                        assert_eq!(code, 1001, "Going Away");
+                        while ws.next().await.is_some() {}
+                        true
+                    }
+                    Err(_) => {
+                        common::echo_each(&mut ws, [Message::text("kept")], "kept shard").await;
+                        ws.close(None).await.unwrap();
+                        while ws.next().await.is_some() {}
+                        false
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut closed = 0;
+    for w in waits {
+        closed += usize::from(w.await.unwrap());
+    }
+    // SO_REUSEPORT spreads connections by their addresses: all on one shard has odds 2^-23.
+    assert!(0 < closed && closed < N, "{closed} of {N} tunnels closed");
+    // The proxy's Close 1001 for each closed tunnel, the kept ones' own (no code) for the rest.
+    let deadline = Instant::now() + T;
+    while seen.lock().unwrap().closes.len() < N {
+        assert!(
+            Instant::now() < deadline,
+            "the backend got too few Close frames"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = seen.lock().unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors.first());
+    let going_away = s.closes.iter().filter(|&&c| c == 1001).count();
+    assert_eq!(going_away, closed, "{:?}", s.closes);
+    assert!(
+        p.stderr().contains("reconfigured: 1 shards"),
+        "{}",
+        p.stderr()
+    );
 }
