@@ -182,8 +182,8 @@ mod tests {
         let mut pos = 0;
         while pos < wire.len() {
             let end = (pos + step).min(wire.len());
-            // Byte by byte inside the piece would hide split handling; feed whole pieces, and
-            // note boundaries only at piece ends plus via `to_boundary` reads.
+            // Within a piece, at most up to the next boundary at a time (as the stop's reads
+            // do), so every boundary is seen.
             let mut p = pos;
             while p < end {
                 let n = (t.to_boundary() as usize).min(end - p);

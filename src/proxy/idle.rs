@@ -411,6 +411,47 @@ mod tests {
         });
     }
 
+    #[test]
+    fn a_drain_wakes_websocket_clocks_within_the_window_and_no_other() {
+        rt().block_on(async {
+            let t0 = Instant::now();
+            let plain = IdleClock::register(Duration::from_secs(600));
+            let ws: Vec<_> = (0..50)
+                .map(|_| {
+                    let c = IdleClock::register(Duration::from_secs(600));
+                    c.drains();
+                    c
+                })
+                .collect();
+            start_drain(Duration::from_secs(10));
+            let late = IdleClock::register(Duration::from_secs(600));
+            late.drains();
+            let at: Vec<Instant> = ws
+                .iter()
+                .chain([&late])
+                .map(|c| slot(c, |s| s.drain_at.expect("a moment")))
+                .collect();
+            assert!(at
+                .iter()
+                .all(|&a| a >= t0 && a <= Instant::now() + Duration::from_secs(10)));
+            // Random moments, not one: 51 draws over 10 s.
+            let (lo, hi) = (at.iter().min().unwrap(), at.iter().max().unwrap());
+            assert!(*hi - *lo > Duration::from_secs(5), "{:?}", *hi - *lo);
+            sweep(*lo);
+            assert_eq!(ws.iter().chain([&late]).filter(|c| c.draining()).count(), 1);
+            sweep(*hi);
+            assert!(ws.iter().chain([&late]).all(IdleClock::draining));
+            assert!(
+                !plain.draining() && !expired(&plain),
+                "not a WebSocket tunnel"
+            );
+        });
+    }
+
+    fn slot<T>(clock: &IdleClock, f: impl FnOnce(&Slot) -> T) -> T {
+        TABLE.with(|t| f(t.borrow().slots[clock.index].as_ref().unwrap()))
+    }
+
     fn expired(clock: &IdleClock) -> bool {
         TABLE.with(|t| t.borrow().slots[clock.index].as_ref().unwrap().expired)
     }

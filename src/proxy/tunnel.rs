@@ -546,7 +546,7 @@ async fn close_handshake(
             .map_err(|e| send_err(e, dst_side))?;
     }
     let deadline = Instant::now() + CLOSE_WAIT;
-    while !(f.closed() && f.at_boundary()) && !f.lost() {
+    while !(f.lost() || (f.closed() && f.at_boundary())) {
         let Some(n) = read_within(src, buf.bytes(), deadline, side).await? else {
             return Ok(());
         };
