@@ -2,7 +2,8 @@
 //! masking and the `Sec-WebSocket-Accept` computation.
 //!
 //! Nothing here touches a socket. The load tool (`ringproxy-load`) drives these over monoio; the
-//! proxy's tunnel may later use the decoder to watch frames (close, ping) without owning them.
+//! proxy's tunnel writes its graceful stop's Close frames with `write_frame` (it follows frame
+//! boundaries with its own lenient tracker, `proxy::frames`, which judges no bits).
 //! Like the HTTP parsers, decoding returns [`Status::Partial`] until a whole header (or frame) is
 //! in the buffer and never panics on network input.
 

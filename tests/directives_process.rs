@@ -275,6 +275,8 @@ fn worker_cpu_affinity_pins_each_shard() {
 }
 
 /// A backend that answers every request with 101 and then echoes until the client closes.
+/// Not a WebSocket upgrade: a graceful stop leaves such a tunnel open until the timeout
+/// (WebSocket tunnels get a closing handshake: tests/drain.rs).
 fn upgrade_echo_backend() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -290,7 +292,7 @@ fn upgrade_echo_backend() -> SocketAddr {
                     }
                     head.push(b[0]);
                 }
-                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n");
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf) {
                     if n == 0 || s.write_all(&buf[..n]).is_err() {
@@ -307,10 +309,8 @@ fn upgrade_echo_backend() -> SocketAddr {
 fn open_tunnel(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    )
-    .unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
+        .unwrap();
     let mut r = std::io::BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -328,7 +328,7 @@ fn open_tunnel(port: u16) -> TcpStream {
 
 fn tunnel_conf(main: &str, port: u16, backend: SocketAddr) -> String {
     format!(
-        "{main}\nevents {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://{backend};\n            proxy_http_version 1.1;\n            proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection \"upgrade\";\n            proxy_read_timeout 60s;\n        }}\n    }}\n}}\n"
+        "{main}\nevents {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://{backend};\n            proxy_http_version 1.1;\n            proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection \"upgrade\";\n            proxy_read_timeout 60s;\n            proxy_allow_upgrade tcp-echo;\n        }}\n    }}\n}}\n"
     )
 }
 

@@ -302,8 +302,13 @@ async fn upstream_down_is_502_and_slow_is_504() {
 }
 
 async fn upgrade(port: u16) -> TcpStream {
+    upgrade_as(port, UPGRADE_REQ).await
+}
+
+/// Sends the upgrade request `req`; the connection once its 101 has been read.
+async fn upgrade_as(port: u16, req: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(UPGRADE_REQ).await.unwrap();
+    s.write_all(req).await.unwrap();
     let head = tokio::time::timeout(T, read_head(&mut s)).await.unwrap();
     assert!(
         head.starts_with(b"HTTP/1.1 101 "),
@@ -437,9 +442,12 @@ async fn consistent_hash_picks_the_same_peer_on_every_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quit_lets_open_tunnels_finish_and_term_stops_at_once() {
-    let (_b, p) = start(Script::UpgradeEcho, "proxy_read_timeout 30s;").await;
+    // Not a WebSocket upgrade: those are closed with a closing handshake (tests/drain.rs).
+    let loc = "proxy_read_timeout 30s; proxy_allow_upgrade tcp-echo;";
+    let (_b, p) = start(Script::UpgradeEcho, loc).await;
     let port = p.port;
-    let mut s = upgrade(port).await;
+    let req = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n";
+    let mut s = upgrade_as(port, req).await;
     let pid = p.pid();
     ringproxy::sys::kill(pid, libc::SIGQUIT).unwrap();
     // New connections are refused once the listeners close...

@@ -86,6 +86,7 @@ pub struct MainBuild {
     pub(crate) worker_processes: Option<WorkerProcesses>,
     pub(crate) worker_rlimit_nofile: Option<u64>,
     pub(crate) worker_shutdown_timeout: Option<Duration>,
+    pub(crate) worker_shutdown_spread: Option<Duration>,
     pub(crate) worker_cpu_affinity: Option<CpuAffinity>,
     pub(crate) pid: Option<PathBuf>,
     pub(crate) error_log: Vec<ErrorLog>,
@@ -163,6 +164,9 @@ pub fn build(ast: &Ast, opts: &BuildOptions) -> Result<(Config, Vec<ConfigWarnin
         worker_processes: main.worker_processes.unwrap_or(WorkerProcesses::Count(1)),
         worker_rlimit_nofile: main.worker_rlimit_nofile,
         worker_shutdown_timeout: main.worker_shutdown_timeout,
+        worker_shutdown_spread: main
+            .worker_shutdown_spread
+            .unwrap_or(super::model::DEFAULT_SHUTDOWN_SPREAD),
         worker_cpu_affinity: main.worker_cpu_affinity,
         pid: main
             .pid

@@ -207,6 +207,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("worker_processes", MAIN, A1, Handler::Main(worker_processes)),
     spec!("worker_rlimit_nofile", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_rlimit_nofile, num(d, 0)?, d))),
     spec!("worker_shutdown_timeout", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_shutdown_timeout, time(d, 0)?, d))),
+    spec!("worker_shutdown_spread", MAIN, A1, Handler::Main(|m, d, _| set_once(&mut m.worker_shutdown_spread, time(d, 0)?, d))),
     spec!("worker_cpu_affinity", MAIN, MORE1, Handler::Main(worker_cpu_affinity)),
     spec!("user", MAIN, n(1, 2), Handler::Main(|m, d, e| {
         if m.user.is_some() {

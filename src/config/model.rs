@@ -81,6 +81,10 @@ pub struct ErrorLog {
     pub level: LogLevel,
 }
 
+/// `worker_shutdown_spread`'s default: long enough that a draining node's clients do not all
+/// reconnect in the same second, short enough that a stop is not felt as slow.
+pub const DEFAULT_SHUTDOWN_SPREAD: Duration = Duration::from_secs(5);
+
 /// Main context.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MainConf {
@@ -90,6 +94,9 @@ pub struct MainConf {
     pub worker_rlimit_nofile: Option<u64>,
     /// How long a graceful stop waits for connections.
     pub worker_shutdown_timeout: Option<Duration>,
+    /// The window over which a graceful stop closes WebSocket tunnels, each at a random
+    /// moment (ringproxy's own; default [`DEFAULT_SHUTDOWN_SPREAD`]).
+    pub worker_shutdown_spread: Duration,
     /// Pinning.
     pub worker_cpu_affinity: Option<CpuAffinity>,
     /// Pid file (absolute); default `logs/ringproxy.pid` under the prefix.

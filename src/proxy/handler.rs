@@ -15,6 +15,7 @@ use monoio::net::TcpStream;
 use super::conn::Stream;
 use super::error_page;
 use super::exchange::{read_upstream, send_request, Request, Sent};
+use super::frames::Frames;
 use super::headers_out::ProxiedRequest;
 use super::io::{is_timeout, read_into, read_some, write_all};
 use super::pool::PooledBuf;
@@ -1079,7 +1080,11 @@ async fn proxy(
             return fail(conn, 502, conf).await;
         }
         conn.buf = leftover;
-        return tunnel_after_101(conn, upstream.stream, slot, out_head, ubuf, conf).await;
+        let websocket = head
+            .upgrade_protocol
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"));
+        let tunnel = (upstream.stream, slot, websocket);
+        return tunnel_after_101(conn, tunnel, out_head, ubuf, conf).await;
     }
     if !send_head(conn, status, &out_head, conf).await {
         return State::Closed;
@@ -1138,10 +1143,11 @@ enum Frame {
     Close,
 }
 
+/// `tunnel`: the upstream, its peer slot, and whether the upgrade is to WebSocket (the tunnel
+/// then follows frame boundaries, from the bytes that came with the heads on).
 async fn tunnel_after_101(
     conn: &mut Conn,
-    upstream: Stream,
-    slot: PeerSlot,
+    (upstream, slot, websocket): (Stream, PeerSlot, bool),
     head: Vec<u8>,
     early_down: Vec<u8>,
     conf: &LocConf,
@@ -1154,8 +1160,14 @@ async fn tunnel_after_101(
     if !early_down.is_empty() && !send(conn, &early_down, conf).await {
         return State::Closed;
     }
-    drop(early_down);
     let early_up = std::mem::take(&mut conn.buf);
+    let frames = websocket.then(|| {
+        let (mut up, mut down) = (Frames::default(), Frames::default());
+        up.feed(&early_up);
+        down.feed(&early_down);
+        [up, down]
+    });
+    drop(early_down);
     if !early_up.is_empty()
         && write_all(&upstream, &early_up, conf.proxy_send_timeout())
             .await
@@ -1174,6 +1186,7 @@ async fn tunnel_after_101(
         client_send_timeout: conf.send_timeout(),
         upstream_send_timeout: conf.proxy_send_timeout(),
         path,
+        frames,
     };
     State::Tunnel(upstream, cfg, slot)
 }

@@ -10,6 +10,12 @@
 //! Precision: a tunnel closes between `timeout` and `timeout + tick` after its last byte, where
 //! the tick is a tenth of the smallest timeout in the table, between 10 ms and 1 s. Each shard is
 //! one thread, so the table is thread-local: no locks, no atomics.
+//!
+//! The same table carries the graceful stop's schedule for WebSocket tunnels: [`start_drain`]
+//! gives each of them a random moment in the spread window (and so does [`IdleClock::drains`]
+//! for a tunnel opened while the shard drains), and the sweeper wakes each tunnel at its moment
+//! to begin its closing handshake. Moments are random, not in turn, so the closes of every
+//! shard and process draining at once are spread alike.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -21,6 +27,8 @@ use std::time::{Duration, Instant};
 const MIN_TICK: Duration = Duration::from_millis(10);
 /// Coarsest sweep interval (the most a long timeout is overshot by).
 const MAX_TICK: Duration = Duration::from_secs(1);
+/// Sweep interval while closes are scheduled: how far a close may fall behind its moment.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
 
 struct Slot {
     last: Instant,
@@ -29,6 +37,12 @@ struct Slot {
     /// Directions blocked writing (backpressure): the send timeouts govern them, and a
     /// tunnel held this way is not silent (nginx drops its read timer while it cannot write).
     held: u8,
+    /// A WebSocket tunnel: closed with the closing handshake on a graceful stop.
+    drains: bool,
+    /// When its close begins (set on a graceful stop).
+    drain_at: Option<Instant>,
+    /// Its close has begun.
+    draining: bool,
     waker: Option<Waker>,
 }
 
@@ -38,12 +52,76 @@ struct Table {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     live: usize,
+    /// On a graceful stop: the end of the spread window.
+    drain_until: Option<Instant>,
 }
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());
     /// Whether this shard's sweeper task is running.
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`start_drain`]: the sweeper stops sleeping and scans at once.
+    static NUDGED: Cell<bool> = const { Cell::new(false) };
+    static SWEEPER: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// xorshift64* state, seeded from the process's random hash keys.
+    static RNG: Cell<u64> = Cell::new({
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1
+    });
+}
+
+/// A pseudo-random number (spread moments, masking keys): not for secrets.
+pub fn random() -> u64 {
+    RNG.with(|r| {
+        let mut x = r.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        r.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// A random moment between `now` and `until` (`now` if that has passed).
+fn moment(now: Instant, until: Instant) -> Instant {
+    let window = until.saturating_duration_since(now).as_nanos() as u64;
+    now + Duration::from_nanos(if window == 0 { 0 } else { random() % window })
+}
+
+/// Begins a graceful stop on this shard: every WebSocket tunnel gets a random moment within
+/// `window` from now to begin its close; tunnels that open later get one in what is left.
+pub fn start_drain(window: Duration) {
+    let now = Instant::now();
+    let until = now + window;
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.drain_until = Some(until);
+        for s in t.slots.iter_mut().flatten() {
+            if s.drains && s.drain_at.is_none() {
+                s.drain_at = Some(moment(now, until));
+            }
+        }
+    });
+    // The sweeper may be in a long sleep (up to `MAX_TICK`): the first moments are near.
+    NUDGED.with(|n| n.set(true));
+    if let Some(w) = SWEEPER.with(|w| w.borrow_mut().take()) {
+        w.wake();
+    }
+}
+
+/// Resolves once [`start_drain`] has nudged the sweeper.
+struct Nudge;
+
+impl Future for Nudge {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if NUDGED.with(|n| n.replace(false)) {
+            return Poll::Ready(());
+        }
+        SWEEPER.with(|w| *w.borrow_mut() = Some(cx.waker().clone()));
+        Poll::Pending
+    }
 }
 
 /// One tunnel's slot; freed on drop.
@@ -60,6 +138,9 @@ impl IdleClock {
             timeout,
             expired: false,
             held: 0,
+            drains: false,
+            drain_at: None,
+            draining: false,
             waker: None,
         };
         let index = TABLE.with(|t| {
@@ -80,6 +161,31 @@ impl IdleClock {
             monoio::spawn(sweeper());
         }
         IdleClock { index }
+    }
+
+    /// Marks a WebSocket tunnel: on a graceful stop it is woken at a random moment of the
+    /// spread window (at once given a moment, when the shard is already draining).
+    pub fn drains(&self) {
+        let until = TABLE.with(|t| t.borrow().drain_until);
+        let at = until.map(|u| moment(Instant::now(), u));
+        self.with_slot(|s| {
+            s.drains = true;
+            s.drain_at = at;
+        });
+    }
+
+    /// Whether this tunnel's close has begun.
+    pub fn draining(&self) -> bool {
+        TABLE.with(|t| {
+            t.borrow().slots[self.index]
+                .as_ref()
+                .is_some_and(|s| s.draining)
+        })
+    }
+
+    /// Resolves once this tunnel's close begins.
+    pub fn drain_due(&self) -> DrainDue<'_> {
+        DrainDue { clock: self }
     }
 
     /// Records activity (bytes moved) at `now`.
@@ -167,8 +273,35 @@ impl Future for Expired<'_> {
     }
 }
 
-/// Marks and wakes the slots silent past their timeout at `now`; returns the next tick, or
-/// `None` when the table is empty.
+/// Future of [`IdleClock::drain_due`]. It shares the slot's waker with [`Expired`]: both are
+/// polled by the one task of the tunnel.
+pub struct DrainDue<'a> {
+    clock: &'a IdleClock,
+}
+
+impl Future for DrainDue<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let Some(s) = t.slots[self.clock.index].as_mut() else {
+                return Poll::Pending;
+            };
+            if s.draining {
+                return Poll::Ready(());
+            }
+            match &s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => s.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+    }
+}
+
+/// Marks and wakes the slots silent past their timeout at `now`, and those whose close is due;
+/// returns the next tick, or `None` when the table is empty.
 fn sweep(now: Instant) -> Option<Duration> {
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
@@ -176,16 +309,31 @@ fn sweep(now: Instant) -> Option<Duration> {
             return None;
         }
         let mut smallest = MAX_TICK * 10;
+        let mut scheduled = false;
         for s in t.slots.iter_mut().flatten() {
             smallest = smallest.min(s.timeout);
-            if !s.expired && s.held == 0 && now.saturating_duration_since(s.last) >= s.timeout {
+            let silent =
+                !s.expired && s.held == 0 && now.saturating_duration_since(s.last) >= s.timeout;
+            let due = !s.draining && s.drain_at.is_some_and(|at| at <= now);
+            scheduled |= !s.draining && s.drain_at.is_some();
+            if silent {
                 s.expired = true;
+            }
+            if due {
+                s.draining = true;
+            }
+            if silent || due {
                 if let Some(w) = s.waker.take() {
                     w.wake();
                 }
             }
         }
-        Some((smallest / 10).clamp(MIN_TICK, MAX_TICK))
+        let tick = (smallest / 10).clamp(MIN_TICK, MAX_TICK);
+        Some(if scheduled {
+            tick.min(DRAIN_TICK)
+        } else {
+            tick
+        })
     })
 }
 
@@ -193,8 +341,10 @@ fn sweep(now: Instant) -> Option<Duration> {
 /// starts it again).
 async fn sweeper() {
     while let Some(tick) = sweep(Instant::now()) {
-        monoio::time::sleep(tick).await;
+        let sleep = std::pin::pin!(monoio::time::sleep(tick));
+        futures_util::future::select(sleep, Nudge).await;
     }
+    SWEEPER.with(|w| w.borrow_mut().take());
     SWEEPING.with(|s| s.set(false));
 }
 
@@ -259,6 +409,47 @@ mod tests {
             sweep(Instant::now() + Duration::from_secs(60));
             assert!(expired(&clock), "silent after release");
         });
+    }
+
+    #[test]
+    fn a_drain_wakes_websocket_clocks_within_the_window_and_no_other() {
+        rt().block_on(async {
+            let t0 = Instant::now();
+            let plain = IdleClock::register(Duration::from_secs(600));
+            let ws: Vec<_> = (0..50)
+                .map(|_| {
+                    let c = IdleClock::register(Duration::from_secs(600));
+                    c.drains();
+                    c
+                })
+                .collect();
+            start_drain(Duration::from_secs(10));
+            let late = IdleClock::register(Duration::from_secs(600));
+            late.drains();
+            let at: Vec<Instant> = ws
+                .iter()
+                .chain([&late])
+                .map(|c| slot(c, |s| s.drain_at.expect("a moment")))
+                .collect();
+            assert!(at
+                .iter()
+                .all(|&a| a >= t0 && a <= Instant::now() + Duration::from_secs(10)));
+            // Random moments, not one: 51 draws over 10 s.
+            let (lo, hi) = (at.iter().min().unwrap(), at.iter().max().unwrap());
+            assert!(*hi - *lo > Duration::from_secs(5), "{:?}", *hi - *lo);
+            sweep(*lo);
+            assert_eq!(ws.iter().chain([&late]).filter(|c| c.draining()).count(), 1);
+            sweep(*hi);
+            assert!(ws.iter().chain([&late]).all(IdleClock::draining));
+            assert!(
+                !plain.draining() && !expired(&plain),
+                "not a WebSocket tunnel"
+            );
+        });
+    }
+
+    fn slot<T>(clock: &IdleClock, f: impl FnOnce(&Slot) -> T) -> T {
+        TABLE.with(|t| f(t.borrow().slots[clock.index].as_ref().unwrap()))
     }
 
     fn expired(clock: &IdleClock) -> bool {

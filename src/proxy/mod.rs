@@ -13,6 +13,7 @@
 pub mod conn;
 pub mod error_page;
 mod exchange;
+pub mod frames;
 pub mod gzip;
 pub mod gzip_relay;
 pub mod handler;

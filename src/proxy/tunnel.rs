@@ -15,6 +15,15 @@
 //! Either side may be TLS ([`Stream`]): the tunnel then copies (splice cannot see plaintext),
 //! whatever `proxy_splice` says; a FIN becomes close_notify then FIN; and a TLS write that would
 //! block may leave bytes in rustls' bounded buffer, flushed before the source is read again.
+//!
+//! A WebSocket tunnel follows the frame boundaries of both directions ([`Frames`]: headers
+//! only). On a graceful stop, at the moment the shard's schedule gives it ([`IdleClock`]), each
+//! direction forwards the frame in flight to its end, then sends its destination a Close 1001
+//! (masked towards the upstream, as a client's) and stops forwarding; it then reads and drops
+//! what its source sends until that side's Close reply (not forwarded: each side already has
+//! its Close), for at most [`CLOSE_WAIT`]. The splice path keeps the boundary without reading
+//! payloads: between frames it peeks at the next header (`MSG_PEEK`) and splices at most to the
+//! end of that frame; a header that has not fully arrived is read by a copy round instead.
 
 use std::cell::Cell;
 use std::io;
@@ -27,6 +36,7 @@ use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
 use super::conn::Stream;
+use super::frames::{self, Frames};
 use super::idle::IdleClock;
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
@@ -35,6 +45,9 @@ use crate::sys::fd;
 const SMALL_ROUND: usize = BUF_SIZE / 4;
 /// Auto: small rounds in a row that end a bulk phase (back from splice to copy).
 const SMALL_ROUNDS: u8 = 8;
+/// Graceful stop of a WebSocket tunnel: how long each direction may take to finish its frame
+/// in flight, and then how long it waits for its source's Close reply.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// How a tunnel forwards bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +72,9 @@ pub struct TunnelConfig {
     pub upstream_send_timeout: Duration,
     /// Forwarding path.
     pub path: Path,
+    /// A WebSocket tunnel: where each direction stands frame-wise when the tunnel starts
+    /// (client to upstream, upstream to client), after the bytes forwarded with the heads.
+    pub frames: Option<[Frames; 2]>,
 }
 
 impl TunnelConfig {
@@ -122,6 +138,13 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
         cfg.path = Path::Copy;
     }
     let clock = IdleClock::register(cfg.read_timeout);
+    if cfg.frames.is_some() {
+        clock.drains();
+    }
+    let [up_frames, down_frames] = match cfg.frames {
+        Some([u, d]) => [Some(u), Some(d)],
+        None => [None, None],
+    };
     let up_bytes = Cell::new(0u64);
     let down_bytes = Cell::new(0u64);
     let up = pin!(pump(
@@ -130,7 +153,8 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
         Side::Client,
         &cfg,
         &clock,
-        &up_bytes
+        &up_bytes,
+        up_frames
     ));
     let down = pin!(pump(
         upstream,
@@ -138,7 +162,8 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
         Side::Upstream,
         &cfg,
         &clock,
-        &down_bytes
+        &down_bytes,
+        down_frames
     ));
     let pumps = pin!(async {
         match select(up, down).await {
@@ -184,6 +209,7 @@ async fn pump(
     cfg: &TunnelConfig,
     clock: &IdleClock,
     moved: &Cell<u64>,
+    mut frames: Option<Frames>,
 ) -> Result<(), PumpErr> {
     // Auto: whether this direction is in a bulk phase (splicing), and how many readiness rounds
     // in a row moved little since. Splicing starts on a full buffer and stays through the short
@@ -192,15 +218,40 @@ async fn pump(
     let mut bulk = cfg.path == Path::Splice;
     let mut small = 0u8;
     loop {
-        wait_readable(src, side).await?;
+        // A stream that cannot be followed closes at the deadline, as other upgrades do.
+        if let Some(f) = frames.as_mut().filter(|f| !f.lost()) {
+            if clock.draining() {
+                return Box::pin(close_handshake(src, dst, side, moved, f)).await;
+            }
+            let readable = pin!(wait_readable(src, side));
+            if let Either::Left((r, _)) = select(readable, clock.drain_due()).await {
+                r?;
+            } else {
+                continue;
+            }
+        } else {
+            wait_readable(src, side).await?;
+        }
         let pipe = match (bulk, src.plain(), dst.plain()) {
             // No pipe to be had (descriptor table full): this round copies instead.
             (true, Some(s), Some(d)) => PooledPipe::take().ok().map(|p| (p, s, d)),
             _ => None,
         };
-        let mut step = match pipe {
-            Some((pipe, s, d)) => splice_now(pipe, s, d, side, clock, moved)?,
-            None => copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto)?,
+        let f = frames.as_mut().filter(|f| !f.lost());
+        let (spliced, f) = match pipe {
+            Some((pipe, s, d)) => match f {
+                Some(f) => (
+                    splice_now(pipe, s, d, side, clock, moved, Some(&mut *f))?,
+                    Some(f),
+                ),
+                None => (splice_now(pipe, s, d, side, clock, moved, None)?, None),
+            },
+            None => (None, f),
+        };
+        let mut step = match spliced {
+            Some(step) => step,
+            // A frame header split across packets is read by a copy round.
+            None => copy_now(src, dst, side, clock, moved, cfg.path == Path::Auto, f)?,
         };
         if cfg.path == Path::Auto {
             match step {
@@ -211,7 +262,10 @@ async fn pump(
                         bulk = true;
                         small = 0;
                         if let Ok(pipe) = PooledPipe::take() {
-                            step = splice_now(pipe, s, d, side, clock, moved)?;
+                            let f = frames.as_mut().filter(|f| !f.lost());
+                            if let Some(next) = splice_now(pipe, s, d, side, clock, moved, f)? {
+                                step = next;
+                            }
                         }
                     }
                 }
@@ -277,6 +331,7 @@ fn copy_now(
     clock: &IdleClock,
     moved: &Cell<u64>,
     stop_when_full: bool,
+    mut frames: Option<&mut Frames>,
 ) -> Result<Step, PumpErr> {
     let mut buf = PooledBuf::take();
     let mut round = 0;
@@ -290,6 +345,9 @@ fn copy_now(
         moved.set(moved.get() + n as u64);
         clock.touch(Instant::now());
         round += n;
+        if let Some(f) = frames.as_deref_mut() {
+            f.feed(&buf.bytes()[..n]);
+        }
         let mut at = 0;
         while at < n {
             match dst.try_write(&buf.bytes()[at..n]) {
@@ -314,6 +372,8 @@ fn copy_now(
 }
 
 /// Splices what `src` has ready through `pipe` (from the shard's pool) without waiting.
+/// Following `frames`, it never splices past the end of a frame whose header it has not seen;
+/// `None`: the next header has not fully arrived, a copy round must read it.
 fn splice_now(
     pipe: PooledPipe,
     src: &TcpStream,
@@ -321,19 +381,55 @@ fn splice_now(
     side: Side,
     clock: &IdleClock,
     moved: &Cell<u64>,
-) -> Result<Step, PumpErr> {
+    mut frames: Option<&mut Frames>,
+) -> Result<Option<Step>, PumpErr> {
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     let mut round = 0;
     loop {
-        let n = match rustix::pipe::splice(fd(src), None, &pipe.write, None, PIPE_SIZE, flags) {
+        let mut peeked = [0u8; frames::PEEK];
+        let mut seen = 0;
+        let limit = match frames.as_deref() {
+            None => PIPE_SIZE,
+            Some(f) if f.left() > 0 => f.left().min(PIPE_SIZE as u64) as usize,
+            Some(f) if f.in_header() => {
+                pipe.give_back();
+                return Ok((round > 0).then_some(Step::Drained(round)));
+            }
+            Some(_) => {
+                let peek = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+                match rustix::net::recv(fd(src), &mut peeked, peek) {
+                    Ok((0, _)) => {
+                        pipe.give_back();
+                        return Ok(Some(Step::Eof));
+                    }
+                    Ok((k, _)) => match frames::frame_len(&peeked[..k]) {
+                        Some(len) => {
+                            seen = k;
+                            len.min(PIPE_SIZE as u64) as usize
+                        }
+                        None => {
+                            pipe.give_back();
+                            return Ok((round > 0).then_some(Step::Drained(round)));
+                        }
+                    },
+                    Err(Errno::AGAIN) => {
+                        pipe.give_back();
+                        return Ok(Some(Step::Drained(round)));
+                    }
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Err(PumpErr::Io(side, e.into())),
+                }
+            }
+        };
+        let n = match rustix::pipe::splice(fd(src), None, &pipe.write, None, limit, flags) {
             Ok(0) => {
                 pipe.give_back();
-                return Ok(Step::Eof);
+                return Ok(Some(Step::Eof));
             }
             Ok(n) => n,
             Err(Errno::AGAIN) => {
                 pipe.give_back();
-                return Ok(Step::Drained(round));
+                return Ok(Some(Step::Drained(round)));
             }
             Err(Errno::INTR) => continue,
             // The pipe is dropped (closed), never reused, on errors: it may hold bytes.
@@ -342,11 +438,21 @@ fn splice_now(
         moved.set(moved.get() + n as u64);
         clock.touch(Instant::now());
         round += n;
+        if let Some(f) = frames.as_deref_mut() {
+            // Between frames the peek saw the whole header, which went by in the splice.
+            let head = if seen > 0 {
+                frames::header_len(&peeked[..seen]).unwrap_or(0).min(n)
+            } else {
+                0
+            };
+            f.feed(&peeked[..head]);
+            f.skip((n - head) as u64);
+        }
         let mut left = n;
         while left > 0 {
             match rustix::pipe::splice(&pipe.read, None, fd(dst), None, left, flags) {
                 Ok(m) => left -= m,
-                Err(Errno::AGAIN) => return Ok(Step::Blocked(Pending::Pipe { pipe, left })),
+                Err(Errno::AGAIN) => return Ok(Some(Step::Blocked(Pending::Pipe { pipe, left }))),
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(PumpErr::Io(other(side), e.into())),
             }
@@ -401,6 +507,67 @@ async fn finish(
         }
     }
     Ok(())
+}
+
+/// One direction of a WebSocket tunnel's graceful stop (see the module doc): the frame in
+/// flight goes to its end and not a byte further, `dst` gets a Close 1001 unless a Close from
+/// `src` already reached it, and what `src` sends until its own Close has gone by is dropped.
+/// Each part is bounded by [`CLOSE_WAIT`]; when it passes, the direction just ends.
+async fn close_handshake(
+    src: &Stream,
+    dst: &Stream,
+    side: Side,
+    moved: &Cell<u64>,
+    f: &mut Frames,
+) -> Result<(), PumpErr> {
+    let dst_side = other(side);
+    let mut buf = PooledBuf::take();
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while !f.at_boundary() {
+        let room = f.to_boundary().min(BUF_SIZE as u64) as usize;
+        let Some(n) = read_within(src, &mut buf.bytes()[..room], deadline, side).await? else {
+            return Ok(());
+        };
+        f.feed(&buf.bytes()[..n]);
+        moved.set(moved.get() + n as u64);
+        dst.write_all(&buf.bytes()[..n], CLOSE_WAIT)
+            .await
+            .map_err(|e| send_err(e, dst_side))?;
+        if f.lost() {
+            return Ok(());
+        }
+    }
+    if !f.closed() {
+        // A client's frames are masked (RFC 6455 §5.3); the key need not be secret here.
+        let mask =
+            (dst_side == Side::Upstream).then(|| (super::idle::random() as u32).to_ne_bytes());
+        dst.write_all(&frames::going_away(mask), CLOSE_WAIT)
+            .await
+            .map_err(|e| send_err(e, dst_side))?;
+    }
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while !(f.lost() || (f.closed() && f.at_boundary())) {
+        let Some(n) = read_within(src, buf.bytes(), deadline, side).await? else {
+            return Ok(());
+        };
+        f.feed(&buf.bytes()[..n]);
+    }
+    Ok(())
+}
+
+/// Reads what `src` has, waiting until `deadline`; `None` at its end or at the deadline.
+async fn read_within(
+    src: &Stream,
+    buf: &mut [u8],
+    deadline: Instant,
+    side: Side,
+) -> Result<Option<usize>, PumpErr> {
+    match src.read_some(buf, deadline).await {
+        Ok(0) => Ok(None),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
+        Err(e) => Err(PumpErr::Io(side, e)),
+    }
 }
 
 fn send_err(e: io::Error, dst_side: Side) -> PumpErr {
@@ -473,6 +640,7 @@ mod tests {
                 client_send_timeout: Duration::from_secs(30),
                 upstream_send_timeout: Duration::from_secs(30),
                 path: Path::Auto,
+                frames: None,
             };
             let (proxy_client, proxy_up) = (Stream::Plain(proxy_client), Stream::Plain(proxy_up));
             let tunnel = monoio::spawn(async move {
@@ -524,6 +692,7 @@ mod tests {
                     client_send_timeout: Duration::from_secs(30),
                     upstream_send_timeout: Duration::from_secs(30),
                     path,
+                    frames: None,
                 };
                 let tunnel = run(&proxy_client, &proxy_up, cfg);
                 let traffic = async {

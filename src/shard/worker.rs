@@ -162,13 +162,15 @@ async fn shard_main(start: ShardStart) {
     stop(&shard, listening).await;
 }
 
-/// Graceful stop: accepting ends (what is queued is served), then the shard waits for its
-/// connections up to `worker_shutdown_timeout`.
+/// Graceful stop: accepting ends (what is queued is served), WebSocket tunnels are closed with
+/// the closing handshake, each at a random moment of `worker_shutdown_spread`, and the shard
+/// waits for its connections up to `worker_shutdown_timeout`.
 async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>) {
     shard.stopping.set();
     let Some(cur) = shard.current() else {
         return;
     };
+    crate::proxy::idle::start_drain(spread_window(&cur.config.main));
     let loops: Vec<_> = listening.into_iter().map(|l| l.close(&cur)).collect();
     for l in loops {
         l.await;
@@ -193,6 +195,16 @@ async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>) {
     }
     // The generation points back at the shard: let both go.
     shard.install(None);
+}
+
+/// The window WebSocket closes are spread over: `worker_shutdown_spread`, cut so that the
+/// last closing handshake still has its wait before `worker_shutdown_timeout`.
+fn spread_window(main: &crate::config::model::MainConf) -> Duration {
+    let spread = main.worker_shutdown_spread;
+    match main.worker_shutdown_timeout {
+        Some(hard) => spread.min(hard.saturating_sub(crate::proxy::tunnel::CLOSE_WAIT)),
+        None => spread,
+    }
 }
 
 /// Makes `next` the shard's current generation. Addresses it no longer listens on stop
