@@ -137,6 +137,10 @@ const THREADS: usize = 4;
 
 impl Storm {
     fn start(port: u16) -> Storm {
+        Storm::start_with(port, THREADS)
+    }
+
+    fn start_with(port: u16, threads: usize) -> Storm {
         let storm = Storm {
             stop: Arc::default(),
             ok: Arc::default(),
@@ -144,7 +148,7 @@ impl Storm {
             errors: Arc::default(),
             threads: Vec::new(),
         };
-        let threads = (0..THREADS)
+        let threads = (0..threads)
             .map(|_| {
                 let (stop, ok) = (storm.stop.clone(), storm.ok.clone());
                 let (bodies, errors) = (storm.bodies.clone(), storm.errors.clone());
@@ -170,9 +174,18 @@ impl Storm {
     /// Waits until `n` more connections have succeeded.
     fn go_on(&self, n: usize) {
         let target = self.ok.load(Ordering::Relaxed) + n;
-        wait_until("storm connections", || {
-            self.ok.load(Ordering::Relaxed) >= target
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.ok.load(Ordering::Relaxed) < target {
+            let errors = self.errors.lock().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "{n} more connections did not succeed within 30 s; {} failed, the first: {:?}",
+                errors.len(),
+                &errors[..errors.len().min(5)]
+            );
+            drop(errors);
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn has_seen(&self, body: &str) -> bool {
@@ -314,7 +327,6 @@ fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
 /// with `RINGPROXY_LISTEN` set it does what the file `mode` says (`exit`: exit 1, `hang`:
 /// never start). `exec -a` keeps the script as ringproxy's `argv[0]`, which USR2 starts.
 fn start_wrapped(dir: &Path) -> common::Child {
-    let run = dir.join("logs");
     let script = dir.join("ringproxy-wrapper");
     std::fs::write(
         &script,
@@ -328,8 +340,15 @@ fn start_wrapped(dir: &Path) -> common::Child {
     .unwrap();
     let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
     std::fs::set_permissions(&script, mode).unwrap();
+    spawn(&script, dir)
+}
+
+/// Starts `program` (ringproxy, or a script that runs it) on the prefix `dir` (with its
+/// `ringproxy.conf` and `logs/`), in the foreground; returns once the pid file is written.
+fn spawn(program: &Path, dir: &Path) -> common::Child {
+    let run = dir.join("logs");
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let child = std::process::Command::new(&script)
+    let child = std::process::Command::new(program)
         .args(["-p", dir.to_str().unwrap(), "-c", "ringproxy.conf"])
         .args(["-g", "daemon off;", "-e", "logs/error.log"])
         .stdin(std::process::Stdio::null())
@@ -424,4 +443,53 @@ fn winch_then_hup_rolls_the_upgrade_back() {
     }
     let status = p.stop_with(libc::SIGQUIT, Duration::from_secs(30));
     assert!(status.success(), "{status}");
+}
+
+/// Upgrades in a chain (each new binary is upgraded in turn, its old one quits) under a storm
+/// from more threads: an old process that stopped accepting must not have taken a connection
+/// it then drops (an accept in flight in its ring when it stopped).
+#[test]
+fn chained_upgrades_under_a_storm_lose_no_connection() {
+    const ROUNDS: usize = 30;
+    let echo = common::Echo::start();
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let run = dir.join("logs");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(dir.join("ringproxy.conf"), conf(port, "r0", echo.addr)).unwrap();
+    let mut first = spawn(&common::ringproxy(), dir);
+    let storm = Storm::start_with(port, 12);
+    storm.go_on(100);
+    let mut current: Option<Other> = None;
+    for round in 1..=ROUNDS {
+        let old = current.as_ref().map_or(first.0.id() as i32, |o| o.0);
+        let version = format!("r{round}");
+        std::fs::write(dir.join("ringproxy.conf"), conf(port, &version, echo.addr)).unwrap();
+        let new = upgrade(&run, old);
+        wait_until("the new binary serves", || storm.has_seen(&version));
+        storm.go_on(100);
+        match current.take() {
+            Some(o) => o.quit(),
+            None => {
+                ringproxy::sys::kill(old, libc::SIGQUIT).unwrap();
+                let status = first.0.wait().unwrap();
+                assert!(status.success(), "{status}");
+            }
+        }
+        storm.go_on(100);
+        current = Some(new);
+    }
+    let (ok, errors) = storm.finish();
+    assert!(
+        errors.is_empty(),
+        "{ok} connections served, {} failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(10)]
+    );
+    current.unwrap().quit();
+    let log = error_log(&run);
+    for alarm in ["[alert]", "[emerg]", "[crit]", "panicked at"] {
+        assert!(!log.contains(alarm), "{alarm} in the log:\n{log}");
+    }
 }
