@@ -196,3 +196,20 @@ pub fn adopt_listener(fd: i32) -> Option<std::net::TcpListener> {
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Some(listener)
 }
+
+/// Takes ownership of descriptor `fd`, the write end of the pipe on which the old binary waits
+/// for this one to have started (`RINGPROXY_READY`), if it is open; it is made close-on-exec
+/// again. Called once, for the one number the variable names.
+pub fn adopt_fd(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only asks whether `fd` is open; no memory is touched.
+    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the old binary handed this descriptor to us alone and nothing else in this
+    // process owns it: the OwnedFd becomes its only owner.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the descriptor `owned` now holds; no memory is touched.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(owned)
+}

@@ -493,3 +493,47 @@ fn chained_upgrades_under_a_storm_lose_no_connection() {
         assert!(!log.contains(alarm), "{alarm} in the log:\n{log}");
     }
 }
+
+/// Listening sockets on `port` (127.0.0.1) in `/proc/net/tcp`: a socket shut down is no
+/// longer there, whoever still holds it.
+fn listening_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+/// A reload of the new binary that retires a shard, while the old one still runs: the retired
+/// shard's socket, which the old one accepts on too, is closed, not shut down.
+#[test]
+fn a_reload_during_an_upgrade_shuts_no_shared_socket() {
+    let echo = common::Echo::start();
+    let port = common::free_port();
+    let run = tempfile::tempdir().unwrap();
+    let run = run.path();
+    let p = start(run, &conf(port, "old", echo.addr), port);
+    let prefix = p.dir.path().to_path_buf();
+    assert_eq!(listening_on(port), 2, "two shards, two sockets");
+    let new = upgrade(run, p.pid());
+    let one = conf(port, "new", echo.addr).replace("worker_processes 2;", "worker_processes 1;");
+    std::fs::write(prefix.join("ringproxy.conf"), one).unwrap();
+    ringproxy::sys::kill(new.0, libc::SIGHUP).unwrap();
+    wait_until("the new binary reconfigures", || {
+        error_log(run).contains("reconfigured: 1 shards")
+    });
+    // Once the new binary has exited, its retired shard has stopped for sure (a graceful stop
+    // waits for retired shards too); the old binary's two sockets must still listen.
+    new.quit();
+    assert_eq!(listening_on(port), 2, "a shared socket was shut down");
+    for _ in 0..20 {
+        assert_eq!(get_v(port).unwrap(), "old");
+    }
+    let status = p.stop_with(libc::SIGQUIT, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+}

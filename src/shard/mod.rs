@@ -176,7 +176,7 @@ pub fn run(config: Arc<Config>, reload: Reloader, exe: Exe) -> Result<(), String
         sockets[k % n].push(extra);
     }
     inherited.close_rest();
-    let upgrade = Upgrade::new(exe, config.main.pid.clone(), &inherited);
+    let upgrade = Upgrade::new(exe, config.main.pid.clone(), &mut inherited);
     // A new binary stays in the foreground of the old one, as nginx's: the old one watches it.
     if config.main.daemon && !upgrade.sharing() {
         crate::sys::daemonize()
@@ -223,6 +223,7 @@ fn serve(
             return Err(e);
         }
     }
+    upgrade.announce();
     let stop = wait_for_stop(signals, shards, reload, upgrade);
     upgrade.remove_pid_file();
     if stop == Stop::Graceful {
@@ -283,7 +284,7 @@ fn wait_for_stop(
                 }
                 SIGHUP if shards.accepting() => {
                     log!(Notice, "signal {sig} (SIGHUP) received, reconfiguring");
-                    shards.reload(reload);
+                    shards.reload(reload, upgrade.sharing());
                 }
                 SIGHUP => {
                     // After WINCH, as nginx: the shards start again on the same sockets and

@@ -192,8 +192,10 @@ impl Shards {
     }
 
     /// Reloads: see the module documentation. Logs what it did or why nothing changed.
-    pub fn reload(&mut self, load: &Reloader) {
-        match self.try_reload(load) {
+    /// `shared`: another ringproxy accepts on the sockets too (binary upgrade), so those of
+    /// removed addresses and retired shards are closed, not shut down.
+    pub fn reload(&mut self, load: &Reloader, shared: bool) {
+        match self.try_reload(load, shared) {
             Ok(()) => log!(Notice, "reconfigured: {} shards", self.running.len()),
             Err(e) => {
                 log!(Emerg, "{e}");
@@ -202,7 +204,7 @@ impl Shards {
         }
     }
 
-    fn try_reload(&mut self, load: &Reloader) -> Result<(), String> {
+    fn try_reload(&mut self, load: &Reloader, shared: bool) -> Result<(), String> {
         self.reap();
         let (config, logs) = load()?;
         let config = Arc::new(config);
@@ -252,13 +254,14 @@ impl Shards {
                 config: self.config.clone(),
                 sockets,
                 cpus: super::cpus_for(&self.config, i),
+                shut_removed: !shared,
             };
             if h.generations.send(next).is_ok() {
                 h.order(b'G');
             }
         }
         for mut h in self.running.drain(kept..) {
-            h.order(b'Q');
+            h.order(if shared { b'S' } else { b'Q' });
             self.retiring.push(h);
         }
         let fresh: Vec<Sockets> = added.collect();

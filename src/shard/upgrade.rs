@@ -16,6 +16,7 @@
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,9 @@ use crate::log;
 
 /// The environment variable naming the inherited listening sockets.
 pub const LISTEN_ENV: &str = "RINGPROXY_LISTEN";
+
+/// The environment variable naming the pipe on which the new binary says it has started.
+const READY_ENV: &str = "RINGPROXY_READY";
 
 /// How long the new binary has to write its pid file.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -67,6 +71,8 @@ pub struct Inherited {
     sockets: Vec<(SocketAddr, TcpListener)>,
     identities: Vec<u64>,
     parent: Option<rustix::process::Pid>,
+    /// Where to say that this process has started (`RINGPROXY_READY`).
+    ready: Option<std::os::fd::OwnedFd>,
 }
 
 impl Inherited {
@@ -79,6 +85,10 @@ impl Inherited {
         log!(Notice, "using inherited sockets from \"{value}\"");
         let mut out = Inherited {
             parent: rustix::process::getppid(),
+            ready: std::env::var(READY_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .and_then(crate::sys::adopt_fd),
             ..Inherited::default()
         };
         let mut seen = Vec::new();
@@ -151,17 +161,27 @@ pub struct Upgrade {
     /// Sockets inherited from the old binary, by identity, and the old binary's pid.
     inherited: Vec<u64>,
     parent: Option<rustix::process::Pid>,
+    /// The old binary's pipe, told once the pid file is written.
+    ready: Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Upgrade {
     /// `pid_path` is the pid file; `inherited` what this process took from an old binary.
-    pub fn new(exe: Exe, pid_path: PathBuf, inherited: &Inherited) -> Upgrade {
+    pub fn new(exe: Exe, pid_path: PathBuf, inherited: &mut Inherited) -> Upgrade {
         Upgrade {
+            ready: Mutex::new(inherited.ready.take()),
             exe,
             pid_path,
             state: Arc::default(),
             inherited: inherited.identities.clone(),
             parent: inherited.parent,
+        }
+    }
+
+    /// Once the pid file is written: tells the old binary that started this one (if any).
+    pub fn announce(&self) {
+        if let Some(fd) = self.ready.lock().ok().and_then(|mut r| r.take()) {
+            let _ = rustix::io::write(&fd, b"1");
         }
     }
 
@@ -218,9 +238,30 @@ impl Upgrade {
             return;
         }
         let names: String = sockets.iter().map(|fd| format!("{fd};")).collect();
+        let pipe = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        );
+        let (ready, tell) = match pipe {
+            Ok(p) => p,
+            Err(e) => {
+                log!(
+                    Alert,
+                    "pipe() failed ({})",
+                    crate::config::os_error(&e.into())
+                );
+                self.rename_back(&oldbin);
+                return;
+            }
+        };
+        let mut keep = sockets;
+        keep.push(tell.as_raw_fd());
         let mut cmd = Command::new(&self.exe.path);
-        cmd.args(&self.exe.args).env(LISTEN_ENV, names);
-        let child = match crate::sys::spawn_keeping(&mut cmd, sockets) {
+        cmd.args(&self.exe.args)
+            .env(LISTEN_ENV, names)
+            .env(READY_ENV, tell.as_raw_fd().to_string());
+        let spawned = crate::sys::spawn_keeping(&mut cmd, keep);
+        drop(tell);
+        let child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 log!(
@@ -238,6 +279,7 @@ impl Upgrade {
             s.child = Some(child.id());
         }
         let watcher = Watcher {
+            ready,
             pid_path: self.pid_path.clone(),
             oldbin,
             state: self.state.clone(),
@@ -277,8 +319,10 @@ fn rename_back(oldbin: &std::path::Path, pid_path: &std::path::Path) {
     }
 }
 
-/// Watches a new binary from the old one: its start (the pid file names it), and its exit.
+/// Watches a new binary from the old one: its start (it writes a byte on `ready` once its pid
+/// file is written), and its exit.
 struct Watcher {
+    ready: std::os::fd::OwnedFd,
     pid_path: PathBuf,
     oldbin: PathBuf,
     state: Arc<Mutex<State>>,
@@ -290,6 +334,13 @@ impl Watcher {
         let deadline = Instant::now() + START_DEADLINE;
         let mut started = false;
         let why = loop {
+            // Read before the exit is looked at: a byte written by a binary that has exited
+            // since is still in the pipe.
+            let mut byte = [0u8; 1];
+            if !started && rustix::io::read(&self.ready, &mut byte).is_ok_and(|n| n == 1) {
+                started = true;
+                log!(Notice, "new binary process {pid} started");
+            }
             match child.try_wait() {
                 Ok(Some(status)) => {
                     break if started {
@@ -301,20 +352,13 @@ impl Watcher {
                 Ok(None) => {}
                 Err(e) => break format!("new binary process {pid}: waitpid() failed ({e})"),
             }
-            if !started {
-                let named = std::fs::read_to_string(&self.pid_path)
-                    .is_ok_and(|t| t.trim() == pid.to_string());
-                if named {
-                    started = true;
-                    log!(Notice, "new binary process {pid} started");
-                } else if Instant::now() > deadline {
-                    let _ = crate::sys::kill(pid as i32, libc::SIGKILL);
-                    let _ = child.wait();
-                    break format!(
-                        "new binary process {pid} did not write its pid file within {} s, killed",
-                        START_DEADLINE.as_secs()
-                    );
-                }
+            if !started && Instant::now() > deadline {
+                let _ = crate::sys::kill(pid as i32, libc::SIGKILL);
+                let _ = child.wait();
+                break format!(
+                    "new binary process {pid} did not write its pid file within {} s, killed",
+                    START_DEADLINE.as_secs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };

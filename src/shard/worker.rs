@@ -57,6 +57,9 @@ pub struct NextGeneration {
     pub sockets: Vec<(ListenSpec, std::net::TcpListener)>,
     /// The CPUs to run on (`worker_cpu_affinity`; `None`: every CPU, not pinned).
     pub cpus: Option<Vec<usize>>,
+    /// Whether the sockets of removed addresses are shut down (not while another process
+    /// accepts on them: binary upgrade).
+    pub shut_removed: bool,
 }
 
 /// Thread body of a shard. Reports on `start.ready` once it accepts (or why it cannot).
@@ -227,7 +230,10 @@ fn reload(shard: &Rc<Shard>, listening: &mut Vec<Listening>, next: NextGeneratio
         .into_iter()
         .partition(|l| gen.listen_spec(l.addr).is_some());
     *listening = kept;
-    let ended: Vec<_> = gone.into_iter().map(|l| l.close(&old, true)).collect();
+    let ended: Vec<_> = gone
+        .into_iter()
+        .map(|l| l.close(&old, next.shut_removed))
+        .collect();
     shard.install(Some(gen.clone()));
     old.retired.set();
     if let Err(e) = old.proxy.access.borrow_mut().flush_all() {
