@@ -17,6 +17,8 @@ use ringproxy::config::{self, LoadOptions, Loaded};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before anything changes the directory: USR2 starts this same path (docs: binary upgrade).
+    let exe = ringproxy::shard::Exe::at_start();
     let opts = match cli::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
@@ -83,7 +85,7 @@ fn main() -> ExitCode {
         let logs = loaded.config.main.error_logs(error_log.as_deref());
         Ok((loaded.config, logs))
     });
-    match ringproxy::shard::run(config, reload) {
+    match ringproxy::shard::run(config, reload, exe) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringproxy: [emerg] {e}");

@@ -123,3 +123,93 @@ pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Starts `cmd` with the descriptors in `keep` inherited and every other descriptor above
+/// stderr closed at exec (binary upgrade: the new binary gets the listening sockets, never a
+/// client connection, ring or pipe, some of which are not created close-on-exec). Both
+/// adjustments happen in the child only, between fork and exec, so no other thread of ours
+/// ever sees a listening socket without FD_CLOEXEC.
+pub fn spawn_keeping(
+    cmd: &mut std::process::Command,
+    keep: Vec<i32>,
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20)
+        .min(1 << 24) as i32;
+    let hook = move || -> io::Result<()> {
+        // SAFETY: close_range takes three integers; with CLOSE_RANGE_CLOEXEC it only sets a
+        // flag on descriptors of this (child) process and touches no memory.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if rc != 0 {
+            // Kernels before 5.11: one fcntl per possible descriptor.
+            for fd in 3..limit {
+                // SAFETY: fcntl on an integer descriptor; a closed one fails with EBADF.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+        for &fd in &keep {
+            // SAFETY: fcntl on an integer descriptor touches no memory of ours.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec and calls only close_range and
+    // fcntl, which are async-signal-safe; it allocates nothing (`keep` is only read).
+    unsafe { cmd.pre_exec(hook) };
+    cmd.spawn()
+}
+
+/// Takes ownership of descriptor `fd`, named in `RINGPROXY_LISTEN` by the process that started
+/// this one, if it is a listening TCP socket; it is made close-on-exec again. The caller passes
+/// each number once.
+pub fn adopt_listener(fd: i32) -> Option<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    if fd <= 2 {
+        return None;
+    }
+    // SAFETY: F_GETFD only asks whether `fd` is open; no memory is touched.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is open (checked above) and is only borrowed for the checks below.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let stream =
+        rustix::net::sockopt::socket_type(borrowed).ok()? == rustix::net::SocketType::STREAM;
+    if !stream || !rustix::net::sockopt::socket_acceptconn(borrowed).ok()? {
+        return None;
+    }
+    // SAFETY: the old binary handed this descriptor to us alone, nothing else in this process
+    // owns it, and the caller takes each number once: the listener becomes its only owner.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the descriptor the listener now owns; no memory is touched.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(listener)
+}
+
+/// Takes ownership of descriptor `fd`, the write end of the pipe on which the old binary waits
+/// for this one to have started (`RINGPROXY_READY`), if it is open; it is made close-on-exec
+/// again. Called once, for the one number the variable names.
+pub fn adopt_fd(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only asks whether `fd` is open; no memory is touched.
+    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the old binary handed this descriptor to us alone and nothing else in this
+    // process owns it: the OwnedFd becomes its only owner.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the descriptor `owned` now holds; no memory is touched.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(owned)
+}

@@ -20,18 +20,17 @@ fn start() -> Proxy {
 fn a_proxy_that_died_under_the_test_fails_it() {
     let p = start();
     ringproxy::sys::kill(p.pid(), libc::SIGKILL).unwrap();
-    // Dead once it is a zombie (its parent, this test, has not reaped it) with no thread left
-    // but that one: a killed leader turns zombie while its shard threads still exit (tearing
-    // down their rings), and until they have, waiting for it finds nothing to reap.
+    // Dead once it is a zombie (its parent, this test, has not reaped it) with no thread left:
+    // the main thread shows Z as soon as it is gone, while the shard threads may still be
+    // exiting (tearing their rings down), and until they are, waitpid reports nothing.
     let stat = format!("/proc/{}/stat", p.pid());
-    let status = format!("/proc/{}/status", p.pid());
+    let tasks = format!("/proc/{}/task", p.pid());
+    let dead = || {
+        std::fs::read_to_string(&stat).unwrap().contains(") Z ")
+            && std::fs::read_dir(&tasks).map_or(0, |d| d.count()) <= 1
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !(std::fs::read_to_string(&stat).unwrap().contains(") Z ")
-        && std::fs::read_to_string(&status)
-            .unwrap()
-            .lines()
-            .any(|l| l.split_whitespace().eq(["Threads:", "1"])))
-    {
+    while !dead() {
         assert!(
             std::time::Instant::now() < deadline,
             "SIGKILL did not end it"

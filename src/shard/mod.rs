@@ -7,18 +7,20 @@
 //! The main thread binds every socket, starts the shards, writes the pid file once every shard
 //! is accepting, then turns signals into actions: TERM/INT stop at once, QUIT stops accepting and
 //! lets requests and tunnels finish (up to `worker_shutdown_timeout`), USR1 reopens the logs,
-//! HUP reloads the configuration (`reload`). Started as root with `user`, the process drops to
-//! that user once the pid file is written.
+//! HUP reloads the configuration (`reload`), USR2 starts a new binary on the same sockets and
+//! WINCH stops accepting (`upgrade`). Started as root with `user`, the process drops to that user
+//! once the pid file is written.
 
 mod context;
 pub mod event;
 pub mod listener;
 mod reload;
+mod upgrade;
 mod worker;
 
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::Signals;
 
 use crate::config::model::{Config, CpuAffinity, EventMethod, RunAs, WorkerProcesses};
@@ -27,6 +29,8 @@ use crate::log;
 pub use context::{ConnGuard, Shard, ShardCtx};
 pub use reload::Reloader;
 use reload::Shards;
+pub use upgrade::Exe;
+use upgrade::{Inherited, Upgrade};
 
 /// Which io driver the shards run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,9 +152,9 @@ fn raise_nofile(n: u64) {
     }
 }
 
-/// Runs the proxy until it is told to stop; `reload` re-reads the configuration on HUP. Errors
-/// are nginx's `[emerg]` texts.
-pub fn run(config: Arc<Config>, reload: Reloader) -> Result<(), String> {
+/// Runs the proxy until it is told to stop; `reload` re-reads the configuration on HUP, `exe`
+/// is what USR2 starts. Errors are nginx's `[emerg]` texts.
+pub fn run(config: Arc<Config>, reload: Reloader, exe: Exe) -> Result<(), String> {
     if let Some(n) = config.main.worker_rlimit_nofile {
         raise_nofile(n);
     }
@@ -159,14 +163,22 @@ pub fn run(config: Arc<Config>, reload: Reloader) -> Result<(), String> {
     };
     // Before anything is bound: a TERM that comes while the shards start is handled (once
     // they have started), not the default action that would kill the process mid-start.
-    let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])
+    let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH])
         .map_err(|e| format!("cannot install signal handlers ({e})"))?;
     let specs = listener::specs(http);
+    let mut inherited = Inherited::from_env();
     let mut sockets = Vec::new();
     for _ in 0..shard_count(&config) {
-        sockets.push(reload::bind_all(&specs)?);
+        sockets.push(reload::bind_or_adopt(&specs, &mut inherited)?);
     }
-    if config.main.daemon {
+    for (k, extra) in inherited.take_matching(&specs).into_iter().enumerate() {
+        let n = sockets.len();
+        sockets[k % n].push(extra);
+    }
+    inherited.close_rest();
+    let upgrade = Upgrade::new(exe, config.main.pid.clone(), &mut inherited);
+    // A new binary stays in the foreground of the old one, as nginx's: the old one watches it.
+    if config.main.daemon && !upgrade.sharing() {
         crate::sys::daemonize()
             .map_err(|e| format!("daemon() failed ({})", crate::config::os_error(&e)))?;
     }
@@ -184,13 +196,18 @@ pub fn run(config: Arc<Config>, reload: Reloader) -> Result<(), String> {
         Notice,
         "using the \"{method}\" event method, {count} shard{plural}"
     );
-    let outcome = serve(&mut shards, signals, &reload);
-    shards.shut_listeners();
+    let outcome = serve(&mut shards, signals, &reload, &upgrade);
+    shards.shut_listeners(&upgrade);
     outcome
 }
 
 /// Writes the pid file, drops privileges, and acts on signals until one stops the process.
-fn serve(shards: &mut Shards, signals: Signals, reload: &Reloader) -> Result<(), String> {
+fn serve(
+    shards: &mut Shards,
+    signals: Signals,
+    reload: &Reloader,
+    upgrade: &Upgrade,
+) -> Result<(), String> {
     let config = shards.config().clone();
     let pid_path = config.main.pid.clone();
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(|e| {
@@ -206,10 +223,11 @@ fn serve(shards: &mut Shards, signals: Signals, reload: &Reloader) -> Result<(),
             return Err(e);
         }
     }
-    let stop = wait_for_stop(signals, shards, reload);
-    let _ = std::fs::remove_file(&pid_path);
+    upgrade.announce();
+    let stop = wait_for_stop(signals, shards, reload, upgrade);
+    upgrade.remove_pid_file();
     if stop == Stop::Graceful {
-        shards.stop_gracefully();
+        shards.stop_gracefully(upgrade.sharing());
     }
     log!(Notice, "exiting");
     Ok(())
@@ -239,7 +257,12 @@ fn drop_privileges(run_as: &RunAs) -> Result<(), String> {
         .map_err(|e| format!("setuid({}) failed ({})", run_as.uid, os(e)))
 }
 
-fn wait_for_stop(mut signals: Signals, shards: &mut Shards, reload: &Reloader) -> Stop {
+fn wait_for_stop(
+    mut signals: Signals,
+    shards: &mut Shards,
+    reload: &Reloader,
+    upgrade: &Upgrade,
+) -> Stop {
     loop {
         for sig in signals.wait() {
             match sig {
@@ -259,9 +282,36 @@ fn wait_for_stop(mut signals: Signals, shards: &mut Shards, reload: &Reloader) -
                     log::reopen();
                     shards.tell_all(b'R');
                 }
-                SIGHUP => {
+                SIGHUP if shards.accepting() => {
                     log!(Notice, "signal {sig} (SIGHUP) received, reconfiguring");
-                    shards.reload(reload);
+                    shards.reload(reload, upgrade.sharing());
+                }
+                SIGHUP => {
+                    // After WINCH, as nginx: the shards start again on the same sockets and
+                    // configuration (rolling an upgrade back), nothing is re-read.
+                    log!(
+                        Notice,
+                        "signal {sig} (SIGHUP) received, starting the shards again"
+                    );
+                    if let Err(e) = shards.resume() {
+                        log!(Alert, "{e}");
+                    }
+                }
+                SIGUSR2 => {
+                    log!(Notice, "signal {sig} (SIGUSR2) received, changing binary");
+                    upgrade.start(shards.listening_fds());
+                }
+                SIGWINCH if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                    // A terminal resize sends it to a foreground process: nginx honours it
+                    // only when daemonized.
+                    log!(Notice, "signal {sig} (SIGWINCH) received, ignoring");
+                }
+                SIGWINCH => {
+                    log!(
+                        Notice,
+                        "signal {sig} (SIGWINCH) received, stop accepting connections"
+                    );
+                    shards.stop_accepting();
                 }
                 _ => {}
             }

@@ -47,6 +47,31 @@ pub fn bind_all(specs: &[ListenSpec]) -> Result<Sockets, String> {
     Ok(out)
 }
 
+/// Like `bind_all`, taking a socket inherited from an old binary (`upgrade`) where one is bound
+/// to the address. On an error only the sockets bound here are shut down.
+pub fn bind_or_adopt(
+    specs: &[ListenSpec],
+    inherited: &mut super::upgrade::Inherited,
+) -> Result<Sockets, String> {
+    let mut out = Vec::with_capacity(specs.len());
+    let mut bound = Vec::new();
+    for spec in specs {
+        if let Some(s) = inherited.take(spec.addr) {
+            out.push((spec.clone(), s));
+            continue;
+        }
+        match listener::bind(spec) {
+            Ok(s) => bound.push((spec.clone(), s)),
+            Err(e) => {
+                shut_all(&bound);
+                return Err(e);
+            }
+        }
+    }
+    out.extend(bound);
+    Ok(out)
+}
+
 fn shut_all(sockets: &Sockets) {
     sockets.iter().for_each(|(_, s)| listener::shut(s));
 }
@@ -75,6 +100,8 @@ pub struct Shards {
     retiring: Vec<Handle>,
     ready: Receiver<Result<(), String>>,
     ready_tx: Sender<Result<(), String>>,
+    /// False after WINCH: the shards stopped accepting (HUP starts them again).
+    accepting: bool,
 }
 
 impl Shards {
@@ -92,6 +119,7 @@ impl Shards {
             retiring: Vec::new(),
             ready,
             ready_tx,
+            accepting: true,
         };
         let n = sockets.len();
         for socks in sockets {
@@ -164,9 +192,11 @@ impl Shards {
     }
 
     /// Reloads: see the module documentation. Logs what it did (once every shard has the new
-    /// configuration in place) or why nothing changed.
-    pub fn reload(&mut self, load: &Reloader) {
-        match self.try_reload(load) {
+    /// configuration in place) or why nothing changed. `shared`: another ringproxy accepts on
+    /// the sockets too (binary upgrade), so those of removed addresses and retired shards are
+    /// closed, not shut down.
+    pub fn reload(&mut self, load: &Reloader, shared: bool) {
+        match self.try_reload(load, shared) {
             Ok(()) => log!(Notice, "reconfigured: {} shards", self.running.len()),
             Err(e) => {
                 log!(Emerg, "{e}");
@@ -175,7 +205,7 @@ impl Shards {
         }
     }
 
-    fn try_reload(&mut self, load: &Reloader) -> Result<(), String> {
+    fn try_reload(&mut self, load: &Reloader, shared: bool) -> Result<(), String> {
         self.reap();
         let (config, logs) = load()?;
         let config = Arc::new(config);
@@ -226,6 +256,7 @@ impl Shards {
                 config: self.config.clone(),
                 sockets,
                 cpus: super::cpus_for(&self.config, i),
+                shut_removed: !shared,
             };
             if h.generations.send(next).is_ok() {
                 h.order(b'G');
@@ -245,7 +276,7 @@ impl Shards {
             }
         }
         for mut h in self.running.drain(kept..) {
-            h.order(b'Q');
+            h.order(if shared { b'S' } else { b'Q' });
             self.retiring.push(h);
         }
         let fresh: Vec<Sockets> = added.collect();
@@ -268,9 +299,10 @@ impl Shards {
     }
 
     /// Graceful stop: every shard stops accepting and drains; waits for them up to
-    /// `worker_shutdown_timeout` (and a second more).
-    pub fn stop_gracefully(&mut self) {
-        self.tell_all(b'Q');
+    /// `worker_shutdown_timeout` (and a second more). `shared`: another ringproxy accepts on
+    /// the sockets (binary upgrade), so the shards close them without shutting them down.
+    pub fn stop_gracefully(&mut self, shared: bool) {
+        self.tell_all(if shared { b'S' } else { b'Q' });
         let deadline = self
             .config
             .main
@@ -286,10 +318,68 @@ impl Shards {
         }
     }
 
-    /// Takes every listening socket out of service (before the process exits).
-    pub fn shut_listeners(&self) {
+    /// Whether the shards accept (not stopped by WINCH).
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// WINCH: every shard stops accepting and drains, as on a graceful stop, but its sockets
+    /// stay open (the main thread keeps them) and are never shut down, so HUP can start the
+    /// shards again on them (`resume`) and a new binary keeps accepting on them.
+    pub fn stop_accepting(&mut self) {
+        self.tell_all(b'S');
+        self.accepting = false;
+    }
+
+    /// HUP after WINCH: starts the shards again, on the same sockets and configuration; the
+    /// stopped ones finish draining.
+    pub fn resume(&mut self) -> Result<(), String> {
+        self.reap();
+        let specs = self
+            .config
+            .http
+            .as_ref()
+            .map(listener::specs)
+            .unwrap_or_default();
+        let stopped = std::mem::take(&mut self.running);
+        let mut all = Vec::with_capacity(stopped.len());
+        for h in stopped {
+            let mut socks = Sockets::new();
+            for (addr, s) in &h.sockets {
+                let spec = specs.iter().find(|sp| sp.addr == *addr);
+                if let (Some(spec), Ok(dup)) = (spec, s.try_clone()) {
+                    socks.push((spec.clone(), dup));
+                }
+            }
+            all.push(socks);
+            self.retiring.push(h);
+        }
+        let n = all.len();
+        for socks in all {
+            self.spawn(socks)?;
+        }
+        self.wait_ready(n)?;
+        self.accepting = true;
+        Ok(())
+    }
+
+    /// This process's descriptor of every listening socket (for a new binary).
+    pub fn listening_fds(&self) -> Vec<i32> {
+        use std::os::fd::AsRawFd;
+        self.running
+            .iter()
+            .flat_map(|h| h.sockets.iter().map(|(_, s)| s.as_raw_fd()))
+            .collect()
+    }
+
+    /// Takes every listening socket out of service (before the process exits), except those
+    /// another ringproxy accepts on (binary upgrade): only closed, with the process.
+    pub fn shut_listeners(&self, upgrade: &super::upgrade::Upgrade) {
         for h in self.running.iter().chain(&self.retiring) {
-            h.sockets.iter().for_each(|(_, s)| listener::shut(s));
+            h.sockets
+                .iter()
+                .filter(|(_, s)| !upgrade.shared(s))
+                .for_each(|(_, s)| listener::shut(s));
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::io::AsyncReadRent;
+use monoio::io::{AsyncReadRent, Canceller};
 use monoio::net::{TcpListener, TcpStream, UnixStream};
 use monoio::task::JoinHandle;
 
@@ -40,7 +40,8 @@ pub struct ShardStart {
     /// Its listening sockets, one per address of the configuration.
     pub sockets: Vec<(ListenSpec, std::net::TcpListener)>,
     /// Its end of the control channel: one byte per order (`R` reopen the logs, `G` take the
-    /// next generation from `generations`, `Q` or the main thread gone: stop gracefully).
+    /// next generation from `generations`, `Q` or the main thread gone: stop gracefully, `S`:
+    /// the same, leaving the sockets to another process that accepts on them too).
     pub control: StdUnixStream,
     /// New configurations (reload), announced by a `G` on `control`.
     pub generations: Receiver<NextGeneration>,
@@ -57,6 +58,9 @@ pub struct NextGeneration {
     pub sockets: Vec<(ListenSpec, std::net::TcpListener)>,
     /// The CPUs to run on (`worker_cpu_affinity`; `None`: every CPU, not pinned).
     pub cpus: Option<Vec<usize>>,
+    /// Whether the sockets of removed addresses are shut down (not while another process
+    /// accepts on them: binary upgrade).
+    pub shut_removed: bool,
 }
 
 /// Thread body of a shard. Reports on `start.ready` once it accepts (or why it cannot).
@@ -156,22 +160,27 @@ async fn shard_main(start: ShardStart) {
                     let _ = ready.send(reload(&shard, &mut listening, next));
                 }
             }
+            (Ok(1), Some(b'S')) => {
+                stop(&shard, listening, false).await;
+                return;
+            }
             _ => break,
         }
     }
-    stop(&shard, listening).await;
+    stop(&shard, listening, true).await;
 }
 
 /// Graceful stop: accepting ends (what is queued is served), WebSocket tunnels are closed with
 /// the closing handshake, each at a random moment of `worker_shutdown_spread`, and the shard
-/// waits for its connections up to `worker_shutdown_timeout`.
-async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>) {
+/// waits for its connections up to `worker_shutdown_timeout`. `shut`: the sockets are shut
+/// down, not only closed (never when another process accepts on them: binary upgrade).
+async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>, shut: bool) {
     shard.stopping.set();
     let Some(cur) = shard.current() else {
         return;
     };
     crate::proxy::idle::start_drain(spread_window(&cur.config.main));
-    let loops: Vec<_> = listening.into_iter().map(|l| l.close(&cur)).collect();
+    let loops: Vec<_> = listening.into_iter().map(|l| l.close(&cur, shut)).collect();
     for l in loops {
         l.await;
     }
@@ -229,7 +238,10 @@ fn reload(
         .into_iter()
         .partition(|l| gen.listen_spec(l.addr).is_some());
     *listening = kept;
-    let ended: Vec<_> = gone.into_iter().map(|l| l.close(&old)).collect();
+    let ended: Vec<_> = gone
+        .into_iter()
+        .map(|l| l.close(&old, next.shut_removed))
+        .collect();
     shard.install(Some(gen.clone()));
     old.retired.set();
     if let Err(e) = old.proxy.access.borrow_mut().flush_all() {
@@ -332,9 +344,11 @@ impl Listening {
     }
 
     /// Stops accepting: what the kernel has queued is served by `gen`, not reset, and the
-    /// socket is shut down (it leaves its SO_REUSEPORT group now). The socket is non-blocking,
-    /// so the drain ends at the first empty queue. Returns the accept loop, to await.
-    fn close(self, gen: &Rc<ShardCtx>) -> JoinHandle<()> {
+    /// socket is shut down when `shut` (it leaves its SO_REUSEPORT group now), else only
+    /// closed. The socket is non-blocking, so the drain ends at the first empty queue. Returns
+    /// the accept loop, to await: it ends once its accept in flight is cancelled (or has
+    /// completed, and what it accepted is served).
+    fn close(self, gen: &Rc<ShardCtx>, shut: bool) -> JoinHandle<()> {
         self.stop.set();
         if let Some(spec) = gen.listen_spec(self.addr) {
             while let Ok((stream, peer)) = self.queue.accept() {
@@ -344,7 +358,9 @@ impl Listening {
                 }
             }
         }
-        super::listener::shut(&self.queue);
+        if shut {
+            super::listener::shut(&self.queue);
+        }
         self.task
     }
 }
@@ -374,9 +390,22 @@ async fn accept_loop(
         }
     };
     loop {
+        if stop.is_set() {
+            return;
+        }
+        // Cancelled, not dropped, on stop: an io_uring accept the kernel completed meanwhile
+        // still hands its connection over here and is served, instead of being lost in the ring
+        // (where it would be reset when the process exits) while another process (binary
+        // upgrade) could have served it.
+        let canceller = Canceller::new();
+        let accept = listener.cancelable_accept(canceller.handle());
+        futures_util::pin_mut!(accept);
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = stop.wait() => return,
+            r = &mut accept => r,
+            _ = stop.wait() => {
+                drop(canceller.cancel());
+                accept.await
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -397,6 +426,10 @@ async fn accept_loop(
             }
             Err(e) => {
                 let raw = e.raw_os_error();
+                if stop.is_set() {
+                    // Cancelled (ECANCELED), or shut down meanwhile.
+                    return;
+                }
                 if raw == Some(libc::EINVAL) {
                     // The socket was shut down (`listener::shut`): the process is exiting.
                     return;
