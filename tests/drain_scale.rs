@@ -18,7 +18,7 @@ const SPREAD: Duration = Duration::from_secs(6);
 /// The wait for a side's answer to its Close (`CLOSE_WAIT` in src/proxy/tunnel.rs, 2 s).
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// Slack for a loaded machine: the sweeper's ticks, scheduling, 2,000 writes.
-const MARGIN: Duration = Duration::from_secs(3);
+const MARGIN: Duration = Duration::from_secs(4);
 /// Deadline of single steps.
 const T: Duration = Duration::from_secs(20);
 
