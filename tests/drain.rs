@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::echo::Server;
 use common::Proxy;
+use common::{open_ws as open, WsClient as Client};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,18 +91,6 @@ fn recording_backend() -> (Server, Arc<Mutex<Seen>>) {
         }),
     );
     (server, seen)
-}
-
-type Client = WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-async fn open(port: u16) -> Client {
-    let url = format!("ws://127.0.0.1:{port}/");
-    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("upgrade in time")
-        .expect("upgrade");
-    common::echo_each(&mut ws, [Message::text("hello")], "open").await;
-    ws
 }
 
 /// Reads until the Close frame; returns its code (tungstenite answers it).

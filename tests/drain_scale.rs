@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::{open_ws as open, WsClient as Client};
 use common::{Echo, Proxy};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,19 +22,6 @@ const ANSWER_WAIT: Duration = Duration::from_secs(2);
 const MARGIN: Duration = Duration::from_secs(4);
 /// Deadline of single steps.
 const T: Duration = Duration::from_secs(20);
-
-type Client =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open(port: u16) -> Client {
-    let url = format!("ws://127.0.0.1:{port}/");
-    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("upgrade in time")
-        .expect("upgrade");
-    common::echo_each(&mut ws, [Message::text("hello")], "open").await;
-    ws
-}
 
 /// How a client's tunnel ended after QUIT: the Close code and when it came, and whether the
 /// connection then ended cleanly (the proxy's FIN) rather than with an error.

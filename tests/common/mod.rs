@@ -362,6 +362,30 @@ pub fn black_hole() -> (std::net::SocketAddr, socket2::Socket, std::net::TcpStre
     (addr, s, filler)
 }
 
+/// A WebSocket client connection opened by `open_ws`.
+pub type WsClient =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket through ringproxy on 127.0.0.1:`port` (path `/`), upgraded and checked with
+/// one echo, within 20 s each.
+pub async fn open_ws(port: u16) -> WsClient {
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await
+    .expect("upgrade in time")
+    .expect("upgrade");
+    echo_each(
+        &mut ws,
+        [tokio_tungstenite::tungstenite::Message::text("hello")],
+        "open",
+    )
+    .await;
+    ws
+}
+
 /// `n` bytes of a repeating pattern (bodies and messages whose corruption a test would see).
 pub fn big(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
