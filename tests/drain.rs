@@ -53,18 +53,7 @@ fn recording_backend() -> (Server, Arc<Mutex<Seen>>) {
                 let Some(head) = common::read_head(&mut s).await else {
                     return;
                 };
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("sec-websocket-key")
-                            .then(|| v.trim().to_string())
-                    })
-                    .unwrap_or_default();
-                let reply = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    derive_accept_key(key.as_bytes())
-                );
+                let reply = switching_protocols(&head);
                 if s.write_all(reply.as_bytes()).await.is_err() {
                     return;
                 }
@@ -216,15 +205,7 @@ async fn half_frame_backend(
     tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
         let head = common::read_head(&mut s).await.unwrap();
-        let key = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .to_string();
-        let reply = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
+        let reply = switching_protocols(&head);
         let mut frame = vec![0x82, 127];
         frame.extend_from_slice(&(len as u64).to_be_bytes());
         frame.extend(common::big(len));
@@ -412,6 +393,22 @@ fn flood_payload(i: usize) -> Vec<u8> {
     (0..n).map(|k| ((k + i * 31) % 251) as u8).collect()
 }
 
+/// The backend's 101 answer to the upgrade request `head`.
+fn switching_protocols(head: &str) -> String {
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim())
+        })
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    )
+}
+
 /// A raw WebSocket backend that sends binary frames (`flood_payload(0)`, `(1)`, ...) without
 /// end, and reports every byte the proxy sends it (up to its close).
 async fn flooding_backend(got: tokio::sync::oneshot::Sender<Vec<u8>>) -> SocketAddr {
@@ -420,15 +417,7 @@ async fn flooding_backend(got: tokio::sync::oneshot::Sender<Vec<u8>>) -> SocketA
     tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
         let head = common::read_head(&mut s).await.unwrap();
-        let key = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .to_string();
-        let reply = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
+        let reply = switching_protocols(&head);
         s.write_all(reply.as_bytes()).await.unwrap();
         let (mut r, mut w) = s.into_split();
         tokio::spawn(async move {
