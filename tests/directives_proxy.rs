@@ -380,6 +380,24 @@ async fn proxy_allow_upgrade_lets_another_protocol_through() {
         .unwrap()
         .unwrap();
     assert_eq!(&echo, b"ping");
+    // A location that names the protocol itself (a literal `proxy_set_header Upgrade`, as
+    // nginx's own tests do) lets that one through, and no other the client asks for.
+    let literal = "proxy_http_version 1.1; proxy_set_header Upgrade foo; proxy_set_header Connection upgrade;";
+    let p = directive_kit::proxy(&[b.addr], "", literal);
+    let bar = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: bar\r\nConnection: Upgrade\r\n\r\n";
+    let before = b.accepted();
+    assert!(answer(p.port, bar).await.starts_with("HTTP/1.1 400 "));
+    assert_eq!(
+        b.accepted(),
+        before,
+        "a refused upgrade reached the backend"
+    );
+    let mut s = send(p.port, req).await;
+    let head = tokio::time::timeout(T, read_head(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
 }
 
 // effect: proxy_splice

@@ -287,10 +287,34 @@ async fn a_large_frame_in_flight_arrives_whole_before_the_close() {
     }
 }
 
+/// A backend that switches to `tcp-echo` and echoes raw bytes.
+fn raw_echo_backend() -> Server {
+    Server::start(
+        "raw-echo",
+        Arc::new(|mut s: TcpStream| {
+            Box::pin(async move {
+                if common::read_head(&mut s).await.is_none() {
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            })
+        }),
+    )
+}
+
 /// Upgrades a raw connection through the proxy (the handshake by hand).
 async fn raw_upgrade(port: u16, protocol: &str) -> TcpStream {
+    raw_upgrade_at(port, "/", protocol).await
+}
+
+/// Upgrades a raw connection to `path` through the proxy.
+async fn raw_upgrade_at(port: u16, path: &str, protocol: &str) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let req = format!("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let head = tokio::time::timeout(T, common::read_head(&mut s))
         .await
@@ -339,22 +363,7 @@ async fn a_client_that_never_answers_the_close_is_closed_after_the_short_wait() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_websocket_upgrade_is_cut_at_worker_shutdown_timeout() {
-    // Echoes raw bytes after its 101.
-    let backend = Server::start(
-        "raw-echo",
-        Arc::new(|mut s: TcpStream| {
-            Box::pin(async move {
-                if common::read_head(&mut s).await.is_none() {
-                    return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
-                    .await;
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            })
-        }),
-    );
+    let backend = raw_echo_backend();
     let port = common::free_port();
     let main = "worker_shutdown_spread 0s; worker_shutdown_timeout 4s;";
     let loc = "proxy_allow_upgrade tcp-echo;";
@@ -566,4 +575,104 @@ async fn shards_retired_by_a_reload_close_their_websockets_the_same_way() {
         "{}",
         p.stderr()
     );
+}
+
+/// Reads until the peer closes; fails on any byte or on no close within `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration, what: &str) {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(limit, s.read_to_end(&mut rest)).await {
+        Ok(_) => assert!(rest.is_empty(), "{what}: {rest:x?}"),
+        Err(_) => panic!("{what}: still open after {limit:?}"),
+    }
+}
+
+// With worker_shutdown_timeout set, a reload retires the old configuration as nginx's reload
+// retires its workers: idle connections close at once, WebSocket tunnels get their Close 1001
+// within the spread window, and the rest is cut at the timeout; the new configuration serves.
+// effect: worker_shutdown_timeout
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_worker_shutdown_timeout_winds_the_old_configuration_down() {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let (ws_backend, seen) = recording_backend();
+    let raw_backend = raw_echo_backend();
+    let port = common::free_port();
+    let conf = |version: &str| {
+        format!(
+            "worker_shutdown_spread 1s; worker_shutdown_timeout 10s; error_log logs/error.log info;\n\
+             events {{}}\nhttp {{\n access_log off;\n server {{\n  listen 127.0.0.1:{port};\n\
+             location /v {{ return 200 \"{version}\"; }}\n\
+             location / {{ proxy_pass http://{}; proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; }}\n\
+             location /raw {{ proxy_pass http://{}; proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade tcp-echo; proxy_set_header Connection upgrade; }}\n\
+             }}\n}}\n",
+            ws_backend.addr, raw_backend.addr
+        )
+    };
+    let p = Proxy::start(&conf("a"), port, "", &[]);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(open(port).await);
+    }
+    // A literal `proxy_set_header Upgrade tcp-echo` lets that protocol through.
+    let mut raw = raw_upgrade_at(port, "/raw", "tcp-echo").await;
+    let mut kept_alive = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    kept_alive
+        .write_all(b"GET /v HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(T, common::read_head(&mut kept_alive))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let mut body = [0u8; 1];
+    kept_alive.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"a");
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+
+    std::fs::write(p.dir.path().join("ringproxy.conf"), conf("b")).unwrap();
+    let hup = Instant::now();
+    ringproxy::sys::kill(p.pid(), libc::SIGHUP).unwrap();
+    // The kept-alive connection takes no new request under the old configuration: it closes.
+    closed_within(
+        &mut kept_alive,
+        TIMEOUT - Duration::from_secs(2),
+        "keep-alive",
+    )
+    .await;
+    assert!(hup.elapsed() < TIMEOUT, "closed only by the cut");
+    // Every WebSocket gets its Going Away well before the cut.
+    for mut ws in clients {
+        let code = tokio::time::timeout(TIMEOUT, close_code(&mut ws)).await;
+        assert_eq!(code.expect("a Close in time"), 1001);
+    }
+    assert!(hup.elapsed() < TIMEOUT, "Close frames came only at the cut");
+    // The raw tunnel still carries bytes until the cut, then closes with nothing more.
+    raw.write_all(b"still").await.unwrap();
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(T, raw.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"still");
+    closed_within(&mut raw, T, "raw tunnel").await;
+    closed_within(&mut silent, T, "a connection that never sent a request").await;
+    assert!(hup.elapsed() >= TIMEOUT, "cut early: {:?}", hup.elapsed());
+    // New connections use the new configuration.
+    let got = common::roundtrip(
+        port,
+        b"GET /v HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.ends_with("\r\n\r\nb"), "{got}");
+    let deadline = Instant::now() + T;
+    while seen.lock().unwrap().closes.len() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "the backend got too few Close frames"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen.lock().unwrap().closes.iter().all(|&c| c == 1001));
 }

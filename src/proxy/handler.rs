@@ -156,17 +156,26 @@ pub async fn serve(
         let Some(http) = ctx.config.http.as_ref() else {
             return;
         };
-        let state = Box::pin(one_request(&ctx, http, &mut conn)).await;
+        // A generation cut at `worker_shutdown_timeout` closes its connections mid-request.
+        let request = Box::pin(one_request(&ctx, http, &mut conn));
+        let state = monoio::select! {
+            state = request => state,
+            _ = ctx.cut.wait() => return,
+        };
         match state {
             State::ReadingHead => {
-                if conn.buf.is_empty() && !next_request_arrives(&ctx, &conn).await {
+                if ctx.winding_down()
+                    || (conn.buf.is_empty() && !next_request_arrives(&ctx, &conn).await)
+                {
                     return;
                 }
                 // A reload since the last request: this one uses the new configuration.
                 ctx = ctx.for_next_request(spec.addr);
             }
             State::Closed | State::Error(..) => return,
-            State::Tunnel(upstream, cfg, slot) => {
+            State::Tunnel(_, _, _) if ctx.cut.is_set() => return,
+            State::Tunnel(upstream, mut cfg, slot) => {
+                cfg.generation = ctx.serial;
                 // The tunnel gets a task of its own holding only the two sockets and its
                 // guards: this connection's future (request state, buffers) is freed now.
                 let guards = (guard, ctx.hold(), slot);
@@ -185,6 +194,7 @@ pub async fn serve(
 fn log_tunnel_end(end: &tunnel::End, peer: SocketAddr) {
     match end {
         tunnel::End::Closed => {}
+        tunnel::End::ShutdownTimeout => log!(Info, "upgraded connection closed at worker_shutdown_timeout after a reload, client: {}", peer.ip()),
         tunnel::End::ReadTimeout => log!(Info, "upstream timed out (110: Connection timed out) while proxying upgraded connection, client: {}", peer.ip()),
         tunnel::End::SendTimeout(side) => log!(Info, "{side:?} send timed out while proxying upgraded connection, client: {}", peer.ip()),
         tunnel::End::Error(side, e) => log!(Info, "{side:?} error ({}) while proxying upgraded connection, client: {}", crate::config::os_error(e), peer.ip()),
@@ -263,12 +273,13 @@ impl HeadBuf {
 
 /// Keep-alive: waits for the next request without holding a buffer, up to the
 /// `keepalive_timeout` of the location that served the last one; false when the connection
-/// should close instead (timeout, end of stream, graceful stop).
+/// should close instead (timeout, end of stream, graceful stop, a reload that winds the
+/// generation down).
 async fn next_request_arrives(ctx: &ShardCtx, conn: &Conn) -> bool {
     let readable = monoio::time::timeout(conn.idle_timeout, conn.stream.readable());
     monoio::select! {
         r = readable => matches!(r, Ok(Ok(()))),
-        _ = ctx.shard.stopping.wait() => false,
+        _ = ctx.leaving() => false,
     }
 }
 
@@ -1125,12 +1136,17 @@ async fn proxy(
     }
 }
 
+/// Whether a client's upgrade to `protocol` goes upstream: WebSocket, a protocol
+/// `proxy_allow_upgrade` lists, or the one the location itself names upstream with a literal
+/// `proxy_set_header Upgrade PROTO` (the operator chose it; the client cannot pick another, as
+/// it can through `$http_upgrade`).
 fn upgrade_allowed(protocol: &[u8], conf: &LocConf) -> bool {
+    let same = |p: &str| p.as_bytes().eq_ignore_ascii_case(protocol);
     protocol.eq_ignore_ascii_case(b"websocket")
-        || conf
-            .proxy_allow_upgrade()
-            .iter()
-            .any(|p| p.as_bytes().eq_ignore_ascii_case(protocol))
+        || conf.proxy_allow_upgrade().iter().any(|p| same(p))
+        || conf.proxy_set_header().iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("upgrade") && value.as_literal().is_some_and(same)
+        })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1187,6 +1203,8 @@ async fn tunnel_after_101(
         upstream_send_timeout: conf.proxy_send_timeout(),
         path,
         frames,
+        // Set by `serve`, which holds the generation.
+        generation: 0,
     };
     State::Tunnel(upstream, cfg, slot)
 }

@@ -16,6 +16,10 @@
 //! for a tunnel opened while the shard drains), and the sweeper wakes each tunnel at its moment
 //! to begin its closing handshake. Moments are random, not in turn, so the closes of every
 //! shard and process draining at once are spread alike.
+//!
+//! A reload with `worker_shutdown_timeout` set retires one configuration generation the same
+//! way ([`retire_generation`]): its WebSocket tunnels get moments in the window, and its other
+//! tunnels are cut when the timeout ends. Each slot records its generation for this.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -43,7 +47,43 @@ struct Slot {
     drain_at: Option<Instant>,
     /// Its close has begun.
     draining: bool,
+    /// `drain_at` is a hard cut (`worker_shutdown_timeout` after a reload), not a close.
+    cut: bool,
+    /// The configuration generation the tunnel started on.
+    gen: u32,
     waker: Option<Waker>,
+}
+
+impl Slot {
+    /// Gives the slot its moment from what is retiring: the shard (graceful stop) or the
+    /// slot's generation (a reload with `worker_shutdown_timeout`).
+    fn schedule(&mut self, now: Instant, t: &Table) {
+        // A moment once given stays; a cut becomes a moment if the slot turns out to drain.
+        if self.drain_at.is_some() && !(self.cut && self.drains) {
+            return;
+        }
+        let retired = t.retired.iter().find(|r| r.gen == self.gen);
+        if self.drains {
+            let until = match (t.drain_until, retired) {
+                (Some(a), Some(r)) => Some(a.min(r.until)),
+                (a, r) => a.or(r.map(|r| r.until)),
+            };
+            self.drain_at = until.map(|u| moment(now, u));
+            self.cut = false;
+        } else if let Some(r) = retired {
+            self.drain_at = Some(r.cut_at);
+            self.cut = true;
+        }
+    }
+}
+
+/// A generation retired by a reload with `worker_shutdown_timeout`.
+struct Retired {
+    gen: u32,
+    /// The end of its spread window.
+    until: Instant,
+    /// When what is left of it is cut.
+    cut_at: Instant,
 }
 
 #[derive(Default)]
@@ -54,6 +94,8 @@ struct Table {
     live: usize,
     /// On a graceful stop: the end of the spread window.
     drain_until: Option<Instant>,
+    /// Generations retired by reloads with `worker_shutdown_timeout` and not freed yet.
+    retired: Vec<Retired>,
 }
 
 thread_local! {
@@ -96,13 +138,44 @@ pub fn start_drain(window: Duration) {
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
         t.drain_until = Some(until);
-        for s in t.slots.iter_mut().flatten() {
-            if s.drains && s.drain_at.is_none() {
-                s.drain_at = Some(moment(now, until));
-            }
-        }
+        reschedule(&mut t, now);
     });
-    // The sweeper may be in a long sleep (up to `MAX_TICK`): the first moments are near.
+    nudge();
+}
+
+/// Retires generation `gen` (a reload with `worker_shutdown_timeout`): its WebSocket tunnels
+/// get random moments within `window` from now to begin their close, and its other tunnels are
+/// cut at `cut_at`; so are those that open on it later. [`forget_generation`] ends the record.
+pub fn retire_generation(gen: u32, window: Duration, cut_at: Instant) {
+    let now = Instant::now();
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.retired.push(Retired {
+            gen,
+            until: (now + window).min(cut_at),
+            cut_at,
+        });
+        reschedule(&mut t, now);
+    });
+    nudge();
+}
+
+/// Generation `gen` is gone (no connection uses it): drops its record.
+pub fn forget_generation(gen: u32) {
+    // try_with: a generation may be freed while the thread's locals are being destroyed.
+    let _ = TABLE.try_with(|t| t.borrow_mut().retired.retain(|r| r.gen != gen));
+}
+
+fn reschedule(t: &mut Table, now: Instant) {
+    let mut slots = std::mem::take(&mut t.slots);
+    for s in slots.iter_mut().flatten() {
+        s.schedule(now, t);
+    }
+    t.slots = slots;
+}
+
+/// The sweeper may be in a long sleep (up to `MAX_TICK`): the first moments are near.
+fn nudge() {
     NUDGED.with(|n| n.set(true));
     if let Some(w) = SWEEPER.with(|w| w.borrow_mut().take()) {
         w.wake();
@@ -141,6 +214,8 @@ impl IdleClock {
             drains: false,
             drain_at: None,
             draining: false,
+            cut: false,
+            gen: 0,
             waker: None,
         };
         let index = TABLE.with(|t| {
@@ -166,12 +241,34 @@ impl IdleClock {
     /// Marks a WebSocket tunnel: on a graceful stop it is woken at a random moment of the
     /// spread window (at once given a moment, when the shard is already draining).
     pub fn drains(&self) {
-        let until = TABLE.with(|t| t.borrow().drain_until);
-        let at = until.map(|u| moment(Instant::now(), u));
-        self.with_slot(|s| {
-            s.drains = true;
-            s.drain_at = at;
+        self.update(|s| s.drains = true);
+    }
+
+    /// Records the configuration generation the tunnel started on (at once given its moment
+    /// or cut, when that generation is already retired).
+    pub fn of_generation(&self, gen: u32) {
+        self.update(|s| s.gen = gen);
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Slot)) {
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let mut slot = t.slots[self.index].take();
+            if let Some(s) = slot.as_mut() {
+                f(s);
+                s.schedule(Instant::now(), &t);
+            }
+            t.slots[self.index] = slot;
         });
+    }
+
+    /// Whether the tunnel was cut at `worker_shutdown_timeout` (rather than silent).
+    pub fn was_cut(&self) -> bool {
+        TABLE.with(|t| {
+            t.borrow().slots[self.index]
+                .as_ref()
+                .is_some_and(|s| s.cut && s.expired)
+        })
     }
 
     /// Whether this tunnel's close has begun.
@@ -314,12 +411,14 @@ fn sweep(now: Instant) -> Option<Duration> {
             smallest = smallest.min(s.timeout);
             let silent =
                 !s.expired && s.held == 0 && now.saturating_duration_since(s.last) >= s.timeout;
-            let due = !s.draining && s.drain_at.is_some_and(|at| at <= now);
-            scheduled |= !s.draining && s.drain_at.is_some();
+            let due = !s.draining && !s.expired && s.drain_at.is_some_and(|at| at <= now);
+            scheduled |= !s.draining && !s.expired && s.drain_at.is_some();
             if silent {
                 s.expired = true;
             }
-            if due {
+            if due && s.cut {
+                s.expired = true;
+            } else if due {
                 s.draining = true;
             }
             if silent || due {
@@ -445,6 +544,47 @@ mod tests {
                 !plain.draining() && !expired(&plain),
                 "not a WebSocket tunnel"
             );
+        });
+    }
+
+    #[test]
+    fn a_retired_generation_drains_its_websockets_and_cuts_the_rest_at_the_timeout() {
+        rt().block_on(async {
+            let clock = |gen: u32, websocket: bool| {
+                let c = IdleClock::register(Duration::from_secs(600));
+                c.of_generation(gen);
+                if websocket {
+                    c.drains();
+                }
+                c
+            };
+            let (old_ws, old_raw, new_ws) = (clock(1, true), clock(1, false), clock(2, true));
+            let t0 = Instant::now();
+            let cut_at = t0 + Duration::from_secs(30);
+            retire_generation(1, Duration::from_secs(10), cut_at);
+            let late_ws = clock(1, true);
+            for ws in [&old_ws, &late_ws] {
+                let at = slot(ws, |s| s.drain_at.expect("a moment"));
+                assert!(
+                    at >= t0 && at <= t0 + Duration::from_secs(11),
+                    "{:?}",
+                    at - t0
+                );
+            }
+            assert_eq!(slot(&old_raw, |s| s.drain_at), Some(cut_at));
+            assert_eq!(slot(&new_ws, |s| s.drain_at), None, "another generation");
+            sweep(t0 + Duration::from_secs(11));
+            assert!(old_ws.draining() && late_ws.draining());
+            assert!(
+                !expired(&old_raw) && !old_raw.was_cut(),
+                "cut before the timeout"
+            );
+            sweep(cut_at);
+            assert!(expired(&old_raw) && old_raw.was_cut());
+            assert!(!old_raw.draining(), "cut, not closed with a handshake");
+            assert!(!new_ws.draining() && !expired(&new_ws));
+            forget_generation(1);
+            assert_eq!(slot(&clock(1, false), |s| s.drain_at), None, "forgotten");
         });
     }
 

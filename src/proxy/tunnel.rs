@@ -75,6 +75,9 @@ pub struct TunnelConfig {
     /// A WebSocket tunnel: where each direction stands frame-wise when the tunnel starts
     /// (client to upstream, upstream to client), after the bytes forwarded with the heads.
     pub frames: Option<[Frames; 2]>,
+    /// The shard's configuration generation the tunnel started on: a reload with
+    /// `worker_shutdown_timeout` drains it and cuts it at the timeout.
+    pub generation: u32,
 }
 
 impl TunnelConfig {
@@ -103,6 +106,8 @@ pub enum End {
     Closed,
     /// Silent in both directions for `proxy_read_timeout`.
     ReadTimeout,
+    /// Its configuration was replaced and `worker_shutdown_timeout` passed.
+    ShutdownTimeout,
     /// A write blocked for `proxy_send_timeout` towards this side.
     SendTimeout(Side),
     /// A read or write on this side failed (reset, ...).
@@ -138,6 +143,7 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
         cfg.path = Path::Copy;
     }
     let clock = IdleClock::register(cfg.read_timeout);
+    clock.of_generation(cfg.generation);
     if cfg.frames.is_some() {
         clock.drains();
     }
@@ -178,6 +184,7 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
     };
     let end = match result {
         Ok(()) => End::Closed,
+        Err(PumpErr::ReadTimeout) if clock.was_cut() => End::ShutdownTimeout,
         Err(PumpErr::ReadTimeout) => End::ReadTimeout,
         Err(PumpErr::SendTimeout(side)) => End::SendTimeout(side),
         Err(PumpErr::Io(side, e)) => End::Error(side, e),
@@ -641,6 +648,7 @@ mod tests {
                 upstream_send_timeout: Duration::from_secs(30),
                 path: Path::Auto,
                 frames: None,
+                generation: 0,
             };
             let (proxy_client, proxy_up) = (Stream::Plain(proxy_client), Stream::Plain(proxy_up));
             let tunnel = monoio::spawn(async move {
@@ -693,6 +701,7 @@ mod tests {
                     upstream_send_timeout: Duration::from_secs(30),
                     path,
                     frames: None,
+                    generation: 0,
                 };
                 let tunnel = run(&proxy_client, &proxy_up, cfg);
                 let traffic = async {

@@ -179,7 +179,7 @@ async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>, shut: bool) {
     let Some(cur) = shard.current() else {
         return;
     };
-    crate::proxy::idle::start_drain(spread_window(&cur.config.main));
+    crate::proxy::idle::start_drain(super::context::spread_window(&cur.config.main));
     let loops: Vec<_> = listening.into_iter().map(|l| l.close(&cur, shut)).collect();
     for l in loops {
         l.await;
@@ -204,16 +204,6 @@ async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>, shut: bool) {
     }
     // The generation points back at the shard: let both go.
     shard.install(None);
-}
-
-/// The window WebSocket closes are spread over: `worker_shutdown_spread`, cut so that the
-/// last closing handshake still has its wait before `worker_shutdown_timeout`.
-fn spread_window(main: &crate::config::model::MainConf) -> Duration {
-    let spread = main.worker_shutdown_spread;
-    match main.worker_shutdown_timeout {
-        Some(hard) => spread.min(hard.saturating_sub(crate::proxy::tunnel::CLOSE_WAIT)),
-        None => spread,
-    }
 }
 
 /// Makes `next` the shard's current generation. Addresses it no longer listens on stop
@@ -243,7 +233,7 @@ fn reload(
         .map(|l| l.close(&old, next.shut_removed))
         .collect();
     shard.install(Some(gen.clone()));
-    old.retired.set();
+    old.retire();
     if let Err(e) = old.proxy.access.borrow_mut().flush_all() {
         log!(Alert, "{e}");
     }
