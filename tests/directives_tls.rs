@@ -107,3 +107,116 @@ async fn ssl_reject_handshake_refuses_a_server_that_has_a_certificate() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A client of `versions` with `suites` and key-exchange `groups` (empty: rustls' defaults),
+/// offering `h2` and `http/1.1` in ALPN, as a browser does.
+fn browser_like(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: &[rustls::CipherSuite],
+    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut cfg = (*client(versions, suites)).clone();
+    if !groups.is_empty() {
+        let mut p = (**cfg.crypto_provider()).clone();
+        p.kx_groups = groups.to_vec();
+        let p = std::sync::Arc::new(p);
+        cfg = rustls::ClientConfig::builder_with_provider(p.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(ringproxy::tls::Verifier::none(p))
+            .with_no_client_auth();
+    }
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    std::sync::Arc::new(cfg)
+}
+
+// A server block as written for nginx on OpenSSL: `ssl on` (deprecated), protocols, ciphers
+// and curves rustls lacks among ones it has, `http2`. It starts, says what it skips, and speaks
+// TLS with what is left.
+// effect: ssl
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openssl_era_server_block_runs_with_what_rustls_has_and_says_what_it_skips() {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    use rustls::CipherSuite::*;
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["a.test"], true);
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{\n\
+         http2 on;\n\
+         server {{\n\
+           listen 127.0.0.1:{port} http2;\n\
+           ssl on;\n\
+           ssl_certificate certs/a.crt; ssl_certificate_key certs/a.key;\n\
+           ssl_protocols TLSv1 TLSv1.1 TLSv1.2;\n\
+           ssl_ciphers 'ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-SHA:AES128-SHA:!aNULL';\n\
+           ssl_ecdh_curve secp521r1:secp384r1;\n\
+           return 200 x;\n\
+         }}\n}}\n"
+    );
+    let p = start(prefix_with(&[("a", &leaf)]), port, &conf);
+    let said = p.stderr();
+    for warning in [
+        "[warn] \"http2\" has no effect: HTTP/2 is not implemented yet",
+        "ringproxy.conf:3",
+        "[warn] the \"http2\" parameter of the \"listen\" directive has no effect",
+        "ringproxy.conf:5",
+        "[warn] the \"ssl\" directive is deprecated, use the \"listen ... ssl\" directive instead",
+        "[warn] ringproxy skips \"TLSv1\", \"TLSv1.1\" of \"ssl_protocols\": rustls speaks TLSv1.2 and TLSv1.3 only",
+        "[warn] ringproxy skips \"DHE-RSA-AES128-SHA\", \"AES128-SHA\" of \"ssl_ciphers\": rustls does not implement them",
+        "[warn] ringproxy skips \"secp521r1\" of \"ssl_ecdh_curve\": rustls does not implement them",
+    ] {
+        assert!(said.contains(warning), "{warning:?} not in:\n{said}");
+    }
+    // `ssl on`: the plain `listen` speaks TLS; ALPN settles on HTTP/1.1.
+    let ok = browser_like(
+        &[&rustls::version::TLS12],
+        &[TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256],
+        &[kx_group::SECP384R1],
+    );
+    let mut s = connect(port, Some("a.test"), ok).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert!(get(&mut s, "a.test", "/").await.starts_with("HTTP/1.1 200"));
+    // What the lines leave out is out: another TLSv1.2 suite, a curve not listed.
+    for (suites, groups) in [
+        (
+            &[TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384][..],
+            &[kx_group::SECP384R1][..],
+        ),
+        (
+            &[TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256],
+            &[kx_group::X25519],
+        ),
+    ] {
+        let cfg = browser_like(&[&rustls::version::TLS12], suites, groups);
+        assert!(
+            connect(port, Some("a.test"), cfg).await.is_err(),
+            "{suites:?} {groups:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tls_line_that_leaves_nothing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (line, error) in [
+        (
+            "ssl_protocols TLSv1 TLSv1.1;",
+            "\"ssl_protocols\" leaves no protocol rustls speaks (TLSv1.2, TLSv1.3) in",
+        ),
+        (
+            "ssl_ecdh_curve secp521r1:X448;",
+            "no curve in \"secp521r1:X448\" is supported by rustls",
+        ),
+    ] {
+        let conf = format!("events {{}}\nhttp {{\n {line}\n}}\n");
+        std::fs::write(dir.path().join("r.conf"), conf).unwrap();
+        let p = dir.path().to_str().unwrap();
+        let out = common::run(&["-p", p, "-c", "r.conf", "-t"]);
+        let err = common::stderr(&out);
+        assert!(!out.status.success(), "{line}: {err}");
+        assert!(err.contains(&format!("[emerg] {error}")), "{line}: {err}");
+        assert!(err.contains("r.conf:3"), "{line}: {err}");
+    }
+}

@@ -229,9 +229,15 @@ pub(super) fn walk(
             ));
         }
         match (spec.handler, &mut *scope) {
-            (Handler::NoEffect(_), _) => {
-                if spec.arity == Arity::Flag {
-                    directives::flag(d)?;
+            (Handler::NoEffect(reason), _) => {
+                if spec.arity == Arity::Flag
+                    && directives::flag(d)?
+                    && directives::WARN_WHEN_ON.contains(&d.name())
+                {
+                    env.warn(
+                        Some(&d.span),
+                        format!("\"{}\" has no effect: {reason}", d.name()),
+                    );
                 }
             }
             (Handler::Block(b), scope) => block(b, d, scope, env)?,
@@ -385,6 +391,9 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
         }
         if server.names.is_empty() {
             server.names.push(ServerName::Exact(String::new()));
+        }
+        if server.conf.ssl() {
+            server.listen.iter_mut().for_each(|l| l.ssl = true);
         }
         check_locations(&server.locations)?;
         check_ssl(server)?;

@@ -10,8 +10,9 @@ use super::blocks;
 use super::build::{Env, MainBuild, UpstreamBuild};
 use super::error::Result;
 use super::handlers::{
-    self, doc_root, error_log, error_page, next_upstream, proxy_redirect, ssl_session_cache,
-    tls_versions, try_files, worker_cpu_affinity, worker_processes,
+    self, cipher_string, doc_root, ecdh_curves, error_log, error_page, next_upstream,
+    proxy_redirect, ssl_session_cache, tls_versions, try_files, worker_cpu_affinity,
+    worker_processes,
 };
 use super::model::*;
 use super::parser::Directive;
@@ -129,6 +130,13 @@ macro_rules! spec {
         }
     };
 }
+
+/// Why `http2` and `listen ... http2` change nothing yet (the README's table says the same).
+pub const HTTP2_NOT_YET: &str =
+    "HTTP/2 is not implemented yet: TLS offers only http/1.1 in ALPN, so clients use HTTP/1.1";
+
+/// Flags accepted without effect that warn when on: a user relying on them must know.
+pub const WARN_WHEN_ON: &[&str] = &["http2"];
 
 macro_rules! level {
     ($name:literal, $ctx:expr, flag, $field:ident) => {
@@ -381,7 +389,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("real_ip_header", HSL, A1, Handler::Unsupported("")),
     spec!("set_real_ip_from", HSL, A1, Handler::Unsupported("")),
     spec!("gzip_static", HSL, A1, Handler::Unsupported("")),
-    spec!("http2", HS, FLAG, Handler::Unsupported("ringproxy speaks HTTP/1.1")),
+    spec!("http2", HS, FLAG, Handler::NoEffect(HTTP2_NOT_YET)),
     spec!("fastcgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
     spec!("uwsgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
     spec!("grpc_pass", LOC, n(0, 1), Handler::Unsupported("only proxy_pass is implemented")),
@@ -457,9 +465,12 @@ pub static DIRECTIVES: &[Spec] = &[
     level!("proxy_ssl_certificate", HSL, conf_path, proxy_ssl_certificate),
     level!("proxy_ssl_certificate_key", HSL, conf_path, proxy_ssl_certificate_key),
     level!("proxy_ssl_session_reuse", HSL, flag, proxy_ssl_session_reuse),
-    level!("proxy_ssl_ciphers", HSL, string, proxy_ssl_ciphers),
-    spec!("proxy_ssl_protocols", HSL, MORE1, Handler::Level(|c, d, _| {
-        let v = tls_versions(d)?;
+    spec!("proxy_ssl_ciphers", HSL, A1, Handler::Level(|c, d, e| {
+        let v = cipher_string(d, e);
+        set_once(&mut c.proxy_ssl_ciphers, v, d)
+    })),
+    spec!("proxy_ssl_protocols", HSL, MORE1, Handler::Level(|c, d, e| {
+        let v = tls_versions(d, e)?;
         set_once(&mut c.proxy_ssl_protocols, v, d)
     })),
     spec!("proxy_buffering", HSL, FLAG, Handler::NoEffect(STREAMED)),
@@ -595,11 +606,14 @@ pub static DIRECTIVES: &[Spec] = &[
         c.ssl_certificate_key.get_or_insert_with(Vec::new).push(e.conf_path(d.arg(0)));
         Ok(())
     })),
-    spec!("ssl_protocols", HS, MORE1, Handler::Level(|c, d, _| {
-        let v = tls_versions(d)?;
+    spec!("ssl_protocols", HS, MORE1, Handler::Level(|c, d, e| {
+        let v = tls_versions(d, e)?;
         set_once(&mut c.ssl_protocols, v, d)
     })),
-    level!("ssl_ciphers", HS, string, ssl_ciphers),
+    spec!("ssl_ciphers", HS, A1, Handler::Level(|c, d, e| {
+        let v = cipher_string(d, e);
+        set_once(&mut c.ssl_ciphers, v, d)
+    })),
     level!("ssl_prefer_server_ciphers", HS, flag, ssl_prefer_server_ciphers),
     level!("ssl_session_timeout", HS, time, ssl_session_timeout),
     level!("ssl_session_tickets", HS, flag, ssl_session_tickets),
@@ -614,10 +628,16 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     level!("ssl_client_certificate", HS, conf_path, ssl_client_certificate),
     level!("ssl_verify_depth", HS, num, ssl_verify_depth),
-    level!("ssl_ecdh_curve", HS, string, ssl_ecdh_curve),
+    spec!("ssl_ecdh_curve", HS, A1, Handler::Level(|c, d, e| {
+        let v = ecdh_curves(d, e)?;
+        set_once(&mut c.ssl_ecdh_curve, v, d)
+    })),
     spec!("ssl_dhparam", HS, A1, Handler::NoEffect("rustls has no finite-field Diffie-Hellman; key exchange is ECDHE")),
     level!("ssl_buffer_size", HS, size, ssl_buffer_size),
-    spec!("ssl", HS, FLAG, Handler::Unsupported("use the \"ssl\" parameter of the \"listen\" directive")),
+    spec!("ssl", HS, FLAG, Handler::Level(|c, d, e| {
+        e.warn(Some(&d.span), "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" directive instead".into());
+        set_once(&mut c.ssl, flag(d)?, d)
+    })),
     spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
     spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),
     spec!("ssl_trusted_certificate", HS, A1, Handler::Unsupported("")),

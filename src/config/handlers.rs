@@ -11,7 +11,7 @@ use super::parser::Directive;
 use super::values::{parse_flag, parse_host_port, parse_number, parse_size, resolve};
 
 /// `listen address[:port] [default_server] [ssl] [backlog=N] ...`.
-pub(crate) fn listen(s: &mut ServerConf, d: &Directive, _: &mut Env) -> Result<()> {
+pub(crate) fn listen(s: &mut ServerConf, d: &Directive, e: &mut Env) -> Result<()> {
     let text = d.arg(0);
     if text.starts_with("unix:") {
         return Err(err(
@@ -41,7 +41,11 @@ pub(crate) fn listen(s: &mut ServerConf, d: &Directive, _: &mut Env) -> Result<(
             "reuseport" => l.reuseport = true,
             "deferred" => l.deferred = true,
             "bind" => {}
-            "http2" | "quic" | "proxy_protocol" | "spdy" => {
+            "http2" => e.warn(
+                Some(&d.span),
+                format!("the \"http2\" parameter of the \"listen\" directive has no effect: {}", super::directives::HTTP2_NOT_YET),
+            ),
+            "quic" | "proxy_protocol" | "spdy" => {
                 return Err(err(d, format!("the \"{v}\" parameter of the \"listen\" directive is not supported by ringproxy")))
             }
             _ => {
@@ -578,24 +582,77 @@ pub(super) fn proxy_redirect(c: &mut LocConf, d: &Directive, e: &mut Env) -> Res
     Ok(())
 }
 
-pub(super) fn tls_versions(d: &Directive) -> Result<Vec<TlsVersion>> {
+/// `ssl_protocols`/`proxy_ssl_protocols`: as nginx, versions the TLS library cannot speak are
+/// left out (rustls speaks TLSv1.2 and TLSv1.3), with a warning naming them; an error only when
+/// none is left.
+pub(super) fn tls_versions(d: &Directive, e: &mut Env) -> Result<Vec<TlsVersion>> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for a in &d.args {
         match a.value.as_str() {
             "TLSv1.2" => out.push(TlsVersion::Tls12),
             "TLSv1.3" => out.push(TlsVersion::Tls13),
-            v @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => {
-                return Err(err(
-                    d,
-                    format!("\"{}\" value \"{v}\" is not supported by ringproxy (rustls speaks TLSv1.2 and TLSv1.3 only)", d.name()),
-                ))
-            }
+            v @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => skipped.push(v),
             v => return Err(err(d, format!("invalid value \"{v}\""))),
         }
     }
+    if out.is_empty() {
+        return Err(err(
+            d,
+            format!(
+                "\"{}\" leaves no protocol rustls speaks (TLSv1.2, TLSv1.3)",
+                d.name()
+            ),
+        ));
+    }
+    warn_skipped(d, e, &skipped, "rustls speaks TLSv1.2 and TLSv1.3 only");
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// `ssl_ciphers`/`proxy_ssl_ciphers`: kept as written (the TLS layer selects from it as
+/// OpenSSL does); a warning names the words that select nothing rustls implements, which
+/// OpenSSL would skip silently.
+pub(super) fn cipher_string(d: &Directive, e: &mut Env) -> String {
+    let v = d.arg(0);
+    if let Ok(sel) = crate::tls::suites::from_cipher_string(v, false) {
+        let skipped: Vec<&str> = sel.skipped.iter().map(String::as_str).collect();
+        warn_skipped(d, e, &skipped, "rustls does not implement them");
+    }
+    v.to_string()
+}
+
+/// `ssl_ecdh_curve`: `auto` or a `:` list of OpenSSL curve names; curves rustls lacks are left
+/// out with a warning, an error only when none is left.
+pub(super) fn ecdh_curves(d: &Directive, e: &mut Env) -> Result<String> {
+    let v = d.arg(0);
+    if v == "auto" {
+        return Ok(v.to_string());
+    }
+    let (known, skipped): (Vec<&str>, Vec<&str>) =
+        v.split(':').partition(|c| crate::tls::curve(c).is_some());
+    if known.is_empty() {
+        return Err(err(d, format!("no curve in \"{v}\" is supported by rustls (supported: X25519, prime256v1, secp384r1, X25519MLKEM768)")));
+    }
+    warn_skipped(d, e, &skipped, "rustls does not implement them");
+    Ok(v.to_string())
+}
+
+/// `[warn] ringproxy skips "a", "b" of "DIRECTIVE": WHY in FILE:LINE`, when anything was.
+fn warn_skipped(d: &Directive, e: &mut Env, skipped: &[&str], why: &str) {
+    if skipped.is_empty() {
+        return;
+    }
+    let names: Vec<String> = skipped.iter().map(|s| format!("\"{s}\"")).collect();
+    e.warn(
+        Some(&d.span),
+        format!(
+            "ringproxy skips {} of \"{}\": {why}",
+            names.join(", "),
+            d.name()
+        ),
+    );
 }
 
 pub(super) fn ssl_session_cache(c: &mut LocConf, d: &Directive, _: &mut Env) -> Result<()> {

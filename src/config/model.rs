@@ -812,6 +812,8 @@ loc_conf! {
         ssl_certificate: Vec<PathBuf> = Vec::new(),
         /// `ssl_certificate_key` files, paired in order with `ssl_certificate`.
         ssl_certificate_key: Vec<PathBuf> = Vec::new(),
+        /// `ssl on` (deprecated in nginx): every `listen` of the server is TLS.
+        ssl: bool = false,
         /// `ssl_protocols`.
         ssl_protocols: Vec<TlsVersion> = vec![TlsVersion::Tls12, TlsVersion::Tls13],
         /// `ssl_ciphers` (as written; mapped to rustls suites by the TLS layer).

@@ -64,8 +64,8 @@ pub enum TlsError {
         /// What is wrong.
         source: suites::CipherError,
     },
-    /// An `ssl_ecdh_curve` member rustls does not implement.
-    #[error("\"ssl_ecdh_curve\": curve \"{0}\" is not supported by rustls (supported: X25519, prime256v1, secp384r1, X25519MLKEM768)")]
+    /// An `ssl_ecdh_curve` list with no curve rustls implements.
+    #[error("\"ssl_ecdh_curve\": no curve in \"{0}\" is supported by rustls (supported: X25519, prime256v1, secp384r1, X25519MLKEM768)")]
     Curve(String),
     /// Anything else rustls refused while building a configuration.
     #[error("{0}")]
@@ -81,15 +81,21 @@ fn provider(
     curves: &str,
 ) -> Result<Arc<CryptoProvider>, TlsError> {
     let tls12 = versions.contains(&TlsVersion::Tls12);
+    // What the string skips was warned about when the configuration was read.
     let cipher_suites = suites::from_cipher_string(ciphers, tls12)
-        .map_err(|source| TlsError::Ciphers { directive, source })?;
+        .map_err(|source| TlsError::Ciphers { directive, source })?
+        .suites;
     let defaults = rustls::crypto::aws_lc_rs::default_provider();
     let kx_groups = match curves {
         "auto" => defaults.kx_groups.clone(),
-        list => list
-            .split(':')
-            .map(|c| curve(c).ok_or_else(|| TlsError::Curve(c.to_string())))
-            .collect::<Result<Vec<_>, _>>()?,
+        // Curves rustls lacks were warned about and skipped when the configuration was read.
+        list => {
+            let groups: Vec<_> = list.split(':').filter_map(curve).collect();
+            if groups.is_empty() {
+                return Err(TlsError::Curve(list.to_string()));
+            }
+            groups
+        }
     };
     Ok(Arc::new(CryptoProvider {
         cipher_suites,
@@ -99,7 +105,7 @@ fn provider(
 }
 
 /// A key exchange group by its OpenSSL names (`ssl_ecdh_curve`).
-fn curve(name: &str) -> Option<&'static dyn rustls::crypto::SupportedKxGroup> {
+pub fn curve(name: &str) -> Option<&'static dyn rustls::crypto::SupportedKxGroup> {
     use rustls::crypto::aws_lc_rs::kx_group;
     Some(match name {
         "X25519" | "x25519" => kx_group::X25519,

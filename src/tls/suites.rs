@@ -6,8 +6,10 @@
 //! TLSv1.2 ones, as in nginx) and six TLSv1.2 ones. A cipher string is read as OpenSSL reads
 //! it, restricted to those: suite names and the usual keywords (`HIGH`, `ECDHE`, `AESGCM`,
 //! `aRSA`, ... and `A+B` intersections) add in order, `!X`/`-X` remove, `+X` and `@...` are
-//! accepted. A suite name rustls does not implement (`AES128-SHA`, `DHE-RSA-...`) is an error
-//! naming it, never silently dropped; an unknown word is an error too.
+//! accepted. As OpenSSL, a word that selects nothing here (a suite rustls does not implement,
+//! `AES128-SHA`, `DHE-RSA-...`, a class of them, `kEDH`, or a word OpenSSL would not know either)
+//! is skipped; the caller
+//! gets their list to warn about, and only a string that leaves TLSv1.2 nothing is an error.
 
 use rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
 use rustls::{CipherSuite, SupportedCipherSuite};
@@ -57,12 +59,18 @@ pub fn openssl_name(suite: CipherSuite) -> Option<&'static str> {
     NAMES.iter().find(|(s, _)| *s == suite).map(|(_, n)| *n)
 }
 
+/// What a cipher string selects.
+#[derive(Debug)]
+pub struct Selection {
+    /// The suites, in order of preference.
+    pub suites: Vec<SupportedCipherSuite>,
+    /// Words that selected nothing rustls implements, in order (for a warning).
+    pub skipped: Vec<String>,
+}
+
 /// Why a cipher string cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CipherError {
-    /// A suite OpenSSL knows and rustls does not implement.
-    #[error("cipher suite \"{0}\" is not supported by rustls (supported: ECDHE with AES-GCM or CHACHA20-POLY1305)")]
-    Unsupported(String),
     /// Nothing left for TLSv1.2 (OpenSSL's "no cipher match").
     #[error("no cipher match in \"{0}\"")]
     NoMatch(String),
@@ -146,61 +154,48 @@ fn tls12_names() -> impl Iterator<Item = &'static str> {
     NAMES.iter().skip(3).map(|(_, n)| *n)
 }
 
-/// The TLSv1.2 suites `term` selects (`A+B` is the intersection); an error for a suite name
-/// rustls lacks or an unknown word. `strict` is false for exclusions, where unknown names
-/// harmlessly exclude nothing.
-fn select(term: &str, strict: bool) -> Result<Vec<&'static str>, CipherError> {
+/// The TLSv1.2 suites `term` selects (`A+B` is the intersection); `None` when a word in it is a
+/// suite rustls lacks or a word unknown here (it selects nothing).
+fn select(term: &str) -> Option<Vec<&'static str>> {
     if let Some(n) = tls12_names().find(|n| *n == term) {
-        return Ok(vec![n]);
+        return Some(vec![n]);
     }
     let mut out: Vec<&'static str> = tls12_names().collect();
     for word in term.split('+') {
-        let mut keep = Vec::new();
-        for n in out {
-            match in_class(word, n) {
-                Some(true) => keep.push(n),
-                Some(false) => {}
-                None if strict => return Err(CipherError::Unsupported(word.to_string())),
-                None => return Ok(Vec::new()),
-            }
-        }
-        if out_is_unknown(word) && strict {
-            return Err(CipherError::Unsupported(word.to_string()));
-        }
-        out = keep;
+        in_class(word, "ECDHE-RSA-AES128-GCM-SHA256")?;
+        out.retain(|n| in_class(word, n) == Some(true));
     }
-    Ok(out)
-}
-
-fn out_is_unknown(word: &str) -> bool {
-    in_class(word, "ECDHE-RSA-AES128-GCM-SHA256").is_none()
+    Some(out)
 }
 
 /// The suites a cipher string allows, in its order of preference: TLSv1.3 suites always (first,
 /// in rustls' order), then the TLSv1.2 ones the string selects. `tls12` says whether TLSv1.2 is
 /// enabled (a string selecting nothing is then an error).
-pub fn from_cipher_string(
-    spec: &str,
-    tls12: bool,
-) -> Result<Vec<SupportedCipherSuite>, CipherError> {
+pub fn from_cipher_string(spec: &str, tls12: bool) -> Result<Selection, CipherError> {
     let mut chosen: Vec<&'static str> = Vec::new();
     let mut banned: Vec<&'static str> = Vec::new();
+    let mut skipped = Vec::new();
     for term in spec
         .split([':', ',', ' '])
         .filter(|t| !t.is_empty() && !t.starts_with('@'))
     {
+        // Exclusions of what is not here exclude nothing, harmlessly: not worth a warning.
         if let Some(rest) = term.strip_prefix('!') {
-            banned.extend(select(rest, false)?);
+            banned.extend(select(rest).unwrap_or_default());
         } else if let Some(rest) = term.strip_prefix('-') {
-            let gone = select(rest, false)?;
+            let gone = select(rest).unwrap_or_default();
             chosen.retain(|n| !gone.contains(n));
         } else if let Some(rest) = term.strip_prefix('+') {
             // Move to the end, in order.
-            let moved = select(rest, true)?;
+            let moved = select(rest).unwrap_or_default();
             let (back, front): (Vec<_>, Vec<_>) = chosen.iter().partition(|n| moved.contains(n));
             chosen = front.into_iter().chain(back).collect();
         } else {
-            for n in select(term, true)? {
+            let found = select(term).unwrap_or_default();
+            if found.is_empty() {
+                skipped.push(term.to_string());
+            }
+            for n in found {
                 if !chosen.contains(&n) {
                     chosen.push(n);
                 }
@@ -224,7 +219,10 @@ pub fn from_cipher_string(
         .copied()
         .collect();
     out.extend(chosen.into_iter().filter_map(by_name));
-    Ok(out)
+    Ok(Selection {
+        suites: out,
+        skipped,
+    })
 }
 
 #[cfg(test)]
@@ -234,6 +232,7 @@ mod tests {
     fn names(spec: &str) -> Vec<&'static str> {
         from_cipher_string(spec, true)
             .unwrap()
+            .suites
             .iter()
             .filter_map(|s| openssl_name(s.suite()))
             .collect()
@@ -268,12 +267,29 @@ mod tests {
     }
 
     #[test]
-    fn a_suite_rustls_lacks_is_named() {
+    fn suites_rustls_lacks_are_skipped_and_named() {
+        // Mozilla's "intermediate" list of its day, as real configurations carry it.
+        let s = from_cipher_string(
+            "ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256:AES128-SHA:kEDH+AESGCM",
+            true,
+        )
+        .unwrap();
+        let names: Vec<_> = s
+            .suites
+            .iter()
+            .filter_map(|s| openssl_name(s.suite()))
+            .collect();
+        assert_eq!(&names[3..], ["ECDHE-RSA-AES128-GCM-SHA256"]);
         assert_eq!(
-            from_cipher_string("ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA", true).unwrap_err(),
-            CipherError::Unsupported("AES128-SHA".into())
+            s.skipped,
+            ["DHE-RSA-AES128-GCM-SHA256", "AES128-SHA", "kEDH+AESGCM"]
         );
-        assert!(from_cipher_string("HIGH:!DHE-RSA-AES128-SHA", true).is_ok());
+        let s = from_cipher_string("HIGH:!DHE-RSA-AES128-SHA", true).unwrap();
+        assert!(s.skipped.is_empty(), "an exclusion of nothing is no news");
+        assert!(matches!(
+            from_cipher_string("AES128-SHA:DHE-RSA-AES256-SHA", true),
+            Err(CipherError::NoMatch(_))
+        ));
     }
 
     #[test]
@@ -282,6 +298,12 @@ mod tests {
             from_cipher_string("HIGH:!ECDHE", true),
             Err(CipherError::NoMatch(_))
         ));
-        assert_eq!(from_cipher_string("HIGH:!ECDHE", false).unwrap().len(), 3);
+        assert_eq!(
+            from_cipher_string("HIGH:!ECDHE", false)
+                .unwrap()
+                .suites
+                .len(),
+            3
+        );
     }
 }
