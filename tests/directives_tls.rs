@@ -220,3 +220,30 @@ fn a_tls_line_that_leaves_nothing_is_an_error() {
         assert!(err.contains("r.conf:3"), "{line}: {err}");
     }
 }
+
+// A version 1 certificate (what `openssl req -x509` makes without extensions) loads and is
+// served, as nginx serves it; `$ssl_session_reused` tells a resumed handshake from a full one.
+// effect: ssl_certificate
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x509_v1_certificate_is_served_and_resumption_shows_in_ssl_session_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    for f in ["x509v1.crt", "x509v1.key"] {
+        std::fs::copy(data.join(f), dir.path().join(f)).unwrap();
+    }
+    let port = common::free_port();
+    let conf = format!(
+        "worker_processes 1;\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:{port} ssl;\n\
+         ssl_certificate x509v1.crt; ssl_certificate_key x509v1.key;\n\
+         return 200 \"reused:$ssl_session_reused\"; }} }}\n"
+    );
+    let _p = start(dir, port, &conf);
+    let cfg = client(&[&rustls::version::TLS13], &[]);
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect(port, Some("localhost"), cfg.clone()).await.unwrap();
+        bodies.push(body(&get(&mut s, "localhost", "/").await).to_string());
+    }
+    assert_eq!(bodies, ["reused:.", "reused:r"]);
+}

@@ -65,6 +65,8 @@ pub struct TlsFacts<'a> {
     pub cipher: &'a str,
     /// `$ssl_server_name` (SNI).
     pub server_name: Option<&'a str>,
+    /// `$ssl_session_reused`: the handshake resumed a session.
+    pub session_reused: bool,
 }
 
 /// The upstream side, filled in by the proxy as it learns it (`$proxy_*`, `$upstream_*`).
@@ -461,6 +463,9 @@ impl<'a> RequestVars<'a> {
             "bytes_sent" => w!("{}", self.response.bytes_sent),
             "ssl_protocol" => conn.tls.as_ref().map_or(Val::None, |t| bytes(t.protocol)),
             "ssl_cipher" => conn.tls.as_ref().map_or(Val::None, |t| bytes(t.cipher)),
+            "ssl_session_reused" => conn.tls.as_ref().map_or(Val::None, |t| {
+                bytes(if t.session_reused { "r" } else { "." })
+            }),
             "ssl_server_name" => conn
                 .tls
                 .as_ref()

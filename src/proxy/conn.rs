@@ -77,15 +77,18 @@ pub struct TlsInfo {
     protocol: &'static str,
     cipher: &'static str,
     server_name: Option<Rc<str>>,
+    session_reused: bool,
 }
 
 impl TlsInfo {
-    /// The facts `$ssl_protocol`, `$ssl_cipher` and `$ssl_server_name` read.
+    /// The facts `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name` and `$ssl_session_reused`
+    /// read.
     pub fn facts(&self) -> TlsFacts<'_> {
         TlsFacts {
             protocol: self.protocol,
             cipher: self.cipher,
             server_name: self.server_name.as_deref(),
+            session_reused: self.session_reused,
         }
     }
 }
@@ -142,6 +145,7 @@ impl TlsStream {
         let cipher = common
             .negotiated_cipher_suite()
             .map_or("", |s| openssl_cipher_name(s.suite()));
+        let session_reused = common.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         TlsStream {
             tcp,
             tls: RefCell::new(tls),
@@ -149,6 +153,7 @@ impl TlsStream {
                 protocol,
                 cipher,
                 server_name: server_name.map(Rc::from),
+                session_reused,
             },
         }
     }

@@ -120,12 +120,13 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algs = &self.provider.signature_verification_algorithms;
+        match rustls::crypto::verify_tls12_signature(message, cert, dss, algs) {
+            Err(rustls::Error::InvalidCertificate(_)) if self.webpki.is_none() => {
+                by_raw_key(message, cert, (dss.scheme, dss.signature()), algs, false)
+            }
+            r => r,
+        }
     }
 
     fn verify_tls13_signature(
@@ -134,18 +135,70 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algs = &self.provider.signature_verification_algorithms;
+        match rustls::crypto::verify_tls13_signature(message, cert, dss, algs) {
+            Err(rustls::Error::InvalidCertificate(_)) if self.webpki.is_none() => {
+                by_raw_key(message, cert, (dss.scheme, dss.signature()), algs, true)
+            }
+            r => r,
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// With verification off: checks a handshake signature by the key of a certificate webpki
+/// will not parse (X.509 v1, which OpenSSL accepts, so nginx's backends may present it): the
+/// key is read with x509-parser and the signature checked with the scheme's algorithms.
+fn by_raw_key(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    (scheme, signature): (SignatureScheme, &[u8]),
+    algs: &rustls::crypto::WebPkiSupportedAlgorithms,
+    tls13: bool,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    let key = &parsed.tbs_certificate.subject_pki.subject_public_key.data;
+    let unadvertised = || {
+        rustls::Error::PeerMisbehaved(
+            rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+        )
+    };
+    use rustls::SignatureScheme as S;
+    // TLSv1.3 forbids PKCS#1 v1.5 and SHA-1 signatures in the handshake (RFC 8446, 4.2.3).
+    let in_tls13 = matches!(
+        scheme,
+        S::ECDSA_NISTP256_SHA256
+            | S::ECDSA_NISTP384_SHA384
+            | S::ECDSA_NISTP521_SHA512
+            | S::ED25519
+            | S::ED448
+            | S::RSA_PSS_SHA256
+            | S::RSA_PSS_SHA384
+            | S::RSA_PSS_SHA512
+    );
+    if tls13 && !in_tls13 {
+        return Err(unadvertised());
+    }
+    let (_, candidates) = algs
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .ok_or_else(unadvertised)?;
+    if candidates
+        .iter()
+        .any(|a| a.verify_signature(key, message, signature).is_ok())
+    {
+        Ok(HandshakeSignatureValid::assertion())
+    } else {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::BadSignature,
+        ))
     }
 }
 
@@ -288,5 +341,40 @@ pub async fn upstream(
             }
             Err(502)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn a_v1_certificates_handshake_signature_is_checked_by_its_key() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+        let cert = load_certs(&dir.join("x509v1.crt")).unwrap().remove(0);
+        let der = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("x509v1.key")).unwrap();
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let key = provider.key_provider.load_private_key(der).unwrap();
+        let algs = &provider.signature_verification_algorithms;
+        let signed = |scheme| {
+            let signer = key.choose_scheme(&[scheme]).unwrap();
+            (scheme, signer.sign(b"transcript").unwrap())
+        };
+        let check = |msg: &[u8], (scheme, sig): &(SignatureScheme, Vec<u8>), tls13| {
+            by_raw_key(msg, &cert, (*scheme, sig), algs, tls13).is_ok()
+        };
+        let pss = signed(SignatureScheme::RSA_PSS_SHA256);
+        assert!(check(b"transcript", &pss, true) && check(b"transcript", &pss, false));
+        assert!(
+            !check(b"other bytes", &pss, true),
+            "a signature over other bytes"
+        );
+        let pkcs1 = signed(SignatureScheme::RSA_PKCS1_SHA256);
+        assert!(check(b"transcript", &pkcs1, false));
+        assert!(
+            !check(b"transcript", &pkcs1, true),
+            "PKCS#1 v1.5 is not TLSv1.3's"
+        );
     }
 }

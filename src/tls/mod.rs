@@ -170,15 +170,24 @@ fn load_pair(cert: &Path, key: &Path, p: &CryptoProvider) -> Result<CertifiedKey
             path: key.display().to_string(),
             reason: e.to_string(),
         })?;
-    let pair = CertifiedKey::new(chain, signing);
-    match pair.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-            Ok(pair)
+    let mismatch = |reason: String| TlsError::Mismatch {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason,
+    };
+    // Compared here rather than with rustls' `keys_match`, which parses the certificate with
+    // webpki: that refuses X.509 v1 certificates, which OpenSSL (and so nginx) serves.
+    let spki = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| mismatch(format!("cannot parse the certificate: {e}")))?
+        .1
+        .tbs_certificate
+        .subject_pki
+        .raw
+        .to_vec();
+    match signing.public_key() {
+        Some(public) if public.as_ref() != spki.as_slice() => {
+            Err(mismatch("the key is not the certificate's".into()))
         }
-        Err(e) => Err(TlsError::Mismatch {
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
-            reason: e.to_string(),
-        }),
+        _ => Ok(CertifiedKey::new(chain, signing)),
     }
 }

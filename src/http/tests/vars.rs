@@ -264,6 +264,7 @@ fn every_builtin_variable_is_evaluated() {
         protocol: "TLSv1.3",
         cipher: "TLS_AES_128_GCM_SHA256",
         server_name: Some("a.example"),
+        session_reused: true,
     });
     with_head(BIG, |head, _| {
         let mut v = RequestVars::new(head, &c, &[], Cow::Borrowed("/"), SystemTime::now());
@@ -289,6 +290,7 @@ fn every_builtin_variable_is_evaluated() {
         assert_eq!(s(v.get("https")).as_deref(), Some("on"));
         assert_eq!(s(v.get("scheme")).as_deref(), Some("https"));
         assert_eq!(s(v.get("ssl_server_name")).as_deref(), Some("a.example"));
+        assert_eq!(s(v.get("ssl_session_reused")).as_deref(), Some("r"));
     });
 }
 
