@@ -569,8 +569,6 @@ async fn plain_tunnels_move_to_the_new_binary(env: &[(&str, &str)]) {
     busy.go_on(20).await;
     let status = p.stop_with(libc::SIGQUIT, Duration::from_secs(30));
     assert!(status.success(), "the old process exited with {status}");
-    busy.go_on(50).await;
-
     for (i, ws) in idle.iter_mut().enumerate() {
         let m = [
             Message::text(format!("after {i}")),
@@ -578,6 +576,7 @@ async fn plain_tunnels_move_to_the_new_binary(env: &[(&str, &str)]) {
         ];
         common::echo_each(ws, m, "idle tunnel, moved").await;
     }
+    busy.go_on(50).await;
     raw_echo_once(&mut raw_s, b"after the move").await;
     busy.finish().await;
     let log = error_log(run);

@@ -145,6 +145,9 @@ impl Inbox {
         }
         let (ring, bell) = UnixStream::pair()?;
         ring.set_nonblocking(true)?;
+        // The epoll driver reads after readiness with a plain read(2): a blocking socket
+        // would stop the whole shard once the bell has been read empty.
+        bell.set_nonblocking(true)?;
         let (queue_tx, queue) = channel();
         let id = NEXT_INBOX.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut all) = INBOXES.lock() {

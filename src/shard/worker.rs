@@ -235,7 +235,8 @@ async fn stop(
         if moving + staying > 0 {
             log!(
                 Notice,
-                "shard {}: handing {moving} tunnels over to the new binary, {staying} stay                  and drain (TLS, half-closed or closing)",
+                "shard {}: handing {moving} tunnels over to the new binary, {staying} stay \
+                 and drain (TLS, half-closed or closing)",
                 shard.id
             );
         }
