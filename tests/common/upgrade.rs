@@ -83,7 +83,7 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// USR2 to `old`: waits until the new binary has written the pid file (and the old one's is
-/// `.oldbin`); returns the new binary.
+/// `.oldbin`) and the old one knows it started; returns the new binary.
 pub fn upgrade(dir: &Path, old: i32) -> Other {
     ringproxy::sys::kill(old, libc::SIGUSR2).unwrap();
     let mut new = None;
@@ -96,7 +96,14 @@ pub fn upgrade(dir: &Path, old: i32) -> Other {
         Some(old),
         "the old pid file is .oldbin"
     );
-    Other(new.unwrap())
+    let new = new.unwrap();
+    // The old process hands tunnels over only once it has seen the new one start (a stop
+    // before that drains them): its watcher looks every 20 ms.
+    let started = format!("new binary process {new} started");
+    wait_until("the old process sees the new one start", || {
+        error_log(dir).contains(&started)
+    });
+    Other(new)
 }
 
 /// One short connection: `GET /v`, the body; `Err` names what failed (refused, reset, ...).
