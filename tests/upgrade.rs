@@ -1,18 +1,21 @@
 //! Binary upgrade (USR2, then WINCH/QUIT of the old process), as nginx's: the new binary
 //! accepts on the old one's sockets, so a connect storm across the upgrade sees no connection
-//! refused or reset; a WebSocket open on the old process is drained by its QUIT (Close 1001); a new
-//! binary that fails to start leaves the old one serving with its pid file restored; WINCH then HUP
-//! rolls an upgrade back.
+//! refused or reset; plain tunnels open on the old process move to the new binary at its QUIT
+//! (no byte lost, no Close), a wss tunnel, or any tunnel when the new binary is gone, is
+//! drained (Close 1001); a new binary that fails to start leaves the old one serving with its
+//! pid file restored; WINCH then HUP rolls an upgrade back.
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::upgrade::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A configuration: `/v` answers `version`, `/ws` goes to the echo backend.
@@ -28,183 +31,8 @@ fn conf(port: u16, version: &str, echo: std::net::SocketAddr) -> String {
     )
 }
 
-/// Starts ringproxy on `conf` in a new prefix whose `logs` is `run`, a directory the test owns:
-/// the pid files and the error log outlive the old process's `common::Proxy` (whose prefix
-/// goes with it) while the new binary runs.
-fn start(run: &Path, conf: &str, port: u16) -> common::Proxy {
-    let prefix = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(run, prefix.path().join("logs")).unwrap();
-    std::fs::write(prefix.path().join("ringproxy.conf"), conf).unwrap();
-    common::Proxy::start_in(prefix, port, "", &[])
-}
-
-fn pid_file(run: &Path) -> PathBuf {
-    run.join("ringproxy.pid")
-}
-
-fn oldbin(run: &Path) -> PathBuf {
-    run.join("ringproxy.pid.oldbin")
-}
-
-fn error_log(run: &Path) -> String {
-    std::fs::read_to_string(run.join("error.log")).unwrap_or_default()
-}
-
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` runs (a zombie, exited but not reaped, does not).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
-    })
-}
-
-/// A process the test did not start (the new binary: the old one's child), killed on drop.
-struct Other(i32);
-
-impl Drop for Other {
-    fn drop(&mut self) {
-        let _ = ringproxy::sys::kill(self.0, libc::SIGKILL);
-    }
-}
-
-impl Other {
-    /// Sends QUIT and waits (up to 30 s) until the process is gone.
-    fn quit(self) {
-        ringproxy::sys::kill(self.0, libc::SIGQUIT).unwrap();
-        wait_until("the new binary exits after QUIT", || !alive(self.0));
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// USR2 to `old`: waits until the new binary has written the pid file (and the old one's is
-/// `.oldbin`); returns the new binary.
-fn upgrade(dir: &Path, old: i32) -> Other {
-    ringproxy::sys::kill(old, libc::SIGUSR2).unwrap();
-    let mut new = None;
-    wait_until("the new binary's pid file", || {
-        new = read_pid(&pid_file(dir)).filter(|&p| p != old);
-        new.is_some()
-    });
-    assert_eq!(
-        read_pid(&oldbin(dir)),
-        Some(old),
-        "the old pid file is .oldbin"
-    );
-    Other(new.unwrap())
-}
-
-/// One short connection: `GET /v`, the body; `Err` names what failed (refused, reset, ...).
-fn get_v(port: u16) -> Result<String, (ErrorKind, String)> {
-    let fail = |what: &str, e: std::io::Error| (e.kind(), format!("{what}: {e}"));
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| fail("connect", e))?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(b"GET /v HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .map_err(|e| fail("write", e))?;
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).map_err(|e| fail("read", e))?;
-    let text = String::from_utf8_lossy(&got).into_owned();
-    match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        _ => Err((
-            ErrorKind::Other,
-            format!("not a whole 200 response: {text:?}"),
-        )),
-    }
-}
-
-/// Short connections from `THREADS` threads until stopped.
-struct Storm {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    bodies: Arc<Mutex<Vec<String>>>,
-    errors: Arc<Mutex<Vec<(ErrorKind, String)>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-const THREADS: usize = 4;
-
-impl Storm {
-    fn start(port: u16) -> Storm {
-        Storm::start_with(port, THREADS)
-    }
-
-    fn start_with(port: u16, threads: usize) -> Storm {
-        let storm = Storm {
-            stop: Arc::default(),
-            ok: Arc::default(),
-            bodies: Arc::default(),
-            errors: Arc::default(),
-            threads: Vec::new(),
-        };
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, ok) = (storm.stop.clone(), storm.ok.clone());
-                let (bodies, errors) = (storm.bodies.clone(), storm.errors.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match get_v(port) {
-                            Ok(body) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                let mut b = bodies.lock().unwrap();
-                                if !b.contains(&body) {
-                                    b.push(body);
-                                }
-                            }
-                            Err(e) => errors.lock().unwrap().push(e),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Storm { threads, ..storm }
-    }
-
-    /// Waits until `n` more connections have succeeded.
-    fn go_on(&self, n: usize) {
-        let target = self.ok.load(Ordering::Relaxed) + n;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.ok.load(Ordering::Relaxed) < target {
-            let errors = self.errors.lock().unwrap();
-            assert!(
-                Instant::now() < deadline,
-                "{n} more connections did not succeed within 30 s; {} failed, the first: {:?}",
-                errors.len(),
-                &errors[..errors.len().min(5)]
-            );
-            drop(errors);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn has_seen(&self, body: &str) -> bool {
-        self.bodies.lock().unwrap().iter().any(|b| b == body)
-    }
-
-    /// Stops; the number of successful connections and the errors.
-    fn finish(mut self) -> (usize, Vec<(ErrorKind, String)>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-        let errors = std::mem::take(&mut *self.errors.lock().unwrap());
-        (self.ok.load(Ordering::Relaxed), errors)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usr2_then_quit_refuses_and_resets_nothing_and_drains_the_old_tunnel() {
+async fn usr2_then_quit_refuses_and_resets_nothing_and_moves_the_old_tunnel() {
     let echo = common::Echo::start();
     let port = common::free_port();
     let run = tempfile::tempdir().unwrap();
@@ -243,23 +71,12 @@ async fn usr2_then_quit_refuses_and_resets_nothing_and_drains_the_old_tunnel() {
         &errors[..errors.len().min(10)]
     );
 
-    // The old process drains the tunnel it had as on any graceful stop: a Close 1001 within
-    // `worker_shutdown_spread` (its client reconnects, to the new binary), then it exits.
-    let frame = tokio::time::timeout(
-        Duration::from_secs(20),
-        futures_util::StreamExt::next(&mut ws),
-    )
-    .await
-    .expect("a Close from the old process within its spread")
-    .expect("a frame, not the end of the stream")
-    .unwrap();
-    match frame {
-        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001, "{f:?}"),
-        other => panic!("the old tunnel got {other:?}, not a Close 1001"),
-    }
-    drop(ws);
+    // The old process hands the tunnel it had to the new binary, then exits; the tunnel
+    // goes on, with no Close.
     let status = p.stop_with(libc::SIGQUIT, Duration::from_secs(30));
     assert!(status.success(), "the old process exited with {status}");
+    common::echo_each(&mut ws, [Message::text("after")], "moved tunnel").await;
+    drop(ws);
 
     // Only the new binary is left, on the same port, with its pid file.
     for _ in 0..20 {
@@ -540,4 +357,315 @@ fn a_reload_during_an_upgrade_shuts_no_shared_socket() {
     }
     let status = p.stop_with(libc::SIGQUIT, Duration::from_secs(30));
     assert!(status.success(), "{status}");
+}
+
+/// `/ws` to the WebSocket echo backend, `/raw` to `raw` (a `tcp-echo` upgrade), on a plain
+/// listener, or TLS with `ssl`.
+fn tunnels_conf(port: u16, echo: SocketAddr, raw: SocketAddr, ssl: bool) -> String {
+    let (listen, certs) = if ssl {
+        (
+            " ssl",
+            "ssl_certificate certs/localhost.crt; ssl_certificate_key certs/localhost.key;",
+        )
+    } else {
+        ("", "")
+    };
+    let up = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
+              proxy_set_header Connection upgrade; proxy_read_timeout 120s;";
+    format!(
+        "worker_processes 2;\nworker_shutdown_timeout 60s;\nerror_log logs/error.log info;\n\
+         events {{}}\nhttp {{\n access_log off;\n\
+         server {{ listen 127.0.0.1:{port}{listen}; {certs}\n\
+           location /ws {{ proxy_pass http://{echo}; {up} }}\n\
+           location /raw {{ proxy_pass http://{raw}; {up} proxy_allow_upgrade tcp-echo; }}\n\
+         }}\n}}\n"
+    )
+}
+
+/// A backend that answers an upgrade to `tcp-echo` and echoes raw bytes.
+fn raw_echo() -> common::echo::Server {
+    common::echo::Server::start(
+        "raw-echo",
+        std::sync::Arc::new(|mut s: tokio::net::TcpStream| {
+            Box::pin(async move {
+                if common::read_head(&mut s).await.is_none() {
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            })
+        }),
+    )
+}
+
+/// A `tcp-echo` upgrade through the proxy, checked with one echo.
+async fn raw_tunnel(port: u16) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /raw HTTP/1.1\r\nHost: a\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = tokio::time::timeout(T, common::read_head(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    raw_echo_once(&mut s, b"before").await;
+    s
+}
+
+async fn raw_echo_once(s: &mut tokio::net::TcpStream, data: &[u8]) {
+    s.write_all(data).await.unwrap();
+    let mut got = vec![0u8; data.len()];
+    tokio::time::timeout(T, s.read_exact(&mut got))
+        .await
+        .expect("the raw echo in time")
+        .expect("the raw echo");
+    assert_eq!(got, data, "the raw tunnel changed the bytes");
+}
+
+const T: Duration = Duration::from_secs(20);
+
+/// Message `i` of the busy client: sizes from 1 byte to 70 kB (every length form, frames that
+/// are often in flight when the tunnel is asked to move), contents that tell them apart.
+fn message(i: usize) -> Vec<u8> {
+    let n = (i * 7919) % 70_000 + 1;
+    (0..n).map(|k| ((k + i * 31) % 251) as u8).collect()
+}
+
+/// A WebSocket client that sends messages without waiting for their echoes until told to
+/// stop, while another task checks each echo, in order: a byte lost, duplicated or changed, or
+/// a Close, fails it. `received` counts the echoes checked.
+struct Busy {
+    stop: tokio::sync::oneshot::Sender<()>,
+    sent: tokio::task::JoinHandle<usize>,
+    checked: tokio::task::JoinHandle<usize>,
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Busy {
+    async fn start(port: u16) -> Busy {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+            .await
+            .unwrap();
+        let (mut sink, mut stream) = ws.split();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let sent = tokio::spawn(async move {
+            let mut i = 0;
+            loop {
+                sink.send(Message::binary(message(i))).await.unwrap();
+                i += 1;
+                // Paced, not a flood: the echoes must keep up with a loaded machine.
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                }
+            }
+            sink.send(Message::text("end")).await.unwrap();
+            i
+        });
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = received.clone();
+        let checked = tokio::spawn(async move {
+            let mut i = 0;
+            loop {
+                let m = tokio::time::timeout(T, stream.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("no echo of message {i} within 20 s"))
+                    .unwrap_or_else(|| panic!("the stream ended before message {i}"))
+                    .unwrap_or_else(|e| panic!("at message {i}: {e}"));
+                match m {
+                    Message::Text(t) if t.as_str() == "end" => return i,
+                    Message::Binary(b) => assert!(b[..] == message(i)[..], "message {i} changed"),
+                    other => panic!("at message {i}: {other:?}"),
+                }
+                i += 1;
+                counter.store(i, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Busy {
+            stop,
+            sent,
+            checked,
+            received,
+        }
+    }
+
+    /// Waits until `n` more echoes have been checked.
+    async fn go_on(&self, n: usize) {
+        let load = || self.received.load(std::sync::atomic::Ordering::Relaxed);
+        let target = load() + n;
+        let deadline = Instant::now() + T;
+        while load() < target {
+            assert!(!self.checked.is_finished(), "the checking task ended");
+            assert!(
+                Instant::now() < deadline,
+                "{n} more echoes did not come in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops sending; every message sent was echoed once, in order.
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        let sent = self.sent.await.unwrap();
+        let checked = tokio::time::timeout(T, self.checked)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent, checked, "sent {sent} messages, {checked} came back");
+    }
+}
+
+/// The first frame `ws` receives must be a Close 1001, within 20 s.
+async fn going_away<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, what: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = tokio::time::timeout(T, ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no Close within 20 s"))
+        .unwrap_or_else(|| panic!("{what}: the stream ended without a Close"))
+        .unwrap();
+    match frame {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001, "{what}: {f:?}"),
+        other => panic!("{what}: got {other:?}, not a Close 1001"),
+    }
+}
+
+/// USR2, then QUIT to the old process while a client keeps sending: every plain tunnel (idle
+/// WebSockets, a busy one, a `tcp-echo` upgrade) moves to the new binary and goes on with no
+/// byte lost or repeated and no Close; the new binary's own QUIT then drains the WebSockets it
+/// took with a Close 1001 (it counts them, and knows where their frames end).
+async fn plain_tunnels_move_to_the_new_binary(env: &[(&str, &str)]) {
+    const IDLE: usize = 6;
+    let echo = common::Echo::start();
+    let raw = raw_echo();
+    let port = common::free_port();
+    let run = tempfile::tempdir().unwrap();
+    let run = run.path();
+    let conf = tunnels_conf(port, echo.addr, raw.addr, false);
+    let p = start_with(run, &conf, port, env, |_| {});
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+            .await
+            .unwrap();
+        common::echo_each(&mut ws, [Message::text("before")], "idle tunnel").await;
+        idle.push(ws);
+    }
+    let mut raw_s = raw_tunnel(port).await;
+    let busy = Busy::start(port).await;
+    busy.go_on(50).await;
+
+    let new = upgrade(run, p.pid());
+    busy.go_on(20).await;
+    let status = p.stop_with(libc::SIGQUIT, Duration::from_secs(30));
+    assert!(status.success(), "the old process exited with {status}");
+    for (i, ws) in idle.iter_mut().enumerate() {
+        let m = [
+            Message::text(format!("after {i}")),
+            Message::binary(message(i)),
+        ];
+        common::echo_each(ws, m, "idle tunnel, moved").await;
+    }
+    busy.go_on(50).await;
+    raw_echo_once(&mut raw_s, b"after the move").await;
+    busy.finish().await;
+    let log = error_log(run);
+    let moved = log.matches("tunnel taken over from the old binary").count();
+    assert_eq!(moved, IDLE + 2, "tunnels the new binary took:\n{log}");
+
+    drop(raw_s);
+    ringproxy::sys::kill(new.0, libc::SIGQUIT).unwrap();
+    for ws in &mut idle {
+        going_away(ws, "a moved tunnel at the new binary's QUIT").await;
+    }
+    drop(idle);
+    new.quit();
+    let log = error_log(run);
+    for alarm in ["[alert]", "[emerg]", "[crit]", "panicked at"] {
+        assert!(!log.contains(alarm), "{alarm} in the log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tunnels_move_to_the_new_binary_on_io_uring() {
+    plain_tunnels_move_to_the_new_binary(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tunnels_move_to_the_new_binary_on_epoll() {
+    plain_tunnels_move_to_the_new_binary(&[("RINGPROXY_DRIVER", "epoll")]).await;
+}
+
+/// A tunnel with TLS on the client side cannot move (its TLS state is in the old process): it
+/// is drained there, with a Close 1001, and the old process says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_tunnel_is_drained_by_the_old_process() {
+    let echo = common::Echo::start();
+    let raw = raw_echo();
+    let port = common::free_port();
+    let run = tempfile::tempdir().unwrap();
+    let run = run.path();
+    let conf = tunnels_conf(port, echo.addr, raw.addr, true);
+    let p = start_with(run, &conf, port, &[], |prefix| {
+        common::certs::write_localhost(prefix);
+    });
+    let tls = common::tls::connect(port, None, common::tls::client(&[], &[]))
+        .await
+        .unwrap();
+    let url = format!("wss://127.0.0.1:{port}/ws");
+    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::client_async(url, tls))
+        .await
+        .unwrap()
+        .unwrap();
+    common::echo_each(&mut ws, [Message::text("before")], "wss tunnel").await;
+    let new = upgrade(run, p.pid());
+    ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+    going_away(&mut ws, "the wss tunnel").await;
+    drop(ws);
+    let status = p.stop_with(0, Duration::from_secs(30));
+    assert!(status.success(), "the old process exited with {status}");
+    let log = error_log(run);
+    assert!(
+        log.contains("handing 0 tunnels over to the new binary, 1 stay"),
+        "{log}"
+    );
+    new.quit();
+}
+
+/// With the new binary gone before QUIT, the old process drains its tunnels as on any
+/// graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_new_binary_gone_the_old_process_drains_as_before() {
+    let echo = common::Echo::start();
+    let raw = raw_echo();
+    let port = common::free_port();
+    let run = tempfile::tempdir().unwrap();
+    let run = run.path();
+    let conf = tunnels_conf(port, echo.addr, raw.addr, false);
+    let p = start_with(run, &conf, port, &[], |_| {});
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .unwrap();
+    common::echo_each(&mut ws, [Message::text("before")], "tunnel").await;
+    let new = upgrade(run, p.pid());
+    let gone = new.0;
+    drop(new);
+    wait_until("the new binary is gone", || !alive(gone));
+    ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+    going_away(&mut ws, "the tunnel of an old process left alone").await;
+    drop(ws);
+    let status = p.stop_with(0, Duration::from_secs(30));
+    assert!(status.success(), "the old process exited with {status}");
+    let log = error_log(run);
+    assert!(!log.contains("handed over"), "{log}");
 }

@@ -139,6 +139,46 @@ impl Frames {
     }
 }
 
+/// Bytes of [`Frames::to_bytes`].
+pub const STATE_LEN: usize = MAX_HEADER_LEN + 11;
+
+impl Frames {
+    /// The tracker's state as bytes (binary upgrade: it moves with its tunnel).
+    pub fn to_bytes(&self) -> [u8; STATE_LEN] {
+        let mut out = [0u8; STATE_LEN];
+        out[..MAX_HEADER_LEN].copy_from_slice(&self.head);
+        out[MAX_HEADER_LEN] = self.have;
+        out[MAX_HEADER_LEN + 1..MAX_HEADER_LEN + 9].copy_from_slice(&self.left.to_le_bytes());
+        out[MAX_HEADER_LEN + 9] = u8::from(self.closed);
+        out[MAX_HEADER_LEN + 10] = u8::from(self.lost);
+        out
+    }
+
+    /// A tracker from [`Frames::to_bytes`]; `None` if the bytes cannot be one.
+    pub fn from_bytes(b: &[u8; STATE_LEN]) -> Option<Frames> {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        head.copy_from_slice(&b[..MAX_HEADER_LEN]);
+        let have = b[MAX_HEADER_LEN];
+        let mut left = [0u8; 8];
+        left.copy_from_slice(&b[MAX_HEADER_LEN + 1..MAX_HEADER_LEN + 9]);
+        let flag = |v: u8| (v <= 1).then_some(v == 1);
+        let f = Frames {
+            head,
+            have,
+            left: u64::from_le_bytes(left),
+            closed: flag(b[MAX_HEADER_LEN + 9])?,
+            lost: flag(b[MAX_HEADER_LEN + 10])?,
+        };
+        // A partial header is shorter than its whole length, and comes with no payload left.
+        let partial = usize::from(have);
+        let valid = have == 0
+            || (f.left == 0
+                && partial < MAX_HEADER_LEN
+                && header_len(&head[..partial]).map_or(true, |n| partial < n));
+        valid.then_some(f)
+    }
+}
+
 /// The whole length (header and payload) of the frame whose header starts `peeked`, if
 /// `peeked` holds that whole header; `None` if more bytes are needed or the header is invalid.
 pub fn frame_len(peeked: &[u8]) -> Option<u64> {

@@ -23,7 +23,7 @@ use super::request_body::{check_early_chunks, decode_chunks, ChunksError};
 use super::respond;
 use super::response::{write_client_head, ClientFraming, ClientOptions};
 use super::static_files::{self, Conditional, Decision};
-use super::tunnel::{self, Path, TunnelConfig};
+use super::tunnel::{Path, TunnelConfig};
 use super::upstream_pool::{self, UpstreamConn, UpstreamPools};
 use crate::config::model::{
     Balance, HttpConf, LocConf, Location, LocationMatch, ProxyPass, ServerName, SpliceMode,
@@ -180,24 +180,10 @@ pub async fn serve(
                 // guards: this connection's future (request state, buffers) is freed now.
                 let guards = (guard, ctx.hold(), slot);
                 let (client, peer) = (conn.stream, conn.peer);
-                monoio::spawn(async move {
-                    let _guards = guards;
-                    let outcome = tunnel::run(&client, &upstream, cfg).await;
-                    log_tunnel_end(&outcome.end, peer);
-                });
+                monoio::spawn(super::handoff::carry(guards, client, upstream, cfg, peer));
                 return;
             }
         }
-    }
-}
-
-fn log_tunnel_end(end: &tunnel::End, peer: SocketAddr) {
-    match end {
-        tunnel::End::Closed => {}
-        tunnel::End::ShutdownTimeout => log!(Info, "upgraded connection closed at worker_shutdown_timeout after a reload, client: {}", peer.ip()),
-        tunnel::End::ReadTimeout => log!(Info, "upstream timed out (110: Connection timed out) while proxying upgraded connection, client: {}", peer.ip()),
-        tunnel::End::SendTimeout(side) => log!(Info, "{side:?} send timed out while proxying upgraded connection, client: {}", peer.ip()),
-        tunnel::End::Error(side, e) => log!(Info, "{side:?} error ({}) while proxying upgraded connection, client: {}", crate::config::os_error(e), peer.ip()),
     }
 }
 

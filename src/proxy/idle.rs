@@ -20,6 +20,11 @@
 //! A reload with `worker_shutdown_timeout` set retires one configuration generation the same
 //! way ([`retire_generation`]): its WebSocket tunnels get moments in the window, and its other
 //! tunnels are cut when the timeout ends. Each slot records its generation for this.
+//!
+//! It also carries the binary upgrade's hand-over request ([`request_handoff`]): each tunnel
+//! that may move (both sides plain, both directions open) is woken, and its [`Expired`]
+//! resolves to [`Wake::HandOver`] once no write of it is blocked (the slot's `held`), that is
+//! when both directions wait for readability holding no byte: the tunnel's future adds nothing.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -51,6 +56,10 @@ struct Slot {
     cut: bool,
     /// The configuration generation the tunnel started on.
     gen: u32,
+    /// Both sides plain and both directions open: the tunnel may move to a new binary.
+    movable: bool,
+    /// Asked to move to a new binary (binary upgrade).
+    handoff: bool,
     waker: Option<Waker>,
 }
 
@@ -96,6 +105,8 @@ struct Table {
     drain_until: Option<Instant>,
     /// Generations retired by reloads with `worker_shutdown_timeout` and not freed yet.
     retired: Vec<Retired>,
+    /// Tunnels are handed to a new binary: those that become movable are asked at once.
+    handing_off: bool,
 }
 
 thread_local! {
@@ -182,6 +193,42 @@ fn nudge() {
     }
 }
 
+/// Asks every movable tunnel of this shard (and those that become movable later) to move to a
+/// new binary; returns how many were asked and how many stay (TLS, half-closed, closing).
+pub fn request_handoff() -> (usize, usize) {
+    let mut wake = Vec::new();
+    let counts = TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.handing_off = true;
+        let (mut moving, mut staying) = (0, 0);
+        for s in t.slots.iter_mut().flatten() {
+            if s.movable && !s.draining {
+                s.handoff = true;
+                moving += 1;
+                wake.extend(s.waker.take());
+            } else {
+                staying += 1;
+            }
+        }
+        (moving, staying)
+    });
+    // Woken outside the borrow: a waker may run code that looks at the table.
+    wake.into_iter().for_each(Waker::wake);
+    counts
+}
+
+/// Withdraws the hand-over request (the channel to the new binary failed): every tunnel of
+/// this shard stays, and drains as on any graceful stop.
+pub fn cancel_handoff() {
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.handing_off = false;
+        for s in t.slots.iter_mut().flatten() {
+            s.handoff = false;
+        }
+    });
+}
+
 /// Resolves once [`start_drain`] has nudged the sweeper.
 struct Nudge;
 
@@ -216,6 +263,8 @@ impl IdleClock {
             draining: false,
             cut: false,
             gen: 0,
+            movable: false,
+            handoff: false,
             waker: None,
         };
         let index = TABLE.with(|t| {
@@ -271,6 +320,24 @@ impl IdleClock {
         })
     }
 
+    /// Marks a tunnel that may move to a new binary (both sides plain); asked to at once when
+    /// this shard is handing its tunnels over.
+    pub fn movable(&self) {
+        let asked = TABLE.with(|t| t.borrow().handing_off);
+        self.with_slot(|s| {
+            s.movable = true;
+            s.handoff = asked;
+        });
+    }
+
+    /// The tunnel can no longer move (a direction has ended: half-close state stays here).
+    pub fn stays(&self) {
+        self.with_slot(|s| {
+            s.movable = false;
+            s.handoff = false;
+        });
+    }
+
     /// Whether this tunnel's close has begun.
     pub fn draining(&self) -> bool {
         TABLE.with(|t| {
@@ -305,7 +372,7 @@ impl IdleClock {
         });
     }
 
-    /// Resolves once the tunnel has been silent for its timeout.
+    /// Resolves once the tunnel has been silent for its timeout, or may move now.
     pub fn expired(&self) -> Expired<'_> {
         Expired { clock: self }
     }
@@ -344,22 +411,35 @@ impl Drop for Held<'_> {
     }
 }
 
+/// Why [`Expired`] resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Silent for its timeout.
+    Silent,
+    /// Asked to move to a new binary, and no write of it is blocked. The tunnel's task polls
+    /// its directions before this, so each of them waits for readability holding no byte.
+    HandOver,
+}
+
 /// Future of [`IdleClock::expired`].
 pub struct Expired<'a> {
     clock: &'a IdleClock,
 }
 
 impl Future for Expired<'_> {
-    type Output = ();
+    type Output = Wake;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Wake> {
         TABLE.with(|t| {
             let mut t = t.borrow_mut();
             let Some(s) = t.slots[self.clock.index].as_mut() else {
-                return Poll::Ready(());
+                return Poll::Ready(Wake::Silent);
             };
             if s.expired {
-                return Poll::Ready(());
+                return Poll::Ready(Wake::Silent);
+            }
+            if s.handoff && s.movable && s.held == 0 && !s.draining {
+                return Poll::Ready(Wake::HandOver);
             }
             match &s.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}

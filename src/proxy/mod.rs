@@ -17,6 +17,7 @@ pub mod frames;
 pub mod gzip;
 pub mod gzip_relay;
 pub mod handler;
+pub mod handoff;
 pub mod headers_out;
 pub mod idle;
 pub mod io;

@@ -24,6 +24,12 @@
 //! its Close), for at most [`CLOSE_WAIT`]. The splice path keeps the boundary without reading
 //! payloads: between frames it peeks at the next header (`MSG_PEEK`) and splices at most to the
 //! end of that frame; a header that has not fully arrived is read by a copy round instead.
+//!
+//! Binary upgrade: a tunnel with both sides plain may move to the new binary. Asked through its
+//! [`IdleClock`] slot, it ends with [`End::HandOver`] at a moment when both directions wait for
+//! readability holding no byte (no buffer or pipe in use, no blocked write), carrying its
+//! settings and where each direction stands frame-wise; the caller sends the two sockets
+//! (`super::handoff`). A direction that has ended (half-close) keeps the tunnel here.
 
 use std::cell::Cell;
 use std::io;
@@ -37,7 +43,7 @@ use rustix::pipe::SpliceFlags;
 
 use super::conn::Stream;
 use super::frames::{self, Frames};
-use super::idle::IdleClock;
+use super::idle::{IdleClock, Wake};
 use super::pool::{PooledBuf, PooledPipe, BUF_SIZE, PIPE_SIZE};
 use crate::sys::fd;
 
@@ -112,6 +118,9 @@ pub enum End {
     SendTimeout(Side),
     /// A read or write on this side failed (reset, ...).
     Error(Side, io::Error),
+    /// Asked to move to a new binary, it stopped with no byte held: these settings (with the
+    /// frame trackers where the directions stand now) resume it on the same two sockets.
+    HandOver(TunnelConfig),
 }
 
 /// Bytes moved and why the tunnel ended.
@@ -127,6 +136,7 @@ pub struct Outcome {
 
 enum PumpErr {
     ReadTimeout,
+    HandOver,
     SendTimeout(Side),
     Io(Side, io::Error),
 }
@@ -147,44 +157,58 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
     if cfg.frames.is_some() {
         clock.drains();
     }
-    let [up_frames, down_frames] = match cfg.frames {
+    if client.plain().is_some() && upstream.plain().is_some() {
+        clock.movable();
+    }
+    // Owned here, lent to the pumps: on a hand-over they tell where each direction stands.
+    let [mut up_frames, mut down_frames] = match cfg.frames {
         Some([u, d]) => [Some(u), Some(d)],
         None => [None, None],
     };
     let up_bytes = Cell::new(0u64);
     let down_bytes = Cell::new(0u64);
-    let up = pin!(pump(
-        client,
-        upstream,
-        Side::Client,
-        &cfg,
-        &clock,
-        &up_bytes,
-        up_frames
-    ));
-    let down = pin!(pump(
-        upstream,
-        client,
-        Side::Upstream,
-        &cfg,
-        &clock,
-        &down_bytes,
-        down_frames
-    ));
-    let pumps = pin!(async {
-        match select(up, down).await {
-            Either::Left((Ok(()), rest)) => rest.await,
-            Either::Right((Ok(()), rest)) => rest.await,
-            Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+    // In a block of its own: the pumps (and their loans) end before a hand-over reads them.
+    let result = {
+        let up = pin!(pump(
+            client,
+            upstream,
+            Side::Client,
+            &cfg,
+            &clock,
+            &up_bytes,
+            &mut up_frames
+        ));
+        let down = pin!(pump(
+            upstream,
+            client,
+            Side::Upstream,
+            &cfg,
+            &clock,
+            &down_bytes,
+            &mut down_frames
+        ));
+        let pumps = pin!(async {
+            match select(up, down).await {
+                Either::Left((Ok(()), rest)) => rest.await,
+                Either::Right((Ok(()), rest)) => rest.await,
+                Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+            }
+        });
+        // The pumps are polled first: when the clock then says hand over, both wait for
+        // readability (or have just been woken for it, with nothing read yet).
+        match select(pumps, clock.expired()).await {
+            Either::Left((r, _)) => r,
+            Either::Right((Wake::Silent, _)) => Err(PumpErr::ReadTimeout),
+            Either::Right((Wake::HandOver, _)) => Err(PumpErr::HandOver),
         }
-    });
-    let result = match select(pumps, clock.expired()).await {
-        Either::Left((r, _)) => r,
-        Either::Right(((), _)) => Err(PumpErr::ReadTimeout),
     };
     let end = match result {
         Ok(()) => End::Closed,
         Err(PumpErr::ReadTimeout) if clock.was_cut() => End::ShutdownTimeout,
+        Err(PumpErr::HandOver) => End::HandOver(TunnelConfig {
+            frames: up_frames.zip(down_frames).map(|(u, d)| [u, d]),
+            ..cfg
+        }),
         Err(PumpErr::ReadTimeout) => End::ReadTimeout,
         Err(PumpErr::SendTimeout(side)) => End::SendTimeout(side),
         Err(PumpErr::Io(side, e)) => End::Error(side, e),
@@ -216,7 +240,7 @@ async fn pump(
     cfg: &TunnelConfig,
     clock: &IdleClock,
     moved: &Cell<u64>,
-    mut frames: Option<Frames>,
+    frames: &mut Option<Frames>,
 ) -> Result<(), PumpErr> {
     // Auto: whether this direction is in a bulk phase (splicing), and how many readiness rounds
     // in a row moved little since. Splicing starts on a full buffer and stays through the short
@@ -289,7 +313,9 @@ async fn pump(
         match step {
             Step::Drained(_) | Step::Full => {}
             Step::Eof => {
-                // Pass the FIN on; the other direction keeps flowing.
+                // Pass the FIN on; the other direction keeps flowing, here (a half-closed
+                // tunnel does not move to a new binary).
+                clock.stays();
                 dst.shutdown_write();
                 return Ok(());
             }

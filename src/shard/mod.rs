@@ -13,6 +13,7 @@
 
 mod context;
 pub mod event;
+pub mod handoff;
 pub mod listener;
 mod reload;
 mod upgrade;
@@ -177,6 +178,7 @@ pub fn run(config: Arc<Config>, reload: Reloader, exe: Exe) -> Result<(), String
     }
     inherited.close_rest();
     let upgrade = Upgrade::new(exe, config.main.pid.clone(), &mut inherited);
+    let handoff = inherited.handoff.take();
     // A new binary stays in the foreground of the old one, as nginx's: the old one watches it.
     if config.main.daemon && !upgrade.sharing() {
         crate::sys::daemonize()
@@ -185,6 +187,13 @@ pub fn run(config: Arc<Config>, reload: Reloader, exe: Exe) -> Result<(), String
     let driver = choose_driver(&config);
     let count = sockets.len();
     let mut shards = Shards::start(config, driver, sockets)?;
+    // Once every shard has its inbox: a tunnel dealt before would find none.
+    if let Some(channel) = handoff {
+        std::thread::Builder::new()
+            .name("ringproxy-handoff".into())
+            .spawn(move || handoff::receive(channel))
+            .map_err(|e| format!("cannot start the hand-over thread: {e}"))?;
+    }
     // Every shard runs the driver it was given (a shard whose runtime cannot be built fails
     // the start instead), so this names what runs; nginx's wording for its own choice.
     let method = match driver {
@@ -227,7 +236,7 @@ fn serve(
     let stop = wait_for_stop(signals, shards, reload, upgrade);
     upgrade.remove_pid_file();
     if stop == Stop::Graceful {
-        shards.stop_gracefully(upgrade.sharing());
+        shards.stop_gracefully(upgrade.sharing(), upgrade.hands_over());
     }
     log!(Notice, "exiting");
     Ok(())
@@ -311,7 +320,7 @@ fn wait_for_stop(
                         Notice,
                         "signal {sig} (SIGWINCH) received, stop accepting connections"
                     );
-                    shards.stop_accepting();
+                    shards.stop_accepting(upgrade.hands_over());
                 }
                 _ => {}
             }

@@ -76,6 +76,15 @@ fn shut_all(sockets: &Sockets) {
     sockets.iter().for_each(|(_, s)| listener::shut(s));
 }
 
+/// The order that stops a shard gracefully (see `worker::ShardStart::control`).
+fn stop_order(shared: bool, hand_over: bool) -> u8 {
+    match (shared, hand_over) {
+        (_, true) => b'H',
+        (true, false) => b'S',
+        (false, false) => b'Q',
+    }
+}
+
 /// A running shard, as the main thread sees it.
 struct Handle {
     control: UnixStream,
@@ -300,9 +309,10 @@ impl Shards {
 
     /// Graceful stop: every shard stops accepting and drains; waits for them up to
     /// `worker_shutdown_timeout` (and a second more). `shared`: another ringproxy accepts on
-    /// the sockets (binary upgrade), so the shards close them without shutting them down.
-    pub fn stop_gracefully(&mut self, shared: bool) {
-        self.tell_all(if shared { b'S' } else { b'Q' });
+    /// the sockets (binary upgrade), so the shards close them without shutting them down;
+    /// `hand_over`: that is a new binary taking the plain tunnels.
+    pub fn stop_gracefully(&mut self, shared: bool, hand_over: bool) {
+        self.tell_all(stop_order(shared, hand_over));
         let deadline = self
             .config
             .main
@@ -325,9 +335,10 @@ impl Shards {
 
     /// WINCH: every shard stops accepting and drains, as on a graceful stop, but its sockets
     /// stay open (the main thread keeps them) and are never shut down, so HUP can start the
-    /// shards again on them (`resume`) and a new binary keeps accepting on them.
-    pub fn stop_accepting(&mut self) {
-        self.tell_all(b'S');
+    /// shards again on them (`resume`) and a new binary keeps accepting on them. `hand_over`:
+    /// the plain tunnels move to that new binary.
+    pub fn stop_accepting(&mut self, hand_over: bool) {
+        self.tell_all(stop_order(true, hand_over));
         self.accepting = false;
     }
 

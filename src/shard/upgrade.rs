@@ -10,6 +10,10 @@
 //! exit gracefully. If the new binary exits, or has not written its pid file within
 //! `START_DEADLINE`, the old one renames `.oldbin` back and keeps serving.
 //!
+//! With the sockets goes the hand-over channel (`handoff`, `RINGPROXY_HANDOFF`): once the new
+//! binary has started, WINCH and QUIT hand the old binary's plain tunnels over to it instead of
+//! draining them.
+//!
 //! A socket another ringproxy holds is never shut down (`shutdown(2)` acts on the socket, for
 //! every process holding it): stopping closes only this process's descriptors, after each
 //! shard's accept in flight has been cancelled and its outcome served (`worker::accept_loop`).
@@ -73,6 +77,8 @@ pub struct Inherited {
     parent: Option<rustix::process::Pid>,
     /// Where to say that this process has started (`RINGPROXY_READY`).
     ready: Option<std::os::fd::OwnedFd>,
+    /// Where the old binary hands its tunnels over (`RINGPROXY_HANDOFF`).
+    pub handoff: Option<std::os::fd::OwnedFd>,
 }
 
 impl Inherited {
@@ -89,6 +95,7 @@ impl Inherited {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .and_then(crate::sys::adopt_fd),
+            handoff: super::handoff::from_env(),
             ..Inherited::default()
         };
         let mut seen = Vec::new();
@@ -210,6 +217,12 @@ impl Upgrade {
                 && identity(socket).is_some_and(|i| self.inherited.contains(&i)))
     }
 
+    /// Whether a stop hands the plain tunnels over to the new binary: it runs, has started,
+    /// and the channel to it is open.
+    pub fn hands_over(&self) -> bool {
+        self.child().is_some() && super::handoff::outbox_open()
+    }
+
     /// Whether any of our sockets may be held by another ringproxy.
     pub fn sharing(&self) -> bool {
         self.child().is_some() || self.old_binary_runs()
@@ -253,14 +266,38 @@ impl Upgrade {
                 return;
             }
         };
+        // No channel, no hand-over: the tunnels then drain here, as nginx's would.
+        let (handoff, theirs) = match super::handoff::pair() {
+            Ok((ours, theirs)) => (Some(ours), Some(theirs)),
+            Err(e) => {
+                log!(
+                    Alert,
+                    "socketpair() failed ({}): tunnels will not be handed over",
+                    crate::config::os_error(&e)
+                );
+                (None, None)
+            }
+        };
         let mut keep = sockets;
         keep.push(tell.as_raw_fd());
         let mut cmd = Command::new(&self.exe.path);
         cmd.args(&self.exe.args)
             .env(LISTEN_ENV, names)
             .env(READY_ENV, tell.as_raw_fd().to_string());
+        match &theirs {
+            Some(theirs) => {
+                keep.push(theirs.as_raw_fd());
+                cmd.env(super::handoff::HANDOFF_ENV, theirs.as_raw_fd().to_string());
+            }
+            // Inherited from our own old binary, it would name a descriptor of ours.
+            None => {
+                cmd.env_remove(super::handoff::HANDOFF_ENV);
+            }
+        }
         let spawned = crate::sys::spawn_keeping(&mut cmd, keep);
         drop(tell);
+        // Only the new binary holds its end: when it exits, a send fails instead of queuing.
+        drop(theirs);
         let child = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -280,6 +317,7 @@ impl Upgrade {
         }
         let watcher = Watcher {
             ready,
+            handoff,
             pid_path: self.pid_path.clone(),
             oldbin,
             state: self.state.clone(),
@@ -323,13 +361,15 @@ fn rename_back(oldbin: &std::path::Path, pid_path: &std::path::Path) {
 /// file is written), and its exit.
 struct Watcher {
     ready: std::os::fd::OwnedFd,
+    /// The old binary's end of the hand-over channel, opened once the new binary has started.
+    handoff: Option<std::os::fd::OwnedFd>,
     pid_path: PathBuf,
     oldbin: PathBuf,
     state: Arc<Mutex<State>>,
 }
 
 impl Watcher {
-    fn watch(self, mut child: Child) {
+    fn watch(mut self, mut child: Child) {
         let pid = child.id();
         let deadline = Instant::now() + START_DEADLINE;
         let mut started = false;
@@ -340,6 +380,9 @@ impl Watcher {
             if !started && rustix::io::read(&self.ready, &mut byte).is_ok_and(|n| n == 1) {
                 started = true;
                 log!(Notice, "new binary process {pid} started");
+                if let Some(ours) = self.handoff.take() {
+                    super::handoff::open_outbox(ours);
+                }
             }
             match child.try_wait() {
                 Ok(Some(status)) => {
@@ -362,6 +405,7 @@ impl Watcher {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        super::handoff::close_outbox();
         let Ok(mut s) = self.state.lock() else {
             return;
         };

@@ -1,7 +1,8 @@
 //! One shard's life: build its runtime, adopt its listening sockets, accept connections (within
 //! `worker_connections`, backing off on EMFILE), hand each to the proxy, take new configuration
 //! generations (reload: `reload`), and on a graceful stop stop accepting and wait for its
-//! connections to finish.
+//! connections to finish. During a binary upgrade an old binary's stop first hands its plain
+//! tunnels to the new binary (`handoff`), and a new binary's shards take such tunnels in.
 //!
 //! A listening socket is never closed with connections in its queue: on stop the shard accepts
 //! what the kernel has queued (and serves it), then shuts the socket down itself. Only then does
@@ -41,7 +42,8 @@ pub struct ShardStart {
     pub sockets: Vec<(ListenSpec, std::net::TcpListener)>,
     /// Its end of the control channel: one byte per order (`R` reopen the logs, `G` take the
     /// next generation from `generations`, `Q` or the main thread gone: stop gracefully, `S`:
-    /// the same, leaving the sockets to another process that accepts on them too).
+    /// the same, leaving the sockets to another process that accepts on them too, `H`: as `S`,
+    /// handing the plain tunnels over to that process, a new binary).
     pub control: StdUnixStream,
     /// New configurations (reload), announced by a `G` on `control`.
     pub generations: Receiver<NextGeneration>,
@@ -136,6 +138,16 @@ async fn shard_main(start: ShardStart) {
         }
     }
     drop(first);
+    let inbox = match super::handoff::Inbox::open() {
+        Ok(i) => i.map(Rc::new),
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: hand-over inbox ({e})")));
+            return;
+        }
+    };
+    if let Some(inbox) = &inbox {
+        monoio::spawn(arrivals(shard.clone(), inbox.clone()));
+    }
     let mut control = match UnixStream::from_std(control) {
         Ok(c) => c,
         Err(e) => {
@@ -161,25 +173,78 @@ async fn shard_main(start: ShardStart) {
                 }
             }
             (Ok(1), Some(b'S')) => {
-                stop(&shard, listening, false).await;
+                stop(&shard, listening, false, false, inbox.as_deref()).await;
+                return;
+            }
+            (Ok(1), Some(b'H')) => {
+                stop(&shard, listening, false, true, inbox.as_deref()).await;
                 return;
             }
             _ => break,
         }
     }
-    stop(&shard, listening, true).await;
+    stop(&shard, listening, true, false, inbox.as_deref()).await;
+}
+
+/// Takes in the tunnels the receiving thread deals to this shard (binary upgrade), each time
+/// its bell rings.
+async fn arrivals(shard: Rc<Shard>, inbox: Rc<super::handoff::Inbox>) {
+    let Ok(bell) = inbox.bell.try_clone().and_then(UnixStream::from_std) else {
+        log!(
+            Alert,
+            "shard {}: cannot wait for handed-over tunnels",
+            shard.id
+        );
+        return;
+    };
+    let mut bell = bell;
+    let mut buf = vec![0u8; 64];
+    loop {
+        let (r, b) = bell.read(buf).await;
+        buf = b;
+        if !matches!(r, Ok(n) if n > 0) {
+            return;
+        }
+        for tunnel in inbox.queue.try_iter() {
+            crate::proxy::handoff::adopt(&shard, tunnel);
+        }
+    }
 }
 
 /// Graceful stop: accepting ends (what is queued is served), WebSocket tunnels are closed with
 /// the closing handshake, each at a random moment of `worker_shutdown_spread`, and the shard
 /// waits for its connections up to `worker_shutdown_timeout`. `shut`: the sockets are shut
 /// down, not only closed (never when another process accepts on them: binary upgrade).
-async fn stop(shard: &Rc<Shard>, listening: Vec<Listening>, shut: bool) {
+/// `hand_over`: first, the plain tunnels are asked to move to the new binary; each that has
+/// not moved by its moment in the spread drains as the others do. `inbox`: a new binary's,
+/// closed here; what was dealt to it meanwhile is taken in, and drains too.
+async fn stop(
+    shard: &Rc<Shard>,
+    listening: Vec<Listening>,
+    shut: bool,
+    hand_over: bool,
+    inbox: Option<&super::handoff::Inbox>,
+) {
     shard.stopping.set();
     let Some(cur) = shard.current() else {
         return;
     };
+    if hand_over {
+        // Before the drain's schedule: the tunnels asked are woken first.
+        let (moving, staying) = crate::proxy::idle::request_handoff();
+        if moving + staying > 0 {
+            log!(
+                Notice,
+                "shard {}: handing {moving} tunnels over to the new binary, {staying} stay \
+                 and drain (TLS, half-closed or closing)",
+                shard.id
+            );
+        }
+    }
     crate::proxy::idle::start_drain(super::context::spread_window(&cur.config.main));
+    for tunnel in inbox.map(super::handoff::Inbox::close).unwrap_or_default() {
+        crate::proxy::handoff::adopt(shard, tunnel);
+    }
     let loops: Vec<_> = listening.into_iter().map(|l| l.close(&cur, shut)).collect();
     for l in loops {
         l.await;

@@ -8,6 +8,7 @@ pub mod echo;
 pub mod ports;
 pub mod tls;
 pub mod tls_backend;
+pub mod upgrade;
 
 // Not every test binary that includes this module starts an echo backend.
 #[allow(unused_imports)]
