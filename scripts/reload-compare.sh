@@ -133,7 +133,7 @@ free_port() {
 }
 
 # ---------------------------------------------------------------- backends and certificates
-start_echo() { # $1 = name; prints the address
+start_echo() { # $1 = name; sets ECHO_ADDR (not in a subshell: its pid must reach STARTED)
   "$LOAD" echo --listen 127.0.0.1:0 >"$RUN_DIR/$1.out" 2>"$RUN_DIR/$1.err" &
   local pid=$!
   STARTED+=("$pid")
@@ -142,10 +142,12 @@ start_echo() { # $1 = name; prints the address
     [ -d "/proc/$pid" ] || die "$1 exited: $(tail -3 "$RUN_DIR/$1.err")"
     sleep 0.1
   done
-  awk '/^listening on / {print $3; exit}' "$RUN_DIR/$1.out"
+  ECHO_ADDR=$(awk '/^listening on / {print $3; exit}' "$RUN_DIR/$1.out")
 }
-ECHO1=$(start_echo echo1)
-ECHO2=$(start_echo echo2)
+start_echo echo1
+ECHO1=$ECHO_ADDR
+start_echo echo2
+ECHO2=$ECHO_ADDR
 [ -n "$ECHO1" ] && [ -n "$ECHO2" ] || die "the echo backends did not start"
 log "echo backends on $ECHO1 and $ECHO2"
 TLS=$RUN_DIR/tls
