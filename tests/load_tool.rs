@@ -219,6 +219,67 @@ async fn client_scenarios_against_tungstenite() {
     }
 }
 
+/// `tunnels` tells a tunnel that lasted from one the server closed with a Close (its code
+/// counted) and from one that dropped (with the message in flight lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_count_survivors_closes_and_drops() {
+    let run = |addr: std::net::SocketAddr| async move {
+        let url = format!("ws://{addr}/");
+        let args = [
+            "tunnels",
+            "--url",
+            &url,
+            "--connections",
+            "6",
+            "--duration",
+            "2s",
+            "--interval",
+            "100ms",
+            "--threads",
+            "2",
+            "--json",
+        ];
+        let out = run_raw(&args, &[]).await;
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            stderr.lines().any(|l| l == "tunnels: established 6"),
+            "{stderr}"
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let counts = [
+            "established",
+            "survived",
+            "dropped",
+            "lost",
+            "closed_1001",
+            "closed_other",
+        ]
+        .map(|k| num(&v, k) as u64);
+        (counts, v)
+    };
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    let (c, v) = run(start_ws_server(Mode::Echo).await).await;
+    assert_eq!(c, [6, 6, 0, 0, 0, 0], "{v}");
+    assert!(num(&v, "ops") >= 6.0 * 5.0, "{v}");
+    assert!(v["close_first_unix_ms"].is_null() && v["drop_first_unix_ms"].is_null());
+    let (c, v) = run(start_ws_server(Mode::GoAwayAfter(3)).await).await;
+    assert_eq!(c, [6, 0, 0, 0, 6, 0], "{v}");
+    assert_eq!(num(&v, "ops"), 18.0, "{v}");
+    let first = num(&v, "close_first_unix_ms");
+    assert!(
+        first >= before && num(&v, "close_last_unix_ms") >= first,
+        "{v}"
+    );
+    let (c, v) = run(start_ws_server(Mode::DropAfter(2)).await).await;
+    assert_eq!(c, [6, 0, 6, 6, 0, 0], "{v}");
+    assert!(num(&v, "drop_first_unix_ms") >= before, "{v}");
+    assert_eq!(num(&v, "errors"), 6.0, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_reports_established_on_stderr() {
     let addr = start_ws_server(Mode::Echo).await;

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringproxy-load");
@@ -123,6 +125,10 @@ pub enum Mode {
     Echo,
     /// Flips one byte of every echoed payload.
     Corrupt,
+    /// Echoes this many messages, then closes with Close 1001 (Going Away).
+    GoAwayAfter(usize),
+    /// Echoes this many messages, then closes the TCP connection without a Close frame.
+    DropAfter(usize),
 }
 
 /// An independent WebSocket server: echoes (or corrupts) on every path, and on `/push*`
@@ -172,7 +178,23 @@ where
             }
         }
     }
+    let mut echoed = 0;
     while let Some(Ok(msg)) = ws.next().await {
+        match mode {
+            Mode::DropAfter(n) if echoed == n => return,
+            Mode::GoAwayAfter(n) if echoed == n => {
+                let away = CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "".into(),
+                };
+                let _ = ws.close(Some(away)).await;
+                // tungstenite ends the stream once the client's answer has come.
+                while let Some(Ok(_)) = ws.next().await {}
+                return;
+            }
+            _ => {}
+        }
+        echoed += 1;
         let reply = match msg {
             Message::Binary(b) => {
                 let mut v = b.to_vec();

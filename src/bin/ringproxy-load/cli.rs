@@ -45,6 +45,10 @@ usage:
   ringproxy-load handshake --url URL [--connections N] [--duration D]
   ringproxy-load hold --url URL [--connections N] [--idle D] [--open-rate R]
   ringproxy-load push --url URL [--connections N] [--duration D]
+  ringproxy-load tunnels --url URL [--connections N] [--duration D] [--interval D] [--open-rate R]
+      (N tunnels each sending a numbered message every D and checking its echo; counts drops,
+      lost messages and the server's Close codes and times; `tunnels: established N` on stderr
+      once every tunnel has tried to open)
   ringproxy-load bulk --url URL [--size S] [--connections N] [--duration D]
   ringproxy-load cert --name NAME [--name NAME2 ...] --out DIR [--type ecdsa|rsa]
       (self-signed certificate DIR/cert.pem and key DIR/key.pem; ecdsa is P-256, rsa 2048 bits)
@@ -64,6 +68,7 @@ pub enum Scenario {
     Hold,
     Push,
     Bulk,
+    Tunnels,
 }
 
 impl Scenario {
@@ -74,6 +79,7 @@ impl Scenario {
             Self::Hold => "hold",
             Self::Push => "push",
             Self::Bulk => "bulk",
+            Self::Tunnels => "tunnels",
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct ClientArgs {
     pub idle: Duration,
     /// Handshakes per second while opening `hold` connections; `None` is as fast as allowed.
     pub open_rate: Option<f64>,
+    /// `tunnels`: time between one tunnel's messages.
+    pub interval: Duration,
     pub tls: TlsArgs,
 }
 
@@ -257,6 +265,7 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         "hold" => Some(Scenario::Hold),
         "push" => Some(Scenario::Push),
         "bulk" => Some(Scenario::Bulk),
+        "tunnels" => Some(Scenario::Tunnels),
         "help" => return Ok(Command::Help),
         other => return Err(usage(format!("unknown subcommand {other:?}"))),
     };
@@ -276,6 +285,15 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         }
         Some(Scenario::Hold) => &["url", "json", "threads", "connections", "idle", "open-rate"],
         Some(Scenario::Bulk) => &["url", "json", "threads", "connections", "size", "duration"],
+        Some(Scenario::Tunnels) => &[
+            "url",
+            "json",
+            "threads",
+            "connections",
+            "duration",
+            "interval",
+            "open-rate",
+        ],
     };
 
     let mut listen = None;
@@ -289,6 +307,7 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
     let mut warmup = Duration::ZERO;
     let mut idle = Duration::from_secs(10);
     let mut open_rate = None;
+    let mut interval = Duration::from_secs(1);
     let mut tls = TlsArgs::default();
     let (mut tls_cert, mut tls_key) = (None, None);
     const TLS_FLAGS: [&str; 5] = ["ca", "sni", "insecure", "tls-version", "resume"];
@@ -337,6 +356,12 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
             "duration" => duration = parse_duration(&v)?,
             "warmup" => warmup = parse_duration(&v)?,
             "idle" => idle = parse_duration(&v)?,
+            "interval" => {
+                interval = parse_duration(&v)?;
+                if interval.is_zero() {
+                    return Err(invalid("--interval", &v, "a duration above 0"));
+                }
+            }
             "ca" => tls.ca = Some(v.into()),
             "sni" => tls.sni = Some(v),
             "tls-version" => {
@@ -383,6 +408,7 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         Scenario::Hold => (1000, 16),
         Scenario::Push => (100, 0),
         Scenario::Bulk => (4, 65536),
+        Scenario::Tunnels => (1000, 16),
     };
     let target = parse_url(&url)?;
     let tls_given = tls.ca.is_some() || tls.sni.is_some() || tls.insecure;
@@ -407,6 +433,7 @@ pub fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<
         warmup,
         idle,
         open_rate,
+        interval,
         tls,
     }))
 }
@@ -494,6 +521,16 @@ mod tests {
         };
         assert_eq!((c.size, c.json, c.connections), (1024, true, 50));
         assert_eq!(c.duration, Duration::from_millis(500));
+        let Command::Client(c) = parse_args(args(
+            "tunnels --url ws://127.0.0.1:1/ --connections 7 --interval 250ms --open-rate 100",
+        ))
+        .unwrap() else {
+            panic!("not a client command")
+        };
+        assert_eq!(c.scenario, Scenario::Tunnels);
+        assert_eq!((c.connections, c.interval), (7, Duration::from_millis(250)));
+        assert!(parse_args(args("tunnels --url ws://127.0.0.1:1/ --interval 0")).is_err());
+        assert!(parse_args(args("tunnels --url ws://127.0.0.1:1/ --idle 1s")).is_err());
     }
 
     #[test]

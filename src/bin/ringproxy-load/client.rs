@@ -74,6 +74,8 @@ pub struct WsClient {
     /// Length of the frame last returned by `recv`, consumed on the next call so its payload
     /// can be borrowed in between.
     pending: usize,
+    /// The status code of the server's Close frame, once one came (1005 when it had none).
+    close_code: Option<u16>,
 }
 
 fn bad(msg: impl Into<String>) -> ClientError {
@@ -147,6 +149,7 @@ impl WsClient {
             c,
             wbuf,
             pending: 0,
+            close_code: None,
         })
     }
 
@@ -231,7 +234,10 @@ impl WsClient {
                     self.send(OpCode::Pong, &tmp[..n], mask).await?;
                 }
                 (OpCode::Pong, _) => {}
-                (OpCode::Close, _) => return Err(ClientError::Closed),
+                (OpCode::Close, _) => {
+                    self.close_code = Some(close_code(self.payload(&h)));
+                    return Err(ClientError::Closed);
+                }
                 (OpCode::Text | OpCode::Binary, None) | (OpCode::Continuation, Some(_)) => {
                     let first = op.unwrap_or(h.opcode);
                     op = Some(first);
@@ -252,6 +258,29 @@ impl WsClient {
                 }
             }
         }
+    }
+
+    /// Answers a server's Close (echoing its code, as RFC 6455 asks) and waits for the server
+    /// to close the connection.
+    pub async fn answer_close(&mut self, mask: [u8; 4]) -> Result<(), ClientError> {
+        let code = self.close_code.unwrap_or(1000);
+        // 1005 is for reporting only: the answer then carries no code.
+        let payload: &[u8] = &code.to_be_bytes();
+        let payload = if code == 1005 { &[][..] } else { payload };
+        self.send(OpCode::Close, payload, mask).await?;
+        self.c.consume(std::mem::take(&mut self.pending));
+        loop {
+            match self.c.read_more(0).await {
+                Ok(_) => self.c.consume(self.c.data().len()),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The server's Close code, if `recv_message` met a Close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// Sends `payload` and checks that the echo is byte-for-byte identical.
@@ -289,6 +318,14 @@ impl WsClient {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// A Close frame's status code: its first two payload bytes, 1005 (none given) without them.
+pub fn close_code(payload: &[u8]) -> u16 {
+    match payload {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 1005,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `ringproxy-load`: the WebSocket load tool and test backend that ringproxy's benchmarks and
 //! integration tests drive (`echo` backend, plain or TLS; `rtt`, `handshake`, `hold`, `push`,
-//! `bulk` clients over ws:// or wss://; `cert` makes a self-signed certificate; `report` turns
+//! `bulk`, `tunnels` clients over ws:// or wss://; `cert` makes a self-signed certificate; `report` turns
 //! bench.sh's raw runs into tables and a chart).
 //!
 //! Threads each own one monoio runtime, like the proxy's shards; the main thread only prints
@@ -18,6 +18,7 @@ mod scenarios;
 mod server;
 mod summary;
 mod tls;
+mod tunnels;
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
@@ -77,7 +78,7 @@ fn run_client(args: ClientArgs) -> Result<()> {
                 let mut guard = DoneGuard { t, tx, sent: false };
                 let res = rt::block_on(|| scenarios::run_thread(sh, t, guard.tx.clone()));
                 guard.sent = true;
-                let _ = guard.tx.send(Msg::Done(t, res));
+                let _ = guard.tx.send(Msg::Done(t, res.map(Box::new)));
             })
             .context("cannot start a client thread")?;
     }
@@ -87,25 +88,42 @@ fn run_client(args: ClientArgs) -> Result<()> {
     let mut done = 0;
     let mut opened_threads = 0;
     let mut released = false;
+    let mut announced = false;
     let mut thread_error = None;
     let mut next_progress = Instant::now() + Duration::from_secs(1);
     while done < args.threads {
-        let wait = next_progress.saturating_duration_since(Instant::now());
+        let mut wait = next_progress.saturating_duration_since(Instant::now());
+        if args.scenario == Scenario::Tunnels && !announced {
+            // The announcement below is what scripts wait for: look often.
+            wait = wait.min(Duration::from_millis(50));
+        }
         match rx.recv_timeout(wait) {
             Ok(Msg::Opened) => opened_threads += 1,
             Ok(Msg::Done(_, Ok(s))) => {
                 done += 1;
-                total.merge(s);
+                total.merge(*s);
             }
             Ok(Msg::Done(t, Err(e))) => {
                 done += 1;
                 thread_error.get_or_insert(format!("thread {t}: {e:#}"));
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= next_progress => {
                 progress(&sh);
                 next_progress += Duration::from_secs(1);
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if args.scenario == Scenario::Tunnels
+            && !announced
+            && sh.open_tried.load(Ordering::Acquire) >= args.connections
+        {
+            // Scripts wait for this line before they signal the proxy.
+            let n = sh.opened.load(Ordering::Relaxed);
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "tunnels: established {n}");
+            let _ = err.flush();
+            announced = true;
         }
         if args.scenario == Scenario::Hold && !released && opened_threads + done >= args.threads {
             let n = sh.opened.load(Ordering::Relaxed);

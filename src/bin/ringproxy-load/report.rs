@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::{ClientArgs, Scenario};
+use crate::client::ClientError;
 
 /// Counters of one client thread. Latencies are recorded in nanoseconds.
 pub struct Stats {
@@ -19,6 +20,20 @@ pub struct Stats {
     pub lost: u64,
     /// TLS handshakes that resumed a session (with `--resume`).
     pub resumed: u64,
+    /// Connections that could not be opened (TCP, TLS or the upgrade failed).
+    pub failed_opens: u64,
+    /// Connects refused (ECONNREFUSED).
+    pub refused: u64,
+    /// Connections reset (ECONNRESET) while connecting, upgrading or in use.
+    pub reset: u64,
+    /// `tunnels`: tunnels that ended without the client asking and without a Close frame.
+    pub dropped: u64,
+    /// `tunnels`: tunnels the server closed with Close 1001, or with another code.
+    pub closed_1001: u64,
+    pub closed_other: u64,
+    /// `tunnels`: first and last moment (Unix ms) a server's Close, or a drop, was seen.
+    pub closes: Span,
+    pub drops: Span,
     /// Whether any TCP connect succeeded: none at all means the tool could not run.
     pub reached_any: bool,
     pub first_error: Option<String>,
@@ -37,6 +52,14 @@ impl Stats {
             survived: 0,
             lost: 0,
             resumed: 0,
+            failed_opens: 0,
+            refused: 0,
+            reset: 0,
+            dropped: 0,
+            closed_1001: 0,
+            closed_other: 0,
+            closes: Span::default(),
+            drops: Span::default(),
             reached_any: false,
             first_error: None,
         }
@@ -49,6 +72,16 @@ impl Stats {
         }
     }
 
+    /// Counts a client error, and also as refused or reset when it is one.
+    pub fn client_error(&mut self, e: ClientError) {
+        match failure_kind(&e) {
+            Some(FailureKind::Refused) => self.refused += 1,
+            Some(FailureKind::Reset) => self.reset += 1,
+            None => {}
+        }
+        self.error(e);
+    }
+
     pub fn merge(&mut self, o: Stats) {
         self.ops += o.ops;
         self.errors += o.errors;
@@ -59,10 +92,65 @@ impl Stats {
         self.survived += o.survived;
         self.lost += o.lost;
         self.resumed += o.resumed;
+        self.failed_opens += o.failed_opens;
+        self.refused += o.refused;
+        self.reset += o.reset;
+        self.dropped += o.dropped;
+        self.closed_1001 += o.closed_1001;
+        self.closed_other += o.closed_other;
+        self.closes.merge(o.closes);
+        self.drops.merge(o.drops);
         self.reached_any |= o.reached_any;
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
+    }
+}
+
+/// The first and last of a set of moments (Unix milliseconds); empty until one is added.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Span(Option<(u64, u64)>);
+
+impl Span {
+    pub fn add(&mut self, ms: u64) {
+        self.0 = Some(self.0.map_or((ms, ms), |(a, b)| (a.min(ms), b.max(ms))));
+    }
+
+    pub fn merge(&mut self, o: Span) {
+        if let Some((a, b)) = o.0 {
+            self.add(a);
+            self.add(b);
+        }
+    }
+
+    pub fn first(&self) -> Option<u64> {
+        self.0.map(|(a, _)| a)
+    }
+
+    pub fn last(&self) -> Option<u64> {
+        self.0.map(|(_, b)| b)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Refused,
+    Reset,
+}
+
+/// Whether an error is a refused connect or a reset connection (a proxy that stops listening
+/// badly shows as one or the other; a slow or wrong answer as neither).
+pub fn failure_kind(e: &ClientError) -> Option<FailureKind> {
+    let io = match e {
+        ClientError::Connect(io) | ClientError::Tls(io) | ClientError::Io(io) => io,
+        _ => return None,
+    };
+    match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => Some(FailureKind::Refused),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
+            Some(FailureKind::Reset)
+        }
+        _ => None,
     }
 }
 
@@ -90,6 +178,19 @@ pub struct Report {
     pub tls_resumed: Option<u64>,
     /// The io driver the client ran (`io_uring`, or `epoll` when forced or as the fallback).
     pub driver: &'static str,
+    /// Connections that could not be opened; connects refused; connections reset.
+    pub failed_opens: u64,
+    pub refused: u64,
+    pub reset: u64,
+    /// `tunnels`: how many the server closed with Close 1001 or another code, and the first
+    /// and last moment (Unix ms) a Close, or a drop, was seen; `null` for other scenarios or
+    /// when there was none.
+    pub closed_1001: Option<u64>,
+    pub closed_other: Option<u64>,
+    pub close_first_unix_ms: Option<u64>,
+    pub close_last_unix_ms: Option<u64>,
+    pub drop_first_unix_ms: Option<u64>,
+    pub drop_last_unix_ms: Option<u64>,
 }
 
 fn round3(v: f64) -> f64 {
@@ -103,6 +204,7 @@ impl Report {
         };
         let secs = secs.max(1e-9);
         let sc = args.scenario;
+        let tunnels = sc == Scenario::Tunnels;
         Report {
             scenario: sc.name(),
             url: args.target.url.clone(),
@@ -120,12 +222,25 @@ impl Report {
             mb_per_s: matches!(sc, Scenario::Rtt | Scenario::Bulk)
                 .then(|| round3(s.payload_bytes as f64 / secs / 1e6)),
             established: Some(s.established),
-            survived: (sc == Scenario::Hold).then_some(s.survived),
-            dropped: (sc == Scenario::Hold).then(|| s.established - s.survived.min(s.established)),
-            lost: (sc == Scenario::Push).then_some(s.lost),
+            survived: matches!(sc, Scenario::Hold | Scenario::Tunnels).then_some(s.survived),
+            dropped: match sc {
+                Scenario::Hold => Some(s.established - s.survived.min(s.established)),
+                Scenario::Tunnels => Some(s.dropped),
+                _ => None,
+            },
+            lost: matches!(sc, Scenario::Push | Scenario::Tunnels).then_some(s.lost),
             tls: args.target.tls,
             tls_resumed: args.target.tls.then_some(s.resumed),
             driver: crate::rt::driver(),
+            failed_opens: s.failed_opens,
+            refused: s.refused,
+            reset: s.reset,
+            closed_1001: tunnels.then_some(s.closed_1001),
+            closed_other: tunnels.then_some(s.closed_other),
+            close_first_unix_ms: s.closes.first(),
+            close_last_unix_ms: s.closes.last(),
+            drop_first_unix_ms: s.drops.first(),
+            drop_last_unix_ms: s.drops.last(),
         }
     }
 
@@ -154,10 +269,60 @@ impl Report {
             ("tls", self.tls.to_string()),
             ("resumed", optu(self.tls_resumed)),
             ("driver", self.driver.to_string()),
+            ("failed", self.failed_opens.to_string()),
+            ("refused", self.refused.to_string()),
+            ("reset", self.reset.to_string()),
+            ("close 1001", optu(self.closed_1001)),
+            ("close other", optu(self.closed_other)),
         ];
         for (k, v) in rows {
             let _ = writeln!(t, "{k:<12} {v}");
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_and_reset_are_told_apart_from_other_failures() {
+        let io = |k| std::io::Error::from(k);
+        use std::io::ErrorKind as K;
+        assert_eq!(
+            failure_kind(&ClientError::Connect(io(K::ConnectionRefused))),
+            Some(FailureKind::Refused)
+        );
+        assert_eq!(
+            failure_kind(&ClientError::Tls(io(K::ConnectionReset))),
+            Some(FailureKind::Reset)
+        );
+        assert_eq!(
+            failure_kind(&ClientError::Io(io(K::ConnectionReset))),
+            Some(FailureKind::Reset)
+        );
+        assert_eq!(failure_kind(&ClientError::Io(io(K::UnexpectedEof))), None);
+        assert_eq!(failure_kind(&ClientError::Closed), None);
+        assert_eq!(failure_kind(&ClientError::Timeout), None);
+        let mut s = Stats::new();
+        s.client_error(ClientError::Connect(io(K::ConnectionRefused)));
+        s.client_error(ClientError::Io(io(K::ConnectionReset)));
+        s.client_error(ClientError::Timeout);
+        assert_eq!((s.errors, s.refused, s.reset), (3, 1, 1));
+    }
+
+    #[test]
+    fn spans_keep_the_first_and_last_moment() {
+        let mut a = Span::default();
+        assert_eq!((a.first(), a.last()), (None, None));
+        a.add(50);
+        a.add(20);
+        a.add(70);
+        let mut b = Span::default();
+        b.add(90);
+        b.merge(a);
+        b.merge(Span::default());
+        assert_eq!((b.first(), b.last()), (Some(20), Some(90)));
     }
 }

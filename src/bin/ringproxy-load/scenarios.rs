@@ -1,5 +1,6 @@
-//! The client scenarios (`rtt`, `bulk`, `handshake`, `hold`, `push`), run on one thread's
-//! runtime each; connection `i` of N belongs to thread `i % threads`.
+//! The client scenarios (`rtt`, `bulk`, `handshake`, `hold`, `push`; `tunnels` in
+//! crate::tunnels), run on one thread's runtime each; connection `i` of N belongs to thread
+//! `i % threads`.
 //!
 //! Every reply is checked (length and content) so a proxy that corrupts or reorders bytes
 //! shows up as errors, never as speed. Each wait is bounded by the run's deadline plus a grace
@@ -22,7 +23,7 @@ use crate::tls::ClientTls;
 /// How long past the deadline an operation may still finish before it counts as stalled.
 const GRACE: Duration = Duration::from_secs(2);
 /// Handshakes in flight while `hold` opens connections, across all threads.
-const MAX_OPENING: usize = 512;
+pub const MAX_OPENING: usize = 512;
 /// How long one `hold` handshake or liveness check may take.
 const HOLD_OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed connection before a scenario loop tries again.
@@ -46,6 +47,9 @@ pub struct Shared {
     pub next_open: AtomicUsize,
     /// Set by the main thread once every `hold` connection is open, releasing the idle phase.
     pub go: (Mutex<bool>, Condvar),
+    /// `tunnels`: opening attempts finished, good or bad (the main thread reports when all
+    /// have).
+    pub open_tried: AtomicUsize,
 }
 
 impl Shared {
@@ -60,10 +64,11 @@ impl Shared {
             all_settled_ns: AtomicU64::new(u64::MAX),
             next_open: AtomicUsize::new(0),
             go: (Mutex::new(false), Condvar::new()),
+            open_tried: AtomicUsize::new(0),
         }
     }
 
-    fn start_at(&self) -> Instant {
+    pub fn start_at(&self) -> Instant {
         Instant::from_std(self.start)
     }
 
@@ -95,10 +100,10 @@ impl Shared {
 pub enum Msg {
     /// A `hold` thread has opened (or failed) all its connections.
     Opened,
-    Done(usize, anyhow::Result<Stats>),
+    Done(usize, anyhow::Result<Box<Stats>>),
 }
 
-type St = Rc<RefCell<Stats>>;
+pub type St = Rc<RefCell<Stats>>;
 
 pub async fn run_thread(sh: Arc<Shared>, t: usize, tx: mpsc::Sender<Msg>) -> Stats {
     let stats: St = Rc::new(RefCell::new(Stats::new()));
@@ -106,6 +111,7 @@ pub async fn run_thread(sh: Arc<Shared>, t: usize, tx: mpsc::Sender<Msg>) -> Sta
     let mine: Vec<usize> = (t..a.connections).step_by(a.threads).collect();
     match a.scenario {
         Scenario::Hold => hold(&sh, &stats, mine.len(), &tx).await,
+        Scenario::Tunnels => crate::tunnels::run(&sh, &stats).await,
         sc => {
             let tasks: Vec<_> = mine
                 .into_iter()
@@ -128,7 +134,7 @@ pub async fn run_thread(sh: Arc<Shared>, t: usize, tx: mpsc::Sender<Msg>) -> Sta
 }
 
 /// Connects within the deadline, recording success and failure.
-async fn open(sh: &Shared, st: &St, rng: &mut Rng, deadline: Instant) -> Option<WsClient> {
+pub async fn open(sh: &Shared, st: &St, rng: &mut Rng, deadline: Instant) -> Option<WsClient> {
     let connect = WsClient::connect(&sh.args.target, sh.tls.as_deref(), rng);
     match timeout_at(deadline, connect).await {
         Ok(Ok(ws)) => {
@@ -147,17 +153,21 @@ async fn open(sh: &Shared, st: &St, rng: &mut Rng, deadline: Instant) -> Option<
                 // certificate, wrong name) means the tool cannot run against this target.
                 sh.reached(st);
             }
-            st.borrow_mut().error(&e);
+            let mut s = st.borrow_mut();
+            s.failed_opens += 1;
+            s.client_error(e);
             None
         }
         Err(_) => {
-            st.borrow_mut().error(ClientError::Timeout);
+            let mut s = st.borrow_mut();
+            s.failed_opens += 1;
+            s.error(ClientError::Timeout);
             None
         }
     }
 }
 
-async fn close_quietly(mut ws: WsClient, rng: &mut Rng) {
+pub async fn close_quietly(mut ws: WsClient, rng: &mut Rng) {
     let _ = timeout(Duration::from_secs(1), ws.close(rng.mask())).await;
 }
 
@@ -256,7 +266,7 @@ async fn handshake(sh: Arc<Shared>, st: St, i: usize) {
                     s.hist.saturating_record(hs.as_nanos() as u64);
                 }
             }
-            Ok(Err(e)) => st.borrow_mut().error(e),
+            Ok(Err(e)) => st.borrow_mut().client_error(e),
             Err(_) => {
                 st.borrow_mut().error(ClientError::Timeout);
                 return;
