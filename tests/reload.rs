@@ -105,9 +105,25 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hup_swaps_the_configuration_and_keeps_tunnels_and_connections() {
+    swaps_and_keeps("io_uring").await;
+}
+
+// On the epoll driver too: its shards once stalled on their control channel after one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hup_swaps_the_configuration_and_keeps_tunnels_and_connections_on_epoll() {
+    swaps_and_keeps("epoll").await;
+}
+
+async fn swaps_and_keeps(driver: &str) {
     let echo = common::Echo::start();
     let port = common::free_port();
-    let p = common::Proxy::start(&conf(&[port], "one", echo.addr, 2), port, "", &[]);
+    let env: &[(&str, &str)] = if driver == "epoll" {
+        &[("RINGPROXY_DRIVER", "epoll")]
+    } else {
+        &[]
+    };
+    let p = common::Proxy::start(&conf(&[port], "one", echo.addr, 2), port, "", env);
+    assert_eq!(p.event_method(), driver);
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
         .await
         .unwrap();

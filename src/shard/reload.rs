@@ -147,6 +147,11 @@ impl Shards {
         let i = self.running.len();
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| format!("socketpair() failed ({e})"))?;
+        // The shard's end must not block: monoio's epoll driver tries a read before waiting
+        // for readiness, and a blocking read would stall the whole shard until the next order.
+        theirs
+            .set_nonblocking(true)
+            .map_err(|e| format!("ioctl(FIONBIO) failed ({e})"))?;
         let (gen_tx, gen_rx) = channel();
         let mut held = Vec::with_capacity(sockets.len());
         for (spec, s) in &sockets {
