@@ -495,8 +495,15 @@ fn read(path: &Path) -> String {
 #[test]
 fn error_log_writes_each_level_to_its_file() {
     let port = common::free_port();
-    let main = "error_log logs/info.log info;\nerror_log logs/crit.log crit;";
-    let p = Proxy::start(&plain_conf(main, "", port, "ok"), port, "", &[]);
+    // The configured logs live outside the prefix: they are read once the process has stopped.
+    let logs = tempfile::tempdir().unwrap();
+    let (info_log, crit_log) = (logs.path().join("info.log"), logs.path().join("crit.log"));
+    let main = format!(
+        "error_log {} info;\nerror_log {} crit;",
+        info_log.display(),
+        crit_log.display()
+    );
+    let p = Proxy::start(&plain_conf(&main, "", port, "ok"), port, "", &[]);
     // An invalid request is an [info] line in nginx and here.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
@@ -505,22 +512,20 @@ fn error_log_writes_each_level_to_its_file() {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    let logs = p.dir.path().join("logs");
-    wait_until(T, "no [info] line in logs/info.log", || {
-        read(&logs.join("info.log")).contains("[info] ")
+    wait_until(T, "no [info] line in info.log", || {
+        read(&info_log).contains("[info] ")
     });
-    let info = read(&logs.join("info.log"));
+    let info = read(&info_log);
     assert!(
         info.contains("client sent invalid request"),
-        "logs/info.log: {info}"
+        "info.log: {info}"
     );
     // The -e log (logs/error.log) is replaced by the configured ones, and crit is above info.
-    assert!(!read(&logs.join("error.log")).contains("[info]"));
-    assert!(!read(&logs.join("crit.log")).contains("[info]"));
+    assert!(!read(&p.dir.path().join("logs/error.log")).contains("[info]"));
+    assert!(!read(&crit_log).contains("[info]"));
     // TERM's [notice] reaches info.log, not crit.log.
-    ringproxy::sys::kill(p.pid(), libc::SIGTERM).unwrap();
-    wait_until(T, "no [notice] line in logs/info.log", || {
-        read(&logs.join("info.log")).contains("[notice] ")
-    });
-    assert!(!read(&logs.join("crit.log")).contains("[notice]"));
+    p.stop_with(libc::SIGTERM, T);
+    let info = read(&info_log);
+    assert!(info.contains("[notice] "), "info.log: {info}");
+    assert!(!read(&crit_log).contains("[notice]"));
 }

@@ -7,14 +7,14 @@
 use std::time::Instant;
 
 use super::conn::Stream;
-use super::handler::{sends_upgrade, Conn};
+use super::handler::Conn;
 use super::io::{is_timeout, read_into, write_all};
+use super::req::Req;
 use super::request::{build_request, UpstreamBody};
 use super::request_body::{relay_request_body, BodyError};
 use super::upstream_pool::UpstreamConn;
-use crate::config::model::{LocConf, LocationMatch, ProxyPass};
-use crate::http::request::{Body, RequestHead};
-use crate::http::vars::RequestVars;
+use crate::config::model::ProxyPass;
+use crate::http::request::Body;
 use crate::log;
 use crate::upstream::keepalive;
 
@@ -42,47 +42,25 @@ pub(super) enum Sent {
 
 /// Sends the request head and body on `up` and waits for the first response byte. With
 /// `retry`, a reused connection that fails before that byte is `Sent::Stale`.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn send_request(
-    conn: &mut Conn,
+    req: &mut Req<'_>,
     up: &mut UpstreamConn,
-    head: &RequestHead<'_, '_>,
-    early: &[u8],
-    vars: &mut RequestVars<'_>,
-    conf: &LocConf,
     pp: &ProxyPass,
-    matcher: &LocationMatch,
     retry: bool,
 ) -> Result<Request, Sent> {
+    let (head, conf) = (req.head, req.conf);
     // A body already relayed (an error_page that proxies again after a POST) is not read again.
-    let client_body = if conn.body_read.get() {
+    let client_body = if req.conn.body_read.get() {
         Body::None
     } else {
         head.body
     };
-    let body = match client_body {
-        Body::None => UpstreamBody::None,
-        Body::Length(n) => UpstreamBody::Length(n),
-        Body::Chunked => UpstreamBody::Chunked,
-    };
-    let mut out = Vec::with_capacity(1024);
-    if let Err(e) = build_request(vars, conf, pp, matcher, body, &mut out) {
-        log!(
-            Error,
-            "cannot build the upstream request: {e}, client: {}",
-            conn.peer.ip()
-        );
-        let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
-            411
-        } else {
-            500
-        };
-        return Err(Sent::Fail(code));
-    }
+    let out = upstream_head(req, pp, client_body)?;
     up.start_request();
     let stale = retry && up.reused;
     let upgrade = sends_upgrade(&out);
     let keeps_alive = keepalive::request_keeps_alive(&out);
+    let conn = &*req.conn;
     match write_all(&up.stream, &out, conf.proxy_send_timeout()).await {
         Ok(()) => {}
         Err(e) if stale && !is_timeout(&e) => return Err(Sent::Stale),
@@ -92,11 +70,11 @@ pub(super) async fn send_request(
     // The request body (none for an upgrade: the bytes after the head are the first frames,
     // held until the 101).
     let leftover = if head.upgrade {
-        early.to_vec()
+        req.early.to_vec()
     } else {
         // `proxy_pass_request_body off`: the body is read and dropped.
         let to = conf.proxy_pass_request_body().then_some(&up.stream);
-        match relay_request_body(conn, to, client_body, early, conf).await {
+        match relay_request_body(conn, to, client_body, req.early, conf).await {
             Ok(rest) => {
                 if client_body != Body::None {
                     conn.body_read.set(true);
@@ -107,10 +85,50 @@ pub(super) async fn send_request(
             Err(e) => return Err(body_failed(conn, e)),
         }
     };
+    let ubuf = first_response_bytes(req, &up.stream, stale).await?;
+    Ok(Request {
+        upgrade,
+        keeps_alive,
+        leftover,
+        ubuf,
+    })
+}
+
+/// The upstream request head (`proxy::request::build_request`) for a client body framed as
+/// `client_body`; nginx's status when it cannot be built.
+fn upstream_head(req: &mut Req<'_>, pp: &ProxyPass, client_body: Body) -> Result<Vec<u8>, Sent> {
+    let body = match client_body {
+        Body::None => UpstreamBody::None,
+        Body::Length(n) => UpstreamBody::Length(n),
+        Body::Chunked => UpstreamBody::Chunked,
+    };
+    let mut out = Vec::with_capacity(1024);
+    match build_request(&mut req.vars, req.conf, pp, req.matcher, body, &mut out) {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            log!(
+                Error,
+                "cannot build the upstream request: {e}, client: {}",
+                req.conn.peer.ip()
+            );
+            let code = if matches!(e, crate::proxy::request::BuildError::ChunkedToHttp10) {
+                411
+            } else {
+                500
+            };
+            Err(Sent::Fail(code))
+        }
+    }
+}
+
+/// Waits for the upstream's first response bytes (`stale`: a reused connection, which may
+/// fail as `Sent::Stale`).
+async fn first_response_bytes(req: &Req<'_>, up: &Stream, stale: bool) -> Result<Vec<u8>, Sent> {
+    let (conn, conf) = (&*req.conn, req.conf);
     let mut ubuf: Vec<u8> = Vec::with_capacity(conf.proxy_buffer_size() as usize);
     let deadline = Instant::now() + conf.proxy_read_timeout();
     let room = (conf.proxy_buffer_size() as usize).max(1024);
-    let got = read_upstream(conn, &up.stream, &mut ubuf, room, deadline, conf).await;
+    let got = read_upstream(req, up, &mut ubuf, room, deadline).await;
     match got {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
             conn.status.set(499);
@@ -130,12 +148,7 @@ pub(super) async fn send_request(
             );
             Err(Sent::Stale)
         }
-        Ok(_) => Ok(Request {
-            upgrade,
-            keeps_alive,
-            leftover,
-            ubuf,
-        }),
+        Ok(_) => Ok(ubuf),
         Err(e) => {
             let code = if is_timeout(&e) { 504 } else { 502 };
             log!(
@@ -198,13 +211,13 @@ fn body_failed(conn: &Conn, e: BodyError) -> Sent {
 /// `proxy_ignore_client_abort on`, gives up with `ConnectionAborted` as soon as the client
 /// closes (nginx watches the client for the whole upstream exchange).
 pub(super) async fn read_upstream(
-    conn: &Conn,
+    req: &Req<'_>,
     upstream: &Stream,
     buf: &mut Vec<u8>,
     max: usize,
     deadline: Instant,
-    conf: &LocConf,
 ) -> std::io::Result<usize> {
+    let (conn, conf) = (&*req.conn, req.conf);
     if conf.proxy_ignore_client_abort() {
         return read_into(upstream, buf, max, deadline).await;
     }
@@ -222,4 +235,11 @@ pub(super) async fn read_upstream(
             Err(std::io::ErrorKind::ConnectionAborted.into())
         }
     }
+}
+
+/// The upstream request asks for an upgrade (its head has an `Upgrade` line).
+fn sends_upgrade(upstream_head: &[u8]) -> bool {
+    upstream_head
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() > 8 && line[..8].eq_ignore_ascii_case(b"upgrade:"))
 }

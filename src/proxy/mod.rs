@@ -1,15 +1,20 @@
-//! Proxying: a client connection's state machine (`handler`), what goes to the peer and what
-//! comes back as nginx's proxy module does it (`request` builds the upstream request head,
-//! `response` filters the upstream response head; both sans-IO), the tunnel after a 101
-//! (`tunnel`) over plain or TLS connections (`conn`), the per-shard buffer and pipe pools
-//! (`pool`), socket helpers (`io`) and the
-//! responses ringproxy makes itself (`respond`) and static files for locations without
-//! `proxy_pass` (`static_files`). Every response head passes nginx's response filters
-//! (`headers_out`: `add_header`, `proxy_redirect`; `gzip`, with the compressed relay in
-//! `gzip_relay`), and errors may be answered by `error_page` (`error_page`). The shard's
-//! upstream keep-alive pools are in `upstream_pool`, one exchange with a peer in `exchange`, the
-//! request body's relay in `request_body`.
+//! Proxying. A client connection's path, state by state: `handler` (accept to tunnel spawn:
+//! the connection's state loop), `read_head` (one request head), `req` (the request's context:
+//! server, `$uri`, variables), `locations` (rewrite scripts, location search, `error_page`,
+//! static files), `proxy_pass` (to the upstream and back: `upstream_connect` picks and connects
+//! a peer, `exchange` sends the request, `response_body` relays the body), `upgrade` (after a
+//! 101) and `tunnel` (the tunnel itself), with `answer` for what ringproxy writes to the client
+//! itself. Around them: what goes to the peer and what comes back as nginx's proxy module does
+//! it (`request` builds the upstream request head, `response` filters the upstream response
+//! head; both sans-IO), plain or TLS connections (`conn`), the per-shard buffer and pipe pools
+//! (`pool`), socket helpers (`io`), the responses ringproxy makes itself (`respond`) and static
+//! files for locations without `proxy_pass` (`static_files`). Every response head passes
+//! nginx's response filters (`headers_out`: `add_header`, `proxy_redirect`; `gzip`, with the
+//! compressed relay in `gzip_relay`), and errors may be answered by `error_page`
+//! (`error_page`). The shard's upstream keep-alive pools are in `upstream_pool`, the request
+//! body's relay in `request_body`.
 
+mod answer;
 pub mod conn;
 pub mod error_page;
 mod exchange;
@@ -21,13 +26,20 @@ pub mod handoff;
 pub mod headers_out;
 pub mod idle;
 pub mod io;
+mod locations;
 pub mod pool;
+mod proxy_pass;
+mod read_head;
+mod req;
 pub mod request;
 mod request_body;
 pub mod respond;
 pub mod response;
+mod response_body;
 pub mod static_files;
 pub mod tunnel;
+mod upgrade;
+mod upstream_connect;
 pub mod upstream_pool;
 
 #[cfg(test)]

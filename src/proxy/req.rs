@@ -1,0 +1,177 @@
+//! One request's context, [`Req`]: what every step after the head needs (the configuration
+//! generation, the connection and its facts, the parsed head, the request's variables, and the
+//! conf of the location serving it), in one value instead of long parameter lists. A head comes
+//! from `read_head`; [`start`] chooses the server, normalises `$uri`, builds the variables and
+//! hands the request to the location loop (`locations::serve_request`). The access-log line is
+//! written here too, once the request is done.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use super::answer::fail;
+use super::handler::{Conn, State};
+use super::locations::serve_request;
+use crate::config::model::{HttpConf, LocConf, LocationMatch, ServerName};
+use crate::http::request::{RequestHead, Version};
+use crate::http::script::{self, Level, Outcome};
+use crate::http::vars::{ConnFacts, RequestVars};
+use crate::log;
+use crate::shard::ShardCtx;
+
+/// A request being served, from its routing to its access-log line.
+pub(super) struct Req<'a> {
+    /// The configuration generation serving it (the connection's first request's, or the
+    /// shard's current one after a reload).
+    pub(super) ctx: &'a Rc<ShardCtx>,
+    /// That generation's `http` section.
+    pub(super) http: &'a HttpConf,
+    pub(super) conn: &'a mut Conn,
+    /// What the variables know of the connection (`$remote_addr`, `$server_name`, ...).
+    pub(super) facts: &'a ConnFacts<'a>,
+    pub(super) head: &'a RequestHead<'a, 'a>,
+    /// Bytes read after the head: the start of the body, or the next pipelined request.
+    pub(super) early: &'a [u8],
+    pub(super) vars: RequestVars<'a>,
+    /// The matched server (an index into `HttpConf::servers`).
+    pub(super) server: usize,
+    /// The conf of the location serving the request: the server's until a location is found,
+    /// then the last one found (its `error_page`, `access_log`).
+    pub(super) conf: &'a LocConf,
+    /// That location's matcher (`SERVER_LEVEL` for none): what `proxy_pass` and `alias` replace.
+    pub(super) matcher: &'a LocationMatch,
+}
+
+/// The matcher static files and `proxy_pass` use for the server level (no location matched).
+pub(super) static SERVER_LEVEL: LocationMatch = LocationMatch::Named(String::new());
+
+/// Chooses the server for a head read on `conn` (`early`: the bytes read after it), normalises
+/// `$uri` and builds the request's variables, then serves it. `default_idx`: the address's
+/// default server, whose `merge_slashes` normalises the URI, as nginx.
+pub(super) async fn start(
+    ctx: &Rc<ShardCtx>,
+    http: &HttpConf,
+    conn: &mut Conn,
+    head: &RequestHead<'_, '_>,
+    early: &[u8],
+    default_idx: usize,
+) -> State {
+    let dconf = &http.servers[default_idx].conf;
+    let Ok(sm) = ctx.proxy.router.server_for(conn.local, head.host) else {
+        return fail(conn, 400, dconf).await;
+    };
+    let server = &http.servers[sm.server];
+    let uri = match crate::route::uri::normalize(head.target.path, dconf.merge_slashes()) {
+        Ok(u) => u,
+        Err(_) => return fail(conn, 400, &server.conf).await,
+    };
+    let server_name = server.names.iter().find_map(|n| match n {
+        ServerName::Exact(e) => Some(e.as_str()),
+        _ => None,
+    });
+    let tls = conn.stream.tls_info();
+    let facts = ConnFacts {
+        remote: conn.peer,
+        local: conn.local,
+        tls: tls.as_ref().map(|t| t.facts()),
+        server_name: server_name.unwrap_or(""),
+        connection: conn.id,
+        requests: conn.requests as u64,
+        hostname: &ctx.proxy.hostname,
+        pid: ctx.proxy.pid,
+        underscores_in_headers: server.conf.underscores_in_headers()
+            || !server.conf.ignore_invalid_headers(),
+    };
+    let vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
+    let mut req = Req {
+        ctx,
+        http,
+        conn,
+        facts: &facts,
+        head,
+        early,
+        vars,
+        server: sm.server,
+        conf: &server.conf,
+        matcher: &SERVER_LEVEL,
+    };
+    serve_request(&mut req).await
+}
+
+impl<'a> Req<'a> {
+    /// Answers with ringproxy's own page for `code` under the current location's conf.
+    pub(super) async fn fail(&self, code: u16) -> State {
+        fail(self.conn, code, self.conf).await
+    }
+
+    /// Runs a rewrite script on the request's variables, logging its steps under
+    /// `rewrite_log on` (the location's flag for its script, the server's for the server's).
+    pub(super) fn run_script(&mut self, conf: &LocConf, level: Level) -> Outcome {
+        let script = &conf.script;
+        if !conf.rewrite_log() {
+            return script::run(script, level, &mut self.vars);
+        }
+        let (id, peer) = (self.conn.id, self.conn.peer);
+        let mut notice = rewrite_log(id, peer, self.head, self.facts.server_name);
+        script::run_logged(script, level, &mut self.vars, &mut notice)
+    }
+
+    /// Writes the request's access-log line (nginx logs upgraded connections when they close;
+    /// ringproxy logs them when the tunnel opens, with status 101).
+    pub(super) fn log(&mut self) {
+        let logs = self.conf.access_log.as_deref().unwrap_or(&[]);
+        if logs.is_empty() {
+            return;
+        }
+        let (conn, vars) = (&*self.conn, &mut self.vars);
+        vars.response.status = conn.status.get();
+        vars.response.bytes_sent = conn.sent.get();
+        vars.response.gzip = conn.gzip_io.get();
+        vars.response.body_bytes_sent = conn.sent.get().saturating_sub(conn.head_sent.get());
+        vars.request_length = self
+            .head
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len() + 4)
+            .sum::<usize>() as u64;
+        if let Err(e) = self.ctx.proxy.access.borrow_mut().log(logs, vars) {
+            log!(Alert, "{e}");
+        }
+    }
+
+    /// A request header's value, when it is text.
+    pub(super) fn header(&self, name: &str) -> Option<&'a str> {
+        header_str(self.head, name)
+    }
+}
+
+/// `rewrite_log on`: the rewrite script's notices with nginx's request context.
+fn rewrite_log<'a>(
+    id: u64,
+    peer: SocketAddr,
+    head: &'a RequestHead<'_, '_>,
+    server: &'a str,
+) -> impl FnMut(&str) + 'a {
+    move |m| {
+        let v = if head.version == Version::Http10 {
+            0
+        } else {
+            1
+        };
+        let host = header_str(head, "host").map_or(String::new(), |h| format!(", host: \"{h}\""));
+        log!(
+            Notice,
+            "*{} {m}, client: {}, server: {server}, request: \"{} {} HTTP/1.{v}\"{host}",
+            id,
+            peer.ip(),
+            head.method,
+            head.target.raw
+        );
+    }
+}
+
+fn header_str<'b>(head: &RequestHead<'_, 'b>, name: &str) -> Option<&'b str> {
+    head.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+}
