@@ -182,7 +182,7 @@ fn five_thousand_pushed_tunnels_and_wss_ones_across_twenty_reloads_of_the_certif
     let client = |url: String, n: usize, ca: Option<&std::path::Path>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringproxy-load"));
         cmd.args(["push", "--url", &url, "--connections", &n.to_string()])
-            .args(["--duration", "60s", "--json"]);
+            .args(["--duration", "120s", "--json"]);
         if let Some(ca) = ca {
             cmd.arg("--ca").arg(ca);
         }
@@ -235,7 +235,7 @@ fn five_thousand_pushed_tunnels_and_wss_ones_across_twenty_reloads_of_the_certif
         );
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
-    // The reloads ran under the whole load, not after part of it had ended (the clients' 60 s
+    // The reloads ran under the whole load, not after part of it had ended (the clients' 120 s
     // leave room for a loaded machine: the suite runs the other 5,000-tunnel tests beside this).
     for c in [&mut plain, &mut wss] {
         assert!(

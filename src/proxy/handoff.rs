@@ -52,34 +52,88 @@ pub fn carry<G: 'static>(
             log_end(&outcome.end, peer);
             return;
         };
-        let sent = match (client.plain(), upstream.plain()) {
-            (Some(c), Some(u)) => crate::shard::handoff::send(&encode(&now, peer), fd(c), fd(u)),
-            // `run` asks only plain tunnels to move.
-            _ => Err(std::io::ErrorKind::Unsupported.into()),
-        };
+        let sent = send(&now, &client, &upstream, peer);
         match sent {
-            Ok(()) => {
-                log!(
-                    Info,
-                    "tunnel handed over to the new binary, client: {}",
-                    peer.ip()
-                );
-                // The kernel holds the sockets for the new binary: this process may let them
-                // go (and exit, once its other connections are gone).
-                drop(guards);
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // A task of its own for the wait: this future stays the size it was.
+                monoio::spawn(send_when_room(guards, client, upstream, now, peer));
             }
-            Err(e) => {
-                log!(
-                    Notice,
-                    "cannot hand a tunnel over to the new binary ({}): the shard's tunnels \
-                     drain here, client: {}",
-                    crate::config::os_error(&e),
-                    peer.ip()
-                );
-                super::idle::cancel_handoff();
-                // A task of its own, not a loop here: the tunnel's future stays as it was.
-                monoio::spawn(carry(guards, client, upstream, now, peer));
-            }
+            sent => settle(sent, guards, client, upstream, now, peer),
+        }
+    }
+}
+
+/// How long a tunnel waits for room on a full channel (thousands moving at once, the new
+/// binary still reading) before it stays and drains here. It holds no byte meanwhile: what
+/// arrives waits in the kernel's socket buffers and moves with the sockets.
+const ROOM_WAIT: Duration = Duration::from_secs(10);
+
+fn send(
+    now: &TunnelConfig,
+    client: &Stream,
+    upstream: &Stream,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    match (client.plain(), upstream.plain()) {
+        (Some(c), Some(u)) => crate::shard::handoff::send(&encode(now, peer), fd(c), fd(u)),
+        // `run` asks only plain tunnels to move.
+        _ => Err(std::io::ErrorKind::Unsupported.into()),
+    }
+}
+
+/// Retries a hand-over the full channel refused, a few milliseconds apart, up to `ROOM_WAIT`.
+async fn send_when_room<G: 'static>(
+    guards: G,
+    client: Stream,
+    upstream: Stream,
+    now: TunnelConfig,
+    peer: SocketAddr,
+) {
+    let deadline = std::time::Instant::now() + ROOM_WAIT;
+    let sent = loop {
+        monoio::time::sleep(Duration::from_millis(2)).await;
+        match send(&now, &client, &upstream, peer) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline => {}
+            sent => break sent,
+        }
+    };
+    settle(sent, guards, client, upstream, now, peer);
+}
+
+/// After a send: the tunnel has moved (this process lets its sockets and counts go), or it
+/// resumes here and the shard's tunnels drain.
+fn settle<G: 'static>(
+    sent: std::io::Result<()>,
+    guards: G,
+    client: Stream,
+    upstream: Stream,
+    now: TunnelConfig,
+    peer: SocketAddr,
+) {
+    match sent {
+        Ok(()) => {
+            log!(
+                Info,
+                "tunnel handed over to the new binary, client: {}",
+                peer.ip()
+            );
+            // The kernel holds the sockets for the new binary: this process may let them
+            // go (and exit, once its other connections are gone).
+            drop(guards);
+        }
+        Err(e) => {
+            log!(
+                Notice,
+                "cannot hand a tunnel over to the new binary ({}): the shard's tunnels \
+                 drain here, client: {}",
+                crate::config::os_error(&e),
+                peer.ip()
+            );
+            super::idle::cancel_handoff();
+            // A task of its own, not a loop here: the tunnel's future stays as it was.
+            monoio::spawn(carry(guards, client, upstream, now, peer));
         }
     }
 }
