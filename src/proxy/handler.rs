@@ -815,6 +815,10 @@ async fn connect(
             vars.render(key, &mut k);
             Some(k)
         }
+        Balance::IpHash => Some(match conn.peer.ip() {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        }),
         _ => None,
     };
     let next = conf.proxy_next_upstream();
