@@ -9,9 +9,12 @@
 # error, max_fails/fail_timeout) on a refused connection.
 # Each output file starts with the upstream's `server` lines (parsed by the test) and then
 # holds "<key> <answering backend address> <$upstream_addr: every peer tried, comma-separated>"
-# lines, with "<n>" instead of a key for round robin.
+# lines, with "<n>" instead of a key for round robin and the client address for ip_hash. The
+# ip_hash tables' client addresses (IPv4 and IPv6, several sharing a /24) reach nginx in
+# X-Real-IP, which the realip module makes the connection's address, the one ip_hash hashes.
 #
-# Needs: nginx (apt-get install -y nginx), curl, root (binds port 80 on 127.0.0.2-4).
+# Needs: nginx with the realip module (Debian's: apt-get install -y nginx), curl, root (binds
+# port 80 on 127.0.0.2-4).
 # Usage: scripts/gen-nginx-hash-table.sh [nkeys]   (default 300)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +40,20 @@ declare -A tables=(
   [rr_dead]='|127.0.0.1:19001;127.0.0.1:19005 weight=3 max_fails=3;127.0.0.1:19003 weight=2'
   [rr_5_1_1]='|127.0.0.1:19001 weight=5;127.0.0.1:19002;127.0.0.1:19003'
   [rr_1_2_1_3]='|127.0.0.1:19001 weight=1;127.0.0.1:19002 weight=2;127.0.0.1:19003 weight=1;127.0.0.1:19004 weight=3'
+  [iphash]='ip_hash|127.0.0.1:19001 weight=1;127.0.0.1:19002 weight=2;127.0.0.1:19003 weight=1;127.0.0.1:19004 weight=3'
+  [iphash_down]='ip_hash|127.0.0.1:19001;127.0.0.1:19002 weight=2 down;127.0.0.1:19003;127.0.0.1:19004 weight=3'
+  [iphash_dead]='ip_hash|127.0.0.1:19001;127.0.0.1:19005 weight=2;127.0.0.1:19003;127.0.0.1:19004 weight=3'
 )
+
+# ip_hash clients: spread IPv4 networks, twenty hosts of one /24, IPv6 addresses.
+clients=()
+for i in $(seq 0 149); do
+  clients+=("10.$((i % 5)).$((i * 37 % 256)).$((i * 101 % 256))")
+done
+for i in $(seq 1 20); do clients+=("192.168.1.$i"); done
+for i in $(seq 0 99); do
+  clients+=("2001:db8:$((i % 7))::$(printf %x $((i * 4099 % 65536)))")
+done
 
 {
   echo "worker_processes 1;"
@@ -62,6 +78,8 @@ declare -A tables=(
   done
   echo "  server {"
   echo "    listen 127.0.0.1:19000;"
+  echo "    set_real_ip_from 127.0.0.1;"
+  echo "    real_ip_header X-Real-IP;"
   for t in "${!tables[@]}"; do
     echo "    location /$t/ { proxy_pass http://$t; add_header X-Up \$upstream_addr always; }"
   done
@@ -90,6 +108,16 @@ for t in $(printf '%s\n' "${!tables[@]}" | sort); do
     for i in $(seq 0 $((n - 1))); do urls+=("http://127.0.0.1:19000/$t/"); done
     mapfile -t answers < <(curl -sf -w ' %header{x-up}\n' "${urls[@]}" | sed 's/, /,/g')
     for i in "${!answers[@]}"; do echo "$i ${answers[$i]}"; done >>"$file"
+  elif [[ $t == iphash* ]]; then
+    # One curl for the whole table, as for the others: the run must stay well inside the dead
+    # peer's fail_timeout (10s), which the replay assumes never expires.
+    args=()
+    for c in "${clients[@]}"; do
+      args+=(-sf -H "X-Real-IP: $c" -w ' %header{x-up}\n' "http://127.0.0.1:19000/$t/" --next)
+    done
+    mapfile -t answers < <(curl "${args[@]}" | sed 's/, /,/g')
+    [ "${#answers[@]}" = "${#clients[@]}" ] || { echo "$t: ${#answers[@]} answers" >&2; exit 1; }
+    for i in "${!answers[@]}"; do echo "${clients[$i]} ${answers[$i]}"; done >>"$file"
   else
     for i in $(seq 0 $((nkeys - 1))); do urls+=("http://127.0.0.1:19000/$t/?k=key$i"); done
     mapfile -t answers < <(curl -sf -w ' %header{x-up}\n' "${urls[@]}" | sed 's/, /,/g')

@@ -8,10 +8,12 @@
 //! `*_dead` tables' requests on the next peer (`proxy_next_upstream error`) and marks it failed.
 //! Each file lists the upstream's `server` lines, then one
 //! `<key> <address that answered> <$upstream_addr: every address tried, comma-separated>` line
-//! per request (`<n>` for round robin, one request after the other). Our balancer must try the
-//! same peers in the same order for every line.
+//! per request (`<n>` for round robin, one request after the other; for `ip_hash` the key is
+//! the client address, given to nginx in `X-Real-IP` through the realip module, and to our
+//! balancer as its octets). Our balancer must try the same peers in the same order for every
+//! line.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -95,7 +97,16 @@ fn replay(method: &Method, specs: Vec<PeerSpec>, keys: &[&str]) -> Vec<String> {
     keys.iter()
         .map(|k| {
             let mut st = PickState::new();
-            let key = (method != &Method::RoundRobin).then_some(k.as_bytes());
+            let octets = match k.parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) => a.octets().to_vec(),
+                Ok(IpAddr::V6(a)) => a.octets().to_vec(),
+                Err(_) => vec![],
+            };
+            let key = match method {
+                Method::RoundRobin => None,
+                Method::IpHash => Some(&octets[..]),
+                _ => Some(k.as_bytes()),
+            };
             let mut tried = vec![];
             for _ in 0..b.tries() {
                 let Some(id) = b.pick(key, now, &mut st) else {
@@ -241,4 +252,45 @@ fn round_robin_5_1_1_is_the_smooth_sequence() {
 #[test]
 fn round_robin_1_2_1_3_matches_nginx() {
     assert_matches_nginx("rr_1_2_1_3", Method::RoundRobin);
+}
+
+/// The answering peer of each recorded client, by address.
+fn answered(table: &Table) -> std::collections::HashMap<&str, &str> {
+    table
+        .picks
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.rsplit(',').next().unwrap()))
+        .collect()
+}
+
+#[test]
+fn ip_hash_matches_nginx_for_ipv4_and_ipv6_clients() {
+    let table = assert_matches_nginx("iphash", Method::IpHash);
+    assert!(
+        table.picks.iter().any(|(k, _)| k.contains(':')),
+        "IPv6 clients"
+    );
+    // One /24: every host goes where its network goes; all four peers serve some network.
+    let by_client = answered(&table);
+    let net: Vec<&str> = (1..=20)
+        .map(|i| by_client[format!("192.168.1.{i}").as_str()])
+        .collect();
+    assert!(net.iter().all(|a| *a == net[0]), "{net:?}");
+    let peers: std::collections::BTreeSet<&str> = by_client.values().copied().collect();
+    assert_eq!(peers.len(), 4, "{peers:?}");
+}
+
+#[test]
+fn ip_hash_rehashes_past_a_down_peer_like_nginx() {
+    let table = assert_matches_nginx("iphash_down", Method::IpHash);
+    assert!(table
+        .picks
+        .iter()
+        .all(|(_, t)| !t.contains("127.0.0.1:19002")));
+}
+
+#[test]
+fn ip_hash_retries_a_refused_peer_like_nginx() {
+    let table = assert_matches_nginx("iphash_dead", Method::IpHash);
+    assert!(table.picks.iter().any(|(_, t)| t.starts_with(DEAD)));
 }

@@ -40,3 +40,45 @@ fn every_bad_config_fails_with_its_exact_message() {
     assert!(checked >= 40, "only {checked} golden configs found");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn balancing_methods_parse_and_a_second_one_warns_as_nginx() {
+    use ringproxy::config::model::Balance;
+    let method = |directive: &str| {
+        let text = format!(
+            "events {{}}\nhttp {{ upstream b {{ {directive} server 127.0.0.1:9001; }} \
+             server {{ listen 127.0.0.1:1; location / {{ proxy_pass http://b; }} }} }}\n"
+        );
+        let config = ringproxy::config::load_str("t.conf", &text, Path::new("/"))
+            .unwrap_or_else(|e| panic!("{directive}: {e}"));
+        config.http.unwrap().upstreams[0].balance.clone()
+    };
+    assert_eq!(method("ip_hash;"), Balance::IpHash);
+    assert_eq!(method("least_conn;"), Balance::LeastConn);
+    assert_eq!(method("random;"), Balance::Random { two: false });
+    assert_eq!(method("random two;"), Balance::Random { two: true });
+    assert_eq!(
+        method("random two least_conn;"),
+        Balance::Random { two: true }
+    );
+    assert_eq!(method("ip_hash; least_conn;"), Balance::LeastConn);
+
+    // nginx 1.22: a second method is a warning, the last one wins, and `backup` is judged by
+    // the method in force when the `server` line is read (least_conn allows it).
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("a.conf");
+    std::fs::write(
+        &conf,
+        "events {}\nhttp {\n    upstream b {\n        ip_hash;\n        least_conn;\n        \
+         server 127.0.0.1:9001 backup;\n        server 127.0.0.1:9002;\n    }\n}\n",
+    )
+    .unwrap();
+    let out = common::run(&["-p", dir.path().to_str().unwrap(), "-c", "a.conf", "-t"]);
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let want = format!(
+        "ringproxy: [warn] load balancing method redefined in {}:5",
+        conf.display()
+    );
+    assert_eq!(err.lines().next(), Some(want.as_str()), "{err}");
+}

@@ -126,6 +126,7 @@ pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
             keepalive_requests: 1000,
             keepalive_time: Duration::from_secs(3600),
             span: d.span.clone(),
+            conns: Default::default(),
         },
         balance_set: false,
         keepalive: None,
@@ -183,7 +184,7 @@ pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env)
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| invalid(v))?;
         } else if v == "backup" {
-            if u.conf.balance != Balance::RoundRobin {
+            if !u.conf.balance.allows_backup() {
                 return Err(err(
                     d,
                     "balancing method does not support parameter \"backup\"",
@@ -208,6 +209,25 @@ pub(crate) fn upstream_hash(u: &mut UpstreamBuild, d: &Directive, e: &mut Env) -
     };
     let key = e.template(d.arg(0), d)?;
     u.set_balance(Balance::Hash { key, consistent }, d, e)
+}
+
+/// `random [two [least_conn]]`.
+pub(crate) fn upstream_random(u: &mut UpstreamBuild, d: &Directive, e: &mut Env) -> Result<()> {
+    // nginx switches the method before it checks the parameters, so a bad one still warns
+    // about a redefinition first.
+    let two = match d.args.first().map(|a| a.value.as_str()) {
+        None => false,
+        Some("two") => true,
+        Some(other) => {
+            u.set_balance(Balance::Random { two: false }, d, e)?;
+            return Err(err(d, format!("invalid parameter \"{other}\"")));
+        }
+    };
+    u.set_balance(Balance::Random { two }, d, e)?;
+    match d.args.get(1).map(|a| a.value.as_str()) {
+        None | Some("least_conn") => Ok(()),
+        Some(other) => Err(err(d, format!("invalid parameter \"{other}\""))),
+    }
 }
 
 pub(super) fn map(d: &Directive, env: &mut Env) -> Result<MapConf> {

@@ -428,6 +428,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
         keepalive_requests: 1000,
         keepalive_time: Duration::from_secs(3600),
         span: r.span.clone(),
+        conns: Default::default(),
     });
     Ok(env.upstreams.len() - 1)
 }

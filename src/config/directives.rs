@@ -192,7 +192,6 @@ macro_rules! level {
 const NO_DISK: &str = "ringproxy streams bodies and never writes them to disk";
 const NO_HASH: &str = "ringproxy sizes its lookup tables itself";
 const NO_CACHE: &str = "ringproxy has no cache";
-const BALANCERS: &str = "balancing is round robin (default), hash KEY or hash KEY consistent";
 const STREAMED: &str = "ringproxy streams responses through one pooled buffer per direction";
 
 /// Directives read into the typed model with nginx's syntax, defaults and inheritance that the
@@ -508,9 +507,9 @@ pub static DIRECTIVES: &[Spec] = &[
     // upstream module.
     spec!("server", UPS, MORE1, Handler::Upstream(blocks::upstream_server)),
     spec!("hash", UPS, n(1, 2), Handler::Upstream(blocks::upstream_hash)),
-    spec!("ip_hash", UPS, A0, Handler::Unsupported(BALANCERS)),
-    spec!("least_conn", UPS, A0, Handler::Unsupported(BALANCERS)),
-    spec!("random", UPS, n(0, 2), Handler::Unsupported(BALANCERS)),
+    spec!("ip_hash", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::IpHash, d, e))),
+    spec!("least_conn", UPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::LeastConn, d, e))),
+    spec!("random", UPS, n(0, 2), Handler::Upstream(blocks::upstream_random)),
     spec!("keepalive", UPS, A1, Handler::Upstream(|u, d, _| {
         let v = num(d, 0)?;
         if v == 0 {
@@ -521,7 +520,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("keepalive_timeout", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_timeout, time(d, 0)?, d))),
     spec!("keepalive_requests", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_requests, num(d, 0)?, d))),
     spec!("keepalive_time", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_time, time(d, 0)?, d))),
-    spec!("zone", UPS, n(1, 2), Handler::NoEffect("each shard keeps its own peer state; nothing is shared between shards")),
+    spec!("zone", UPS, n(1, 2), Handler::NoEffect("each shard keeps its own peer state (failures, weights, max_conns); the open-connection counts least_conn and random compare are shared between shards without it")),
     spec!("sticky", UPS, MORE1, Handler::Unsupported("")),
     spec!("queue", UPS, n(1, 2), Handler::Unsupported("")),
     spec!("ntlm", UPS, A0, Handler::Unsupported("")),

@@ -259,6 +259,22 @@ pub enum Balance {
         /// Ketama placement.
         consistent: bool,
     },
+    /// `ip_hash`: the client's /24 (IPv4) or whole address (IPv6).
+    IpHash,
+    /// `least_conn`.
+    LeastConn,
+    /// `random [two [least_conn]]`.
+    Random {
+        /// `two`: the less loaded of two drawn peers.
+        two: bool,
+    },
+}
+
+impl Balance {
+    /// Whether `server ... backup` may follow the method (nginx's `NGX_HTTP_UPSTREAM_BACKUP`).
+    pub fn allows_backup(&self) -> bool {
+        matches!(self, Balance::RoundRobin | Balance::LeastConn)
+    }
 }
 
 /// An upstream `server`.
@@ -322,6 +338,9 @@ pub struct UpstreamConf {
     pub keepalive_time: Duration,
     /// Where it was defined (or first referenced).
     pub span: Span,
+    /// Run-time state, not configuration: the open connections on each peer, shared by the
+    /// shards serving this configuration (`least_conn` and `random two` compare them).
+    pub conns: crate::upstream::peer::SharedConns,
 }
 
 /// A `listen` directive.

@@ -52,7 +52,8 @@ use crate::upstream::balancer::{self, Balancer, Method};
 use crate::upstream::peer::PeerSpec;
 
 /// What a shard builds from the configuration to proxy: one balancer per upstream group
-/// (shard-local state: fail counts, smooth weights), in `HttpConf::upstreams` order.
+/// (shard-local state: fail counts, smooth weights; open-connection counts are shared with the
+/// other shards through `UpstreamConf::conns`), in `HttpConf::upstreams` order.
 pub struct ShardProxy {
     /// Balancers, indexed like `HttpConf::upstreams`.
     pub balancers: Vec<RefCell<Box<dyn Balancer>>>,
@@ -102,8 +103,12 @@ impl ShardProxy {
                 Balance::Hash {
                     consistent: true, ..
                 } => Method::ConsistentHash,
+                Balance::IpHash => Method::IpHash,
+                Balance::LeastConn => Method::LeastConn,
+                Balance::Random { two: false } => Method::Random,
+                Balance::Random { two: true } => Method::RandomTwo,
             };
-            let b = balancer::build(&method, peer_specs(u))
+            let b = balancer::build_with(&method, peer_specs(u), &u.conns)
                 .map_err(|e| format!("upstream \"{}\": {e}", u.name))?;
             balancers.push(RefCell::new(b));
         }

@@ -43,6 +43,10 @@ pub(super) async fn connect(
             req.vars.render(key, &mut k);
             Some(k)
         }
+        Balance::IpHash => Some(match req.conn.peer.ip() {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        }),
         _ => None,
     };
     let next = conf.proxy_next_upstream();

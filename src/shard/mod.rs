@@ -2,7 +2,8 @@
 //! driver where io_uring is blocked or `use epoll`/`RINGPROXY_DRIVER=epoll` asks for it), pinned
 //! to a core with `worker_cpu_affinity`, accepting on its own SO_REUSEPORT sockets. Nothing on the per-request path is
 //! shared between shards: each owns its connections, pools, balancers and counters; they share
-//! only the immutable `Arc<Config>`.
+//! only the immutable `Arc<Config>`, whose one piece of run-time state is the per-peer atomic
+//! count of open connections that `least_conn` and `random two` compare (lock-free).
 //!
 //! The main thread binds every socket, starts the shards, writes the pid file once every shard
 //! is accepting, then turns signals into actions: TERM/INT stop at once, QUIT stops accepting and

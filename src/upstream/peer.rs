@@ -3,8 +3,11 @@
 //!
 //! Sits between the config model (the lead maps each resolved `server` address into a
 //! `PeerSpec`) and the balancers in [`super::balancer`], which read and update the state. Every
-//! shard owns its own `Peers`, so nothing here is atomic or locked; what must agree across shards
-//! (the consistent-hash ring) is computed from the specs alone.
+//! shard owns its own `Peers`, so nothing here is locked; what must agree across shards (the
+//! consistent-hash ring) is computed from the specs alone. The one exception is the count of open
+//! connections that `least_conn` and `random two` compare: a [`SharedConns`] of atomic counters,
+//! one per peer, made once per configuration and shared by every shard serving it, so a tunnel
+//! opened through one shard weighs on the picks of all of them.
 //!
 //! The state fields and their updates mirror `ngx_http_upstream_rr_peer_t` and
 //! `ngx_http_upstream_free_round_robin_peer` in nginx 1.22
@@ -13,6 +16,8 @@
 //! the second.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Index of a peer in the list given to [`Peers::new`] (primary and backup peers alike).
@@ -56,6 +61,59 @@ pub struct PeerSpec {
     pub max_conns: u32,
 }
 
+/// Open connections on each peer of one upstream, counted by every shard that serves one
+/// configuration (nginx keeps `peer->conns` in the `zone` shared by its workers).
+///
+/// The config model holds one per upstream group, so all shards of a generation share it; it is
+/// sized by the first [`Peers::with_conns`] that uses it. A clone shares the counters. Being
+/// run-time state, it never makes two configurations differ: `==` is always true.
+#[derive(Clone, Default)]
+pub struct SharedConns(Arc<OnceLock<Arc<[AtomicU32]>>>);
+
+impl SharedConns {
+    /// Counters not yet shared with anyone.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters for `n` peers, made on first use.
+    fn counters(&self, n: usize) -> Arc<[AtomicU32]> {
+        let c = self
+            .0
+            .get_or_init(|| (0..n).map(|_| AtomicU32::new(0)).collect());
+        if c.len() == n {
+            c.clone()
+        } else {
+            // Only a caller mixing up upstreams gets here; counting alone beats misattributing.
+            (0..n).map(|_| AtomicU32::new(0)).collect()
+        }
+    }
+
+    /// The current counts, in peer order (empty before first use).
+    pub fn snapshot(&self) -> Vec<u32> {
+        self.0
+            .get()
+            .map(|c| c.iter().map(|a| a.load(Ordering::Relaxed)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl PartialEq for SharedConns {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedConns {}
+
+impl std::fmt::Debug for SharedConns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedConns")
+            .field(&self.snapshot())
+            .finish()
+    }
+}
+
 /// nginx's `max_fails=` default.
 pub const DEFAULT_MAX_FAILS: u32 = 1;
 /// nginx's `fail_timeout=` default.
@@ -89,7 +147,7 @@ pub struct PeerState {
     /// Start of the current fail_timeout window (`checked`): set on failure and when the peer is
     /// picked more than fail_timeout after the previous check.
     pub checked: Option<Instant>,
-    /// Connections picked and not yet released (for `max_conns`).
+    /// Connections this shard picked and has not released yet (for `max_conns`, per shard).
     pub conns: u32,
     /// Smooth weighted round robin: the running score.
     pub current_weight: i64,
@@ -184,12 +242,20 @@ pub struct Peers {
     primary_weight: u64,
     single: bool,
     tries: usize,
+    /// Open connections per peer across all shards (see [`SharedConns`]).
+    active: Arc<[AtomicU32]>,
 }
 
 impl Peers {
     /// Builds the peer list in config order; primary and backup peers keep their relative order,
-    /// which decides ties in round robin as in nginx.
+    /// which decides ties in round robin as in nginx. Its open-connection counts are its own.
     pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
+        Self::with_conns(specs, &SharedConns::new())
+    }
+
+    /// As [`Peers::new`], counting open connections in `conns`, which other shards' `Peers` for
+    /// the same upstream share.
+    pub fn with_conns(specs: Vec<PeerSpec>, conns: &SharedConns) -> Result<Self, PeerListError> {
         if let Some(s) = specs.iter().find(|s| s.weight == 0) {
             return Err(PeerListError::ZeroWeight {
                 server: s.server.clone(),
@@ -216,6 +282,7 @@ impl Peers {
             })
             .collect();
         Ok(Peers {
+            active: conns.counters(specs.len()),
             single: primary.len() == 1 && backup.is_empty(),
             specs,
             states,
@@ -299,11 +366,23 @@ impl Peers {
         !(spec.max_conns != 0 && state.conns >= spec.max_conns)
     }
 
+    /// Connections open on `id` across every shard sharing this list's [`SharedConns`]
+    /// (`peer->conns` as `least_conn` and `random two` compare it).
+    pub fn active(&self, id: PeerId) -> u32 {
+        self.active[id.0].load(Ordering::Relaxed)
+    }
+
+    /// Counts one more connection on `id`, here and across shards.
+    pub(crate) fn count(&mut self, id: PeerId) {
+        self.states[id.0].conns += 1;
+        self.active[id.0].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Books a pick: one more connection, and a new fail_timeout window if the last one is over.
     pub(crate) fn take(&mut self, id: PeerId, now: Instant) {
+        self.count(id);
         let fail_timeout = self.specs[id.0].fail_timeout;
         let state = &mut self.states[id.0];
-        state.conns += 1;
         if state
             .checked
             .is_none_or(|c| now.saturating_duration_since(c) > fail_timeout)
@@ -340,10 +419,16 @@ impl Peers {
         state.effective_weight = state.effective_weight.max(0);
     }
 
-    /// Returns the connection a pick booked (`peer->conns--`).
+    /// Returns the connection a pick booked (`peer->conns--`), here and across shards.
     pub fn release(&mut self, id: PeerId) {
         let state = &mut self.states[id.0];
-        state.conns = state.conns.saturating_sub(1);
+        if state.conns == 0 {
+            // Nothing this shard booked: the shared count is not ours to lower.
+            return;
+        }
+        state.conns -= 1;
+        let _ = self.active[id.0]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }
 

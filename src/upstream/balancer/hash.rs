@@ -29,8 +29,9 @@ use crc32fast::Hasher;
 use super::{round_robin, Balancer, PickState};
 use crate::upstream::peer::{PeerId, PeerListError, PeerSpec, Peers};
 
-/// Misses after which both hash methods give the request to round robin (`hp->tries > 20`).
-const MAX_HASH_TRIES: u32 = 20;
+/// Misses after which the hash methods (and ip_hash, random) give the request to round robin
+/// (`hp->tries > 20`).
+pub(crate) const MAX_HASH_TRIES: u32 = 20;
 
 /// Ring points per unit of weight (`peers->total_weight * 160`).
 const POINTS_PER_WEIGHT: u32 = 160;
@@ -44,9 +45,12 @@ pub struct Hash {
 impl Hash {
     /// A hash balancer over `specs` (config order).
     pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
-        Ok(Hash {
-            peers: Peers::new(specs)?,
-        })
+        Ok(Self::from_peers(Peers::new(specs)?))
+    }
+
+    /// A hash balancer over `peers`.
+    pub fn from_peers(peers: Peers) -> Self {
+        Hash { peers }
     }
 }
 
@@ -245,9 +249,13 @@ pub struct ConsistentHash {
 impl ConsistentHash {
     /// A consistent-hash balancer over `specs` (config order).
     pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
-        let peers = Peers::new(specs)?;
+        Ok(Self::from_peers(Peers::new(specs)?))
+    }
+
+    /// A consistent-hash balancer over `peers`.
+    pub fn from_peers(peers: Peers) -> Self {
         let ring = ChashRing::new(&peers);
-        Ok(ConsistentHash { peers, ring })
+        ConsistentHash { peers, ring }
     }
 
     /// The ring this balancer looks keys up on.

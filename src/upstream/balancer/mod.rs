@@ -8,18 +8,26 @@
 //!
 //! Each method follows nginx 1.22's source so ringproxy picks the peer nginx would:
 //! [`RoundRobin`] (`ngx_http_upstream_round_robin.c`), [`Hash`] and [`ConsistentHash`]
-//! (`ngx_http_upstream_hash_module.c`). least_conn, random, ip_hash and health checks plug in as
-//! further implementations of [`Balancer`] over the same [`Peers`].
+//! (`ngx_http_upstream_hash_module.c`), [`IpHash`] (`ngx_http_upstream_ip_hash_module.c`),
+//! [`LeastConn`] (`ngx_http_upstream_least_conn_module.c`) and [`Random`]
+//! (`ngx_http_upstream_random_module.c`). The last two compare connection counts that every
+//! shard shares ([`crate::upstream::peer::SharedConns`]); everything else is the shard's own.
 
 pub mod hash;
+pub mod ip_hash;
+pub mod least_conn;
+pub mod random;
 pub mod round_robin;
 
 use std::time::Instant;
 
 pub use hash::{ChashPoint, ChashRing, ConsistentHash, Hash};
+pub use ip_hash::IpHash;
+pub use least_conn::LeastConn;
+pub use random::Random;
 pub use round_robin::RoundRobin;
 
-use super::peer::{PeerId, PeerListError, PeerSpec, Peers, TriedSet};
+use super::peer::{PeerId, PeerListError, PeerSpec, Peers, SharedConns, TriedSet};
 
 /// How an attempt on a peer ended, for max_fails/fail_timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +94,10 @@ pub trait Balancer {
     /// no peer can take it (nginx's `NGX_BUSY`: 502). Records the peer in `state` so later
     /// attempts skip it, and counts a connection on it until [`Balancer::release`].
     ///
-    /// `key` is the evaluated `hash` key; pass the same key for every attempt of one request.
-    /// Balancers without a key ignore it; hash balancers fall back to round robin without one.
+    /// `key` is the evaluated `hash` key, or for `ip_hash` the client address's octets (4 for
+    /// IPv4, 16 for IPv6); pass the same key for every attempt of one request. Balancers
+    /// without a key ignore it; hash balancers fall back to round robin without one, ip_hash
+    /// hashes nginx's pseudo address (three zero bytes, as for a UNIX-socket client).
     fn pick(&mut self, key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId>;
 
     /// Feeds the outcome of an attempt on `peer` into max_fails/fail_timeout.
@@ -117,13 +127,45 @@ pub enum Method {
     Hash,
     /// `hash KEY consistent`.
     ConsistentHash,
+    /// `ip_hash`.
+    IpHash,
+    /// `least_conn`.
+    LeastConn,
+    /// `random`.
+    Random,
+    /// `random two [least_conn]`.
+    RandomTwo,
 }
 
-/// Builds the balancer for `method` over `specs` (config order).
+/// Builds the balancer for `method` over `specs` (config order), counting connections on its
+/// own.
 pub fn build(method: &Method, specs: Vec<PeerSpec>) -> Result<Box<dyn Balancer>, PeerListError> {
+    build_with(method, specs, &SharedConns::new())
+}
+
+/// Builds the balancer for `method` over `specs` (config order), counting open connections in
+/// `conns`, which the other shards' balancers for the same upstream share.
+pub fn build_with(
+    method: &Method,
+    specs: Vec<PeerSpec>,
+    conns: &SharedConns,
+) -> Result<Box<dyn Balancer>, PeerListError> {
+    let peers = Peers::with_conns(specs, conns)?;
     Ok(match method {
-        Method::RoundRobin => Box::new(RoundRobin::new(specs)?),
-        Method::Hash => Box::new(Hash::new(specs)?),
-        Method::ConsistentHash => Box::new(ConsistentHash::new(specs)?),
+        Method::RoundRobin => Box::new(RoundRobin::from_peers(peers)),
+        Method::Hash => Box::new(Hash::from_peers(peers)),
+        Method::ConsistentHash => Box::new(ConsistentHash::from_peers(peers)),
+        Method::IpHash => Box::new(IpHash::from_peers(peers)),
+        Method::LeastConn => Box::new(LeastConn::from_peers(peers)),
+        Method::Random => Box::new(Random::from_peers(peers, false)),
+        Method::RandomTwo => Box::new(Random::from_peers(peers, true)),
     })
+}
+
+/// The peers of `tier`, in config order.
+fn tier_peers(peers: &Peers, tier: Tier) -> &[PeerId] {
+    match tier {
+        Tier::Primary => peers.primary(),
+        Tier::Backup => peers.backup(),
+    }
 }

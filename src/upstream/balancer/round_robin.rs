@@ -21,9 +21,12 @@ pub struct RoundRobin {
 impl RoundRobin {
     /// A round-robin balancer over `specs` (config order).
     pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
-        Ok(RoundRobin {
-            peers: Peers::new(specs)?,
-        })
+        Ok(Self::from_peers(Peers::new(specs)?))
+    }
+
+    /// A round-robin balancer over `peers`.
+    pub fn from_peers(peers: Peers) -> Self {
+        RoundRobin { peers }
     }
 }
 
@@ -72,7 +75,7 @@ fn single(peers: &mut Peers, state: &mut PickState) -> Option<PeerId> {
     {
         return None;
     }
-    peers.state_mut(id).conns += 1;
+    peers.count(id);
     state.tried.insert(id);
     Some(id)
 }
