@@ -13,6 +13,8 @@ use std::time::Duration;
 use super::error::Span;
 use super::template::Template;
 
+pub use super::regex::Regex;
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -209,42 +211,6 @@ pub struct MapConf {
     pub regexes: Vec<(Regex, Template)>,
     /// Where the block starts.
     pub span: Span,
-}
-
-/// A compiled regular expression that remembers its source (for dumps and equality).
-#[derive(Clone, Debug)]
-pub struct Regex {
-    /// As written, without the `~`/`~*`.
-    pub source: String,
-    /// `~*`.
-    pub caseless: bool,
-    /// Compiled.
-    pub regex: regex::Regex,
-}
-
-impl PartialEq for Regex {
-    fn eq(&self, other: &Regex) -> bool {
-        self.source == other.source && self.caseless == other.caseless
-    }
-}
-
-impl Regex {
-    /// Compiles `source` (nginx uses PCRE; the `regex` crate accepts the common subset).
-    pub fn new(source: &str, caseless: bool) -> Result<Regex, String> {
-        let regex = regex::RegexBuilder::new(source)
-            .case_insensitive(caseless)
-            .build()
-            .map_err(|e| {
-                let text = e.to_string();
-                let last = text.lines().last().unwrap_or("").trim().to_string();
-                format!("invalid regex \"{source}\": {last}")
-            })?;
-        Ok(Regex {
-            source: source.to_string(),
-            caseless,
-            regex,
-        })
-    }
 }
 
 /// Balancing method of an upstream group.

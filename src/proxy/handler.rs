@@ -432,6 +432,11 @@ async fn serve_request(
             || !server.conf.ignore_invalid_headers(),
     };
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
+    if let (Some(c), Some(host)) = (&sm.captures, head.host) {
+        // As nginx's `ngx_http_find_virtual_server`: the name's captures (`$1`, named groups)
+        // are the request's until another regex matches.
+        vars.match_regex(c.regex(), &crate::route::host_name(host));
+    }
     let mut notice = rewrite_log(conn.id, conn.peer, head, server_name.unwrap_or(""));
     let outcome = match server.conf.rewrite_log() {
         true => script::run_logged(&server.conf.script, Level::Server, &mut vars, &mut notice),
