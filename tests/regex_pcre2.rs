@@ -156,3 +156,42 @@ fn server_name_captures_become_variables_until_a_location_regex_matches() {
     // The location's regex has one group: `$2` is gone, the named variable stays.
     assert_eq!(get(port, "shop-42.example", "/r/xx").1, b"shop|xx|");
 }
+
+/// `$server_name` is the server's first name as written, a regex or wildcard too (nginx 1.22.1
+/// by hand): lowercase, `~` kept, `.example.com` without its dot.
+#[test]
+fn server_name_variable_is_the_first_name_as_written() {
+    let port = common::free_port();
+    let servers = [
+        r"~^EXAMPLE\.COM$ a.test",
+        "*.wc.example.com",
+        "wc2.example.*",
+        ".dot.example.com",
+        "WWW.Up.test",
+        r"~^(?<n>x+)\.test$",
+    ];
+    let mut conf = String::from("events {}\nhttp {\n    access_log off;\n");
+    for names in servers {
+        conf += &format!(
+            "    server {{ listen 127.0.0.1:{port}; server_name {names}; return 200 \"[$server_name]\"; }}\n"
+        );
+    }
+    conf += "}\n";
+    let _p = Proxy::start(&conf, port, "", &[]);
+    let cases: &[(&str, &[u8])] = &[
+        ("example.com", br"[~^EXAMPLE\.COM$]"),
+        ("a.test", br"[~^EXAMPLE\.COM$]"),
+        ("x.wc.example.com", b"[*.wc.example.com]"),
+        ("wc2.example.org", b"[wc2.example.*]"),
+        ("dot.example.com", b"[dot.example.com]"),
+        ("www.up.test", b"[www.up.test]"),
+        ("xx.test", br"[~^(?<n>x+)\.test$]"),
+    ];
+    for &(host, want) in cases {
+        assert_eq!(
+            String::from_utf8_lossy(&get(port, host, "/").1),
+            String::from_utf8_lossy(want),
+            "{host}"
+        );
+    }
+}

@@ -358,6 +358,23 @@ pub enum ServerName {
     Regex(Regex),
 }
 
+impl ServerName {
+    /// The name as nginx gives it in `$server_name` when it is a server's first: as written,
+    /// but lowercase and without the leading dot of `.example.com` (nginx 1.22 by hand).
+    pub fn as_written(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ServerName::Exact(n) => n.as_str().into(),
+            ServerName::LeadingWildcard {
+                suffix,
+                also_bare: true,
+            } => suffix[1..].into(),
+            ServerName::LeadingWildcard { suffix, .. } => format!("*{suffix}").into(),
+            ServerName::TrailingWildcard(p) => format!("{p}*").into(),
+            ServerName::Regex(r) => format!("~{}", r.source).into(),
+        }
+    }
+}
+
 /// A `server` block.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerConf {

@@ -414,16 +414,14 @@ async fn serve_request(
         Ok(u) => u,
         Err(_) => return fail(conn, 400, &server.conf).await,
     };
-    let server_name = server.names.iter().find_map(|n| match n {
-        ServerName::Exact(e) => Some(e.as_str()),
-        _ => None,
-    });
+    // nginx's `$server_name` (and the `server:` of its log lines) is the first name as written.
+    let server_name = server.names.first().map(ServerName::as_written);
     let tls = conn.stream.tls_info();
     let facts = ConnFacts {
         remote: conn.peer,
         local: conn.local,
         tls: tls.as_ref().map(|t| t.facts()),
-        server_name: server_name.unwrap_or(""),
+        server_name: server_name.as_deref().unwrap_or(""),
         connection: conn.id,
         requests: conn.requests as u64,
         hostname: &ctx.proxy.hostname,
@@ -437,7 +435,12 @@ async fn serve_request(
         // are the request's until another regex matches.
         vars.match_regex(c.regex(), &crate::route::host_name(host));
     }
-    let mut notice = rewrite_log(conn.id, conn.peer, head, server_name.unwrap_or(""));
+    let mut notice = rewrite_log(
+        conn.id,
+        conn.peer,
+        head,
+        server_name.as_deref().unwrap_or(""),
+    );
     let outcome = match server.conf.rewrite_log() {
         true => script::run_logged(&server.conf.script, Level::Server, &mut vars, &mut notice),
         false => script::run(&server.conf.script, Level::Server, &mut vars),
