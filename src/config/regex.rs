@@ -175,6 +175,12 @@ mod tests {
     }
 
     #[test]
+    fn the_bundled_pcre2_has_its_jit() {
+        // A build without it would interpret every pattern: correct, but not what nginx runs.
+        assert!(pcre2::is_jit_available());
+    }
+
+    #[test]
     fn no_utf_mode_so_dot_is_one_byte() {
         let re = Regex::new("^/(.)x$", false).unwrap();
         assert!(re.exec("/éx".as_bytes()).is_none());
