@@ -410,7 +410,7 @@ pub fn render_line(t: &Template, escape: Escape, vars: &mut RequestVars<'_>, out
                 write_value(v.as_deref(), escape, out);
             }
             Part::Capture(n) => {
-                let v = vars.capture(usize::from(*n)).map(str::as_bytes);
+                let v = vars.capture(usize::from(*n));
                 write_value(v, escape, out);
             }
         }

@@ -23,7 +23,8 @@ pub use location::{Found, LocId};
 pub use server::{host_name, NameMatch, ServerMatch};
 pub use uri::UriError;
 
-use crate::config::model::{HttpConf, Location, ServerConf};
+use crate::config::model::{HttpConf, Location, Regex, ServerConf};
+use crate::config::regex;
 
 /// Why routing cannot go on (the status nginx answers is in each variant's doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -42,44 +43,35 @@ pub enum RouteError {
 
 /// Regex captures (`$0`..`$9` and named ones), as byte offsets into the string matched: the
 /// `$uri` for a location, [`host_name`] of the host for a `server_name`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Captures<'r> {
-    regex: &'r regex::Regex,
-    whole: (usize, usize),
-    /// Only when the regex has groups (the common group-less regex allocates nothing).
-    groups: Option<regex::CaptureLocations>,
+    regex: &'r Regex,
+    found: regex::Match,
 }
 
 impl<'r> Captures<'r> {
     /// Matches `subject`; `None` when the regex does not match.
-    fn exec(regex: &'r regex::Regex, subject: &str) -> Option<Captures<'r>> {
-        let m = regex.find(subject)?;
-        let groups = (regex.captures_len() > 1).then(|| {
-            let mut locs = regex.capture_locations();
-            regex.captures_read(&mut locs, subject);
-            locs
-        });
-        Some(Captures {
-            regex,
-            whole: (m.start(), m.end()),
-            groups,
-        })
+    fn exec(regex: &'r Regex, subject: &str) -> Option<Captures<'r>> {
+        let found = regex.exec(subject.as_bytes())?;
+        Some(Captures { regex, found })
     }
 
-    /// `$i` (0 is the whole match); `None` for a group that did not take part or does not exist.
-    pub fn get<'s>(&self, subject: &'s str, i: usize) -> Option<&'s str> {
-        let (start, end) = match (&self.groups, i) {
-            (_, 0) => self.whole,
-            (Some(g), i) => g.get(i)?,
-            (None, _) => return None,
-        };
-        subject.get(start..end)
+    /// `$i` (0 is the whole match); `None` for a group that did not take part or does not
+    /// exist. Bytes: nginx's regexes are not in UTF mode, so a group may end inside a
+    /// character.
+    pub fn get<'s>(&self, subject: &'s str, i: usize) -> Option<&'s [u8]> {
+        let (start, end) = self.found.get(i)?;
+        subject.as_bytes().get(start..end)
     }
 
-    /// A named capture (`(?<name>...)` or `(?P<name>...)`).
-    pub fn name<'s>(&self, subject: &'s str, name: &str) -> Option<&'s str> {
-        let i = self.regex.capture_names().position(|n| n == Some(name))?;
-        self.get(subject, i)
+    /// A named capture (`(?<name>...)`, `(?P<name>...)` or `(?'name'...)`).
+    pub fn name<'s>(&self, subject: &'s str, name: &str) -> Option<&'s [u8]> {
+        self.get(subject, self.regex.group_of(name)?)
+    }
+
+    /// The regex that matched (the request's variables take their captures from it).
+    pub fn regex(&self) -> &'r Regex {
+        self.regex
     }
 
     /// Number of groups, counting the whole match.
@@ -94,30 +86,8 @@ impl<'r> Captures<'r> {
 
     /// The names of the named groups, with their numbers.
     pub fn names(&self) -> impl Iterator<Item = (usize, &'r str)> {
-        self.regex
-            .capture_names()
-            .enumerate()
-            .filter_map(|(i, n)| n.map(|n| (i, n)))
+        self.regex.names()
     }
-}
-
-/// One pass over `subject` for a list of regexes tried in order (nginx's regex locations and
-/// `server_name` regexes): the index of the first that matches. Built only for two or more
-/// (`None` otherwise, or if the set would not compile: callers then try each in turn).
-fn regex_set<'a>(patterns: impl Iterator<Item = (&'a str, bool)>) -> Option<regex::RegexSet> {
-    let patterns: Vec<String> = patterns
-        .map(|(src, caseless)| {
-            if caseless {
-                format!("(?i){src}")
-            } else {
-                src.to_string()
-            }
-        })
-        .collect();
-    if patterns.len() < 2 {
-        return None;
-    }
-    regex::RegexSet::new(patterns).ok()
 }
 
 /// nginx's budget of URI changes per request (`r->uri_changes`): 10 `rewrite ... last` or

@@ -61,7 +61,7 @@ impl Vars<'_> {
                         (None, Some(c)) => c.get(&self.host, *n as usize),
                         (None, None) => None,
                     };
-                    out.push_str(v.unwrap_or(""));
+                    out.push_str(&String::from_utf8_lossy(v.unwrap_or(b"")));
                 }
                 Part::Var(name) if name == "uri" => out.push_str(&self.uri),
                 Part::Var(name) => {
@@ -70,7 +70,9 @@ impl Vars<'_> {
                         .as_ref()
                         .and_then(|(c, s)| c.name(s, name))
                         .or_else(|| self.server_caps.as_ref()?.name(&self.host, name));
-                    out.push_str(v.expect("only capture variables are used"));
+                    out.push_str(&String::from_utf8_lossy(
+                        v.expect("only capture variables are used"),
+                    ));
                 }
             }
         }
@@ -135,7 +137,7 @@ fn route(
                     regex, replacement, ..
                 } => {
                     let subject = vars.uri.clone();
-                    let Some(m) = regex.regex.captures(&subject) else {
+                    let Some(m) = regex.exec(subject.as_bytes()) else {
                         continue;
                     };
                     let mut t = String::new();
@@ -143,7 +145,7 @@ fn route(
                         match part {
                             Part::Literal(s) => t.push_str(s),
                             Part::Capture(n) => {
-                                t.push_str(m.get(*n as usize).map_or("", |g| g.as_str()))
+                                t.push_str(m.get(*n as usize).map_or("", |(s, e)| &subject[s..e]))
                             }
                             Part::Var(_) => panic!("no variables in rewrites here"),
                         }

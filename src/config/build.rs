@@ -66,7 +66,7 @@ impl Env {
 
     pub(super) fn regex(&mut self, source: &str, caseless: bool, d: &Directive) -> Result<Regex> {
         let re = Regex::new(source, caseless).map_err(|m| err(d, m))?;
-        for name in re.regex.capture_names().flatten() {
+        for (_, name) in re.names() {
             self.vars.define(name);
         }
         Ok(re)

@@ -234,7 +234,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("master_process", MAIN, FLAG, Handler::NoEffect("ringproxy is one process with a thread per core")),
     spec!("env", MAIN, A1, Handler::NoEffect("ringproxy starts no worker processes, so there is no environment to filter")),
     spec!("lock_file", MAIN, A1, Handler::NoEffect("no accept mutex: each shard has its own SO_REUSEPORT socket")),
-    spec!("pcre_jit", MAIN, FLAG, Handler::NoEffect("regular expressions are compiled by the regex crate, always")),
+    spec!("pcre_jit", MAIN, FLAG, Handler::NoEffect("regular expressions are always JIT-compiled (PCRE2), as nginx with pcre_jit on")),
     spec!("timer_resolution", MAIN, A1, Handler::NoEffect("timers come from the io_uring/epoll runtime")),
     spec!("worker_priority", MAIN, A1, Handler::Unsupported("")),
     spec!("worker_rlimit_core", MAIN, A1, Handler::Unsupported("")),

@@ -17,6 +17,7 @@ pub mod directives;
 pub mod dump;
 pub mod handlers;
 pub mod model;
+pub mod regex;
 pub mod template;
 pub mod values;
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 use super::error::Span;
 use super::template::Template;
 
+pub use super::regex::Regex;
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -211,42 +213,6 @@ pub struct MapConf {
     pub span: Span,
 }
 
-/// A compiled regular expression that remembers its source (for dumps and equality).
-#[derive(Clone, Debug)]
-pub struct Regex {
-    /// As written, without the `~`/`~*`.
-    pub source: String,
-    /// `~*`.
-    pub caseless: bool,
-    /// Compiled.
-    pub regex: regex::Regex,
-}
-
-impl PartialEq for Regex {
-    fn eq(&self, other: &Regex) -> bool {
-        self.source == other.source && self.caseless == other.caseless
-    }
-}
-
-impl Regex {
-    /// Compiles `source` (nginx uses PCRE; the `regex` crate accepts the common subset).
-    pub fn new(source: &str, caseless: bool) -> Result<Regex, String> {
-        let regex = regex::RegexBuilder::new(source)
-            .case_insensitive(caseless)
-            .build()
-            .map_err(|e| {
-                let text = e.to_string();
-                let last = text.lines().last().unwrap_or("").trim().to_string();
-                format!("invalid regex \"{source}\": {last}")
-            })?;
-        Ok(Regex {
-            source: source.to_string(),
-            caseless,
-            regex,
-        })
-    }
-}
-
 /// Balancing method of an upstream group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Balance {
@@ -409,6 +375,23 @@ pub enum ServerName {
     TrailingWildcard(String),
     /// `~regex`.
     Regex(Regex),
+}
+
+impl ServerName {
+    /// The name as nginx gives it in `$server_name` when it is a server's first: as written,
+    /// but lowercase and without the leading dot of `.example.com` (nginx 1.22 by hand).
+    pub fn as_written(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ServerName::Exact(n) => n.as_str().into(),
+            ServerName::LeadingWildcard {
+                suffix,
+                also_bare: true,
+            } => suffix[1..].into(),
+            ServerName::LeadingWildcard { suffix, .. } => format!("*{suffix}").into(),
+            ServerName::TrailingWildcard(p) => format!("{p}*").into(),
+            ServerName::Regex(r) => format!("~{}", r.source).into(),
+        }
+    }
 }
 
 /// A `server` block.

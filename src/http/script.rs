@@ -245,9 +245,9 @@ fn expand(t: &Template, redirect: bool, vars: &mut RequestVars<'_>) -> Expanded 
             Part::Capture(n) => {
                 if let Some(c) = vars.capture(usize::from(*n)) {
                     if (in_args || redirect) && escape_captures {
-                        escape_capture(c.as_bytes(), in_args, out);
+                        escape_capture(c, in_args, out);
                     } else {
-                        out.extend_from_slice(c.as_bytes());
+                        out.extend_from_slice(c);
                     }
                 }
             }

@@ -282,29 +282,30 @@ impl<'a> RequestVars<'a> {
     /// Runs `re` on `subject`; on a match the captures (`$0`..`$9`) and named groups (as
     /// variables) become the request's, as nginx's `ngx_http_regex_exec` does.
     pub fn match_regex(&mut self, re: &Regex, subject: &str) -> bool {
-        let Some(caps) = re.regex.captures(subject) else {
+        let Some(found) = re.exec(subject.as_bytes()) else {
             return false;
         };
         self.captures.clear();
-        for g in caps.iter() {
+        for i in 0..re.captures_len() {
             self.captures
-                .push(g.map_or((usize::MAX, usize::MAX), |m| (m.start(), m.end())));
+                .push(found.get(i).unwrap_or((usize::MAX, usize::MAX)));
         }
         self.subject.clear();
         self.subject.push_str(subject);
-        for (i, name) in re.regex.capture_names().enumerate() {
-            if let (Some(name), Some(m)) = (name, caps.get(i)) {
-                let value = m.as_str().as_bytes().to_vec();
+        for (i, name) in re.names() {
+            if let Some((s, e)) = found.get(i) {
+                let value = subject.as_bytes()[s..e].to_vec();
                 self.set_var(&name.to_ascii_lowercase(), value);
             }
         }
         true
     }
 
-    /// Capture `n` of the last match (`$n`), if it took part.
-    pub fn capture(&self, n: usize) -> Option<&str> {
+    /// Capture `n` of the last match (`$n`), if it took part. Bytes: a group may end inside a
+    /// character (nginx's regexes are not in UTF mode).
+    pub fn capture(&self, n: usize) -> Option<&[u8]> {
         let &(s, e) = self.captures.get(n)?;
-        self.subject.get(s..e)
+        self.subject.as_bytes().get(s..e)
     }
 
     /// The value of `$name` (lowercase, without `$`), or `None` when the variable has no value
@@ -328,7 +329,7 @@ impl<'a> RequestVars<'a> {
                 Part::Var(name) => self.append_var(name, out),
                 Part::Capture(n) => {
                     if let Some(c) = self.capture(usize::from(*n)) {
-                        out.extend_from_slice(c.as_bytes());
+                        out.extend_from_slice(c);
                     }
                 }
             }

@@ -217,9 +217,8 @@ fn client_ok(conf: &LocConf, req: &GzipRequest) -> bool {
         return false;
     }
     if req.user_agent.is_some() {
-        let ua = String::from_utf8_lossy(ua);
         let hit = disable.iter().any(|m| match m {
-            UaMatch::Regex(re) => re.regex.is_match(&ua),
+            UaMatch::Regex(re) => re.is_match(ua),
             UaMatch::Msie6 | UaMatch::Degradation => false,
         });
         if hit {

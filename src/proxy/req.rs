@@ -64,16 +64,14 @@ pub(super) async fn start(
         Ok(u) => u,
         Err(_) => return fail(conn, 400, &server.conf).await,
     };
-    let server_name = server.names.iter().find_map(|n| match n {
-        ServerName::Exact(e) => Some(e.as_str()),
-        _ => None,
-    });
+    // nginx's `$server_name` (and the `server:` of its log lines) is the first name as written.
+    let server_name = server.names.first().map(ServerName::as_written);
     let tls = conn.stream.tls_info();
     let facts = ConnFacts {
         remote: conn.peer,
         local: conn.local,
         tls: tls.as_ref().map(|t| t.facts()),
-        server_name: server_name.unwrap_or(""),
+        server_name: server_name.as_deref().unwrap_or(""),
         connection: conn.id,
         requests: conn.requests as u64,
         hostname: &ctx.proxy.hostname,
@@ -81,7 +79,12 @@ pub(super) async fn start(
         underscores_in_headers: server.conf.underscores_in_headers()
             || !server.conf.ignore_invalid_headers(),
     };
-    let vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
+    let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
+    if let (Some(c), Some(host)) = (&sm.captures, head.host) {
+        // As nginx's `ngx_http_find_virtual_server`: the name's captures (`$1`, named groups)
+        // are the request's until another regex matches.
+        vars.match_regex(c.regex(), &crate::route::host_name(host));
+    }
     let mut req = Req {
         ctx,
         http,

@@ -16,19 +16,18 @@
 //! 5. else the remembered prefix is used, or the server level when nothing matched.
 //!
 //! As in nginx, `^~` on a nested prefix only skips the regexes of its own level: the
-//! enclosing level's regexes still run when the enclosing prefix has no `^~`. Where nginx runs
-//! a level's regexes one after the other, one `RegexSet` pass names the first that matches,
-//! and only that one runs again for its captures.
+//! enclosing level's regexes still run when the enclosing prefix has no `^~`. A level's
+//! regexes run one after the other, as in nginx (PCRE2 has no set of patterns).
 
 use super::Captures;
-use crate::config::model::{Location, LocationMatch};
+use crate::config::model::{Location, LocationMatch, Regex};
 
 /// A location, as an index into the router's flat table (see `Router::location`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LocId(pub(super) u32);
 
 /// What location matching found.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Found<'r> {
     /// A location, with the captures of the regex that chose it (if any).
     Location(LocId, Option<Captures<'r>>),
@@ -49,7 +48,7 @@ pub(super) struct Node {
     /// Name as written (`/img/`, `@fallback`, regex source), for the 301 `Location`.
     pub(super) name: Box<str>,
     no_regex: bool,
-    regex: Option<regex::Regex>,
+    regex: Option<Regex>,
     children: Level,
 }
 
@@ -64,8 +63,6 @@ pub(super) struct Level {
     redirect: Vec<(Box<str>, LocId)>,
     /// Regex locations in order of appearance.
     regex: Vec<LocId>,
-    /// The same regexes as one set, to find the first match in one pass.
-    regex_set: Option<regex::RegexSet>,
     /// `@name` locations (server level only).
     pub(super) named: Vec<(Box<str>, LocId)>,
 }
@@ -106,7 +103,7 @@ pub(super) fn build_level(
             }
             LocationMatch::Regex(r) => {
                 level.regex.push(id);
-                (r.source.as_str(), false, Some(r.regex.clone()))
+                (r.source.as_str(), false, Some(r.clone()))
             }
             LocationMatch::Named(n) => {
                 level.named.push((n.as_str().into(), id));
@@ -131,12 +128,6 @@ pub(super) fn build_level(
         let children = build_level(nodes, server, &path, &loc.locations);
         nodes[id.0 as usize].children = children;
     }
-    level.regex_set = super::regex_set(level.regex.iter().filter_map(|id| {
-        match &locs[nodes[id.0 as usize].path.last().copied()? as usize].matcher {
-            LocationMatch::Regex(r) => Some((r.source.as_str(), r.caseless)),
-            _ => None,
-        }
-    }));
     level.exact.sort_by(|a, b| a.0.cmp(&b.0));
     level.prefix.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     level
@@ -199,15 +190,7 @@ impl<'r> Search<'r> {
         if no_regex {
             return rc;
         }
-        let candidates = match &level.regex_set {
-            // Only the first match of the set can win; it is run again for its captures.
-            Some(set) => match set.matches(uri).iter().next() {
-                Some(i) => &level.regex[i..=i],
-                None => &[],
-            },
-            None => &level.regex[..],
-        };
-        for &id in candidates {
+        for &id in &level.regex {
             let node = self.node(id);
             let Some(re) = &node.regex else { continue };
             if let Some(captures) = Captures::exec(re, uri) {

@@ -38,7 +38,7 @@ pub enum NameMatch {
 }
 
 /// The server chosen for a request.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ServerMatch<'r> {
     /// Index into `HttpConf::servers`.
     pub server: usize,
@@ -60,9 +60,7 @@ pub(super) struct AddrTable {
     bare: HashMap<Box<str>, usize>,
     /// `www.example.` prefixes, longest first.
     trailing: Vec<(Box<str>, usize)>,
-    regex: Vec<(regex::Regex, usize)>,
-    /// The same regexes as one set (see `route::regex_set`).
-    regex_set: Option<regex::RegexSet>,
+    regex: Vec<(Regex, usize)>,
 }
 
 impl AddrTable {
@@ -75,7 +73,6 @@ impl AddrTable {
             bare: HashMap::new(),
             trailing: Vec::new(),
             regex: Vec::new(),
-            regex_set: None,
         }
     }
 
@@ -98,7 +95,11 @@ impl AddrTable {
                         self.trailing.push((prefix.as_str().into(), server));
                     }
                 }
-                ServerName::Regex(r) => self.regex.push((caseless(r), server)),
+                ServerName::Regex(r) => {
+                    // nginx compiles `server_name` regexes caselessly (`NGX_REGEX_CASELESS`):
+                    // `~^UP\.test$` matches `up.test` (observed on nginx 1.22 by hand).
+                    self.regex.push((r.to_caseless(), server))
+                }
             }
         }
     }
@@ -128,14 +129,7 @@ impl AddrTable {
                     return found(*s, NameMatch::TrailingWildcard);
                 }
             }
-            let candidates = match &self.regex_set {
-                Some(set) => match set.matches(host).iter().next() {
-                    Some(i) => &self.regex[i..=i],
-                    None => &[],
-                },
-                None => &self.regex[..],
-            };
-            for (re, s) in candidates {
+            for (re, s) in &self.regex {
                 if let Some(captures) = Captures::exec(re, host) {
                     return ServerMatch {
                         server: *s,
@@ -147,15 +141,6 @@ impl AddrTable {
         }
         found(self.default, NameMatch::Default)
     }
-}
-
-/// nginx compiles `server_name` regexes caselessly (`NGX_REGEX_CASELESS`): `~^UP\.test$`
-/// matches `up.test` (observed on nginx 1.22 by hand).
-fn caseless(r: &Regex) -> regex::Regex {
-    regex::RegexBuilder::new(&r.source)
-        .case_insensitive(true)
-        .build()
-        .unwrap_or_else(|_| r.regex.clone())
 }
 
 /// Builds one table per distinct listen address, in order of first appearance.
@@ -178,7 +163,6 @@ pub(super) fn build(http: &HttpConf) -> Vec<AddrTable> {
         }
     }
     for t in &mut tables {
-        t.regex_set = super::regex_set(t.regex.iter().map(|(re, _)| (re.as_str(), true)));
         // Stable: among equal lengths the first written wins.
         t.trailing.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }

@@ -187,19 +187,19 @@ fn captures_numbered_and_named() {
     let Found::Location(_, Some(c)) = router.find_location(0, uri) else {
         panic!("no captures");
     };
-    assert_eq!(c.get(uri, 0), Some(uri));
-    assert_eq!(c.get(uri, 1), Some("42"));
-    assert_eq!(c.get(uri, 2), Some("bob"));
+    assert_eq!(c.get(uri, 0), Some(uri.as_bytes()));
+    assert_eq!(c.get(uri, 1), Some(&b"42"[..]));
+    assert_eq!(c.get(uri, 2), Some(&b"bob"[..]));
     assert_eq!(c.get(uri, 3), None);
     assert_eq!(c.get(uri, 9), None);
-    assert_eq!(c.name(uri, "name"), Some("bob"));
+    assert_eq!(c.name(uri, "name"), Some(&b"bob"[..]));
     assert_eq!(c.names().collect::<Vec<_>>(), [(2, "name")]);
     let Found::Location(_, Some(c)) = router.find_location(0, "/plainly") else {
         panic!("no match");
     };
     assert_eq!(
         (c.get("/plainly", 0), c.get("/plainly", 1)),
-        (Some("/plain"), None)
+        (Some(&b"/plain"[..]), None)
     );
 }
 
@@ -340,8 +340,8 @@ fn regex_captures_of_server_names() {
     let host = host_name("ABC.rx.test:8080");
     assert_eq!(host, "abc.rx.test");
     let c = m.captures.unwrap();
-    assert_eq!(c.name(&host, "sub"), Some("abc"));
-    assert_eq!(c.get(&host, 1), Some("abc"));
+    assert_eq!(c.name(&host, "sub"), Some(&b"abc"[..]));
+    assert_eq!(c.get(&host, 1), Some(&b"abc"[..]));
 }
 
 #[test]
