@@ -55,6 +55,7 @@ fn bench(c: &mut Criterion) {
         hostname: "bench",
         pid: 1,
         underscores_in_headers: false,
+        proxy_protocol: None,
     };
     let start = SystemTime::now();
     for (name, req, loc_index, uri) in [

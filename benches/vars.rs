@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
         hostname: "bench",
         pid: 1,
         underscores_in_headers: false,
+        proxy_protocol: None,
     };
     let mut storage = [httparse::EMPTY_HEADER; 32];
     let Ok(Parsed::Complete(head, _)) =

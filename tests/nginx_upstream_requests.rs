@@ -176,6 +176,7 @@ fn build(case: &str, client: &[u8], conf: &Config) -> Vec<u8> {
         hostname: "localhost",
         pid: 1,
         underscores_in_headers: false,
+        proxy_protocol: None,
     };
     let uri = normalise(head.target.path);
     let mut vars = RequestVars::new(&head, &conn, &http.maps, Cow::Owned(uri), SystemTime::now());

@@ -385,8 +385,12 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("charset", HSL, A1, Handler::Unsupported("")),
     spec!("ssi", HSL, FLAG, Handler::Unsupported("")),
     spec!("autoindex", HSL, FLAG, Handler::Unsupported("")),
-    spec!("real_ip_header", HSL, A1, Handler::Unsupported("")),
-    spec!("set_real_ip_from", HSL, A1, Handler::Unsupported("")),
+    // realip module.
+    spec!("set_real_ip_from", HSL, A1, Handler::Level(handlers::set_real_ip_from)),
+    spec!("real_ip_header", HSL, A1, Handler::Level(|c, d, _| {
+        set_once(&mut c.real_ip_header, crate::http::realip::RealIpHeader::parse(d.arg(0)), d)
+    })),
+    level!("real_ip_recursive", HSL, flag, real_ip_recursive),
     spec!("gzip_static", HSL, A1, Handler::Unsupported("")),
     spec!("http2", HS, FLAG, Handler::NoEffect(HTTP2_NOT_YET)),
     spec!("fastcgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),

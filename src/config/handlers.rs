@@ -45,7 +45,8 @@ pub(crate) fn listen(s: &mut ServerConf, d: &Directive, e: &mut Env) -> Result<(
                 Some(&d.span),
                 format!("the \"http2\" parameter of the \"listen\" directive has no effect: {}", super::directives::HTTP2_NOT_YET),
             ),
-            "quic" | "proxy_protocol" | "spdy" => {
+            "proxy_protocol" => l.proxy_protocol = true,
+            "quic" | "spdy" => {
                 return Err(err(d, format!("the \"{v}\" parameter of the \"listen\" directive is not supported by ringproxy")))
             }
             _ => {
@@ -75,6 +76,36 @@ pub(crate) fn listen(s: &mut ServerConf, d: &Directive, e: &mut Env) -> Result<(
         return Err(err(d, format!("a duplicate listen {}", l.addr)));
     }
     s.listen.push(l);
+    Ok(())
+}
+
+/// `set_real_ip_from address|CIDR|hostname|unix:`; a host name trusts each of its addresses.
+pub(crate) fn set_real_ip_from(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
+    use crate::http::realip::Trusted;
+    let v = d.arg(0);
+    let list = c.set_real_ip_from.get_or_insert_with(Vec::new);
+    if v == "unix:" {
+        list.push(Trusted::Unix);
+        return Ok(());
+    }
+    if let Some((t, low_bits)) = Trusted::parse_cidr(v) {
+        if low_bits {
+            e.warn(
+                Some(&d.span),
+                format!("low address bits of {v} are meaningless"),
+            );
+        }
+        list.push(t);
+        return Ok(());
+    }
+    let addrs = (v != "*")
+        .then(|| resolve(v, 0))
+        .flatten()
+        .ok_or_else(|| err(d, format!("host not found in set_real_ip_from \"{v}\"")))?;
+    for a in addrs {
+        let bits = if a.is_ipv4() { 32 } else { 128 };
+        list.push(Trusted::Cidr(a.ip(), bits));
+    }
     Ok(())
 }
 

@@ -334,6 +334,8 @@ pub struct Listen {
     pub deferred: bool,
     /// `fastopen=N`.
     pub fastopen: Option<u32>,
+    /// `proxy_protocol`: connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Where it was written.
     pub span: Span,
 }
@@ -353,6 +355,7 @@ impl Listen {
             so_keepalive: None,
             deferred: false,
             fastopen: None,
+            proxy_protocol: false,
             span,
         }
     }
@@ -840,6 +843,12 @@ loc_conf! {
         ssl_verify_depth: u32 = 1,
         /// `ssl_ecdh_curve`.
         ssl_ecdh_curve: String = "auto".into(),
+        /// `set_real_ip_from` (the list of one level; inherited when a level has none).
+        set_real_ip_from: Vec<crate::http::realip::Trusted> = Vec::new(),
+        /// `real_ip_header`.
+        real_ip_header: crate::http::realip::RealIpHeader = crate::http::realip::RealIpHeader::XRealIp,
+        /// `real_ip_recursive`.
+        real_ip_recursive: bool = false,
     }
     own {
         /// `proxy_pass` (nginx does not inherit it into nested locations).

@@ -7,6 +7,8 @@
 
 pub mod body;
 pub mod headers;
+pub mod proxy_protocol;
+pub mod realip;
 pub mod request;
 pub mod response;
 pub mod script;

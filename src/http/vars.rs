@@ -54,6 +54,8 @@ pub struct ConnFacts<'a> {
     /// `underscores_in_headers`: when off, headers with `_` in their name do not exist for
     /// `$http_*` (nginx ignores them).
     pub underscores_in_headers: bool,
+    /// The PROXY protocol header's addresses (`$proxy_protocol_*`).
+    pub proxy_protocol: Option<&'a super::proxy_protocol::ProxyAddrs>,
 }
 
 /// TLS facts of a connection.
@@ -177,6 +179,9 @@ pub struct RequestVars<'a> {
     pub upstream: UpstreamFacts,
     /// Response facts, once known.
     pub response: ResponseFacts,
+    /// The client's address found by the realip module: `$remote_addr` and `$remote_port`
+    /// (port 0: none) for this request; the connection's stays in `$realip_remote_*`.
+    pub real: Option<super::realip::Found>,
 }
 
 impl<'a> RequestVars<'a> {
@@ -210,6 +215,7 @@ impl<'a> RequestVars<'a> {
             document_root: None,
             upstream: UpstreamFacts::default(),
             response: ResponseFacts::default(),
+            real: None,
         }
     }
 
@@ -221,6 +227,11 @@ impl<'a> RequestVars<'a> {
     /// The connection facts.
     pub fn conn(&self) -> &'a ConnFacts<'a> {
         self.conn
+    }
+
+    /// `$remote_addr`: the realip module's address, else the connection's.
+    pub fn remote_ip(&self) -> IpAddr {
+        self.real.map_or(self.conn.remote.ip(), |r| r.0)
     }
 
     /// `$uri`: the current (normalised, possibly rewritten) URI.
@@ -405,10 +416,27 @@ impl<'a> RequestVars<'a> {
             "hostname" => bytes(conn.hostname),
             "pid" => w!("{}", conn.pid),
             "nginx_version" => bytes(NGINX_VERSION),
-            "remote_addr" => w!("{}", conn.remote.ip()),
-            "remote_port" => w!("{}", conn.remote.port()),
+            "remote_addr" => w!("{}", self.remote_ip()),
+            "remote_port" => match self.real.map_or(conn.remote.port(), |r| r.1) {
+                0 => bytes(""),
+                p => w!("{p}"),
+            },
+            "realip_remote_addr" => w!("{}", conn.remote.ip()),
+            "realip_remote_port" => w!("{}", conn.remote.port()),
+            "proxy_protocol_addr"
+            | "proxy_protocol_port"
+            | "proxy_protocol_server_addr"
+            | "proxy_protocol_server_port" => match conn.proxy_protocol {
+                None => Val::None,
+                Some(p) => match &name[15..] {
+                    "addr" => bytes(&p.src_addr),
+                    "port" => w!("{}", p.src_port),
+                    "server_addr" => bytes(&p.dst_addr),
+                    _ => w!("{}", p.dst_port),
+                },
+            },
             "binary_remote_addr" => {
-                match conn.remote.ip() {
+                match self.remote_ip() {
                     IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
                     IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
                 }
@@ -428,7 +456,7 @@ impl<'a> RequestVars<'a> {
                 if join_headers(head, "x-forwarded-for", b", ", out) {
                     out.extend_from_slice(b", ");
                 }
-                let _ = write!(out, "{}", conn.remote.ip());
+                let _ = write!(out, "{}", self.remote_ip());
                 Val::Written
             }
             "request_id" => {

@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
@@ -18,6 +18,7 @@ use super::conn::Stream;
 use super::proxy_pass::PeerSlot;
 use super::read_head::one_request;
 use super::tunnel::TunnelConfig;
+use crate::http::proxy_protocol::{ProxyAddrs, V1_MAX};
 use crate::http::script::Reply;
 use crate::shard::listener::ListenSpec;
 use crate::shard::ShardCtx;
@@ -64,6 +65,8 @@ pub(super) struct Conn {
     /// TCP_NODELAY is set (nginx sets it once a location with `tcp_nodelay on` serves a
     /// request, and never clears it).
     pub(super) nodelay: bool,
+    /// The PROXY protocol header's addresses (`listen ... proxy_protocol`).
+    pub(super) proxy_protocol: Option<ProxyAddrs>,
 }
 
 /// Serves one accepted client connection until it closes, `guard` counting it meanwhile: on
@@ -103,6 +106,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
     }
     let accepted = Instant::now();
+    // As nginx: the PROXY header comes first, before a TLS handshake.
+    let mut proxy_protocol = None;
+    if spec.listen.proxy_protocol {
+        let (max, timeout) = default_conf.map_or((1024, Duration::from_secs(60)), |c| {
+            (c.client_header_buffer_size(), c.client_header_timeout())
+        });
+        let max = usize::try_from(max).unwrap_or(usize::MAX).max(V1_MAX);
+        let read = super::proxy_header::read(&stream, max, accepted + timeout, peer, spec.addr);
+        let Some(addrs) = read.await else {
+            return;
+        };
+        proxy_protocol = addrs;
+    }
     let Some(stream) = crate::tls::accept(&ctx, &spec, stream, peer, local, accepted).await else {
         return;
     };
@@ -123,6 +139,7 @@ pub async fn serve(
         body_read: Cell::new(false),
         idle_timeout: default_conf.map_or(std::time::Duration::ZERO, |c| c.keepalive_timeout()),
         nodelay,
+        proxy_protocol,
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed

@@ -186,6 +186,8 @@ async fn location(req: &mut Req<'_>, walk: &mut Walk, next: Next) -> Step {
         }
         Outcome::Continue | Outcome::Break => {}
     }
+    // nginx's pre-access phase: the realip module again, with the location's settings.
+    req.real_ip(conf);
     if let Some(pp) = conf.proxy_pass.as_ref() {
         return Step::Done(proxy(req, pp, keep_alive).await);
     }

@@ -28,6 +28,7 @@ pub mod idle;
 pub mod io;
 mod locations;
 pub mod pool;
+mod proxy_header;
 mod proxy_pass;
 mod read_head;
 mod req;

@@ -12,6 +12,7 @@ use super::answer::fail;
 use super::handler::{Conn, State};
 use super::locations::serve_request;
 use crate::config::model::{HttpConf, LocConf, LocationMatch, ServerName};
+use crate::http::realip::{self, RealIpHeader};
 use crate::http::request::{RequestHead, Version};
 use crate::http::script::{self, Level, Outcome};
 use crate::http::vars::{ConnFacts, RequestVars};
@@ -67,6 +68,8 @@ pub(super) async fn start(
     // nginx's `$server_name` (and the `server:` of its log lines) is the first name as written.
     let server_name = server.names.first().map(ServerName::as_written);
     let tls = conn.stream.tls_info();
+    // A copy: `Req` borrows the connection mutably (only PROXY protocol connections pay).
+    let proxy_protocol = conn.proxy_protocol.clone();
     let facts = ConnFacts {
         remote: conn.peer,
         local: conn.local,
@@ -78,6 +81,7 @@ pub(super) async fn start(
         pid: ctx.proxy.pid,
         underscores_in_headers: server.conf.underscores_in_headers()
             || !server.conf.ignore_invalid_headers(),
+        proxy_protocol: proxy_protocol.as_ref(),
     };
     let mut vars = RequestVars::new(head, &facts, &http.maps, uri, std::time::SystemTime::now());
     if let (Some(c), Some(host)) = (&sm.captures, head.host) {
@@ -97,6 +101,8 @@ pub(super) async fn start(
         conf: &server.conf,
         matcher: &SERVER_LEVEL,
     };
+    // nginx's post-read phase: the realip module with the server's settings.
+    req.real_ip(&server.conf);
     serve_request(&mut req).await
 }
 
@@ -139,6 +145,46 @@ impl<'a> Req<'a> {
         if let Err(e) = self.ctx.proxy.access.borrow_mut().log(logs, vars) {
             log!(Alert, "{e}");
         }
+    }
+
+    /// The realip module (`http::realip`) under `conf`: once an address is found it stays for
+    /// the request, as nginx's module context does (internal redirects included).
+    pub(super) fn real_ip(&mut self, conf: &LocConf) {
+        let Some(from) = conf.set_real_ip_from.as_deref() else {
+            return;
+        };
+        if self.vars.real.is_some() {
+            return;
+        }
+        let named = |name: &str| {
+            let mut all = self.head.headers.iter();
+            all.find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        let header = conf
+            .real_ip_header
+            .as_ref()
+            .unwrap_or(&RealIpHeader::XRealIp);
+        let pp = self.facts.proxy_protocol;
+        let values: Vec<&[u8]> = match header {
+            RealIpHeader::XRealIp => named("x-real-ip").into_iter().collect(),
+            RealIpHeader::Other(name) => named(name).into_iter().collect(),
+            RealIpHeader::XForwardedFor => {
+                let all = self.head.headers.iter();
+                let xff = all.filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+                xff.map(|h| h.value).collect()
+            }
+            RealIpHeader::ProxyProtocol => pp.map(|p| p.src_addr.as_bytes()).into_iter().collect(),
+        };
+        let recursive = conf.real_ip_recursive();
+        let Some(mut found) = realip::forwarded(self.conn.peer.ip(), &values, from, recursive)
+        else {
+            return;
+        };
+        if let (RealIpHeader::ProxyProtocol, Some(p)) = (header, pp) {
+            found.1 = p.src_port;
+        }
+        self.vars.real = Some(found);
     }
 
     /// A request header's value, when it is text.

@@ -29,6 +29,8 @@ pub fn specs(http: &HttpConf) -> Vec<ListenSpec> {
             if let Some(have) = out.iter_mut().find(|s| s.addr == l.addr) {
                 // `ssl` on any listen of an address makes the address TLS, as in nginx.
                 have.listen.ssl |= l.ssl;
+                // So does `proxy_protocol`.
+                have.listen.proxy_protocol |= l.proxy_protocol;
                 continue;
             }
             out.push(ListenSpec {

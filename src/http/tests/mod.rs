@@ -40,6 +40,7 @@ pub(crate) fn conn() -> crate::http::vars::ConnFacts<'static> {
         hostname: "box",
         pid: 42,
         underscores_in_headers: false,
+        proxy_protocol: None,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{conf, conn, with_head};
 use crate::config::model::ProxyPass;
 use crate::config::template::{Template, BUILTIN_VARS};
+use crate::http::proxy_protocol::ProxyAddrs;
 use crate::http::vars::*;
 
 const BIG: &[u8] = b"GET /a/./b%41/../c?a=1&B=2&a=3 HTTP/1.1\r\nHost: WWW.Ex.COM.:8080\r\n\
@@ -270,6 +271,13 @@ fn every_builtin_variable_is_evaluated() {
         server_name: Some("a.example"),
         session_reused: true,
     });
+    let pp = ProxyAddrs {
+        src_addr: "192.0.2.1".into(),
+        src_port: 123,
+        dst_addr: "192.0.2.2".into(),
+        dst_port: 5678,
+    };
+    c.proxy_protocol = Some(&pp);
     with_head(BIG, |head, _| {
         let mut v = RequestVars::new(head, &c, &[], Cow::Borrowed("/"), SystemTime::now());
         v.document_root = Some("/srv".into());
@@ -295,6 +303,48 @@ fn every_builtin_variable_is_evaluated() {
         assert_eq!(s(v.get("scheme")).as_deref(), Some("https"));
         assert_eq!(s(v.get("ssl_server_name")).as_deref(), Some("a.example"));
         assert_eq!(s(v.get("ssl_session_reused")).as_deref(), Some("r"));
+        assert_eq!(
+            s(v.get("proxy_protocol_addr")).as_deref(),
+            Some("192.0.2.1")
+        );
+        assert_eq!(s(v.get("proxy_protocol_port")).as_deref(), Some("123"));
+        assert_eq!(
+            s(v.get("proxy_protocol_server_addr")).as_deref(),
+            Some("192.0.2.2")
+        );
+        assert_eq!(
+            s(v.get("proxy_protocol_server_port")).as_deref(),
+            Some("5678")
+        );
+    });
+}
+
+#[test]
+fn realip_replaces_the_remote_address_and_keeps_the_connections() {
+    let c = conn();
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n";
+    with_head(head, |head, _| {
+        let mut v = RequestVars::new(head, &c, &[], Cow::Borrowed("/"), SystemTime::now());
+        let peer = c.remote;
+        assert_eq!(s(v.get("proxy_protocol_addr")), None, "no PROXY header");
+        assert_eq!(s(v.get("remote_addr")), Some(peer.ip().to_string()));
+        v.real = Some(("192.0.2.7".parse().unwrap(), 0));
+        assert_eq!(s(v.get("remote_addr")).as_deref(), Some("192.0.2.7"));
+        assert_eq!(s(v.get("remote_port")).as_deref(), Some(""));
+        assert_eq!(
+            v.get("binary_remote_addr").as_deref(),
+            Some(&[192, 0, 2, 7][..])
+        );
+        let xff = s(v.get("proxy_add_x_forwarded_for"));
+        assert_eq!(xff.as_deref(), Some("10.0.0.1, 192.0.2.7"));
+        assert_eq!(s(v.get("realip_remote_addr")), Some(peer.ip().to_string()));
+        assert_eq!(
+            s(v.get("realip_remote_port")),
+            Some(peer.port().to_string())
+        );
+        v.real = Some(("2001:db8::1".parse().unwrap(), 80));
+        assert_eq!(s(v.get("remote_addr")).as_deref(), Some("2001:db8::1"));
+        assert_eq!(s(v.get("remote_port")).as_deref(), Some("80"));
     });
 }
 
