@@ -43,7 +43,8 @@ pub(super) async fn connect(
             req.vars.render(key, &mut k);
             Some(k)
         }
-        Balance::IpHash => Some(match req.conn.peer.ip() {
+        // The client's address after realip, as nginx's `ip_hash` reads it.
+        Balance::IpHash => Some(match req.vars.remote_ip() {
             std::net::IpAddr::V4(a) => a.octets().to_vec(),
             std::net::IpAddr::V6(a) => a.octets().to_vec(),
         }),
