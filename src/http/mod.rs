@@ -6,6 +6,7 @@
 //! error pages.
 
 pub mod body;
+pub mod condition;
 pub mod headers;
 pub mod request;
 pub mod response;
