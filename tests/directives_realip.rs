@@ -227,3 +227,22 @@ async fn realip_takes_the_forwarded_address_from_trusted_sources() {
     let log = access_log(&p);
     assert!(log.starts_with("192.0.2.1: 127.0.0.1\n"), "{log}");
 }
+
+// `deny`/`allow` judge the address the realip module found, as nginx's access phase comes after
+// realip's: a trusted proxy's clients are told apart by `X-Real-IP`.
+// effect: deny allow
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_rules_see_the_real_address() {
+    let b = mirror().await;
+    let p = proxy(
+        "",
+        "set_real_ip_from 127.0.0.1; real_ip_header X-Real-IP;",
+        "deny 10.0.0.0/8; allow all;",
+        &b,
+    );
+    let denied = exchange(&p, &with(b"", "X-Real-IP: 10.1.2.3\r\n")).await;
+    assert!(denied.starts_with("HTTP/1.1 403 "), "{denied}");
+    let allowed = exchange(&p, &with(b"", "X-Real-IP: 192.0.2.7\r\n")).await;
+    assert!(allowed.starts_with("HTTP/1.1 200 "), "{allowed}");
+    assert!(allowed.contains("X-Real-IP: 192.0.2.7"), "{allowed}");
+}

@@ -95,6 +95,7 @@ pub(super) fn location(
         matcher,
         conf: LocConf::default(),
         locations: Vec::new(),
+        limit_except: None,
         span: d.span.clone(),
     };
     walk(

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::blocks::{self, location_name};
+use super::conditional;
 use super::directives::{self, err, Arity, Block, Ctx, Handler};
 use super::error::{ConfigError, ConfigWarning, Result, Span};
 use super::model::*;
@@ -124,6 +125,8 @@ pub(super) enum Scope<'a> {
     Server(&'a mut ServerConf),
     Location(&'a mut Location),
     Upstream(&'a mut UpstreamBuild),
+    /// The inside of `if` or `limit_except`: settings of a nameless location.
+    Nested(&'a mut LocConf),
 }
 
 #[derive(Default)]
@@ -246,6 +249,7 @@ pub(super) fn walk(
             (Handler::Level(f), Scope::Http(h)) => f(&mut h.conf, d, env)?,
             (Handler::Level(f), Scope::Server(s)) => f(&mut s.conf, d, env)?,
             (Handler::Level(f), Scope::Location(l)) => f(&mut l.conf, d, env)?,
+            (Handler::Level(f), Scope::Nested(c)) => f(c, d, env)?,
             (Handler::Server(f), Scope::Server(s)) => f(s, d, env)?,
             (Handler::Http(f), Scope::Http(h)) => f(h, d, env)?,
             (Handler::Upstream(f), Scope::Upstream(u)) => f(u, d, env)?,
@@ -334,6 +338,15 @@ fn block(kind: Block, d: &Directive, scope: &mut Scope<'_>, env: &mut Env) -> Re
         (Block::Types, Scope::Http(h)) => blocks::types(&mut h.conf, d, env)?,
         (Block::Types, Scope::Server(s)) => blocks::types(&mut s.conf, d, env)?,
         (Block::Types, Scope::Location(l)) => blocks::types(&mut l.conf, d, env)?,
+        (Block::If, Scope::Server(s)) => {
+            let op = conditional::if_block(d, false, env)?;
+            s.conf.script.push(op);
+        }
+        (Block::If, Scope::Location(l)) => {
+            let op = conditional::if_block(d, true, env)?;
+            l.conf.script.push(op);
+        }
+        (Block::LimitExcept, Scope::Location(l)) => conditional::limit_except(d, l, env)?,
         _ => {
             return Err(err(
                 d,
@@ -453,11 +466,33 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
         crate::tls::check_upstream(&loc.conf)
             .map_err(|e| ConfigError::at(&pp.span, e.to_string()))?;
     }
+    if let Some(le) = loc.limit_except.as_mut() {
+        finish_nested(&mut le.conf, &loc.conf, index_of_ref);
+    }
+    let parent = loc.conf.clone();
+    for op in &mut loc.conf.script {
+        if let ScriptOp::If {
+            conf: Some(conf), ..
+        } = op
+        {
+            finish_nested(conf, &parent, index_of_ref);
+        }
+    }
     let conf = loc.conf.clone();
     for child in &mut loc.locations {
         finish_location(child, &conf, index_of_ref)?;
     }
     Ok(())
+}
+
+/// The conf of an `if` or `limit_except` block: merged from its location's, whose `proxy_pass`
+/// it keeps when it has none of its own (nginx's nameless locations).
+fn finish_nested(conf: &mut LocConf, parent: &LocConf, index_of_ref: &[usize]) {
+    conf.merge(parent);
+    match conf.proxy_pass.as_mut() {
+        Some(pp) => pp.upstream = index_of_ref[pp.upstream],
+        None => conf.proxy_pass.clone_from(&parent.proxy_pass),
+    }
 }
 
 fn check_locations(list: &[Location]) -> Result<()> {

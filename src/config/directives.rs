@@ -20,7 +20,7 @@ use super::values::{parse_flag, parse_number, parse_size, parse_time};
 use super::ConfigError;
 
 /// Context bits (nginx's NGX_MAIN_CONF, NGX_EVENT_CONF, NGX_HTTP_*_CONF).
-pub type Ctx = u8;
+pub type Ctx = u16;
 /// Top level.
 pub const MAIN: Ctx = 1;
 /// `events { }`.
@@ -33,6 +33,12 @@ pub const SERVER: Ctx = 8;
 pub const LOC: Ctx = 16;
 /// `upstream { }`.
 pub const UPS: Ctx = 32;
+/// `if { }` in a server: rewrite directives only.
+pub const SIF: Ctx = 64;
+/// `if { }` in a location.
+pub const LIF: Ctx = 128;
+/// `limit_except { }`.
+pub const LMT: Ctx = 256;
 const HSL: Ctx = HTTP | SERVER | LOC;
 const HS: Ctx = HTTP | SERVER;
 const SL: Ctx = SERVER | LOC;
@@ -65,6 +71,10 @@ pub enum Block {
     Map,
     /// `types`.
     Types,
+    /// `if` (rewrite module).
+    If,
+    /// `limit_except`.
+    LimitExcept,
 }
 
 /// What a directive does.
@@ -270,7 +280,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("types", HSL, A0, Handler::Block(Block::Types)),
     spec!("listen", SERVER, MORE1, Handler::Server(handlers::listen)),
     spec!("server_name", SERVER, MORE1, Handler::Server(handlers::server_name)),
-    spec!("root", HSL, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Root(e.prefix_path(d.arg(0)))))),
+    spec!("root", HSL | LIF, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Root(e.prefix_path(d.arg(0)))))),
     spec!("alias", LOC, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Alias(e.prefix_path(d.arg(0)))))),
     spec!("index", HSL, MORE1, Handler::Level(|c, d, e| {
         let list = d.args.iter().map(|a| e.template(&a.value, d)).collect::<Result<Vec<_>>>()?;
@@ -319,7 +329,7 @@ pub static DIRECTIVES: &[Spec] = &[
     level!("absolute_redirect", HSL, flag, absolute_redirect),
     level!("port_in_redirect", HSL, flag, port_in_redirect),
     level!("server_name_in_redirect", HSL, flag, server_name_in_redirect),
-    spec!("error_page", HSL, MORE2, Handler::Level(error_page)),
+    spec!("error_page", HSL | LIF, MORE2, Handler::Level(error_page)),
     spec!("internal", LOC, A0, Handler::Level(|c, _, _| {
         c.internal = true;
         Ok(())
@@ -329,7 +339,7 @@ pub static DIRECTIVES: &[Spec] = &[
         c.error_log.get_or_insert_with(Vec::new).push(log);
         Ok(())
     })),
-    spec!("sendfile", HSL, FLAG, Handler::NoEffect("static files are read into the shard's buffers; sendfile(2) is not used")),
+    spec!("sendfile", HSL | LIF, FLAG, Handler::NoEffect("static files are read into the shard's buffers; sendfile(2) is not used")),
     spec!("tcp_nopush", HSL, FLAG, Handler::NoEffect("responses are written whole; TCP_CORK is not used")),
     spec!("sendfile_max_chunk", HSL, A1, Handler::NoEffect("sendfile(2) is not used")),
     spec!("output_buffers", HSL, A2, Handler::NoEffect(STREAMED)),
@@ -358,10 +368,10 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("connection_pool_size", HS, A1, Handler::NoEffect("connection memory comes from the shard's pools")),
     spec!("request_pool_size", HS, A1, Handler::NoEffect("request memory comes from the shard's pools")),
     spec!("keepalive_disable", HSL, n(1, 2), Handler::Unsupported("")),
-    spec!("limit_except", LOC, MORE1, Handler::Unsupported("")),
-    spec!("if", SL, MORE1, Handler::Unsupported("use map instead")),
-    spec!("limit_rate", HSL, A1, Handler::Unsupported("")),
-    spec!("limit_rate_after", HSL, A1, Handler::Unsupported("")),
+    spec!("limit_except", LOC, MORE1, Handler::Block(Block::LimitExcept)),
+    spec!("if", SL, MORE1, Handler::Block(Block::If)),
+    spec!("limit_rate", HSL | LIF, A1, Handler::Unsupported("")),
+    spec!("limit_rate_after", HSL | LIF, A1, Handler::Unsupported("")),
     spec!("aio", HSL, A1, Handler::Unsupported("")),
     spec!("directio", HSL, A1, Handler::Unsupported("")),
     spec!("max_ranges", HSL, A1, Handler::Unsupported("")),
@@ -371,19 +381,19 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("client_body_in_single_buffer", HSL, FLAG, Handler::Unsupported("")),
     spec!("disable_symlinks", HSL, n(1, 2), Handler::Unsupported("")),
     spec!("satisfy", HSL, A1, Handler::Unsupported("")),
-    spec!("auth_basic", HSL, A1, Handler::Unsupported("")),
-    spec!("auth_basic_user_file", HSL, A1, Handler::Unsupported("")),
+    spec!("auth_basic", HSL | LMT, A1, Handler::Unsupported("")),
+    spec!("auth_basic_user_file", HSL | LMT, A1, Handler::Unsupported("")),
     spec!("auth_request", HSL, A1, Handler::Unsupported("")),
-    spec!("allow", HSL, A1, Handler::Unsupported("")),
-    spec!("deny", HSL, A1, Handler::Unsupported("")),
+    spec!("allow", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),
+    spec!("deny", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),
     spec!("limit_req", HSL, n(1, 3), Handler::Unsupported("")),
     spec!("limit_req_zone", HTTP, n(3, 4), Handler::Unsupported("")),
     spec!("limit_conn", HSL, A2, Handler::Unsupported("")),
     spec!("limit_conn_zone", HTTP, A2, Handler::Unsupported("")),
-    spec!("expires", HSL, n(1, 2), Handler::Unsupported("")),
-    spec!("add_trailer", HSL, n(2, 3), Handler::Unsupported("")),
+    spec!("expires", HSL | LIF, n(1, 2), Handler::Unsupported("")),
+    spec!("add_trailer", HSL | LIF, n(2, 3), Handler::Unsupported("")),
     spec!("charset", HSL, A1, Handler::Unsupported("")),
-    spec!("ssi", HSL, FLAG, Handler::Unsupported("")),
+    spec!("ssi", HSL | LIF, FLAG, Handler::Unsupported("")),
     spec!("autoindex", HSL, FLAG, Handler::Unsupported("")),
     // realip module.
     spec!("set_real_ip_from", HSL, A1, Handler::Level(handlers::set_real_ip_from)),
@@ -393,23 +403,23 @@ pub static DIRECTIVES: &[Spec] = &[
     level!("real_ip_recursive", HSL, flag, real_ip_recursive),
     spec!("gzip_static", HSL, A1, Handler::Unsupported("")),
     spec!("http2", HS, FLAG, Handler::NoEffect(HTTP2_NOT_YET)),
-    spec!("fastcgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
-    spec!("uwsgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
-    spec!("grpc_pass", LOC, n(0, 1), Handler::Unsupported("only proxy_pass is implemented")),
-    spec!("scgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
-    spec!("memcached_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("fastcgi_pass", LOC | LIF, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("uwsgi_pass", LOC | LIF, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("grpc_pass", LOC | LIF, n(0, 1), Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("scgi_pass", LOC | LIF, A1, Handler::Unsupported("only proxy_pass is implemented")),
+    spec!("memcached_pass", LOC | LIF, A1, Handler::Unsupported("only proxy_pass is implemented")),
     // rewrite module.
-    spec!("rewrite", SL, n(2, 3), Handler::Level(handlers::rewrite)),
-    spec!("return", SL, n(1, 2), Handler::Level(handlers::return_)),
-    spec!("set", SL, A2, Handler::Level(handlers::set)),
-    spec!("break", SL, A0, Handler::Level(|c, _, _| {
+    spec!("rewrite", SL | SIF | LIF, n(2, 3), Handler::Level(handlers::rewrite)),
+    spec!("return", SL | SIF | LIF, n(1, 2), Handler::Level(handlers::return_)),
+    spec!("set", SL | SIF | LIF, A2, Handler::Level(handlers::set)),
+    spec!("break", SL | SIF | LIF, A0, Handler::Level(|c, _, _| {
         c.script.push(ScriptOp::Break);
         Ok(())
     })),
-    level!("rewrite_log", HSL, flag, rewrite_log),
-    spec!("uninitialized_variable_warn", HSL, FLAG, Handler::NoEffect("ringproxy refuses undefined variables at load time")),
+    level!("rewrite_log", HSL | SIF | LIF, flag, rewrite_log),
+    spec!("uninitialized_variable_warn", HSL | SIF | LIF, FLAG, Handler::NoEffect("ringproxy refuses undefined variables at load time")),
     // proxy module.
-    spec!("proxy_pass", LOC, A1, Handler::Level(handlers::proxy_pass)),
+    spec!("proxy_pass", LOC | LIF | LMT, A1, Handler::Level(handlers::proxy_pass)),
     spec!("proxy_http_version", HSL, A1, Handler::Level(|c, d, _| {
         let v = match d.arg(0) {
             "1.0" => HttpVersion::Http10,
@@ -529,11 +539,11 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("queue", UPS, n(1, 2), Handler::Unsupported("")),
     spec!("ntlm", UPS, A0, Handler::Unsupported("")),
     // log module.
-    spec!("access_log", HSL, MORE1, Handler::Level(handlers::access_log)),
+    spec!("access_log", HSL | LIF | LMT, MORE1, Handler::Level(handlers::access_log)),
     spec!("log_format", HTTP, MORE2, Handler::Http(handlers::log_format)),
     spec!("open_log_file_cache", HSL, n(1, 4), Handler::NoEffect("log files are opened once per shard and reopened on USR1")),
     // headers module.
-    spec!("add_header", HSL, n(2, 3), Handler::Level(|c, d, e| {
+    spec!("add_header", HSL | LIF, n(2, 3), Handler::Level(|c, d, e| {
         let always = match d.args.get(2).map(|a| a.value.as_str()) {
             None => false,
             Some("always") => true,
@@ -545,7 +555,7 @@ pub static DIRECTIVES: &[Spec] = &[
         Ok(())
     })),
     // gzip module.
-    level!("gzip", HSL, flag, gzip),
+    level!("gzip", HSL | LIF, flag, gzip),
     spec!("gzip_comp_level", HSL, A1, Handler::Level(|c, d, _| {
         let v = num(d, 0)?;
         if !(1..=9).contains(&v) {

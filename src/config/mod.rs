@@ -13,6 +13,7 @@ pub use error::{ConfigError, ConfigWarning, Span};
 pub use parser::{os_error, Arg, Ast, Directive};
 pub mod blocks;
 pub mod build;
+pub mod conditional;
 pub mod directives;
 pub mod dump;
 pub mod handlers;

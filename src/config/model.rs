@@ -439,6 +439,8 @@ pub struct Location {
     pub conf: LocConf,
     /// Nested locations.
     pub locations: Vec<Location>,
+    /// `limit_except`.
+    pub limit_except: Option<LimitExcept>,
     /// Where the block starts.
     pub span: Span,
 }
@@ -486,6 +488,91 @@ pub enum ScriptOp {
     },
     /// `break`.
     Break,
+    /// `if (condition) { ... }`: when the condition holds, the block's ops run in place (and
+    /// the script goes on after the block unless they end it).
+    If {
+        /// The test.
+        cond: Condition,
+        /// In a location, the block's configuration (merged from the location's): the request
+        /// uses it from then on, as nginx's nameless location. `None` in a server.
+        conf: Option<Box<LocConf>>,
+        /// The rewrite directives inside the block.
+        ops: Vec<ScriptOp>,
+    },
+}
+
+/// The condition of an `if`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    /// `($var)`: false when empty or `0`.
+    Var(String),
+    /// `($var = value)`, `($var != value)`.
+    Equal {
+        /// The variable (without `$`).
+        var: String,
+        /// What it is compared with.
+        value: Template,
+        /// `!=`.
+        negate: bool,
+    },
+    /// `($var ~ re)`, `~*`, `!~`, `!~*`: captures of a match become `$1`...
+    Match {
+        /// The variable (without `$`).
+        var: String,
+        /// The pattern (`caseless` for `~*`).
+        regex: Regex,
+        /// `!~`.
+        negate: bool,
+    },
+    /// `(-f path)`, `-d`, `-e`, `-x` and their `!` forms.
+    File {
+        /// The path.
+        path: Template,
+        /// Which test.
+        test: FileTest,
+        /// `!-f`...
+        negate: bool,
+    },
+}
+
+/// The file tests of `if`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileTest {
+    /// `-f`: a regular file.
+    Plain,
+    /// `-d`: a directory.
+    Dir,
+    /// `-e`: a file, directory or symbolic link.
+    Exists,
+    /// `-x`: executable by its owner.
+    Exec,
+}
+
+/// One `allow` or `deny` rule (the access module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRule {
+    /// `deny`.
+    pub deny: bool,
+    /// The network; `None` for `all`. `unix:` rules never match TCP clients.
+    pub net: Option<(std::net::IpAddr, u8)>,
+    /// `unix:`.
+    pub unix: bool,
+}
+
+/// `limit_except METHOD ... { }`: the configuration used for the methods not listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitExcept {
+    /// The methods listed, uppercase (`GET` brings `HEAD`).
+    pub methods: Vec<String>,
+    /// The block's configuration, merged from the location's.
+    pub conf: Box<LocConf>,
+}
+
+impl LimitExcept {
+    /// Whether a request with `method` uses the block's configuration.
+    pub fn limits(&self, method: &str) -> bool {
+        !self.methods.iter().any(|m| m == method)
+    }
 }
 
 /// `rewrite` flags.
@@ -793,6 +880,8 @@ loc_conf! {
         error_page: Vec<ErrorPage> = Vec::new(),
         /// `add_header`.
         add_header: Vec<AddHeader> = Vec::new(),
+        /// `allow` and `deny`, in order (the first that matches decides).
+        access: Vec<AccessRule> = Vec::new(),
         /// `access_log` (default `logs/access.log combined`).
         access_log: Vec<AccessLog> = Vec::new(),
         /// `error_log` at this level.

@@ -6,6 +6,7 @@
 //! error pages.
 
 pub mod body;
+pub mod condition;
 pub mod headers;
 pub mod proxy_protocol;
 pub mod realip;

@@ -1,4 +1,4 @@
-//! The rewrite module's script: `rewrite`, `return`, `set`, `break` for one level.
+//! The rewrite module's script: `rewrite`, `return`, `set`, `break` and `if` for one level.
 //!
 //! Place in the data flow: request head -> route (server) -> **server script** -> location ->
 //! **location script** -> proxy. [`run`] executes one level's ops against the request's
@@ -17,8 +17,9 @@
 //! as nginx's header filter does (`absolute_redirect`, `port_in_redirect`,
 //! `server_name_in_redirect`).
 
+use super::condition;
 use super::vars::RequestVars;
-use crate::config::model::{LocConf, RewriteFlag, ScriptOp};
+use crate::config::model::{LocConf, Regex, RewriteFlag, ScriptOp};
 use crate::config::template::{Part, Template};
 
 /// How many times a request's URI may change (by `rewrite` or internal redirects) before nginx
@@ -80,27 +81,62 @@ pub fn is_redirect(code: u16) -> bool {
 
 /// Runs `ops` (one level's script) in order.
 pub fn run(ops: &[ScriptOp], level: Level, vars: &mut RequestVars<'_>) -> Outcome {
-    run_logged(ops, level, vars, &mut |_| {})
+    run_logged(ops, level, vars, &mut |_| {}, &mut None)
 }
 
 /// [`run`], telling `log` what `rewrite_log on` makes nginx log at `notice` (its texts, without
 /// the connection context): `"REGEX" matches "URI"`, `"REGEX" does not match "URI"`,
-/// `rewritten data: "URI", args: "ARGS"` and `rewritten redirect: "LOCATION"`.
-pub fn run_logged(
-    ops: &[ScriptOp],
+/// `rewritten data: "URI", args: "ARGS"` and `rewritten redirect: "LOCATION"`. A true `if` in a
+/// location puts its block's configuration in `selected`: the request uses it from then on.
+pub fn run_logged<'c>(
+    ops: &'c [ScriptOp],
     level: Level,
     vars: &mut RequestVars<'_>,
     log: &mut dyn FnMut(&str),
+    selected: &mut Option<&'c LocConf>,
 ) -> Outcome {
     let mut changed = false;
+    if let Some(end) = run_ops(ops, vars, log, selected, &mut changed) {
+        return end;
+    }
+    if changed && level == Level::Location {
+        return Outcome::Last(vars.uri().to_string());
+    }
+    Outcome::Continue
+}
+
+/// Runs `ops`; `Some` when one of them ends the script. An `if` block's ops run in the same
+/// pass as the level's (nginx compiles them into one code array), so `changed` is shared.
+fn run_ops<'c>(
+    ops: &'c [ScriptOp],
+    vars: &mut RequestVars<'_>,
+    log: &mut dyn FnMut(&str),
+    selected: &mut Option<&'c LocConf>,
+    changed: &mut bool,
+) -> Option<Outcome> {
     for op in ops {
         match op {
+            ScriptOp::If {
+                cond,
+                conf,
+                ops: inner,
+            } => {
+                if !condition::holds(cond, vars, log) {
+                    continue;
+                }
+                if let Some(c) = conf {
+                    *selected = Some(c);
+                }
+                if let Some(end) = run_ops(inner, vars, log, selected, changed) {
+                    return Some(end);
+                }
+            }
             ScriptOp::Set { var, value } => {
                 let mut v = Vec::new();
                 vars.render(value, &mut v);
                 vars.set_var(var, v);
             }
-            ScriptOp::Break => return Outcome::Break,
+            ScriptOp::Break => return Some(Outcome::Break),
             ScriptOp::Return { code, text } => {
                 let mut reply = Reply {
                     code: *code,
@@ -116,84 +152,95 @@ pub fn run_logged(
                         reply.body = Some(v);
                     }
                 }
-                return Outcome::Return(reply);
+                return Some(Outcome::Return(reply));
             }
             ScriptOp::Rewrite {
                 regex,
                 replacement,
                 flag,
             } => {
-                let uri = vars.uri().to_string();
-                if !vars.match_regex(regex, &uri) {
-                    log(&format!("\"{}\" does not match \"{uri}\"", regex.source));
-                    continue;
-                }
-                log(&format!("\"{}\" matches \"{uri}\"", regex.source));
-                let redirect = matches!(flag, RewriteFlag::Redirect | RewriteFlag::Permanent)
-                    || starts_as_redirect(replacement);
-                let r = expand(replacement, redirect, vars);
-                if redirect {
-                    let mut location = r.uri.into_bytes();
-                    if let Some(a) = &r.args {
-                        location.push(b'?');
-                        location.extend_from_slice(a.as_bytes());
-                    }
-                    if r.add_args {
-                        if let Some(orig) = vars.args().filter(|a| !a.is_empty()) {
-                            location.push(if r.args.is_some() { b'&' } else { b'?' });
-                            location.extend_from_slice(orig.as_bytes());
-                        }
-                    }
-                    log(&format!(
-                        "rewritten redirect: \"{}\"",
-                        String::from_utf8_lossy(&location)
-                    ));
-                    let code = if *flag == RewriteFlag::Permanent {
-                        301
-                    } else {
-                        302
-                    };
-                    return Outcome::Return(Reply {
-                        code,
-                        location: Some(location),
-                        body: None,
-                    });
-                }
-                let args = match r.args {
-                    Some(mut a) => {
-                        if r.add_args {
-                            if let Some(orig) = vars.args().filter(|a| !a.is_empty()) {
-                                a.push('&');
-                                a.push_str(orig);
-                            }
-                        }
-                        Some(Some(a))
-                    }
-                    None if r.add_args => None,
-                    None => Some(None),
-                };
-                vars.set_uri(r.uri, args);
-                log(&format!(
-                    "rewritten data: \"{}\", args: \"{}\"",
-                    vars.uri(),
-                    vars.args().unwrap_or("")
-                ));
-                changed = true;
-                match flag {
-                    RewriteFlag::Last => return Outcome::Last(vars.uri().to_string()),
-                    RewriteFlag::Break => {
-                        vars.set_location_valid(false);
-                        return Outcome::Break;
-                    }
-                    _ => {}
+                if let Some(end) = rewrite(regex, replacement, *flag, vars, log, changed) {
+                    return Some(end);
                 }
             }
         }
     }
-    if changed && level == Level::Location {
-        return Outcome::Last(vars.uri().to_string());
+    None
+}
+
+/// One `rewrite`: `Some` when it ends the script (a redirect, `last`, `break`).
+fn rewrite(
+    regex: &Regex,
+    replacement: &Template,
+    flag: RewriteFlag,
+    vars: &mut RequestVars<'_>,
+    log: &mut dyn FnMut(&str),
+    changed: &mut bool,
+) -> Option<Outcome> {
+    let uri = vars.uri().to_string();
+    if !vars.match_regex(regex, &uri) {
+        log(&format!("\"{}\" does not match \"{uri}\"", regex.source));
+        return None;
     }
-    Outcome::Continue
+    log(&format!("\"{}\" matches \"{uri}\"", regex.source));
+    let redirect = matches!(flag, RewriteFlag::Redirect | RewriteFlag::Permanent)
+        || starts_as_redirect(replacement);
+    let r = expand(replacement, redirect, vars);
+    if redirect {
+        let mut location = r.uri.into_bytes();
+        if let Some(a) = &r.args {
+            location.push(b'?');
+            location.extend_from_slice(a.as_bytes());
+        }
+        if r.add_args {
+            if let Some(orig) = vars.args().filter(|a| !a.is_empty()) {
+                location.push(if r.args.is_some() { b'&' } else { b'?' });
+                location.extend_from_slice(orig.as_bytes());
+            }
+        }
+        log(&format!(
+            "rewritten redirect: \"{}\"",
+            String::from_utf8_lossy(&location)
+        ));
+        let code = if flag == RewriteFlag::Permanent {
+            301
+        } else {
+            302
+        };
+        return Some(Outcome::Return(Reply {
+            code,
+            location: Some(location),
+            body: None,
+        }));
+    }
+    let args = match r.args {
+        Some(mut a) => {
+            if r.add_args {
+                if let Some(orig) = vars.args().filter(|a| !a.is_empty()) {
+                    a.push('&');
+                    a.push_str(orig);
+                }
+            }
+            Some(Some(a))
+        }
+        None if r.add_args => None,
+        None => Some(None),
+    };
+    vars.set_uri(r.uri, args);
+    log(&format!(
+        "rewritten data: \"{}\", args: \"{}\"",
+        vars.uri(),
+        vars.args().unwrap_or("")
+    ));
+    *changed = true;
+    match flag {
+        RewriteFlag::Last => Some(Outcome::Last(vars.uri().to_string())),
+        RewriteFlag::Break => {
+            vars.set_location_valid(false);
+            Some(Outcome::Break)
+        }
+        _ => None,
+    }
 }
 
 fn starts_as_redirect(t: &Template) -> bool {

@@ -175,6 +175,10 @@ pub struct RequestVars<'a> {
     pub request_length: u64,
     /// `$document_root` of the location, when it has one.
     pub document_root: Option<String>,
+    /// How `$request_filename` maps `$uri` under `document_root`: `None` for `root` (the whole
+    /// URI is appended), `Some(n)` for `alias` (the first `n` bytes are replaced; `usize::MAX`
+    /// in a regex location: the alias is the whole path).
+    pub alias_prefix: Option<usize>,
     /// Upstream facts, once known.
     pub upstream: UpstreamFacts,
     /// Response facts, once known.
@@ -213,6 +217,7 @@ impl<'a> RequestVars<'a> {
             request_id: [0; 16],
             request_length: 0,
             document_root: None,
+            alias_prefix: None,
             upstream: UpstreamFacts::default(),
             response: ResponseFacts::default(),
             real: None,
@@ -450,6 +455,20 @@ impl<'a> RequestVars<'a> {
             "content_type" => head.header("content-type").map_or(Val::None, Val::Bytes),
             "document_root" => match &self.document_root {
                 Some(r) => w!("{r}"),
+                None => Val::None,
+            },
+            "request_filename" => match &self.document_root {
+                Some(r) => {
+                    let rest = match self.alias_prefix {
+                        None => Some(&*self.uri),
+                        Some(usize::MAX) => Some(""),
+                        Some(n) => self.uri.get(n..),
+                    };
+                    match rest {
+                        Some(rest) => w!("{r}{rest}"),
+                        None => Val::None,
+                    }
+                }
                 None => Val::None,
             },
             "proxy_add_x_forwarded_for" => {

@@ -13,7 +13,8 @@ use super::proxy_pass::proxy;
 use super::req::{Req, SERVER_LEVEL};
 use super::respond;
 use super::static_files::{self, Conditional, Decision, FileHit};
-use crate::config::model::{Location, LocationMatch};
+use crate::config::conditional::access_allows;
+use crate::config::model::{DocRoot, Location, LocationMatch};
 use crate::http::request::Version;
 use crate::http::script::{Level, Outcome, Reply};
 use crate::log;
@@ -161,7 +162,17 @@ async fn location(req: &mut Req<'_>, walk: &mut Walk, next: Next) -> Step {
             req.vars.match_regex(re, &subject);
         }
         req.vars.set_location_valid(true);
+        // nginx switches to the `limit_except` block's conf when the location is found, so
+        // the location's own rewrite directives do not run for those methods.
+        if let Some(le) = l
+            .limit_except
+            .as_ref()
+            .filter(|le| le.limits(req.head.method))
+        {
+            req.conf = &le.conf;
+        }
     }
+    set_doc_root(req);
     // nginx's keep-alive limits hold for every answer from this location (`return` too).
     let conn = &*req.conn;
     let keep_alive = req.head.keep_alive
@@ -170,7 +181,7 @@ async fn location(req: &mut Req<'_>, walk: &mut Walk, next: Next) -> Step {
         && conn.requests < conf.keepalive_requests()
         && conn.accepted.elapsed() <= conf.keepalive_time()
         && !req.ctx.shard.stopping.is_set();
-    match req.run_script(conf, Level::Location) {
+    match req.run_script(req.conf, Level::Location) {
         Outcome::Return(r) => return Step::Done(reply(req, r, keep_alive).await),
         Outcome::Last(_) => {
             if walk.changes.change().is_err() {
@@ -186,8 +197,25 @@ async fn location(req: &mut Req<'_>, walk: &mut Walk, next: Next) -> Step {
         }
         Outcome::Continue | Outcome::Break => {}
     }
+    // A true `if` may have given the request its block's conf.
+    let conf = req.conf;
     // nginx's pre-access phase: the realip module again, with the location's settings.
     req.real_ip(conf);
+    set_doc_root(req);
+    let rules = conf.access.as_deref().unwrap_or(&[]);
+    if !rules.is_empty() && !access_allows(rules, req.vars.remote_ip()) {
+        let head = req.head;
+        log!(
+            Error,
+            "access forbidden by rule, client: {}, server: {}, request: \"{} {}\", host: \"{}\"",
+            req.vars.remote_ip(),
+            req.facts.server_name,
+            head.method,
+            head.target.raw,
+            head.host.unwrap_or("")
+        );
+        return Step::Done(req.fail(403).await);
+    }
     if let Some(pp) = conf.proxy_pass.as_ref() {
         return Step::Done(proxy(req, pp, keep_alive).await);
     }
@@ -289,6 +317,23 @@ async fn static_file(req: &mut Req<'_>, walk: &mut Walk, keep_alive: bool) -> St
             Step::Done(req.fail(code).await)
         }
     }
+}
+
+/// `$document_root` and `$request_filename` follow the conf serving the request.
+fn set_doc_root(req: &mut Req<'_>) {
+    let (root, alias) = match req.conf.root() {
+        DocRoot::Root(p) => (p, None),
+        DocRoot::Alias(p) => {
+            let n = match req.matcher {
+                LocationMatch::Prefix { path, .. } | LocationMatch::Exact(path) => path.len(),
+                LocationMatch::Named(name) => name.len(),
+                LocationMatch::Regex(_) => usize::MAX,
+            };
+            (p, Some(n))
+        }
+    };
+    req.vars.document_root = Some(root.to_string_lossy().into_owned());
+    req.vars.alias_prefix = alias;
 }
 
 /// An internal redirect to `next`, unless it is one URI change too many (nginx: 500).

@@ -114,14 +114,21 @@ impl<'a> Req<'a> {
 
     /// Runs a rewrite script on the request's variables, logging its steps under
     /// `rewrite_log on` (the location's flag for its script, the server's for the server's).
-    pub(super) fn run_script(&mut self, conf: &LocConf, level: Level) -> Outcome {
+    /// A true `if` in a location makes its block's conf the request's from then on.
+    pub(super) fn run_script(&mut self, conf: &'a LocConf, level: Level) -> Outcome {
         let script = &conf.script;
-        if !conf.rewrite_log() {
-            return script::run(script, level, &mut self.vars);
+        let mut selected = None;
+        let outcome = if !conf.rewrite_log() {
+            script::run_logged(script, level, &mut self.vars, &mut |_| {}, &mut selected)
+        } else {
+            let (id, peer) = (self.conn.id, self.conn.peer);
+            let mut notice = rewrite_log(id, peer, self.head, self.facts.server_name);
+            script::run_logged(script, level, &mut self.vars, &mut notice, &mut selected)
+        };
+        if let Some(c) = selected {
+            self.conf = c;
         }
-        let (id, peer) = (self.conn.id, self.conn.peer);
-        let mut notice = rewrite_log(id, peer, self.head, self.facts.server_name);
-        script::run_logged(script, level, &mut self.vars, &mut notice)
+        outcome
     }
 
     /// Writes the request's access-log line (nginx logs upgraded connections when they close;

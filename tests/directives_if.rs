@@ -1,0 +1,283 @@
+//! The rewrite module's `if` and `limit_except` (with the access module's `allow`/`deny`)
+//! through a running ringproxy, in the configurations real deployments use them for. The
+//! expected answers are nginx 1.22's for the same configuration and requests.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::echo::Echo;
+use common::Proxy;
+
+const T: Duration = Duration::from_secs(20);
+
+/// A parsed response: status code, headers (names lowercased), body.
+struct Response {
+    code: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `method target` with `host` and `extra` header lines on a new connection, reads to the
+/// close.
+fn send(port: u16, method: &str, target: &str, host: &str, extra: &str) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let raw = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let code = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response {
+        code,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn get(port: u16, target: &str, host: &str, extra: &str) -> Response {
+    send(port, "GET", target, host, extra)
+}
+
+// effect: if
+#[test]
+fn if_in_server_and_location_as_real_configurations_use_it() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    std::fs::create_dir_all(dir.path().join("html/files")).unwrap();
+    std::fs::write(dir.path().join("html/files/a.txt"), "file a\n").unwrap();
+    let conf = format!(
+        r#"events {{}}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name plain.example;
+        if ($scheme = http) {{ return 301 https://$host$request_uri; }}
+        location / {{ return 200 "not redirected"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port} default_server;
+        server_name _;
+        root html;
+        if ($host ~* ^www\.(.*)$) {{ return 301 https://$1$request_uri; }}
+        location /cors {{
+            if ($request_method = OPTIONS) {{
+                add_header Access-Control-Allow-Origin *;
+                return 204;
+            }}
+            return 200 "cors $request_method";
+        }}
+        location /ua {{
+            if ($http_user_agent ~ MSIE) {{ return 403; }}
+            return 200 "welcome";
+        }}
+        location /files/ {{
+            if (!-f $request_filename) {{ rewrite ^/files/(.*)$ /missing/$1 last; }}
+        }}
+        location /missing/ {{ return 200 "missing $uri"; }}
+        location /ws {{
+            if ($http_upgrade = websocket) {{ return 200 "would tunnel"; }}
+            return 200 "plain";
+        }}
+        location /cond {{
+            set $v "";
+            if ($arg_a) {{ set $v "${{v}}a"; }}
+            if ($arg_b != x) {{ set $v "${{v}}b"; }}
+            if ($arg_c !~* ^no) {{ set $v "${{v}}c"; }}
+            if (-d $document_root) {{ set $v "${{v}}d"; }}
+            if (!-e $document_root/nothing) {{ set $v "${{v}}e"; }}
+            if (-x $document_root) {{ set $v "${{v}}x"; }}
+            if ($arg_d ~ ^(\d+)-(\d+)$) {{ set $v "${{v}}[$2 $1]"; }}
+            return 200 "$v";
+        }}
+        location /stop {{
+            if ($arg_stop) {{ break; }}
+            return 200 "not stopped";
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.path().join("ringproxy.conf"), conf).unwrap();
+    let _p = Proxy::start_in(dir, port, "", &[]);
+
+    let r = get(port, "/a/b?q=1", "plain.example", "");
+    assert_eq!(r.code, "301");
+    assert_eq!(r.get("location"), Some("https://plain.example/a/b?q=1"));
+
+    let r = get(port, "/p?x=1", "www.Example.org", "");
+    assert_eq!(r.code, "301");
+    assert_eq!(r.get("location"), Some("https://example.org/p?x=1"));
+    assert_eq!(get(port, "/ua", "example.org", "").body, "welcome");
+
+    let r = send(port, "OPTIONS", "/cors", "a", "");
+    assert_eq!(r.code, "204");
+    assert_eq!(r.get("access-control-allow-origin"), Some("*"));
+    let r = get(port, "/cors", "a", "");
+    assert_eq!((r.code.as_str(), r.body.as_str()), ("200", "cors GET"));
+    assert_eq!(r.get("access-control-allow-origin"), None);
+
+    let msie = "User-Agent: Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)\r\n";
+    assert_eq!(get(port, "/ua", "a", msie).code, "403");
+    assert_eq!(get(port, "/ua", "a", "User-Agent: curl/8\r\n").code, "200");
+
+    let r = get(port, "/files/a.txt", "a", "");
+    assert_eq!((r.code.as_str(), r.body.as_str()), ("200", "file a\n"));
+    let r = get(port, "/files/nope", "a", "");
+    assert_eq!(r.body, "missing /missing/nope");
+
+    let up = "Upgrade: websocket\r\n";
+    assert_eq!(get(port, "/ws", "a", up).body, "would tunnel");
+    assert_eq!(get(port, "/ws", "a", "").body, "plain");
+
+    // `0` and empty are false; `!=`, `!~*`, file tests and captures.
+    assert_eq!(get(port, "/cond?a=0&b=x&c=No", "a", "").body, "dex");
+    assert_eq!(
+        get(port, "/cond?a=1&c=yes&d=12-34", "a", "").body,
+        "abcdex[34 12]"
+    );
+    assert_eq!(get(port, "/stop?stop=1", "a", "").code, "404");
+    assert_eq!(get(port, "/stop", "a", "").body, "not stopped");
+}
+
+// effect: if proxy_pass
+#[test]
+fn proxy_pass_inside_if_and_the_if_blocks_configuration() {
+    let (a, b) = (Echo::start(), Echo::start());
+    let port = common::free_port();
+    let conf = format!(
+        r#"events {{}}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://{a};
+            add_header X-Level location;
+            if ($http_x_canary = 1) {{
+                proxy_pass http://{b};
+                add_header X-Level canary;
+            }}
+            if ($arg_tag) {{ add_header X-Tag $arg_tag; }}
+        }}
+    }}
+}}
+"#,
+        a = a.addr,
+        b = b.addr
+    );
+    let _p = Proxy::start(&conf, port, "", &[]);
+    let host = |r: &Response| {
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix("Host: ").map(str::to_string))
+            .unwrap_or_default()
+    };
+    let r = get(port, "/headers", "x", "");
+    assert_eq!(r.code, "200");
+    assert_eq!(host(&r), a.addr.to_string());
+    assert_eq!(r.get("x-level"), Some("location"));
+    let r = get(port, "/headers", "x", "X-Canary: 1\r\n");
+    assert_eq!(host(&r), b.addr.to_string());
+    assert_eq!(r.get("x-level"), Some("canary"));
+    // An `if` without `proxy_pass` keeps the location's; its own add_header replaces the
+    // location's list (nginx's inheritance).
+    let r = get(port, "/headers?tag=t1", "x", "");
+    assert_eq!(host(&r), a.addr.to_string());
+    assert_eq!(r.get("x-tag"), Some("t1"));
+    assert_eq!(r.get("x-level"), None);
+}
+
+// effect: limit_except allow deny
+#[test]
+fn limit_except_and_access_rules_answer_403_as_nginx() {
+    let echo = Echo::start();
+    let port = common::free_port();
+    let conf = format!(
+        r#"events {{}}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        location /ro {{
+            limit_except GET {{ deny all; }}
+            return 200 "read $request_method";
+        }}
+        location /lan {{
+            limit_except GET POST {{
+                allow 127.0.0.0/8;
+                deny all;
+            }}
+            proxy_pass http://{e};
+        }}
+        location /far {{
+            limit_except GET {{
+                allow 10.0.0.0/8;
+                deny all;
+            }}
+            proxy_pass http://{e};
+        }}
+        location /closed {{
+            deny 127.0.0.1;
+            allow all;
+            proxy_pass http://{e};
+        }}
+        location /open {{
+            allow 127.0.0.1;
+            deny all;
+            proxy_pass http://{e};
+        }}
+        location /returns {{
+            deny all;
+            return 200 "rewrite phase first";
+        }}
+    }}
+}}
+"#,
+        e = echo.addr
+    );
+    let _p = Proxy::start(&conf, port, "", &[]);
+    let r = get(port, "/ro", "x", "");
+    assert_eq!((r.code.as_str(), r.body.as_str()), ("200", "read GET"));
+    assert_eq!(send(port, "HEAD", "/ro", "x", "").code, "200");
+    assert_eq!(send(port, "POST", "/ro", "x", "").code, "403");
+    assert_eq!(send(port, "DELETE", "/ro", "x", "").code, "403");
+    assert_eq!(send(port, "PUT", "/lan", "x", "").code, "200");
+    assert_eq!(send(port, "POST", "/lan", "x", "").code, "200");
+    assert_eq!(send(port, "GET", "/far", "x", "").code, "200");
+    assert_eq!(send(port, "POST", "/far", "x", "").code, "403");
+    assert_eq!(get(port, "/closed", "x", "").code, "403");
+    assert_eq!(get(port, "/open", "x", "").code, "200");
+    // `return` runs in the rewrite phase, before the access phase.
+    assert_eq!(get(port, "/returns", "x", "").body, "rewrite phase first");
+}
