@@ -146,7 +146,15 @@ pub const HTTP2_NOT_YET: &str =
     "HTTP/2 is not implemented yet: TLS offers only http/1.1 in ALPN, so clients use HTTP/1.1";
 
 /// Flags accepted without effect that warn when on: a user relying on them must know.
-pub const WARN_WHEN_ON: &[&str] = &["http2"];
+pub const WARN_WHEN_ON: &[&str] = &["http2", "ssl_stapling", "ssl_stapling_verify"];
+
+/// Why the cache's per-request switches change nothing.
+const NOTHING_CACHED: &str =
+    "ringproxy has no cache, so nothing is cached or bypassed (as in nginx without proxy_cache)";
+
+/// Why `ssl_stapling` changes nothing yet.
+const NO_STAPLING: &str =
+    "OCSP stapling is not implemented yet: no OCSP response is stapled, clients check revocation themselves";
 
 macro_rules! level {
     ($name:literal, $ctx:expr, flag, $field:ident) => {
@@ -403,6 +411,19 @@ pub static DIRECTIVES: &[Spec] = &[
     level!("real_ip_recursive", HSL, flag, real_ip_recursive),
     spec!("gzip_static", HSL, A1, Handler::Unsupported("")),
     spec!("http2", HS, FLAG, Handler::NoEffect(HTTP2_NOT_YET)),
+    // nginx 1.22's HTTP/2 tuning, in configurations written for it.
+    spec!("http2_body_preread_size", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_chunk_size", HSL, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_idle_timeout", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_max_concurrent_pushes", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_max_concurrent_streams", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_max_field_size", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_max_header_size", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_max_requests", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_push", HSL, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_push_preload", HSL, FLAG, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_recv_buffer_size", HTTP, A1, Handler::NoEffect(HTTP2_NOT_YET)),
+    spec!("http2_recv_timeout", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
     spec!("fastcgi_pass", LOC | LIF, A1, Handler::Unsupported("only proxy_pass is implemented")),
     spec!("uwsgi_pass", LOC | LIF, A1, Handler::Unsupported("only proxy_pass is implemented")),
     spec!("grpc_pass", LOC | LIF, n(0, 1), Handler::Unsupported("only proxy_pass is implemented")),
@@ -498,8 +519,8 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_cache_path", HTTP, MORE2, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_key", HSL, A1, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_valid", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
-    spec!("proxy_cache_bypass", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
-    spec!("proxy_no_cache", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache_bypass", HSL, MORE1, Handler::NoEffect(NOTHING_CACHED)),
+    spec!("proxy_no_cache", HSL, MORE1, Handler::NoEffect(NOTHING_CACHED)),
     spec!("proxy_cache_use_stale", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_methods", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_min_uses", HSL, A1, Handler::Unsupported(NO_CACHE)),
@@ -653,11 +674,11 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
     spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),
-    spec!("ssl_trusted_certificate", HS, A1, Handler::Unsupported("")),
+    spec!("ssl_trusted_certificate", HS, A1, Handler::NoEffect("it serves OCSP stapling and client certificate checks, which ringproxy does not do yet")),
     spec!("ssl_crl", HS, A1, Handler::Unsupported("")),
-    spec!("ssl_stapling", HS, FLAG, Handler::Unsupported("")),
-    spec!("ssl_stapling_verify", HS, FLAG, Handler::Unsupported("")),
-    spec!("ssl_early_data", HS, FLAG, Handler::Unsupported("")),
+    spec!("ssl_stapling", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
+    spec!("ssl_stapling_verify", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
+    spec!("ssl_early_data", HS, FLAG, Handler::NoEffect("TLSv1.3 early data (0-RTT) is never accepted: requests come after the handshake, so none can be replayed, and $ssl_early_data is always empty")),
     spec!("ssl_conf_command", HS, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
 ];
 

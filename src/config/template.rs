@@ -159,6 +159,7 @@ pub const BUILTIN_VARS: &[&str] = &[
     "server_protocol",
     "ssl_cipher",
     "ssl_protocol",
+    "ssl_early_data",
     "ssl_server_name",
     "ssl_session_reused",
     "status",

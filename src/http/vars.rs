@@ -511,6 +511,8 @@ impl<'a> RequestVars<'a> {
             "bytes_sent" => w!("{}", self.response.bytes_sent),
             "ssl_protocol" => conn.tls.as_ref().map_or(Val::None, |t| bytes(t.protocol)),
             "ssl_cipher" => conn.tls.as_ref().map_or(Val::None, |t| bytes(t.cipher)),
+            // Early data (0-RTT) is never accepted (`ssl_early_data`): nginx's "1" never applies.
+            "ssl_early_data" => Val::None,
             "ssl_session_reused" => conn.tls.as_ref().map_or(Val::None, |t| {
                 bytes(if t.session_reused { "r" } else { "." })
             }),
