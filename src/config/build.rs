@@ -229,6 +229,7 @@ pub(super) fn walk(
             ));
         }
         match (spec.handler, &mut *scope) {
+            (Handler::NoEffectChecked(_, check), _) => check(d)?,
             (Handler::NoEffect(reason), _) => {
                 if spec.arity == Arity::Flag
                     && directives::flag(d)?

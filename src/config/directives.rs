@@ -14,6 +14,7 @@ use super::handlers::{
     proxy_redirect, ssl_session_cache, tls_versions, try_files, worker_cpu_affinity,
     worker_processes,
 };
+use super::handlers_out;
 use super::model::*;
 use super::parser::Directive;
 use super::values::{parse_flag, parse_number, parse_size, parse_time};
@@ -88,6 +89,9 @@ pub enum Handler {
     NoEffect(&'static str),
     /// Refused with `"x" directive is not supported by ringproxy` and the hint.
     Unsupported(&'static str),
+    /// Accepted with no effect like [`Handler::NoEffect`] once the check passes: nginx's errors
+    /// for values it refuses, and ringproxy's refusal of values it cannot honour.
+    NoEffectChecked(&'static str, fn(&Directive) -> Result<()>),
 }
 
 /// One row of the table.
@@ -192,6 +196,10 @@ macro_rules! level {
 const NO_DISK: &str = "ringproxy streams bodies and never writes them to disk";
 const NO_HASH: &str = "ringproxy sizes its lookup tables itself";
 const NO_CACHE: &str = "ringproxy has no cache";
+/// `proxy_cache off` is what ringproxy does anyway; a zone is refused (see `handlers_out::proxy_cache`).
+const CACHE_OFF: &str = "only `off` is accepted, ringproxy has no cache";
+const NO_AIO: &str =
+    "static files are read on the shard's own io_uring; there is no thread pool to hand reads to";
 const STREAMED: &str = "ringproxy streams responses through one pooled buffer per direction";
 
 /// Directives read into the typed model with nginx's syntax, defaults and inheritance that the
@@ -362,7 +370,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("if", SL, MORE1, Handler::Unsupported("use map instead")),
     spec!("limit_rate", HSL, A1, Handler::Unsupported("")),
     spec!("limit_rate_after", HSL, A1, Handler::Unsupported("")),
-    spec!("aio", HSL, A1, Handler::Unsupported("")),
+    spec!("aio", HSL, A1, Handler::NoEffectChecked(NO_AIO, handlers_out::aio)),
     spec!("directio", HSL, A1, Handler::Unsupported("")),
     spec!("max_ranges", HSL, A1, Handler::Unsupported("")),
     spec!("if_modified_since", HSL, A1, Handler::Unsupported("")),
@@ -484,7 +492,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_max_temp_file_size", HSL, A1, Handler::NoEffect(NO_DISK)),
     spec!("proxy_temp_file_write_size", HSL, A1, Handler::NoEffect(NO_DISK)),
     spec!("proxy_ignore_headers", HSL, MORE1, Handler::NoEffect("ringproxy does not act on X-Accel-* or caching headers")),
-    spec!("proxy_cache", HSL, A1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache", HSL, A1, Handler::NoEffectChecked(CACHE_OFF, handlers_out::proxy_cache)),
     spec!("proxy_cache_path", HTTP, MORE2, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_key", HSL, A1, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_valid", HSL, MORE1, Handler::Unsupported(NO_CACHE)),

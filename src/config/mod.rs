@@ -16,6 +16,7 @@ pub mod build;
 pub mod directives;
 pub mod dump;
 pub mod handlers;
+pub mod handlers_out;
 pub mod model;
 pub mod regex;
 pub mod template;
