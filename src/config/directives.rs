@@ -388,7 +388,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("limit_req_zone", HTTP, n(3, 4), Handler::Unsupported("")),
     spec!("limit_conn", HSL, A2, Handler::Unsupported("")),
     spec!("limit_conn_zone", HTTP, A2, Handler::Unsupported("")),
-    spec!("expires", HSL, n(1, 2), Handler::Unsupported("")),
+    spec!("expires", HSL, n(1, 2), Handler::Level(handlers_out::expires)),
     spec!("add_trailer", HSL, n(2, 3), Handler::Unsupported("")),
     spec!("charset", HSL, A1, Handler::Unsupported("")),
     spec!("ssi", HSL, FLAG, Handler::Unsupported("")),

@@ -18,6 +18,7 @@ pub mod dump;
 pub mod handlers;
 pub mod handlers_out;
 pub mod model;
+pub mod model_out;
 pub mod regex;
 pub mod template;
 pub mod values;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::error::Span;
 use super::template::Template;
 
+pub use super::model_out::{Expires, ExpiresMode};
 pub use super::regex::Regex;
 
 /// The whole configuration.
@@ -793,6 +794,8 @@ loc_conf! {
         error_page: Vec<ErrorPage> = Vec::new(),
         /// `add_header`.
         add_header: Vec<AddHeader> = Vec::new(),
+        /// `expires` (off when unset).
+        expires: Expires = Expires { mode: ExpiresMode::Off, time: 0, value: None },
         /// `access_log` (default `logs/access.log combined`).
         access_log: Vec<AccessLog> = Vec::new(),
         /// `error_log` at this level.

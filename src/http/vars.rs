@@ -579,7 +579,8 @@ impl<'a> RequestVars<'a> {
         Val::None
     }
 
-    fn now(&self) -> SystemTime {
+    /// The request's clock (the system clock unless a test fixed it).
+    pub fn now(&self) -> SystemTime {
         self.now.unwrap_or_else(SystemTime::now)
     }
 

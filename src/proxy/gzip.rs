@@ -120,6 +120,8 @@ pub struct GzipResponse<'a> {
     pub encoded: bool,
     /// The body length, when known.
     pub length: Option<u64>,
+    /// `Last-Modified` (for `expires modified`), when the response has one.
+    pub last_modified: Option<std::time::SystemTime>,
 }
 
 /// For a proxied response: the headers `gzip_proxied` looks at.

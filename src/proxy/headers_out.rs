@@ -10,6 +10,9 @@
 //! - `add_header` (`ngx_http_headers_filter`): the lines of the innermost level that has any (the
 //!   config merge already gives that); without `always` only for 200, 201, 204, 206, 301, 302,
 //!   303, 304, 307 and 308; a value that renders empty adds nothing.
+//! - `expires` (`ngx_http_set_expires`, see [`super::expires`]): for the same statuses as
+//!   `add_header` without `always`, before its lines; on a proxied response in place of the
+//!   upstream's `Expires` and `Cache-Control`.
 //! - `proxy_redirect` (`ngx_http_proxy_rewrite_redirect`): rewrites `Location` and the `url=`
 //!   part of `Refresh` of upstream responses with the first rule that matches; `default` turns
 //!   the `proxy_pass` URL into the location's prefix (the URL plus `/` into `/` when
@@ -50,6 +53,10 @@ pub fn add_headers(conf: &LocConf, status: u16, vars: &mut RequestVars) -> Vec<(
 /// What the response-path filters add to one response head.
 #[derive(Clone, Debug, Default)]
 pub struct Extras {
+    /// `expires`: the `Expires` value, unless it replaced an upstream's in place.
+    pub expires: Option<Vec<u8>>,
+    /// `expires`: the `Cache-Control` value, unless it replaced an upstream's in place.
+    pub cache_control: Option<Vec<u8>>,
     /// `add_header` lines that apply, rendered, in order.
     pub add: Vec<(String, Vec<u8>)>,
     /// The gzip filter's verdict.
@@ -72,7 +79,16 @@ impl Extras {
         } else {
             Decision::default()
         };
+        let expires = conf
+            .expires
+            .as_ref()
+            .filter(|_| add_header_applies(resp.status, false));
+        let (expires, cache_control) = expires
+            .and_then(|e| super::expires::values(e, vars, resp.last_modified))
+            .map_or((None, None), |(e, c)| (Some(e), Some(c)));
         Extras {
+            expires,
+            cache_control,
             add: add_headers(conf, resp.status, vars),
             gzip,
         }
@@ -90,15 +106,48 @@ impl Extras {
             .then_some(("Vary", b"Accept-Encoding".as_slice()))
     }
 
-    /// The headers written last: `add_header` lines, then `Content-Encoding: gzip`.
+    /// The headers written last: `Expires` and `Cache-Control` from `expires`, the
+    /// `add_header` lines, then `Content-Encoding: gzip`.
     pub fn tail(&self) -> impl Iterator<Item = (&str, &[u8])> {
         let ce = self
             .compressing()
             .then_some(("Content-Encoding", b"gzip".as_slice()));
-        self.add
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
+        let expires = self.expires.as_deref().map(|v| ("Expires", v));
+        let cc = self.cache_control.as_deref().map(|v| ("Cache-Control", v));
+        expires
+            .into_iter()
+            .chain(cc)
+            .chain(self.add.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
             .chain(ce)
+    }
+
+    /// Puts the `expires` values in place of an upstream's `Expires` and first
+    /// `Cache-Control` (dropping the other `Cache-Control` lines), as nginx edits its list;
+    /// what has no upstream line to replace stays for [`Extras::tail`].
+    fn replace_upstream(&mut self, list: &mut Vec<(&str, Cow<[u8]>)>) {
+        if let Some(at) = list
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case("expires"))
+        {
+            if let Some(v) = self.expires.take() {
+                list[at].1 = Cow::Owned(v);
+            }
+        }
+        let Some(first) = list
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
+        else {
+            return;
+        };
+        let Some(v) = self.cache_control.take() else {
+            return;
+        };
+        list[first].1 = Cow::Owned(v);
+        let mut i = 0;
+        list.retain(|(n, _)| {
+            i += 1;
+            i - 1 <= first || !n.eq_ignore_ascii_case("cache-control")
+        });
     }
 
     /// A compressor for the body, framed chunked or not.
@@ -289,8 +338,12 @@ pub fn shape_proxied<'h>(
         content_type: find("content-type").unwrap_or(b""),
         encoded: find("content-encoding").is_some_and(|v| !v.is_empty()),
         length,
+        last_modified: find("last-modified")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| httpdate::parse_http_date(v.trim()).ok()),
     };
-    let extras = Extras::for_response(conf, vars, &resp, Some(headers));
+    let mut extras = Extras::for_response(conf, vars, &resp, Some(headers));
+    extras.replace_upstream(&mut list);
     ProxiedHead {
         status,
         headers: list,

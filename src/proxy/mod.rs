@@ -18,6 +18,7 @@ mod answer;
 pub mod conn;
 pub mod error_page;
 mod exchange;
+pub mod expires;
 pub mod frames;
 pub mod gzip;
 pub mod gzip_relay;

@@ -165,6 +165,7 @@ pub fn reply(
         content_type: content_type.as_bytes(),
         encoded: false,
         length: Some(body.len() as u64),
+        last_modified: None,
     };
     let extras = Extras::for_response(conf, vars, &resp, None);
     let p = Page {

@@ -98,6 +98,7 @@ impl FileHit {
             content_type: self.content_type.as_bytes(),
             encoded: false,
             length: Some(self.len),
+            last_modified: Some(self.mtime),
         };
         Extras::for_response(conf, vars, &resp, None)
     }

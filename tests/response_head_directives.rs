@@ -1,0 +1,220 @@
+//! The response-head directives of nginx's long tail through a running ringproxy: `expires`,
+//! `charset`, `proxy_cookie_*` and `gzip_static`, on static files, `return` and proxied
+//! responses. The expected heads are what nginx 1.22.1 answered for the same configuration and
+//! requests in runs made by hand; times are checked against the response's own `Date`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, SystemTime};
+
+use common::Proxy;
+
+const T: Duration = Duration::from_secs(20);
+
+/// A response: status code, headers in order (names lowercased), body.
+struct Response {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.headers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn time(&self, name: &str) -> SystemTime {
+        let v = self.get(name).unwrap_or_else(|| panic!("no {name}"));
+        httpdate::parse_http_date(v).unwrap_or_else(|e| panic!("{name}: {v}: {e}"))
+    }
+
+    /// `name`'s time minus `Date`'s, in seconds.
+    fn after_date(&self, name: &str) -> i64 {
+        let (t, d) = (self.time(name), self.time("date"));
+        match t.duration_since(d) {
+            Ok(x) => x.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        }
+    }
+}
+
+/// `GET target` with `extra` header lines, `Connection: close`, read to the close.
+fn get(port: u16, target: &str, extra: &str) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let req = format!("GET {target} HTTP/1.1\r\nHost: a\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&out)));
+    let head = String::from_utf8_lossy(&out[..at]).into_owned();
+    let mut lines = head.split("\r\n");
+    let code = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response {
+        code,
+        headers,
+        body: out[at + 4..].to_vec(),
+    }
+}
+
+/// A backend on a thread: for each connection reads the head, answers `reply(path)`, closes.
+fn backend(reply: fn(&str) -> String) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(T)).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split(' ').nth(1).unwrap_or("").to_string();
+            let _ = s.write_all(reply(&path).as_bytes());
+        }
+    });
+    addr
+}
+
+/// A prefix with `logs/` and the files `(path, text)` under `www/`, `conf` as the config.
+fn prefix(conf: &str, files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    for (f, text) in files {
+        let p = dir.path().join("www").join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    std::fs::write(dir.path().join("ringproxy.conf"), conf).unwrap();
+    dir
+}
+
+fn upstream_with_cache_headers(_path: &str) -> String {
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: private\r\nX-Mid: m\r\n\
+     Expires: Wed, 21 Oct 2015 07:28:00 GMT\r\nCache-Control: no-store\r\n\
+     Last-Modified: Sun, 01 Nov 2026 10:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
+        .to_string()
+}
+
+// effect: expires
+#[test]
+fn expires_sets_expires_and_cache_control_as_nginx() {
+    let port = common::free_port();
+    let b = backend(upstream_with_cache_headers);
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n        root www;\n        location /s/ {{ alias www/; expires 1h; add_header X-A a; }}\n        location /m/ {{ alias www/; expires modified +2d; }}\n        location /neg {{ expires -1; return 200 x; }}\n        location /ep {{ expires epoch; return 200 x; }}\n        location /max {{ expires max; return 200 x; }}\n        location /zero {{ expires 0; return 200 x; }}\n        location /daily {{ expires @15h30m; return 200 x; }}\n        location /var {{ expires $arg_e; return 200 x; }}\n        location /e404 {{ expires 1h; add_header X-B b always; return 404; }}\n        location /p {{ expires 30m; add_header X-C c; proxy_pass http://{b}; }}\n        location /pm {{ expires modified 1d; proxy_pass http://{b}; }}\n        location /off {{ expires off; return 200 x; }}\n    }}\n}}\n"
+    );
+    let dir = prefix(&conf, &[("a.txt", b"hello\n")]);
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_793_527_200); // 2026-11-01 10:00
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("www/a.txt"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let _p = Proxy::start_in(dir, port, "", &[]);
+
+    let r = get(port, "/s/a.txt", "");
+    assert_eq!(r.after_date("expires"), 3600);
+    assert_eq!(r.get("cache-control"), Some("max-age=3600"));
+    // nginx's order: Expires, Cache-Control, then the add_header lines.
+    let names = r.names();
+    let at = names.iter().position(|n| *n == "expires").unwrap();
+    assert_eq!(&names[at..at + 3], ["expires", "cache-control", "x-a"]);
+
+    // modified: from Last-Modified; in the past, so no-cache.
+    let r = get(port, "/m/a.txt", "");
+    assert_eq!(r.get("expires"), Some("Tue, 03 Nov 2026 10:00:00 GMT"));
+    assert_eq!(r.get("cache-control"), Some("no-cache"));
+
+    let r = get(port, "/neg", "");
+    assert_eq!(r.after_date("expires"), -1);
+    assert_eq!(r.get("cache-control"), Some("no-cache"));
+    let r = get(port, "/ep", "");
+    assert_eq!(r.get("expires"), Some("Thu, 01 Jan 1970 00:00:01 GMT"));
+    assert_eq!(r.get("cache-control"), Some("no-cache"));
+    let r = get(port, "/max", "");
+    assert_eq!(r.get("expires"), Some("Thu, 31 Dec 2037 23:55:55 GMT"));
+    assert_eq!(r.get("cache-control"), Some("max-age=315360000"));
+    let r = get(port, "/zero", "");
+    assert!(r.after_date("expires").abs() <= 1, "{:?}", r.get("expires"));
+    assert_eq!(r.get("cache-control"), Some("max-age=0"));
+
+    // @15h30m: the next 15:30 (ringproxy's local time is UTC).
+    let r = get(port, "/daily", "");
+    let exp = r.get("expires").unwrap().to_string();
+    assert!(exp.ends_with(" 15:30:00 GMT"), "{exp}");
+    let ahead = r.after_date("expires");
+    assert!((1..=86400).contains(&ahead), "{ahead}");
+    let max_age: i64 = r.get("cache-control").unwrap()["max-age=".len()..]
+        .parse()
+        .unwrap();
+    assert!((max_age - ahead).abs() <= 1, "{max_age} vs {ahead}");
+
+    // A value in a variable is parsed per request; an invalid one sets nothing.
+    let r = get(port, "/var?e=2h", "");
+    assert_eq!(r.after_date("expires"), 7200);
+    assert_eq!(r.get("cache-control"), Some("max-age=7200"));
+    let r = get(port, "/var?e=epoch", "");
+    assert_eq!(r.get("cache-control"), Some("no-cache"));
+    for q in ["/var?e=bad", "/var?e=off", "/off"] {
+        let r = get(port, q, "");
+        assert_eq!(
+            (r.get("expires"), r.get("cache-control")),
+            (None, None),
+            "{q}"
+        );
+    }
+
+    // Not for an error status, even beside an `always` add_header.
+    let r = get(port, "/e404", "");
+    assert_eq!(r.code, 404);
+    assert_eq!((r.get("expires"), r.get("x-b")), (None, Some("b")));
+
+    // Proxied: the upstream's Expires and first Cache-Control are replaced in place, the
+    // second Cache-Control goes.
+    let r = get(port, "/p", "");
+    assert_eq!(r.body, b"ok");
+    assert_eq!(r.all("cache-control"), ["max-age=1800"]);
+    assert_eq!(r.after_date("expires"), 1800);
+    let names = r.names();
+    let cc = names.iter().position(|n| *n == "cache-control").unwrap();
+    assert_eq!(&names[cc..cc + 3], ["cache-control", "x-mid", "expires"]);
+    assert_eq!(names.last(), Some(&"x-c"));
+    let r = get(port, "/pm", "");
+    assert_eq!(r.get("expires"), Some("Mon, 02 Nov 2026 10:00:00 GMT"));
+    assert_eq!(r.all("cache-control"), ["no-cache"]);
+}
