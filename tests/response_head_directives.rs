@@ -154,6 +154,15 @@ fn expires_sets_expires_and_cache_control_as_nginx() {
     let names = r.names();
     let at = names.iter().position(|n| *n == "expires").unwrap();
     assert_eq!(&names[at..at + 3], ["expires", "cache-control", "x-a"]);
+    // A 304 carries them too (nginx's not-modified filter runs before the headers filter).
+    let r = get(
+        port,
+        "/s/a.txt",
+        "If-Modified-Since: Sun, 01 Nov 2026 10:00:00 GMT\r\n",
+    );
+    assert_eq!(r.code, 304);
+    assert_eq!(r.after_date("expires"), 3600);
+    assert_eq!(r.get("cache-control"), Some("max-age=3600"));
 
     // modified: from Last-Modified; in the past, so no-cache.
     let r = get(port, "/m/a.txt", "");
@@ -217,4 +226,64 @@ fn expires_sets_expires_and_cache_control_as_nginx() {
     let r = get(port, "/pm", "");
     assert_eq!(r.get("expires"), Some("Mon, 02 Nov 2026 10:00:00 GMT"));
     assert_eq!(r.all("cache-control"), ["no-cache"]);
+}
+
+fn upstream_by_type(path: &str) -> String {
+    let ct = match path {
+        "/p/plain" => "text/html",
+        "/p/param" => "text/html; foo=bar",
+        "/p/cs" => "text/html; charset=koi8-r",
+        "/p/upper" => "Text/HTML",
+        _ => "application/json",
+    };
+    format!("HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: 2\r\n\r\nok")
+}
+
+// effect: charset charset_types source_charset
+#[test]
+fn charset_adds_the_parameter_to_the_types_in_charset_types() {
+    let port = common::free_port();
+    let b = backend(upstream_by_type);
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    types {{ text/html html; text/plain txt; application/json json; }}\n    charset utf-8;\n    server {{\n        listen 127.0.0.1:{port};\n        root www;\n        location /r {{ return 200 x; }}\n        location /r301 {{ return 301 /x; }}\n        location /r303 {{ return 303 /x; }}\n        location /r404 {{ return 404; }}\n        location /off {{ charset off; return 200 x; }}\n        location /star/ {{ charset_types *; alias www/; }}\n        location /json/ {{ charset_types application/json; alias www/; }}\n        location /koi {{ charset koi8-r; source_charset KOI8-R; return 200 x; }}\n        location /var {{ charset $arg_c; return 200 x; }}\n        location /src {{ source_charset $arg_s; return 200 x; }}\n        location /p/ {{ proxy_pass http://{b}; }}\n    }}\n}}\n"
+    );
+    let dir = prefix(
+        &conf,
+        &[
+            ("a.txt", b"a\n"),
+            ("i.html", b"<p>i</p>\n"),
+            ("j.json", b"{}\n"),
+        ],
+    );
+    let _p = Proxy::start_in(dir, port, "", &[]);
+    let cases = [
+        ("/a.txt", "text/plain; charset=utf-8"),
+        ("/i.html", "text/html; charset=utf-8"),
+        ("/j.json", "application/json"),
+        ("/r", "text/plain; charset=utf-8"),
+        // nginx leaves 301 and 302 without a charset, not 303.
+        ("/r301", "text/html"),
+        ("/r303", "text/html; charset=utf-8"),
+        ("/r404", "text/html; charset=utf-8"),
+        ("/off", "text/plain"),
+        ("/star/j.json", "application/json; charset=utf-8"),
+        ("/json/j.json", "application/json; charset=utf-8"),
+        ("/json/a.txt", "text/plain"),
+        ("/koi", "text/plain; charset=koi8-r"),
+        ("/var?c=latin1", "text/plain; charset=latin1"),
+        // A source charset other than the charset would need recoding: none is added.
+        ("/src?s=UTF-8", "text/plain; charset=utf-8"),
+        ("/src?s=koi8-r", "text/plain"),
+        ("/p/plain", "text/html; charset=utf-8"),
+        // The type is compared whole: with another parameter it is not in the list.
+        ("/p/param", "text/html; foo=bar"),
+        // An upstream's own charset stays (override_charset off).
+        ("/p/cs", "text/html; charset=koi8-r"),
+        ("/p/upper", "Text/HTML; charset=utf-8"),
+        ("/p/json", "application/json"),
+    ];
+    for (target, want) in cases {
+        let r = get(port, target, "");
+        assert_eq!(r.get("content-type"), Some(want), "{target}");
+    }
 }

@@ -198,6 +198,8 @@ const NO_HASH: &str = "ringproxy sizes its lookup tables itself";
 const NO_CACHE: &str = "ringproxy has no cache";
 /// `proxy_cache off` is what ringproxy does anyway; a zone is refused (see `handlers_out::proxy_cache`).
 const CACHE_OFF: &str = "only `off` is accepted, ringproxy has no cache";
+const NO_OVERRIDE: &str =
+    "only `off`: overriding an upstream's charset recodes, and ringproxy has no charset_map";
 const NO_AIO: &str =
     "static files are read on the shard's own io_uring; there is no thread pool to hand reads to";
 const STREAMED: &str = "ringproxy streams responses through one pooled buffer per direction";
@@ -390,7 +392,11 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("limit_conn_zone", HTTP, A2, Handler::Unsupported("")),
     spec!("expires", HSL, n(1, 2), Handler::Level(handlers_out::expires)),
     spec!("add_trailer", HSL, n(2, 3), Handler::Unsupported("")),
-    spec!("charset", HSL, A1, Handler::Unsupported("")),
+    spec!("charset", HSL, A1, Handler::Level(|c, d, e| set_once(&mut c.charset, handlers_out::charset(d, e)?, d))),
+    spec!("source_charset", HSL, A1, Handler::Level(|c, d, e| set_once(&mut c.source_charset, handlers_out::charset(d, e)?, d))),
+    spec!("charset_types", HSL, MORE1, Handler::Level(handlers_out::charset_types)),
+    spec!("override_charset", HSL, FLAG, Handler::NoEffectChecked(NO_OVERRIDE, handlers_out::override_charset)),
+    spec!("charset_map", HTTP, A2, Handler::Unsupported("ringproxy adds \"; charset=\" but does not recode")),
     spec!("ssi", HSL, FLAG, Handler::Unsupported("")),
     spec!("autoindex", HSL, FLAG, Handler::Unsupported("")),
     // realip module.

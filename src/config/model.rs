@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::error::Span;
 use super::template::Template;
 
-pub use super::model_out::{Expires, ExpiresMode};
+pub use super::model_out::{default_charset_types, Charset, Expires, ExpiresMode};
 pub use super::regex::Regex;
 
 /// The whole configuration.
@@ -796,6 +796,12 @@ loc_conf! {
         add_header: Vec<AddHeader> = Vec::new(),
         /// `expires` (off when unset).
         expires: Expires = Expires { mode: ExpiresMode::Off, time: 0, value: None },
+        /// `charset`.
+        charset: Charset = Charset::Off,
+        /// `source_charset` (only equal to `charset`: ringproxy does not recode).
+        source_charset: Charset = Charset::Off,
+        /// `charset_types` (lowercase; `*` for all).
+        charset_types: Vec<String> = default_charset_types(),
         /// `access_log` (default `logs/access.log combined`).
         access_log: Vec<AccessLog> = Vec::new(),
         /// `error_log` at this level.

@@ -71,3 +71,26 @@ pub fn parse_expires(value: &str, modified: bool) -> Result<(ExpiresMode, i64), 
     }
     Ok((mode, if minus { -secs } else { secs }))
 }
+
+/// `charset` or `source_charset`: `off` or a name (a variable's value per request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Charset {
+    /// `off`.
+    Off,
+    /// A charset name.
+    Name(Template),
+}
+
+/// `charset_types` by default (nginx's `ngx_http_charset_default_types`).
+pub fn default_charset_types() -> Vec<String> {
+    [
+        "text/html",
+        "text/xml",
+        "text/plain",
+        "text/vnd.wap.wml",
+        "application/javascript",
+        "application/rss+xml",
+    ]
+    .map(String::from)
+    .to_vec()
+}

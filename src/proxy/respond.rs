@@ -103,7 +103,7 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
         out.extend_from_slice(b"\r\n");
     };
     if !p.content_type.is_empty() && !no_content {
-        line("Content-Type", p.content_type.as_bytes());
+        line("Content-Type", &x.content_type(p.content_type.as_bytes()));
     }
     let compress = x.gzip.level;
     if compress.is_none() && !no_content {

@@ -545,7 +545,7 @@ pub fn response_head_with(
         if let Some(tag) = &tag {
             push_header(&mut out, "ETag", tag);
         }
-        for (n, v) in &x.add {
+        for (n, v) in x.header_lines() {
             push_header(&mut out, n, &String::from_utf8_lossy(v));
         }
         out.extend_from_slice(b"\r\n");
@@ -555,7 +555,11 @@ pub fn response_head_with(
     let chunked = compress && shape.chunked && !shape.head_request;
     let keep = keep_alive && (!compress || chunked || shape.head_request);
     respond::status_line(&mut out, shape.status, conf.server_tokens());
-    push_header(&mut out, "Content-Type", content_type);
+    push_header(
+        &mut out,
+        "Content-Type",
+        &String::from_utf8_lossy(&x.content_type(content_type.as_bytes())),
+    );
     if !compress {
         push_header(&mut out, "Content-Length", &meta.len.to_string());
     }
