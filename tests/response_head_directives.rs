@@ -287,3 +287,53 @@ fn charset_adds_the_parameter_to_the_types_in_charset_types() {
         assert_eq!(r.get("content-type"), Some(want), "{target}");
     }
 }
+
+fn upstream_with_cookies(_path: &str) -> String {
+    let cookies = [
+        "a=1; Path=/app/x; Domain=.backend.local",
+        "b=2;path=/App;domain=backend.local;Secure;HttpOnly",
+        "c=3; Path=/other; SameSite=Lax",
+        "noval; Path=/app",
+        "d=4;  Domain = Other.Example ; Path = /app/deep ",
+        "e=5; SameSite=strict; Secure",
+        "sess=6; path=/app",
+    ];
+    let mut r = "HTTP/1.1 200 OK\r\n".to_string();
+    for c in cookies {
+        r.push_str(&format!("Set-Cookie: {c}\r\n"));
+    }
+    r.push_str("Content-Length: 2\r\n\r\nok");
+    r
+}
+
+// effect: proxy_cookie_path proxy_cookie_domain proxy_cookie_flags
+#[test]
+fn proxy_cookie_directives_rewrite_set_cookie_as_nginx() {
+    let port = common::free_port();
+    let b = backend(upstream_with_cookies);
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n        location /k1 {{\n            proxy_pass http://{b};\n            proxy_cookie_path /app/ /;\n            proxy_cookie_path ~*^/app$ /root$arg_x;\n            proxy_cookie_domain .backend.local .front.example;\n            proxy_cookie_domain ~^other\\.(.*)$ o.$1;\n            proxy_cookie_flags b nosecure nohttponly samesite=none;\n            proxy_cookie_flags ~^[ce]$ secure httponly samesite=strict;\n            proxy_cookie_flags $arg_f nosamesite secure;\n        }}\n        location /k2 {{ proxy_pass http://{b}; proxy_cookie_path off; }}\n    }}\n    proxy_cookie_path /app /inherited;\n}}\n"
+    );
+    let _p = Proxy::start_in(prefix(&conf, &[]), port, "", &[]);
+    // nginx 1.22.1's lines for the same configuration and backend.
+    let r = get(port, "/k1?x=X&f=d", "");
+    assert_eq!(
+        r.all("set-cookie"),
+        [
+            "a=1; Path=/x; Domain=.front.example",
+            "b=2; path=/rootX; domain=front.example; SameSite=None",
+            "c=3; Path=/other; SameSite=Strict; Secure; HttpOnly",
+            "noval; Path=/app",
+            "d=4; Domain=o.Example; Path=/deep; Secure",
+            "e=5; SameSite=strict; Secure; HttpOnly",
+            "sess=6; path=/rootX",
+        ]
+    );
+    // `off` stops the http level's rule from being inherited: lines go as they came.
+    let r = get(port, "/k2", "");
+    assert_eq!(
+        r.all("set-cookie")[1],
+        "b=2;path=/App;domain=backend.local;Secure;HttpOnly"
+    );
+    assert_eq!(r.all("set-cookie")[6], "sess=6; path=/app");
+}

@@ -6,7 +6,9 @@ use super::build::Env;
 use super::directives::{err, invalid_value, set_once};
 use super::error::Result;
 use super::model::LocConf;
-use super::model_out::{parse_expires, Charset, Expires, ExpiresMode};
+use super::model_out::{
+    parse_expires, Charset, CookieFlags, CookieName, CookieRewrite, Expires, ExpiresMode,
+};
 use super::parser::Directive;
 use super::ConfigError;
 
@@ -112,4 +114,81 @@ pub(crate) fn override_charset(d: &Directive) -> Result<()> {
         )),
         _ => super::directives::flag(d).map(|_| ()),
     }
+}
+
+/// `off` for a cookie directive: only once, and not beside rules (nginx's "is duplicate").
+fn cookie_off<T>(slot: &mut Option<Vec<T>>, d: &Directive) -> Result<bool> {
+    if slot.as_ref().is_some_and(|l| l.is_empty()) {
+        return Err(duplicate(d));
+    }
+    if d.args.len() != 1 {
+        return Ok(false);
+    }
+    if d.arg(0) != "off" {
+        return Err(err(d, format!("invalid parameter \"{}\"", d.arg(0))));
+    }
+    if slot.is_some() {
+        return Err(duplicate(d));
+    }
+    *slot = Some(Vec::new());
+    Ok(true)
+}
+
+fn duplicate(d: &Directive) -> ConfigError {
+    err(d, format!("\"{}\" directive is duplicate", d.name()))
+}
+
+/// `proxy_cookie_domain off | FROM TO`.
+pub(crate) fn proxy_cookie_domain(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
+    if cookie_off(&mut c.proxy_cookie_domain, d)? {
+        return Ok(());
+    }
+    let rule = match d.arg(0).strip_prefix('~') {
+        Some(re) => CookieRewrite::Regex(e.regex(re, true, d)?, e.template(d.arg(1), d)?),
+        None => {
+            let from = d.arg(0).strip_prefix('.').unwrap_or(d.arg(0));
+            let to = d.arg(1).strip_prefix('.').unwrap_or(d.arg(1));
+            CookieRewrite::Domain(e.template(from, d)?, e.template(to, d)?)
+        }
+    };
+    c.proxy_cookie_domain
+        .get_or_insert_with(Vec::new)
+        .push(rule);
+    Ok(())
+}
+
+/// `proxy_cookie_path off | FROM TO`.
+pub(crate) fn proxy_cookie_path(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
+    if cookie_off(&mut c.proxy_cookie_path, d)? {
+        return Ok(());
+    }
+    let to = e.template(d.arg(1), d)?;
+    let from = d.arg(0);
+    let rule = if let Some(re) = from.strip_prefix("~*") {
+        CookieRewrite::Regex(e.regex(re, true, d)?, to)
+    } else if let Some(re) = from.strip_prefix('~') {
+        CookieRewrite::Regex(e.regex(re, false, d)?, to)
+    } else {
+        CookieRewrite::Prefix(e.template(from, d)?, to)
+    };
+    c.proxy_cookie_path.get_or_insert_with(Vec::new).push(rule);
+    Ok(())
+}
+
+/// `proxy_cookie_flags off | COOKIE FLAG...` (up to three flags).
+pub(crate) fn proxy_cookie_flags(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
+    if cookie_off(&mut c.proxy_cookie_flags, d)? {
+        return Ok(());
+    }
+    let cookie = match d.arg(0).strip_prefix('~') {
+        Some(re) => CookieName::Regex(e.regex(re, true, d)?),
+        None => CookieName::Name(e.template(d.arg(0), d)?),
+    };
+    let flags = d.args[1..]
+        .iter()
+        .map(|a| e.template(&a.value, d))
+        .collect::<Result<Vec<_>>>()?;
+    let rule = CookieFlags { cookie, flags };
+    c.proxy_cookie_flags.get_or_insert_with(Vec::new).push(rule);
+    Ok(())
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use super::error::Span;
 use super::template::Template;
 
-pub use super::model_out::{default_charset_types, Charset, Expires, ExpiresMode};
+pub use super::model_out::{
+    default_charset_types, Charset, CookieFlags, CookieName, CookieRewrite, Expires, ExpiresMode,
+};
 pub use super::regex::Regex;
 
 /// The whole configuration.
@@ -800,6 +802,12 @@ loc_conf! {
         charset: Charset = Charset::Off,
         /// `source_charset` (only equal to `charset`: ringproxy does not recode).
         source_charset: Charset = Charset::Off,
+        /// `proxy_cookie_domain` (`off`: an empty list).
+        proxy_cookie_domain: Vec<CookieRewrite> = Vec::new(),
+        /// `proxy_cookie_path` (`off`: an empty list).
+        proxy_cookie_path: Vec<CookieRewrite> = Vec::new(),
+        /// `proxy_cookie_flags` (`off`: an empty list).
+        proxy_cookie_flags: Vec<CookieFlags> = Vec::new(),
         /// `charset_types` (lowercase; `*` for all).
         charset_types: Vec<String> = default_charset_types(),
         /// `access_log` (default `logs/access.log combined`).

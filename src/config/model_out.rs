@@ -2,6 +2,7 @@
 //! `handlers_out.rs`), kept apart from `model.rs` by concept. Parsing that the engine repeats at
 //! request time (an `expires` value held in a variable) lives here so both sides agree.
 
+use super::regex::Regex;
 use super::template::Template;
 use super::values::parse_time;
 
@@ -93,4 +94,35 @@ pub fn default_charset_types() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// One `proxy_cookie_domain` or `proxy_cookie_path` rule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CookieRewrite {
+    /// `proxy_cookie_path FROM TO`: a case-sensitive prefix of the path.
+    Prefix(Template, Template),
+    /// `proxy_cookie_domain FROM TO`: the whole domain, case-insensitive, a leading `.` kept.
+    Domain(Template, Template),
+    /// `~REGEX TO` (`~*` for a caseless path; a domain regex is always caseless): the whole
+    /// value, with captures in `TO`.
+    Regex(Regex, Template),
+}
+
+/// Which cookies a `proxy_cookie_flags` rule is for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CookieName {
+    /// A name (variables allowed), case-insensitive.
+    Name(Template),
+    /// `~REGEX`, caseless.
+    Regex(Regex),
+}
+
+/// `proxy_cookie_flags COOKIE FLAG...`: flags as written (variables allowed); unknown ones are
+/// skipped at request time, as nginx.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CookieFlags {
+    /// The cookie.
+    pub cookie: CookieName,
+    /// The flags.
+    pub flags: Vec<Template>,
 }

@@ -15,6 +15,8 @@
 //!   upstream's `Expires` and `Cache-Control`.
 //! - `charset` (`ngx_http_charset_header_filter`, no recoding): `; charset=NAME` after a
 //!   `Content-Type` in `charset_types` (see [`charset`]).
+//! - `proxy_cookie_domain`, `proxy_cookie_path`, `proxy_cookie_flags`: the upstream's
+//!   `Set-Cookie` lines edited (see [`super::cookies`]).
 //! - `proxy_redirect` (`ngx_http_proxy_rewrite_redirect`): rewrites `Location` and the `url=`
 //!   part of `Refresh` of upstream responses with the first rule that matches; `default` turns
 //!   the `proxy_pass` URL into the location's prefix (the URL plus `/` into `/` when
@@ -416,6 +418,27 @@ pub fn shape_proxied<'h>(
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| httpdate::parse_http_date(v.trim()).ok()),
     };
+    let cookies = conf
+        .proxy_cookie_domain
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+        || conf
+            .proxy_cookie_path
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+        || conf
+            .proxy_cookie_flags
+            .as_ref()
+            .is_some_and(|l| !l.is_empty());
+    if cookies {
+        for (n, v) in list.iter_mut() {
+            if n.eq_ignore_ascii_case("set-cookie") {
+                if let Some(new) = super::cookies::rewrite(conf, v, vars) {
+                    *v = Cow::Owned(new);
+                }
+            }
+        }
+    }
     let mut extras = Extras::for_response(conf, vars, &resp, Some(headers));
     extras.replace_upstream(&mut list);
     if extras.charset.is_some() {

@@ -16,6 +16,7 @@
 
 mod answer;
 pub mod conn;
+pub mod cookies;
 pub mod error_page;
 mod exchange;
 pub mod expires;
