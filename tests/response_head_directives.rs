@@ -337,3 +337,75 @@ fn proxy_cookie_directives_rewrite_set_cookie_as_nginx() {
     );
     assert_eq!(r.all("set-cookie")[6], "sess=6; path=/app");
 }
+
+// effect: gzip_static
+#[test]
+fn gzip_static_sends_the_gz_file_beside_the_plain_one() {
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    types {{ application/javascript js; }}\n    server {{\n        listen 127.0.0.1:{port};\n        root www;\n        location /g/ {{ gzip_static on; gzip_vary on; expires 1h; add_header X-A a; }}\n        location /gn/ {{ alias www/g/; gzip_static on; }}\n        location /ga/ {{ alias www/g/; gzip_static always; gzip_vary on; }}\n        location /off/ {{ alias www/g/; }}\n    }}\n}}\n"
+    );
+    // The .gz content is not checked by nginx either: distinct bytes show which file went.
+    let dir = prefix(
+        &conf,
+        &[
+            ("g/a.js", b"plain js\n"),
+            ("g/a.js.gz", b"GZ-BYTES-OF-A"),
+            ("g/only.js.gz", b"GZ-ONLY"),
+        ],
+    );
+    let _p = Proxy::start_in(dir, port, "", &[]);
+    let gzip = "Accept-Encoding: gzip, deflate\r\n";
+
+    let r = get(port, "/g/a.js", gzip);
+    assert_eq!(r.body, b"GZ-BYTES-OF-A");
+    assert_eq!(r.get("content-type"), Some("application/javascript"));
+    assert_eq!(r.get("content-length"), Some("13"));
+    assert_eq!(r.get("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.get("accept-ranges"), None);
+    // nginx 1.22.1's order: ETag, Content-Encoding, then Expires, Cache-Control, add_header.
+    let names = r.names();
+    let at = names.iter().position(|n| *n == "etag").unwrap();
+    assert_eq!(
+        &names[at..],
+        [
+            "etag",
+            "content-encoding",
+            "expires",
+            "cache-control",
+            "x-a"
+        ]
+    );
+    assert_eq!(r.get("content-encoding"), Some("gzip"));
+    assert!(r.get("etag").unwrap().ends_with("-d\""), "the .gz's size");
+
+    // A client that does not take gzip gets the plain file, with Vary (the .gz exists).
+    let r = get(port, "/g/a.js", "");
+    assert_eq!(r.body, b"plain js\n");
+    assert_eq!(r.get("content-encoding"), None);
+    assert_eq!(r.get("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.get("accept-ranges"), Some("bytes"));
+    // Quality 0 refuses gzip.
+    let r = get(port, "/g/a.js", "Accept-Encoding: gzip;q=0\r\n");
+    assert_eq!(r.body, b"plain js\n");
+
+    // The .gz alone: to clients that take gzip; a 404 for the others.
+    let r = get(port, "/g/only.js", gzip);
+    assert_eq!((r.code, r.body.as_slice()), (200, b"GZ-ONLY".as_slice()));
+    assert_eq!(get(port, "/g/only.js", "").code, 404);
+
+    // Without gzip_vary, no Vary; `always` sends the .gz to every client, without Vary.
+    let r = get(port, "/gn/a.js", "");
+    assert_eq!(
+        (r.body.as_slice(), r.get("vary")),
+        (b"plain js\n".as_slice(), None)
+    );
+    let r = get(port, "/ga/a.js", "");
+    assert_eq!(r.body, b"GZ-BYTES-OF-A");
+    assert_eq!(r.get("content-encoding"), Some("gzip"));
+    assert_eq!(r.get("vary"), None);
+    // gzip_static off (the default): the plain file.
+    let r = get(port, "/off/a.js", gzip);
+    assert_eq!(r.body, b"plain js\n");
+    assert_eq!(r.get("content-encoding"), None);
+}

@@ -405,7 +405,15 @@ pub static DIRECTIVES: &[Spec] = &[
         set_once(&mut c.real_ip_header, crate::http::realip::RealIpHeader::parse(d.arg(0)), d)
     })),
     level!("real_ip_recursive", HSL, flag, real_ip_recursive),
-    spec!("gzip_static", HSL, A1, Handler::Unsupported("")),
+    spec!("gzip_static", HSL, A1, Handler::Level(|c, d, _| {
+        let v = match d.arg(0) {
+            "off" => GzipStatic::Off,
+            "on" => GzipStatic::On,
+            "always" => GzipStatic::Always,
+            other => return Err(err(d, format!("invalid value \"{other}\""))),
+        };
+        set_once(&mut c.gzip_static, v, d)
+    })),
     spec!("http2", HS, FLAG, Handler::NoEffect(HTTP2_NOT_YET)),
     spec!("fastcgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),
     spec!("uwsgi_pass", LOC, A1, Handler::Unsupported("only proxy_pass is implemented")),

@@ -15,6 +15,7 @@ use super::template::Template;
 
 pub use super::model_out::{
     default_charset_types, Charset, CookieFlags, CookieName, CookieRewrite, Expires, ExpiresMode,
+    GzipStatic,
 };
 pub use super::regex::Regex;
 
@@ -828,6 +829,8 @@ loc_conf! {
         gzip_types: Vec<String> = vec!["text/html".into()],
         /// `gzip_vary`.
         gzip_vary: bool = false,
+        /// `gzip_static`.
+        gzip_static: GzipStatic = GzipStatic::Off,
         /// `gzip_disable`.
         gzip_disable: Vec<UaMatch> = Vec::new(),
         /// `ssl_certificate` files (several for RSA + ECDSA).

@@ -126,3 +126,14 @@ pub struct CookieFlags {
     /// The flags.
     pub flags: Vec<Template>,
 }
+
+/// `gzip_static`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GzipStatic {
+    /// `off`.
+    Off,
+    /// `on`: `FILE.gz` to clients the gzip filter would compress for.
+    On,
+    /// `always`: `FILE.gz` to every client.
+    Always,
+}

@@ -193,6 +193,13 @@ pub fn decide(
     }
 }
 
+/// `ngx_http_gzip_ok` on the request alone (what `gzip_static on` asks before any response
+/// exists): the client takes gzip, `gzip_http_version`, `gzip_disable`, and `gzip_proxied` for a
+/// request with `Via`. `gzip` itself need not be on.
+pub fn request_ok(conf: &LocConf, req: &GzipRequest) -> bool {
+    req.accepts && client_ok(conf, req) && proxied_ok(conf, req, None)
+}
+
 fn type_listed(conf: &LocConf, content_type: &[u8]) -> bool {
     let media = content_type
         .split(|&b| b == b';')

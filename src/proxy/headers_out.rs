@@ -63,6 +63,9 @@ pub struct Extras {
     pub cache_control: Option<Vec<u8>>,
     /// `add_header` lines that apply, rendered, in order.
     pub add: Vec<(String, Vec<u8>)>,
+    /// `gzip_static`: the `FILE.gz` sent in place of a static file, with
+    /// `Content-Encoding: gzip`.
+    pub precompressed: Option<std::path::PathBuf>,
     /// `charset`: the name to add to `Content-Type` as `; charset=`.
     pub charset: Option<Vec<u8>>,
     /// The gzip filter's verdict.
@@ -97,6 +100,7 @@ impl Extras {
             cache_control,
             add: add_headers(conf, resp.status, vars),
             charset: charset(conf, vars, resp.status, resp.content_type),
+            precompressed: None,
             gzip,
         }
     }
