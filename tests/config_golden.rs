@@ -82,3 +82,24 @@ fn balancing_methods_parse_and_a_second_one_warns_as_nginx() {
     );
     assert_eq!(err.lines().next(), Some(want.as_str()), "{err}");
 }
+
+#[test]
+fn aio_and_proxy_cache_off_are_accepted_with_nginx_values() {
+    let load = |directive: &str| {
+        let text = format!(
+            "events {{}}\nhttp {{ server {{ listen 127.0.0.1:1; location / {{ {directive} }} }} }}\n"
+        );
+        ringproxy::config::load_str("t.conf", &text, Path::new("/")).map(|_| ())
+    };
+    for ok in [
+        "aio on;",
+        "aio off;",
+        "aio threads;",
+        "aio threads=default;",
+        "proxy_cache off;",
+    ] {
+        load(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    let e = load("proxy_cache $zone;").unwrap_err().to_string();
+    assert!(e.contains("ringproxy has no cache"), "{e}");
+}

@@ -19,7 +19,6 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
     (
         "discourse.conf",
         &[
-            "unknown directive \"http2_idle_timeout\"",
             "unix domain sockets in \"proxy_pass\" are not supported by ringproxy",
         ],
     ),
@@ -30,18 +29,10 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "jupyterhub.conf",
-        &[
-            "\"ssl_stapling\" directive is not supported by ringproxy",
-            "\"ssl_stapling_verify\" directive is not supported by ringproxy",
-        ],
-    ),
-    (
         "kibana.conf",
         &[
             "\"auth_basic\" directive is not supported by ringproxy",
             "\"auth_basic_user_file\" directive is not supported by ringproxy",
-            "\"proxy_cache_bypass\" directive is not supported by ringproxy: ringproxy has no cache",
         ],
     ),
     (
@@ -59,17 +50,11 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         "mattermost.conf",
         &[
             "\"proxy_cache_path\" directive is not supported by ringproxy: ringproxy has no cache",
-            "unknown directive \"http2_push_preload\"",
-            "\"ssl_early_data\" directive is not supported by ringproxy",
-            "\"ssl_stapling\" directive is not supported by ringproxy",
-            "\"ssl_stapling_verify\" directive is not supported by ringproxy",
             "\"proxy_cache\" directive is not supported by ringproxy: ringproxy has no cache",
             "\"proxy_cache_revalidate\" directive is not supported by ringproxy: ringproxy has no cache",
             "\"proxy_cache_min_uses\" directive is not supported by ringproxy: ringproxy has no cache",
             "\"proxy_cache_use_stale\" directive is not supported by ringproxy: ringproxy has no cache",
             "\"proxy_cache_lock\" directive is not supported by ringproxy: ringproxy has no cache",
-            "unknown \"ssl_early_data\" variable",
-            STOPPED_NO_LINE,
         ],
     ),
     (
@@ -80,34 +65,10 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "node-app.conf",
-        &[
-            "\"proxy_cache_bypass\" directive is not supported by ringproxy: ringproxy has no cache",
-        ],
-    ),
-    (
         "swag-homeassistant.conf",
         &[
-            "\"proxy_cache_bypass\" directive is not supported by ringproxy: ringproxy has no cache",
-            "\"proxy_no_cache\" directive is not supported by ringproxy: ringproxy has no cache",
             "variables in \"proxy_pass\" are not supported by ringproxy",
             "variables in \"proxy_pass\" are not supported by ringproxy",
-            "unknown \"ssl_early_data\" variable",
-            STOPPED_NO_LINE,
-        ],
-    ),
-    (
-        "vaultwarden.conf",
-        &[
-            "\"ssl_trusted_certificate\" directive is not supported by ringproxy",
-        ],
-    ),
-    (
-        "zammad-strong-tls.conf",
-        &[
-            "\"ssl_stapling\" directive is not supported by ringproxy",
-            "\"ssl_stapling_verify\" directive is not supported by ringproxy",
-            "\"expires\" directive is not supported by ringproxy",
         ],
     ),
 ];
@@ -275,6 +236,56 @@ const SITES: &[Site] = &[
         ],
     },
     Site {
+        file: "jupyterhub.conf",
+        websockets: &[(HTTPS, "hub.example.com", "/user/a/api/kernels/k/channels")],
+        gets: &[
+            ((HTTPS, "hub.example.com", "/hub/home"), Want::Proxied),
+            (
+                (HTTP, "hub.example.com", "/hub/home"),
+                Want::Redirect(302, "https://hub.example.com/hub/home"),
+            ),
+        ],
+    },
+    Site {
+        file: "node-app.conf",
+        websockets: &[(HTTPS, "app.example.com", "/socket")],
+        gets: &[
+            ((HTTPS, "app.example.com", "/"), Want::Proxied),
+            (
+                (HTTP, "app.example.com", "/x"),
+                Want::Redirect(301, "https://app.example.com/x"),
+            ),
+        ],
+    },
+    Site {
+        file: "vaultwarden.conf",
+        websockets: &[(HTTPS, "vaultwarden.example.tld", "/notifications/hub")],
+        gets: &[
+            (
+                (HTTPS, "vaultwarden.example.tld", "/api/config"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "vaultwarden.example.tld", "/admin"),
+                Want::Redirect(301, "https://vaultwarden.example.tld/admin"),
+            ),
+        ],
+    },
+    Site {
+        file: "zammad-strong-tls.conf",
+        websockets: &[(HTTPS, "helpdesk.example.com", "/ws")],
+        gets: &[
+            (
+                (HTTPS, "helpdesk.example.com", "/api/v1/tickets"),
+                Want::Proxied,
+            ),
+            (
+                (HTTPS, "helpdesk.example.com", "/favicon.ico"),
+                Want::Static("favicon.ico"),
+            ),
+        ],
+    },
+    Site {
         file: "uptime-kuma.conf",
         websockets: &[(
             HTTPS,
@@ -328,7 +339,7 @@ fn prefix(site: &str, http: u16, https: u16, backend: &str) -> tempfile::TempDir
     certs::write_localhost(p);
     // ringproxy does not read dhparam files (rustls has no finite-field DH), but nginx does.
     std::fs::write(p.join("dhparam.pem"), "").unwrap();
-    for f in ["index.html", "vnc.html"] {
+    for f in ["index.html", "vnc.html", "favicon.ico"] {
         std::fs::write(p.join("html").join(f), static_body(f)).unwrap();
     }
     let subst = |text: String| {

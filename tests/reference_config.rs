@@ -31,7 +31,12 @@ fn reference_config_names_every_implemented_directive() {
         .collect();
     let missing: Vec<&str> = DIRECTIVES
         .iter()
-        .filter(|s| !matches!(s.handler, Handler::Unsupported(_) | Handler::NoEffect(_)))
+        .filter(|s| {
+            !matches!(
+                s.handler,
+                Handler::Unsupported(_) | Handler::NoEffect(_) | Handler::NoEffectChecked(..)
+            )
+        })
         .map(|s| s.name)
         .filter(|n| !words.contains(n))
         .collect();
@@ -59,7 +64,7 @@ fn readme_compatibility_table_is_true() {
         };
         let ok = match spec.handler {
             Handler::Unsupported(_) => status.starts_with("refused"),
-            Handler::NoEffect(reason) => {
+            Handler::NoEffect(reason) | Handler::NoEffectChecked(reason, _) => {
                 status.starts_with("accepted, no effect") && status.contains(reason)
             }
             _ if NOT_IN_EFFECT_YET.contains(&spec.name) => {
@@ -145,7 +150,12 @@ fn every_directive_in_effect_has_a_behaviour_test() {
     );
     let in_effect: BTreeSet<&str> = DIRECTIVES
         .iter()
-        .filter(|s| !matches!(s.handler, Handler::Unsupported(_) | Handler::NoEffect(_)))
+        .filter(|s| {
+            !matches!(
+                s.handler,
+                Handler::Unsupported(_) | Handler::NoEffect(_) | Handler::NoEffectChecked(..)
+            )
+        })
         .map(|s| s.name)
         .filter(|n| !NOT_IN_EFFECT_YET.contains(n))
         .collect();

@@ -232,6 +232,7 @@ pub(super) fn walk(
             ));
         }
         match (spec.handler, &mut *scope) {
+            (Handler::NoEffectChecked(_, check), _) => check(d)?,
             (Handler::NoEffect(reason), _) => {
                 if spec.arity == Arity::Flag
                     && directives::flag(d)?
@@ -394,6 +395,7 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
     http.upstreams = std::mem::take(&mut env.upstreams);
     for server in &mut http.servers {
         server.conf.merge(&http.conf);
+        super::handlers_out::check_charsets(&server.conf)?;
         for loc in &mut server.locations {
             finish_location(loc, &server.conf, &index_of_ref)?;
         }
@@ -448,6 +450,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
 
 fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize]) -> Result<()> {
     loc.conf.merge(parent);
+    super::handlers_out::check_charsets(&loc.conf)?;
     if let Some(pp) = loc.conf.proxy_pass.as_mut() {
         pp.upstream = index_of_ref[pp.upstream];
         if pp.uri.is_some()

@@ -14,6 +14,7 @@ use super::handlers::{
     proxy_redirect, ssl_session_cache, tls_versions, try_files, worker_cpu_affinity,
     worker_processes,
 };
+use super::handlers_out;
 use super::model::*;
 use super::parser::Directive;
 use super::values::{parse_flag, parse_number, parse_size, parse_time};
@@ -98,6 +99,9 @@ pub enum Handler {
     NoEffect(&'static str),
     /// Refused with `"x" directive is not supported by ringproxy` and the hint.
     Unsupported(&'static str),
+    /// Accepted with no effect like [`Handler::NoEffect`] once the check passes: nginx's errors
+    /// for values it refuses, and ringproxy's refusal of values it cannot honour.
+    NoEffectChecked(&'static str, fn(&Directive) -> Result<()>),
 }
 
 /// One row of the table.
@@ -210,6 +214,12 @@ macro_rules! level {
 const NO_DISK: &str = "ringproxy streams bodies and never writes them to disk";
 const NO_HASH: &str = "ringproxy sizes its lookup tables itself";
 const NO_CACHE: &str = "ringproxy has no cache";
+/// `proxy_cache off` is what ringproxy does anyway; a zone is refused (see `handlers_out::proxy_cache`).
+const CACHE_OFF: &str = "only `off` is accepted, ringproxy has no cache";
+const NO_OVERRIDE: &str =
+    "only `off`: overriding an upstream's charset recodes, and ringproxy has no charset_map";
+const NO_AIO: &str =
+    "static files are read on the shard's own io_uring; there is no thread pool to hand reads to";
 const STREAMED: &str = "ringproxy streams responses through one pooled buffer per direction";
 
 /// Directives read into the typed model with nginx's syntax, defaults and inheritance that the
@@ -380,7 +390,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("if", SL, MORE1, Handler::Block(Block::If)),
     spec!("limit_rate", HSL | LIF, A1, Handler::Unsupported("")),
     spec!("limit_rate_after", HSL | LIF, A1, Handler::Unsupported("")),
-    spec!("aio", HSL, A1, Handler::Unsupported("")),
+    spec!("aio", HSL, A1, Handler::NoEffectChecked(NO_AIO, handlers_out::aio)),
     spec!("directio", HSL, A1, Handler::Unsupported("")),
     spec!("max_ranges", HSL, A1, Handler::Unsupported("")),
     spec!("if_modified_since", HSL, A1, Handler::Unsupported("")),
@@ -398,9 +408,13 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("limit_req_zone", HTTP, n(3, 4), Handler::Unsupported("")),
     spec!("limit_conn", HSL, A2, Handler::Unsupported("")),
     spec!("limit_conn_zone", HTTP, A2, Handler::Unsupported("")),
-    spec!("expires", HSL | LIF, n(1, 2), Handler::Unsupported("")),
+    spec!("expires", HSL | LIF, n(1, 2), Handler::Level(handlers_out::expires)),
     spec!("add_trailer", HSL | LIF, n(2, 3), Handler::Unsupported("")),
-    spec!("charset", HSL, A1, Handler::Unsupported("")),
+    spec!("charset", HSL, A1, Handler::Level(|c, d, e| set_once(&mut c.charset, handlers_out::charset(d, e)?, d))),
+    spec!("source_charset", HSL, A1, Handler::Level(|c, d, e| set_once(&mut c.source_charset, handlers_out::charset(d, e)?, d))),
+    spec!("charset_types", HSL, MORE1, Handler::Level(handlers_out::charset_types)),
+    spec!("override_charset", HSL, FLAG, Handler::NoEffectChecked(NO_OVERRIDE, handlers_out::override_charset)),
+    spec!("charset_map", HTTP, A2, Handler::Unsupported("ringproxy adds \"; charset=\" but does not recode")),
     spec!("ssi", HSL | LIF, FLAG, Handler::Unsupported("")),
     spec!("autoindex", HSL, FLAG, Handler::Unsupported("")),
     // realip module.
@@ -409,7 +423,15 @@ pub static DIRECTIVES: &[Spec] = &[
         set_once(&mut c.real_ip_header, crate::http::realip::RealIpHeader::parse(d.arg(0)), d)
     })),
     level!("real_ip_recursive", HSL, flag, real_ip_recursive),
-    spec!("gzip_static", HSL, A1, Handler::Unsupported("")),
+    spec!("gzip_static", HSL, A1, Handler::Level(|c, d, _| {
+        let v = match d.arg(0) {
+            "off" => GzipStatic::Off,
+            "on" => GzipStatic::On,
+            "always" => GzipStatic::Always,
+            other => return Err(err(d, format!("invalid value \"{other}\""))),
+        };
+        set_once(&mut c.gzip_static, v, d)
+    })),
     spec!("http2", HS, FLAG, Handler::NoEffect(HTTP2_NOT_YET)),
     // nginx 1.22's HTTP/2 tuning, in configurations written for it.
     spec!("http2_body_preread_size", HS, A1, Handler::NoEffect(HTTP2_NOT_YET)),
@@ -515,7 +537,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_max_temp_file_size", HSL, A1, Handler::NoEffect(NO_DISK)),
     spec!("proxy_temp_file_write_size", HSL, A1, Handler::NoEffect(NO_DISK)),
     spec!("proxy_ignore_headers", HSL, MORE1, Handler::NoEffect("ringproxy does not act on X-Accel-* or caching headers")),
-    spec!("proxy_cache", HSL, A1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_cache", HSL, A1, Handler::NoEffectChecked(CACHE_OFF, handlers_out::proxy_cache)),
     spec!("proxy_cache_path", HTTP, MORE2, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_key", HSL, A1, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_valid", HSL, MORE1, Handler::Unsupported(NO_CACHE)),
@@ -527,9 +549,9 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_cache_lock", HSL, FLAG, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_revalidate", HSL, FLAG, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_store", HSL, A1, Handler::Unsupported(NO_CACHE)),
-    spec!("proxy_cookie_domain", HSL, n(1, 2), Handler::Unsupported("")),
-    spec!("proxy_cookie_path", HSL, n(1, 2), Handler::Unsupported("")),
-    spec!("proxy_cookie_flags", HSL, MORE1, Handler::Unsupported("")),
+    spec!("proxy_cookie_domain", HSL, n(1, 2), Handler::Level(handlers_out::proxy_cookie_domain)),
+    spec!("proxy_cookie_path", HSL, n(1, 2), Handler::Level(handlers_out::proxy_cookie_path)),
+    spec!("proxy_cookie_flags", HSL, n(1, 4), Handler::Level(handlers_out::proxy_cookie_flags)),
     spec!("proxy_bind", HSL, n(1, 2), Handler::Unsupported("")),
     spec!("proxy_set_body", HSL, A1, Handler::Unsupported("")),
     spec!("proxy_method", HSL, A1, Handler::Unsupported("")),

@@ -13,6 +13,10 @@ use std::time::Duration;
 use super::error::Span;
 use super::template::Template;
 
+pub use super::model_out::{
+    default_charset_types, Charset, CookieFlags, CookieName, CookieRewrite, Expires, ExpiresMode,
+    GzipStatic,
+};
 pub use super::regex::Regex;
 
 /// The whole configuration.
@@ -882,6 +886,20 @@ loc_conf! {
         add_header: Vec<AddHeader> = Vec::new(),
         /// `allow` and `deny`, in order (the first that matches decides).
         access: Vec<AccessRule> = Vec::new(),
+        /// `expires` (off when unset).
+        expires: Expires = Expires { mode: ExpiresMode::Off, time: 0, value: None },
+        /// `charset`.
+        charset: Charset = Charset::Off,
+        /// `source_charset` (only equal to `charset`: ringproxy does not recode).
+        source_charset: Charset = Charset::Off,
+        /// `proxy_cookie_domain` (`off`: an empty list).
+        proxy_cookie_domain: Vec<CookieRewrite> = Vec::new(),
+        /// `proxy_cookie_path` (`off`: an empty list).
+        proxy_cookie_path: Vec<CookieRewrite> = Vec::new(),
+        /// `proxy_cookie_flags` (`off`: an empty list).
+        proxy_cookie_flags: Vec<CookieFlags> = Vec::new(),
+        /// `charset_types` (lowercase; `*` for all).
+        charset_types: Vec<String> = default_charset_types(),
         /// `access_log` (default `logs/access.log combined`).
         access_log: Vec<AccessLog> = Vec::new(),
         /// `error_log` at this level.
@@ -900,6 +918,8 @@ loc_conf! {
         gzip_types: Vec<String> = vec!["text/html".into()],
         /// `gzip_vary`.
         gzip_vary: bool = false,
+        /// `gzip_static`.
+        gzip_static: GzipStatic = GzipStatic::Off,
         /// `gzip_disable`.
         gzip_disable: Vec<UaMatch> = Vec::new(),
         /// `ssl_certificate` files (several for RSA + ECDSA).

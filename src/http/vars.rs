@@ -511,8 +511,9 @@ impl<'a> RequestVars<'a> {
             "bytes_sent" => w!("{}", self.response.bytes_sent),
             "ssl_protocol" => conn.tls.as_ref().map_or(Val::None, |t| bytes(t.protocol)),
             "ssl_cipher" => conn.tls.as_ref().map_or(Val::None, |t| bytes(t.cipher)),
-            // Early data (0-RTT) is never accepted (`ssl_early_data`): nginx's "1" never applies.
-            "ssl_early_data" => Val::None,
+            // Early data (0-RTT) is never accepted (`ssl_early_data`): on TLS the value is
+            // nginx's empty one, never its "1".
+            "ssl_early_data" => conn.tls.as_ref().map_or(Val::None, |_| bytes("")),
             "ssl_session_reused" => conn.tls.as_ref().map_or(Val::None, |t| {
                 bytes(if t.session_reused { "r" } else { "." })
             }),
@@ -600,7 +601,8 @@ impl<'a> RequestVars<'a> {
         Val::None
     }
 
-    fn now(&self) -> SystemTime {
+    /// The request's clock (the system clock unless a test fixed it).
+    pub fn now(&self) -> SystemTime {
         self.now.unwrap_or_else(SystemTime::now)
     }
 

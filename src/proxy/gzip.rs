@@ -120,6 +120,8 @@ pub struct GzipResponse<'a> {
     pub encoded: bool,
     /// The body length, when known.
     pub length: Option<u64>,
+    /// `Last-Modified` (for `expires modified`), when the response has one.
+    pub last_modified: Option<std::time::SystemTime>,
 }
 
 /// For a proxied response: the headers `gzip_proxied` looks at.
@@ -189,6 +191,13 @@ pub fn decide(
         vary,
         level: ok.then(|| conf.gzip_comp_level()),
     }
+}
+
+/// `ngx_http_gzip_ok` on the request alone (what `gzip_static on` asks before any response
+/// exists): the client takes gzip, `gzip_http_version`, `gzip_disable`, and `gzip_proxied` for a
+/// request with `Via`. `gzip` itself need not be on.
+pub fn request_ok(conf: &LocConf, req: &GzipRequest) -> bool {
+    req.accepts && client_ok(conf, req) && proxied_ok(conf, req, None)
 }
 
 fn type_listed(conf: &LocConf, content_type: &[u8]) -> bool {

@@ -33,6 +33,7 @@ fn html(status: u16, length: Option<u64>) -> GzipResponse<'static> {
         content_type: b"text/html; charset=utf-8",
         encoded: false,
         length,
+        last_modified: None,
     }
 }
 

@@ -10,6 +10,13 @@
 //! - `add_header` (`ngx_http_headers_filter`): the lines of the innermost level that has any (the
 //!   config merge already gives that); without `always` only for 200, 201, 204, 206, 301, 302,
 //!   303, 304, 307 and 308; a value that renders empty adds nothing.
+//! - `expires` (`ngx_http_set_expires`, see [`super::expires`]): for the same statuses as
+//!   `add_header` without `always`, before its lines; on a proxied response in place of the
+//!   upstream's `Expires` and `Cache-Control`.
+//! - `charset` (`ngx_http_charset_header_filter`, no recoding): `; charset=NAME` after a
+//!   `Content-Type` in `charset_types` (see [`charset`]).
+//! - `proxy_cookie_domain`, `proxy_cookie_path`, `proxy_cookie_flags`: the upstream's
+//!   `Set-Cookie` lines edited (see [`super::cookies`]).
 //! - `proxy_redirect` (`ngx_http_proxy_rewrite_redirect`): rewrites `Location` and the `url=`
 //!   part of `Refresh` of upstream responses with the first rule that matches; `default` turns
 //!   the `proxy_pass` URL into the location's prefix (the URL plus `/` into `/` when
@@ -17,7 +24,7 @@
 
 use std::borrow::Cow;
 
-use crate::config::model::{LocConf, LocationMatch, ProxyPass, ProxyRedirect};
+use crate::config::model::{Charset, LocConf, LocationMatch, ProxyPass, ProxyRedirect};
 use crate::http::response::ResponseBody;
 use crate::http::vars::RequestVars;
 use crate::proxy::gzip::{self, Decision, GzipRequest, GzipResponse, Proxied};
@@ -50,8 +57,17 @@ pub fn add_headers(conf: &LocConf, status: u16, vars: &mut RequestVars) -> Vec<(
 /// What the response-path filters add to one response head.
 #[derive(Clone, Debug, Default)]
 pub struct Extras {
+    /// `expires`: the `Expires` value, unless it replaced an upstream's in place.
+    pub expires: Option<Vec<u8>>,
+    /// `expires`: the `Cache-Control` value, unless it replaced an upstream's in place.
+    pub cache_control: Option<Vec<u8>>,
     /// `add_header` lines that apply, rendered, in order.
     pub add: Vec<(String, Vec<u8>)>,
+    /// `gzip_static`: the `FILE.gz` sent in place of a static file, with
+    /// `Content-Encoding: gzip`.
+    pub precompressed: Option<std::path::PathBuf>,
+    /// `charset`: the name to add to `Content-Type` as `; charset=`.
+    pub charset: Option<Vec<u8>>,
     /// The gzip filter's verdict.
     pub gzip: Decision,
 }
@@ -72,10 +88,44 @@ impl Extras {
         } else {
             Decision::default()
         };
+        let expires = conf
+            .expires
+            .as_ref()
+            .filter(|_| add_header_applies(resp.status, false));
+        let (expires, cache_control) = expires
+            .and_then(|e| super::expires::values(e, vars, resp.last_modified))
+            .map_or((None, None), |(e, c)| (Some(e), Some(c)));
         Extras {
+            expires,
+            cache_control,
             add: add_headers(conf, resp.status, vars),
+            charset: charset(conf, vars, resp.status, resp.content_type),
+            precompressed: None,
             gzip,
         }
+    }
+
+    /// `content_type` as sent: with `; charset=` when the charset filter adds one.
+    pub fn content_type<'a>(&self, content_type: &'a [u8]) -> Cow<'a, [u8]> {
+        match &self.charset {
+            None => Cow::Borrowed(content_type),
+            Some(cs) => {
+                let mut v = content_type.to_vec();
+                v.extend_from_slice(b"; charset=");
+                v.extend_from_slice(cs);
+                Cow::Owned(v)
+            }
+        }
+    }
+
+    /// The lines a 304 keeps: `Expires`, `Cache-Control` and the `add_header` lines.
+    pub fn header_lines(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let expires = self.expires.as_deref().map(|v| ("Expires", v));
+        let cc = self.cache_control.as_deref().map(|v| ("Cache-Control", v));
+        expires
+            .into_iter()
+            .chain(cc)
+            .chain(self.add.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
     }
 
     /// The body is compressed.
@@ -90,21 +140,100 @@ impl Extras {
             .then_some(("Vary", b"Accept-Encoding".as_slice()))
     }
 
-    /// The headers written last: `add_header` lines, then `Content-Encoding: gzip`.
+    /// The headers written last: `Expires` and `Cache-Control` from `expires`, the
+    /// `add_header` lines, then `Content-Encoding: gzip`.
     pub fn tail(&self) -> impl Iterator<Item = (&str, &[u8])> {
         let ce = self
             .compressing()
             .then_some(("Content-Encoding", b"gzip".as_slice()));
-        self.add
+        self.header_lines().chain(ce)
+    }
+
+    /// Puts the `expires` values in place of an upstream's `Expires` and first
+    /// `Cache-Control` (dropping the other `Cache-Control` lines), as nginx edits its list;
+    /// what has no upstream line to replace stays for [`Extras::tail`].
+    fn replace_upstream(&mut self, list: &mut Vec<(&str, Cow<[u8]>)>) {
+        if let Some(at) = list
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .chain(ce)
+            .position(|(n, _)| n.eq_ignore_ascii_case("expires"))
+        {
+            if let Some(v) = self.expires.take() {
+                list[at].1 = Cow::Owned(v);
+            }
+        }
+        let Some(first) = list
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
+        else {
+            return;
+        };
+        let Some(v) = self.cache_control.take() else {
+            return;
+        };
+        list[first].1 = Cow::Owned(v);
+        let mut i = 0;
+        list.retain(|(n, _)| {
+            i += 1;
+            i - 1 <= first || !n.eq_ignore_ascii_case("cache-control")
+        });
     }
 
     /// A compressor for the body, framed chunked or not.
     pub fn encoder(&self, chunked: bool) -> Option<gzip::BodyEncoder> {
         self.gzip.level.map(|l| gzip::BodyEncoder::new(l, chunked))
     }
+}
+
+/// nginx's charset filter without recoding (`ngx_http_charset_header_filter`): the charset to
+/// add to a response of `status` with `content_type`, if any. None when `charset` is off, the
+/// type is empty, already names a charset (`override_charset` is off) or is not in
+/// `charset_types` (compared whole, lowercase: a type with other parameters is not in the
+/// list), when a `source_charset` from a variable differs (nginx logs that no `charset_map`
+/// exists), and for 301 and 302 (nginx leaves redirects without one).
+fn charset(
+    conf: &LocConf,
+    vars: &mut RequestVars,
+    status: u16,
+    content_type: &[u8],
+) -> Option<Vec<u8>> {
+    let Charset::Name(name) = conf.charset.as_ref()? else {
+        return None;
+    };
+    if content_type.is_empty() || names_charset(content_type) {
+        return None;
+    }
+    let types = conf.charset_types();
+    let lower = content_type.to_ascii_lowercase();
+    if !types.iter().any(|t| t == "*" || t.as_bytes() == lower) {
+        return None;
+    }
+    let mut dst = Vec::new();
+    vars.render(name, &mut dst);
+    if let Charset::Name(src) = conf.source_charset() {
+        let mut s = Vec::new();
+        vars.render(&src, &mut s);
+        if !s.eq_ignore_ascii_case(&dst) {
+            return None;
+        }
+    }
+    if dst.is_empty() || matches!(status, 301 | 302) {
+        return None;
+    }
+    Some(dst)
+}
+
+/// A `charset=` parameter, found as nginx's `ngx_http_upstream_copy_content_type` does.
+fn names_charset(content_type: &[u8]) -> bool {
+    let mut rest = content_type;
+    while let Some(at) = rest.iter().position(|&b| b == b';') {
+        rest = &rest[at + 1..];
+        let p = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        rest = &rest[p..];
+        if rest.len() >= 8 && rest[..8].eq_ignore_ascii_case(b"charset=") {
+            return true;
+        }
+    }
+    false
 }
 
 /// The `proxy_redirect default` rule for `pp` in a location matched by `matcher`: the pattern
@@ -289,8 +418,40 @@ pub fn shape_proxied<'h>(
         content_type: find("content-type").unwrap_or(b""),
         encoded: find("content-encoding").is_some_and(|v| !v.is_empty()),
         length,
+        last_modified: find("last-modified")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| httpdate::parse_http_date(v.trim()).ok()),
     };
-    let extras = Extras::for_response(conf, vars, &resp, Some(headers));
+    let cookies = conf
+        .proxy_cookie_domain
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+        || conf
+            .proxy_cookie_path
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+        || conf
+            .proxy_cookie_flags
+            .as_ref()
+            .is_some_and(|l| !l.is_empty());
+    if cookies {
+        for (n, v) in list.iter_mut() {
+            if n.eq_ignore_ascii_case("set-cookie") {
+                if let Some(new) = super::cookies::rewrite(conf, v, vars) {
+                    *v = Cow::Owned(new);
+                }
+            }
+        }
+    }
+    let mut extras = Extras::for_response(conf, vars, &resp, Some(headers));
+    extras.replace_upstream(&mut list);
+    if extras.charset.is_some() {
+        for (n, v) in list.iter_mut() {
+            if n.eq_ignore_ascii_case("content-type") {
+                *v = Cow::Owned(extras.content_type(v).into_owned());
+            }
+        }
+    }
     ProxiedHead {
         status,
         headers: list,

@@ -16,8 +16,10 @@
 
 mod answer;
 pub mod conn;
+pub mod cookies;
 pub mod error_page;
 mod exchange;
+pub mod expires;
 pub mod frames;
 pub mod gzip;
 pub mod gzip_relay;

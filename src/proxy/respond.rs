@@ -103,7 +103,7 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
         out.extend_from_slice(b"\r\n");
     };
     if !p.content_type.is_empty() && !no_content {
-        line("Content-Type", p.content_type.as_bytes());
+        line("Content-Type", &x.content_type(p.content_type.as_bytes()));
     }
     let compress = x.gzip.level;
     if compress.is_none() && !no_content {
@@ -165,6 +165,7 @@ pub fn reply(
         content_type: content_type.as_bytes(),
         encoded: false,
         length: Some(body.len() as u64),
+        last_modified: None,
     };
     let extras = Extras::for_response(conf, vars, &resp, None);
     let p = Page {

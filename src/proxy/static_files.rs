@@ -30,10 +30,10 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::model::{DocRoot, LocConf, LocationMatch, TryFilesLast};
+use crate::config::model::{DocRoot, GzipStatic, LocConf, LocationMatch, TryFilesLast};
 use crate::config::template::{Part, Template};
 use crate::http::vars::RequestVars;
-use crate::proxy::gzip::{BodyEncoder, GzipResponse};
+use crate::proxy::gzip::{self, BodyEncoder, GzipRequest, GzipResponse};
 use crate::proxy::headers_out::Extras;
 use crate::proxy::pool::PooledBuf;
 use crate::proxy::respond;
@@ -88,18 +88,51 @@ pub struct FileHit {
     pub len: u64,
     /// Modification time when it was looked up.
     pub mtime: SystemTime,
+    /// With `gzip_static`: the modification time of `FILE.gz`, a regular file beside it (the
+    /// plain file need not exist: nginx serves the `.gz` alone to clients that take it).
+    pub gz: Option<SystemTime>,
 }
 
 impl FileHit {
-    /// `add_header` and gzip for sending this file with `status`.
+    /// `add_header` and gzip for sending this file with `status`; with `gzip_static`, whether
+    /// `FILE.gz` goes instead (nginx's `ngx_http_gzip_static_handler`, which runs before the
+    /// static module: GET and HEAD only; `on` asks `ngx_http_gzip_ok` and, when the `.gz`
+    /// exists, sets `Vary` under `gzip_vary` whichever file goes).
     pub fn extras(&self, conf: &LocConf, vars: &mut RequestVars, status: u16) -> Extras {
+        let head = vars.head();
+        let static_gz = match (self.gz, conf.gzip_static()) {
+            (Some(mtime), mode) if matches!(head.method, "GET" | "HEAD") => match mode {
+                GzipStatic::Off => None,
+                GzipStatic::On => Some((
+                    mtime,
+                    gzip::request_ok(conf, &GzipRequest::from_head(head)),
+                    conf.gzip_vary(),
+                )),
+                GzipStatic::Always => Some((mtime, true, false)),
+            },
+            _ => None,
+        };
+        let send_gz = static_gz.is_some_and(|(_, ok, _)| ok);
         let resp = GzipResponse {
             status,
             content_type: self.content_type.as_bytes(),
-            encoded: false,
+            encoded: send_gz,
             length: Some(self.len),
+            last_modified: Some(match static_gz {
+                Some((mtime, true, _)) => mtime,
+                _ => self.mtime,
+            }),
         };
-        Extras::for_response(conf, vars, &resp, None)
+        let mut x = Extras::for_response(conf, vars, &resp, None);
+        if let Some((_, ok, vary)) = static_gz {
+            x.gzip.vary |= vary;
+            if ok {
+                let mut p = self.path.clone().into_os_string();
+                p.push(".gz");
+                x.precompressed = Some(PathBuf::from(p));
+            }
+        }
+        x
     }
 }
 
@@ -202,7 +235,26 @@ fn content(
     if uri.ends_with('/') {
         return index(fs, conf, uri, dir, render);
     }
+    let gz = if conf.gzip_static() == GzipStatic::Off {
+        None
+    } else {
+        let mut p = dir.clone().into_os_string();
+        p.push(".gz");
+        fs.stat(Path::new(&p))
+            .ok()
+            .filter(|m| m.is_file)
+            .map(|m| m.mtime)
+    };
     match fs.stat(&dir) {
+        // The `.gz` alone: it goes to clients that take it; the others get the 404 that
+        // opening the plain file gives.
+        Err(e) if gz.is_some() && e.kind() == io::ErrorKind::NotFound => Decision::File(FileHit {
+            path: dir,
+            content_type: content_type(conf, uri),
+            len: 0,
+            mtime: UNIX_EPOCH,
+            gz,
+        }),
         Err(e) => Decision::Failed(
             status_for(&e),
             format!(
@@ -218,6 +270,7 @@ fn content(
             content_type: content_type(conf, uri),
             len: m.len,
             mtime: m.mtime,
+            gz,
         }),
     }
 }
@@ -544,7 +597,7 @@ pub fn response_head_with(
         if let Some(tag) = &tag {
             push_header(&mut out, "ETag", tag);
         }
-        for (n, v) in &x.add {
+        for (n, v) in x.header_lines() {
             push_header(&mut out, n, &String::from_utf8_lossy(v));
         }
         out.extend_from_slice(b"\r\n");
@@ -554,7 +607,11 @@ pub fn response_head_with(
     let chunked = compress && shape.chunked && !shape.head_request;
     let keep = keep_alive && (!compress || chunked || shape.head_request);
     respond::status_line(&mut out, shape.status, conf.server_tokens());
-    push_header(&mut out, "Content-Type", content_type);
+    push_header(
+        &mut out,
+        "Content-Type",
+        &String::from_utf8_lossy(&x.content_type(content_type.as_bytes())),
+    );
     if !compress {
         push_header(&mut out, "Content-Length", &meta.len.to_string());
     }
@@ -580,10 +637,14 @@ pub fn response_head_with(
     if let Some(tag) = &tag {
         push_header(&mut out, "ETag", tag);
     }
+    // gzip_static's header is in nginx's list before the header filters add theirs.
+    if x.precompressed.is_some() {
+        push_header(&mut out, "Content-Encoding", "gzip");
+    }
     for (n, v) in x.tail() {
         push_header(&mut out, n, &String::from_utf8_lossy(v));
     }
-    if shape.status == 200 && !compress {
+    if shape.status == 200 && !compress && x.precompressed.is_none() {
         push_header(&mut out, "Accept-Ranges", "bytes");
     }
     out.extend_from_slice(b"\r\n");
@@ -662,7 +723,8 @@ pub async fn serve(
         path: file.path.clone(),
         source,
     };
-    let mut f = std::fs::File::open(&file.path).map_err(open_err)?;
+    let path = shape.extras.precompressed.as_ref().unwrap_or(&file.path);
+    let mut f = std::fs::File::open(path).map_err(open_err)?;
     let meta = meta_of(&f.metadata().map_err(open_err)?);
     if !meta.is_file {
         return Err(open_err(io::Error::from_raw_os_error(libc::ENOENT)));
