@@ -86,6 +86,37 @@ async fn proxy_pass_sends_the_request_to_its_target_with_the_uri_as_nginx() {
     assert_eq!(b.accepted(), 2);
 }
 
+// A URI part with variables (`http://backend$request_uri`, as Forgejo's and Nextcloud's
+// published configurations write it) is sent as it renders: the location's prefix is not
+// replaced and no arguments are added; it is allowed in regex locations, as in nginx.
+// effect: proxy_pass
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uri_part_with_variables_is_sent_as_it_renders() {
+    let b = head_echo().await;
+    let server = format!(
+        "location /git/ {{ rewrite ^ $request_uri; rewrite ^/git(/.*) $1 break; proxy_pass http://{0}$uri; }}\n        \
+         location ~ ^/re/ {{ proxy_pass http://{0}/v$request_uri; }}\n        \
+         location / {{ proxy_pass http://{0}$request_uri; }}",
+        b.addr
+    );
+    let p = directive_kit::start("", &server);
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    for (path, upstream) in [
+        ("/a/b?q=1", "/a/b?q=1"),
+        // Forgejo's idiom: the `?` that `$request_uri` brings stays in `$uri` (nginx splits off
+        // arguments only at a literal `?` of the replacement), so the raw URI goes upstream.
+        ("/git/user/repo?tab=x", "/user/repo?tab=x"),
+        ("/re/x?y", "/v/re/x?y"),
+    ] {
+        let r = answer(p.port, get(path).as_bytes()).await;
+        assert!(
+            r.contains(&format!("\r\n\r\nGET {upstream} HTTP/1.0\r\n")),
+            "{path}: {r}"
+        );
+        assert!(r.contains(&format!("\r\nHost: {}\r\n", b.addr)), "{r}");
+    }
+}
+
 // effect: proxy_connect_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_that_hangs_is_504_after_proxy_connect_timeout() {

@@ -23,12 +23,6 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "forgejo-subpath.conf",
-        &[
-            "variables in \"proxy_pass\" are not supported by ringproxy",
-        ],
-    ),
-    (
         "kibana.conf",
         &[
             "\"auth_basic\" directive is not supported by ringproxy",
@@ -60,15 +54,14 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
     (
         "nextcloud-aio.conf",
         &[
-            "variables in \"proxy_pass\" are not supported by ringproxy",
             "\"ssl_conf_command\" directive is not supported by ringproxy: TLS is rustls, not OpenSSL",
         ],
     ),
     (
         "swag-homeassistant.conf",
         &[
-            "variables in \"proxy_pass\" are not supported by ringproxy",
-            "variables in \"proxy_pass\" are not supported by ringproxy",
+            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
+            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
         ],
     ),
 ];
@@ -104,6 +97,14 @@ const SITES: &[Site] = &[
         file: "code-server.conf",
         websockets: &[(HTTP, "code.example.com", "/stable-abc?reconnectionToken=1")],
         gets: &[((HTTP, "code.example.com", "/"), Want::Proxied)],
+    },
+    Site {
+        file: "forgejo-subpath.conf",
+        websockets: &[(HTTP, "www.example.com", "/forgejo/-/ws")],
+        gets: &[(
+            (HTTP, "www.example.com", "/forgejo/user/repo?tab=x"),
+            Want::Proxied,
+        )],
     },
     Site {
         file: "gitea.conf",

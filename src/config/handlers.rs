@@ -223,11 +223,14 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
         return Err(err(d, "\"proxy_pass\" directive is duplicate"));
     }
     let url = d.arg(0);
-    if url.contains('$') {
-        return Err(err(
+    let host_vars = || {
+        err(
             d,
-            "variables in \"proxy_pass\" are not supported by ringproxy",
-        ));
+            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
+        )
+    };
+    if url.starts_with('$') {
+        return Err(host_vars());
     }
     let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
@@ -236,9 +239,20 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
     } else {
         return Err(err(d, "invalid URL prefix"));
     };
-    let (host, uri) = match rest.find('/') {
+    // Variables may follow the host (`http://backend$request_uri`), as a URI part.
+    let (host, uri) = match rest.find(['/', '$']) {
         Some(i) => (&rest[..i], Some(rest[i..].to_string())),
         None => (rest, None),
+    };
+    // `http://$host...` or `http://backend:$port...`: the variable is the host's.
+    if (host.is_empty() || host.ends_with(':'))
+        && uri.as_deref().is_some_and(|u| u.starts_with('$'))
+    {
+        return Err(host_vars());
+    }
+    let (uri, uri_vars) = match uri {
+        Some(u) if u.contains('$') => (None, Some(e.template(&u, d)?)),
+        u => (u, None),
     };
     if host.starts_with("unix:") {
         return Err(err(
@@ -259,6 +273,7 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
         upstream: e.proxy_refs.len() - 1,
         host: host.to_string(),
         uri,
+        uri_vars,
         span: d.span.clone(),
     });
     Ok(())

@@ -460,6 +460,9 @@ pub struct ProxyPass {
     pub host: String,
     /// The URI part, if any (`proxy_pass http://group/;` has `/`).
     pub uri: Option<String>,
+    /// A URI part with variables (`http://backend$request_uri`): rendered per request and sent
+    /// as it comes out, the location's prefix not replaced (as nginx); `uri` is then `None`.
+    pub uri_vars: Option<Template>,
     /// Where it was written.
     pub span: Span,
 }

@@ -76,7 +76,17 @@ pub fn location_prefix(m: &LocationMatch) -> &str {
 }
 
 /// Appends the request URI nginx sends upstream (step 1 of the module doc).
-pub fn upstream_uri(vars: &RequestVars<'_>, pass: &ProxyPass, location: &str, out: &mut Vec<u8>) {
+pub fn upstream_uri(
+    vars: &mut RequestVars<'_>,
+    pass: &ProxyPass,
+    location: &str,
+    out: &mut Vec<u8>,
+) {
+    if let Some(t) = &pass.uri_vars {
+        // nginx sends a URI part with variables as it renders, arguments and all.
+        vars.render(t, out);
+        return;
+    }
     if pass.uri.is_none() && !vars.uri_changed() {
         out.extend_from_slice(vars.head().target.raw.as_bytes());
         return;

@@ -355,6 +355,7 @@ fn proxy_host_and_port_as_nginx() {
         upstream: 0,
         host: host.into(),
         uri: None,
+        uri_vars: None,
         span: crate::config::Span {
             file: None,
             line: 0,
