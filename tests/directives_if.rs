@@ -25,6 +25,15 @@ fn get(port: u16, target: &str, host: &str, extra: &str) -> Response {
     send(port, "GET", target, host, extra)
 }
 
+/// ringproxy with one server on a free port holding `locations`, without an access log.
+fn one_server(locations: &str) -> (Proxy, u16) {
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n{locations}\n    }}\n}}\n"
+    );
+    (Proxy::start(&conf, port, "", &[]), port)
+}
+
 // effect: if
 #[test]
 fn if_in_server_and_location_as_real_configurations_use_it() {
@@ -132,13 +141,8 @@ http {{
 #[test]
 fn proxy_pass_inside_if_and_the_if_blocks_configuration() {
     let (a, b) = (Echo::start(), Echo::start());
-    let port = common::free_port();
-    let conf = format!(
-        r#"events {{}}
-http {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port};
+    let locations = format!(
+        r#"
         location / {{
             proxy_pass http://{a};
             add_header X-Level location;
@@ -148,13 +152,11 @@ http {{
             }}
             if ($arg_tag) {{ add_header X-Tag $arg_tag; }}
         }}
-    }}
-}}
 "#,
         a = a.addr,
         b = b.addr
     );
-    let _p = Proxy::start(&conf, port, "", &[]);
+    let (_p, port) = one_server(&locations);
     let host = |r: &Response| {
         r.text()
             .lines()
@@ -180,13 +182,8 @@ http {{
 #[test]
 fn limit_except_and_access_rules_answer_403_as_nginx() {
     let echo = Echo::start();
-    let port = common::free_port();
-    let conf = format!(
-        r#"events {{}}
-http {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port};
+    let locations = format!(
+        r#"
         location /ro {{
             limit_except GET {{ deny all; }}
             return 200 "read $request_method";
@@ -219,12 +216,10 @@ http {{
             deny all;
             return 200 "rewrite phase first";
         }}
-    }}
-}}
 "#,
         e = echo.addr
     );
-    let _p = Proxy::start(&conf, port, "", &[]);
+    let (_p, port) = one_server(&locations);
     let r = get(port, "/ro", "x", "");
     assert_eq!((r.code, r.text().as_str()), (200, "read GET"));
     assert_eq!(send(port, "HEAD", "/ro", "x", "").code, 200);
