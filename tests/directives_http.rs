@@ -7,52 +7,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::http1::{exchange, Response};
 use common::Proxy;
 
 const T: Duration = Duration::from_secs(20);
 
-/// A parsed response: status line, headers (names lowercased), body.
-struct Response {
-    status: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Sends `raw` on a new connection and reads the response to the close.
 fn send(port: u16, raw: &str) -> Response {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    exchange(port, raw.as_bytes(), T)
 }
 
 /// `GET target` with `host`, `Connection: close`.
@@ -89,7 +55,7 @@ fn servers_and_locations_are_chosen_as_nginx_does() {
     for (port, host, target, want) in cases {
         let r = get(port, host, target);
         assert_eq!(
-            (status_code(&r), r.body.as_str()),
+            (status_code(&r), r.text().as_str()),
             ("200", want),
             "{host}{target} on {port}"
         );
@@ -105,9 +71,9 @@ fn merge_slashes_off_keeps_repeated_slashes_for_matching() {
         "events {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{on};\n        location = /a/b {{ return 200 \"exact\"; }}\n        location / {{ return 200 \"other $uri\"; }}\n    }}\n    server {{\n        listen 127.0.0.1:{off};\n        merge_slashes off;\n        location = /a/b {{ return 200 \"exact\"; }}\n        location / {{ return 200 \"other $uri\"; }}\n    }}\n}}\n"
     );
     let _p = Proxy::start(&conf, on, "", &[]);
-    assert_eq!(get(on, "a", "//a///b").body, "exact");
-    assert_eq!(get(off, "a", "//a///b").body, "other //a///b");
-    assert_eq!(get(off, "a", "/a/b").body, "exact");
+    assert_eq!(get(on, "a", "//a///b").text(), "exact");
+    assert_eq!(get(off, "a", "//a///b").text(), "other //a///b");
+    assert_eq!(get(off, "a", "/a/b").text(), "exact");
 }
 
 // effect: rewrite return set break map
@@ -125,7 +91,10 @@ fn rewrite_module_directives_change_the_request_as_nginx() {
     let _p = Proxy::start_in(dir, port, "", &[]);
 
     let r = get(port, "a", "/old/x/y?q=1");
-    assert_eq!((status_code(&r), r.body.as_str()), ("200", "new /new/x/y"));
+    assert_eq!(
+        (status_code(&r), r.text().as_str()),
+        ("200", "new /new/x/y")
+    );
     let r = get(port, "a", "/gone");
     assert_eq!(status_code(&r), "301");
     assert_eq!(r.get("location"), Some("http://elsewhere.example/"));
@@ -133,7 +102,7 @@ fn rewrite_module_directives_change_the_request_as_nginx() {
     // A 204 has no body, so no type or length either.
     let r = get(port, "a", "/empty");
     assert_eq!(
-        (status_code(&r), r.body.as_str()),
+        (status_code(&r), r.text().as_str()),
         ("204", ""),
         "{:?}",
         r.headers
@@ -145,15 +114,15 @@ fn rewrite_module_directives_change_the_request_as_nginx() {
             port,
             &format!("GET /map HTTP/1.1\r\nHost: a\r\nX-Pick: {v}\r\nConnection: close\r\n\r\n"),
         )
-        .body
+        .text()
     };
     assert_eq!(pick("red"), "map is red");
     assert_eq!(pick("blue"), "map b then lue");
     assert_eq!(pick("green"), "map none");
-    assert_eq!(get(port, "a", "/set?name=al").body, "set al-GET");
+    assert_eq!(get(port, "a", "/set?name=al").text(), "set al-GET");
     // `break` ends the rewrite directives: the second `set` never runs.
     let r = get(port, "a", "/break");
-    assert_eq!((status_code(&r), r.body.as_str()), ("200", "file a\n"));
+    assert_eq!((status_code(&r), r.text().as_str()), ("200", "file a\n"));
     assert_eq!(r.get("x-v"), Some("one"));
     let r = get(port, "a", "/redirect");
     assert_eq!(status_code(&r), "302");
@@ -198,9 +167,9 @@ fn server_tokens_off_drops_the_version() {
     let r = get(port, "a", "/off");
     assert_eq!(r.get("server"), Some("ringproxy"));
     assert!(
-        r.body.contains("<hr><center>ringproxy</center>"),
+        r.text().contains("<hr><center>ringproxy</center>"),
         "{}",
-        r.body
+        r.text()
     );
 }
 
@@ -239,7 +208,7 @@ fn static_files_are_found_and_typed_as_nginx() {
     let ok = |target: &str, body: &str, ctype: &str| {
         let r = get(port, "a", target);
         assert_eq!(
-            (status_code(&r), r.body.as_str(), r.get("content-type")),
+            (status_code(&r), r.text().as_str(), r.get("content-type")),
             ("200", body, Some(ctype)),
             "{target}"
         );
@@ -290,7 +259,7 @@ fn etag_and_add_header_shape_the_static_response() {
     assert_eq!(status_code(&r), "304");
 
     let r = get(port, "a", "/e/a.txt");
-    assert_eq!(r.body, "file a\n");
+    assert_eq!(r.text(), "file a\n");
     assert_eq!(r.get("etag"), None, "etag off");
     assert_eq!(r.get("x-plain"), Some("yes"));
     assert_eq!(r.get("x-always"), Some("yes"));

@@ -4,67 +4,34 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::echo::Echo;
+use common::http1::{exchange, Response};
 use common::Proxy;
 
 const T: Duration = Duration::from_secs(20);
 
-/// A parsed response: status code, headers (names lowercased), body.
-struct Response {
-    code: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Sends `method target` with `host` and `extra` header lines on a new connection, reads to the
 /// close.
 fn send(port: u16, method: &str, target: &str, host: &str, extra: &str) -> Response {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
     let raw = format!(
         "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {text:?}"));
-    let mut lines = head.split("\r\n");
-    let code = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap_or("")
-        .to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Response {
-        code,
-        headers,
-        body: body.to_string(),
-    }
+    exchange(port, raw.as_bytes(), T)
 }
 
 fn get(port: u16, target: &str, host: &str, extra: &str) -> Response {
     send(port, "GET", target, host, extra)
+}
+
+/// ringproxy with one server on a free port holding `locations`, without an access log.
+fn one_server(locations: &str) -> (Proxy, u16) {
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n{locations}\n    }}\n}}\n"
+    );
+    (Proxy::start(&conf, port, "", &[]), port)
 }
 
 // effect: if
@@ -132,55 +99,50 @@ http {{
     let _p = Proxy::start_in(dir, port, "", &[]);
 
     let r = get(port, "/a/b?q=1", "plain.example", "");
-    assert_eq!(r.code, "301");
+    assert_eq!(r.code, 301);
     assert_eq!(r.get("location"), Some("https://plain.example/a/b?q=1"));
 
     let r = get(port, "/p?x=1", "www.Example.org", "");
-    assert_eq!(r.code, "301");
+    assert_eq!(r.code, 301);
     assert_eq!(r.get("location"), Some("https://example.org/p?x=1"));
-    assert_eq!(get(port, "/ua", "example.org", "").body, "welcome");
+    assert_eq!(get(port, "/ua", "example.org", "").text(), "welcome");
 
     let r = send(port, "OPTIONS", "/cors", "a", "");
-    assert_eq!(r.code, "204");
+    assert_eq!(r.code, 204);
     assert_eq!(r.get("access-control-allow-origin"), Some("*"));
     let r = get(port, "/cors", "a", "");
-    assert_eq!((r.code.as_str(), r.body.as_str()), ("200", "cors GET"));
+    assert_eq!((r.code, r.text().as_str()), (200, "cors GET"));
     assert_eq!(r.get("access-control-allow-origin"), None);
 
     let msie = "User-Agent: Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)\r\n";
-    assert_eq!(get(port, "/ua", "a", msie).code, "403");
-    assert_eq!(get(port, "/ua", "a", "User-Agent: curl/8\r\n").code, "200");
+    assert_eq!(get(port, "/ua", "a", msie).code, 403);
+    assert_eq!(get(port, "/ua", "a", "User-Agent: curl/8\r\n").code, 200);
 
     let r = get(port, "/files/a.txt", "a", "");
-    assert_eq!((r.code.as_str(), r.body.as_str()), ("200", "file a\n"));
+    assert_eq!((r.code, r.text().as_str()), (200, "file a\n"));
     let r = get(port, "/files/nope", "a", "");
-    assert_eq!(r.body, "missing /missing/nope");
+    assert_eq!(r.text(), "missing /missing/nope");
 
     let up = "Upgrade: websocket\r\n";
-    assert_eq!(get(port, "/ws", "a", up).body, "would tunnel");
-    assert_eq!(get(port, "/ws", "a", "").body, "plain");
+    assert_eq!(get(port, "/ws", "a", up).text(), "would tunnel");
+    assert_eq!(get(port, "/ws", "a", "").text(), "plain");
 
     // `0` and empty are false; `!=`, `!~*`, file tests and captures.
-    assert_eq!(get(port, "/cond?a=0&b=x&c=No", "a", "").body, "dex");
+    assert_eq!(get(port, "/cond?a=0&b=x&c=No", "a", "").text(), "dex");
     assert_eq!(
-        get(port, "/cond?a=1&c=yes&d=12-34", "a", "").body,
+        get(port, "/cond?a=1&c=yes&d=12-34", "a", "").text(),
         "abcdex[34 12]"
     );
-    assert_eq!(get(port, "/stop?stop=1", "a", "").code, "404");
-    assert_eq!(get(port, "/stop", "a", "").body, "not stopped");
+    assert_eq!(get(port, "/stop?stop=1", "a", "").code, 404);
+    assert_eq!(get(port, "/stop", "a", "").text(), "not stopped");
 }
 
 // effect: if proxy_pass
 #[test]
 fn proxy_pass_inside_if_and_the_if_blocks_configuration() {
     let (a, b) = (Echo::start(), Echo::start());
-    let port = common::free_port();
-    let conf = format!(
-        r#"events {{}}
-http {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port};
+    let locations = format!(
+        r#"
         location / {{
             proxy_pass http://{a};
             add_header X-Level location;
@@ -190,21 +152,19 @@ http {{
             }}
             if ($arg_tag) {{ add_header X-Tag $arg_tag; }}
         }}
-    }}
-}}
 "#,
         a = a.addr,
         b = b.addr
     );
-    let _p = Proxy::start(&conf, port, "", &[]);
+    let (_p, port) = one_server(&locations);
     let host = |r: &Response| {
-        r.body
+        r.text()
             .lines()
             .find_map(|l| l.strip_prefix("Host: ").map(str::to_string))
             .unwrap_or_default()
     };
     let r = get(port, "/headers", "x", "");
-    assert_eq!(r.code, "200");
+    assert_eq!(r.code, 200);
     assert_eq!(host(&r), a.addr.to_string());
     assert_eq!(r.get("x-level"), Some("location"));
     let r = get(port, "/headers", "x", "X-Canary: 1\r\n");
@@ -222,13 +182,8 @@ http {{
 #[test]
 fn limit_except_and_access_rules_answer_403_as_nginx() {
     let echo = Echo::start();
-    let port = common::free_port();
-    let conf = format!(
-        r#"events {{}}
-http {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port};
+    let locations = format!(
+        r#"
         location /ro {{
             limit_except GET {{ deny all; }}
             return 200 "read $request_method";
@@ -261,23 +216,21 @@ http {{
             deny all;
             return 200 "rewrite phase first";
         }}
-    }}
-}}
 "#,
         e = echo.addr
     );
-    let _p = Proxy::start(&conf, port, "", &[]);
+    let (_p, port) = one_server(&locations);
     let r = get(port, "/ro", "x", "");
-    assert_eq!((r.code.as_str(), r.body.as_str()), ("200", "read GET"));
-    assert_eq!(send(port, "HEAD", "/ro", "x", "").code, "200");
-    assert_eq!(send(port, "POST", "/ro", "x", "").code, "403");
-    assert_eq!(send(port, "DELETE", "/ro", "x", "").code, "403");
-    assert_eq!(send(port, "PUT", "/lan", "x", "").code, "200");
-    assert_eq!(send(port, "POST", "/lan", "x", "").code, "200");
-    assert_eq!(send(port, "GET", "/far", "x", "").code, "200");
-    assert_eq!(send(port, "POST", "/far", "x", "").code, "403");
-    assert_eq!(get(port, "/closed", "x", "").code, "403");
-    assert_eq!(get(port, "/open", "x", "").code, "200");
+    assert_eq!((r.code, r.text().as_str()), (200, "read GET"));
+    assert_eq!(send(port, "HEAD", "/ro", "x", "").code, 200);
+    assert_eq!(send(port, "POST", "/ro", "x", "").code, 403);
+    assert_eq!(send(port, "DELETE", "/ro", "x", "").code, 403);
+    assert_eq!(send(port, "PUT", "/lan", "x", "").code, 200);
+    assert_eq!(send(port, "POST", "/lan", "x", "").code, 200);
+    assert_eq!(send(port, "GET", "/far", "x", "").code, 200);
+    assert_eq!(send(port, "POST", "/far", "x", "").code, 403);
+    assert_eq!(get(port, "/closed", "x", "").code, 403);
+    assert_eq!(get(port, "/open", "x", "").code, 200);
     // `return` runs in the rewrite phase, before the access phase.
-    assert_eq!(get(port, "/returns", "x", "").body, "rewrite phase first");
+    assert_eq!(get(port, "/returns", "x", "").text(), "rewrite phase first");
 }

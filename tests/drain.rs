@@ -287,25 +287,6 @@ async fn a_large_frame_in_flight_arrives_whole_before_the_close() {
     }
 }
 
-/// A backend that switches to `tcp-echo` and echoes raw bytes.
-fn raw_echo_backend() -> Server {
-    Server::start(
-        "raw-echo",
-        Arc::new(|mut s: TcpStream| {
-            Box::pin(async move {
-                if common::read_head(&mut s).await.is_none() {
-                    return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
-                    .await;
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            })
-        }),
-    )
-}
-
 /// Upgrades a raw connection through the proxy (the handshake by hand).
 async fn raw_upgrade(port: u16, protocol: &str) -> TcpStream {
     raw_upgrade_at(port, "/", protocol).await
@@ -363,7 +344,7 @@ async fn a_client_that_never_answers_the_close_is_closed_after_the_short_wait() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_websocket_upgrade_is_cut_at_worker_shutdown_timeout() {
-    let backend = raw_echo_backend();
+    let backend = Server::raw_echo();
     let port = common::free_port();
     let main = "worker_shutdown_spread 0s; worker_shutdown_timeout 4s;";
     let loc = "proxy_allow_upgrade tcp-echo;";
@@ -594,7 +575,7 @@ async fn closed_within(s: &mut TcpStream, limit: Duration, what: &str) {
 async fn a_reload_with_worker_shutdown_timeout_winds_the_old_configuration_down() {
     const TIMEOUT: Duration = Duration::from_secs(10);
     let (ws_backend, seen) = recording_backend();
-    let raw_backend = raw_echo_backend();
+    let raw_backend = Server::raw_echo();
     let port = common::free_port();
     let conf = |version: &str| {
         format!(

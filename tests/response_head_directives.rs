@@ -6,40 +6,21 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::time::{Duration, SystemTime};
 
+use common::http1::{exchange, Response};
 use common::Proxy;
 
 const T: Duration = Duration::from_secs(20);
 
-/// A response: status code, headers in order (names lowercased), body.
-struct Response {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// The response-head checks on top of the shared response: `Date`-relative times.
+trait Times {
+    fn time(&self, name: &str) -> SystemTime;
+    fn after_date(&self, name: &str) -> i64;
 }
 
-impl Response {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    fn names(&self) -> Vec<&str> {
-        self.headers.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
+impl Times for Response {
     fn time(&self, name: &str) -> SystemTime {
         let v = self.get(name).unwrap_or_else(|| panic!("no {name}"));
         httpdate::parse_http_date(v).unwrap_or_else(|e| panic!("{name}: {v}: {e}"))
@@ -57,35 +38,8 @@ impl Response {
 
 /// `GET target` with `extra` header lines, `Connection: close`, read to the close.
 fn get(port: u16, target: &str, extra: &str) -> Response {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
     let req = format!("GET {target} HTTP/1.1\r\nHost: a\r\n{extra}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let at = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&out)));
-    let head = String::from_utf8_lossy(&out[..at]).into_owned();
-    let mut lines = head.split("\r\n");
-    let code = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Response {
-        code,
-        headers,
-        body: out[at + 4..].to_vec(),
-    }
+    exchange(port, req.as_bytes(), T)
 }
 
 /// A backend on a thread: for each connection reads the head, answers `reply(path)`, closes.

@@ -382,25 +382,6 @@ fn tunnels_conf(port: u16, echo: SocketAddr, raw: SocketAddr, ssl: bool) -> Stri
     )
 }
 
-/// A backend that answers an upgrade to `tcp-echo` and echoes raw bytes.
-fn raw_echo() -> common::echo::Server {
-    common::echo::Server::start(
-        "raw-echo",
-        std::sync::Arc::new(|mut s: tokio::net::TcpStream| {
-            Box::pin(async move {
-                if common::read_head(&mut s).await.is_none() {
-                    return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
-                    .await;
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            })
-        }),
-    )
-}
-
 /// A `tcp-echo` upgrade through the proxy, checked with one echo.
 async fn raw_tunnel(port: u16) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -547,7 +528,7 @@ where
 async fn plain_tunnels_move_to_the_new_binary(env: &[(&str, &str)]) {
     const IDLE: usize = 6;
     let echo = common::Echo::start();
-    let raw = raw_echo();
+    let raw = common::echo::Server::raw_echo();
     let port = common::free_port();
     let run = tempfile::tempdir().unwrap();
     let run = run.path();
@@ -611,7 +592,7 @@ async fn plain_tunnels_move_to_the_new_binary_on_epoll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wss_tunnel_is_drained_by_the_old_process() {
     let echo = common::Echo::start();
-    let raw = raw_echo();
+    let raw = common::echo::Server::raw_echo();
     let port = common::free_port();
     let run = tempfile::tempdir().unwrap();
     let run = run.path();
@@ -647,7 +628,7 @@ async fn a_wss_tunnel_is_drained_by_the_old_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_new_binary_gone_the_old_process_drains_as_before() {
     let echo = common::Echo::start();
-    let raw = raw_echo();
+    let raw = common::echo::Server::raw_echo();
     let port = common::free_port();
     let run = tempfile::tempdir().unwrap();
     let run = run.path();

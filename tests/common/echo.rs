@@ -91,6 +91,28 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// A backend that accepts an upgrade to the non-WebSocket protocol `tcp-echo` (whatever
+    /// the request asked) and then echoes raw bytes until the client closes.
+    pub fn raw_echo() -> Server {
+        Server::start(
+            "raw-echo",
+            Arc::new(|mut s: TcpStream| {
+                Box::pin(async move {
+                    if super::read_head(&mut s).await.is_none() {
+                        return;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\n\r\n")
+                        .await;
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                })
+            }),
+        )
+    }
+}
+
 /// The plain echo backend on 127.0.0.1:0.
 pub struct Echo {
     pub addr: SocketAddr,

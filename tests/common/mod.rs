@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod echo;
+pub mod http1;
 pub mod ports;
 pub mod tls;
 pub mod tls_backend;

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use crc32fast::Hasher;
 
-use super::{round_robin, Balancer, PickState};
+use super::{book, round_robin, weighted_primary, Balancer, PickState, Smooth};
 use crate::upstream::peer::{PeerId, PeerListError, PeerSpec, Peers};
 
 /// Misses after which the hash methods (and ip_hash, random) give the request to round robin
@@ -42,16 +42,13 @@ pub struct Hash {
     peers: Peers,
 }
 
-impl Hash {
-    /// A hash balancer over `specs` (config order).
-    pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
-        Ok(Self::from_peers(Peers::new(specs)?))
-    }
+peers_only_constructors!(Hash, "hash");
 
-    /// A hash balancer over `peers`.
-    pub fn from_peers(peers: Peers) -> Self {
-        Hash { peers }
-    }
+/// Counts one more miss of a request's hash (or random draw); `true` once there were more than
+/// [`MAX_HASH_TRIES`], when the request goes to round robin.
+pub(crate) fn missed(state: &mut PickState) -> bool {
+    state.hash_tries += 1;
+    state.hash_tries > MAX_HASH_TRIES
 }
 
 /// nginx's rule for both hash methods: an empty or missing key, a single peer, or too many
@@ -61,45 +58,25 @@ fn usable_key<'k>(key: Option<&'k [u8]>, peers: &Peers, state: &PickState) -> Op
 }
 
 impl Balancer for Hash {
-    fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
+    peers_field!();
 
     fn pick(&mut self, key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         let peers = &mut self.peers;
         let Some(key) = usable_key(key, peers, state) else {
             return round_robin::pick(peers, now, state);
         };
-        let total = peers.primary_weight();
         let id = loop {
             state.hash = state.hash.wrapping_add(rehash_point(state.rehash, key));
             state.rehash += 1;
-            let mut w = u64::from(state.hash) % total;
-            let mut p = 0;
-            loop {
-                let weight = u64::from(peers.spec(peers.primary()[p]).weight);
-                if w < weight {
-                    break;
-                }
-                w -= weight;
-                p += 1;
-            }
-            let id = peers.primary()[p];
+            let id = weighted_primary(peers, u64::from(state.hash));
             if !state.tried.contains(id) && peers.usable(id, now) {
                 break id;
             }
-            state.hash_tries += 1;
-            if state.hash_tries > MAX_HASH_TRIES {
+            if missed(state) {
                 return round_robin::pick(peers, now, state);
             }
         };
-        peers.take(id, now);
-        state.tried.insert(id);
-        Some(id)
+        Some(book(peers, state, id, now))
     }
 }
 
@@ -265,13 +242,7 @@ impl ConsistentHash {
 }
 
 impl Balancer for ConsistentHash {
-    fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
+    peers_field!();
 
     fn pick(&mut self, key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         let peers = &mut self.peers;
@@ -286,34 +257,17 @@ impl Balancer for ConsistentHash {
         let points = self.ring.points();
         loop {
             let server = points[state.hash as usize % points.len()].server;
-            let mut best: Option<PeerId> = None;
-            let mut best_weight = 0i64;
-            let mut total = 0i64;
+            let mut smooth = Smooth::default();
             for &id in &self.ring.server_peers[server as usize] {
-                if state.tried.contains(id) || !peers.usable(id, now) {
-                    continue;
-                }
-                let weight = i64::from(peers.spec(id).weight);
-                let st = peers.state_mut(id);
-                st.current_weight += st.effective_weight;
-                total += st.effective_weight;
-                if st.effective_weight < weight {
-                    st.effective_weight += 1;
-                }
-                if best.is_none() || st.current_weight > best_weight {
-                    best = Some(id);
-                    best_weight = st.current_weight;
+                if !state.tried.contains(id) && peers.usable(id, now) {
+                    smooth.offer(peers, id);
                 }
             }
-            if let Some(best) = best {
-                peers.state_mut(best).current_weight -= total;
-                peers.take(best, now);
-                state.tried.insert(best);
-                return Some(best);
+            if let Some(best) = smooth.finish(peers) {
+                return Some(book(peers, state, best, now));
             }
             state.hash = state.hash.wrapping_add(1);
-            state.hash_tries += 1;
-            if state.hash_tries > MAX_HASH_TRIES {
+            if missed(state) {
                 return round_robin::pick(peers, now, state);
             }
         }

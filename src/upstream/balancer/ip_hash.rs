@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
-use super::hash::MAX_HASH_TRIES;
-use super::{round_robin, Balancer, PickState};
+use super::hash::{missed, MAX_HASH_TRIES};
+use super::{book, round_robin, weighted_primary, Balancer, PickState};
 use crate::upstream::peer::{PeerId, PeerListError, PeerSpec, Peers};
 
 /// Where every client's hash starts (`iphp->hash = 89`).
@@ -28,17 +28,7 @@ pub struct IpHash {
     peers: Peers,
 }
 
-impl IpHash {
-    /// An ip_hash balancer over `specs` (config order).
-    pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
-        Ok(Self::from_peers(Peers::new(specs)?))
-    }
-
-    /// An ip_hash balancer over `peers`.
-    pub fn from_peers(peers: Peers) -> Self {
-        IpHash { peers }
-    }
-}
+peers_only_constructors!(IpHash, "ip_hash");
 
 /// The bytes nginx hashes for a client whose address octets are `key`.
 fn hashed_bytes(key: Option<&[u8]>) -> &[u8] {
@@ -50,13 +40,7 @@ fn hashed_bytes(key: Option<&[u8]>) -> &[u8] {
 }
 
 impl Balancer for IpHash {
-    fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
+    peers_field!();
 
     fn pick(&mut self, key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         let peers = &mut self.peers;
@@ -68,55 +52,30 @@ impl Balancer for IpHash {
             state.hash_started = true;
         }
         let bytes = hashed_bytes(key);
-        let total = peers.primary_weight();
         let mut hash = state.hash;
         let id = loop {
             for &b in bytes {
                 hash = (hash * 113 + u32::from(b)) % 6271;
             }
-            let mut w = u64::from(hash) % total;
-            let mut p = 0;
-            loop {
-                let weight = u64::from(peers.spec(peers.primary()[p]).weight);
-                if w < weight {
-                    break;
-                }
-                w -= weight;
-                p += 1;
-            }
-            let id = peers.primary()[p];
+            let id = weighted_primary(peers, u64::from(hash));
             if !state.tried.contains(id) && peers.usable(id, now) {
                 break id;
             }
-            state.hash_tries += 1;
-            if state.hash_tries > MAX_HASH_TRIES {
+            if missed(state) {
                 return round_robin::pick(peers, now, state);
             }
         };
-        peers.take(id, now);
-        state.tried.insert(id);
         // Only a successful pick moves the request's hash on (`iphp->hash = hash`).
         state.hash = hash;
-        Some(id)
+        Some(book(peers, state, id, now))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
+    use crate::upstream::balancer::test_spec as spec;
     use crate::upstream::balancer::Outcome;
-
-    fn spec(port: u16, weight: u32) -> PeerSpec {
-        PeerSpec {
-            weight,
-            ..PeerSpec::new(
-                format!("127.0.0.1:{port}"),
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            )
-        }
-    }
 
     fn three() -> Vec<PeerSpec> {
         vec![spec(1, 1), spec(2, 2), spec(3, 1)]

@@ -13,7 +13,9 @@
 
 use std::time::Instant;
 
-use super::{round_robin, tier_peers, Balancer, PickState, Tier};
+use super::{
+    book, primary_then_backup, round_robin, tier_peers, Balancer, PickState, Smooth, Tier,
+};
 use crate::upstream::peer::{PeerId, PeerListError, PeerSpec, Peers};
 
 /// `least_conn` over one shard's peers, with connection counts shared across shards.
@@ -22,40 +24,19 @@ pub struct LeastConn {
     peers: Peers,
 }
 
-impl LeastConn {
-    /// A least_conn balancer over `specs` (config order), counting connections on its own.
-    pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
-        Ok(Self::from_peers(Peers::new(specs)?))
-    }
-
-    /// A least_conn balancer over `peers`.
-    pub fn from_peers(peers: Peers) -> Self {
-        LeastConn { peers }
-    }
-}
+peers_only_constructors!(LeastConn, "least_conn");
 
 impl Balancer for LeastConn {
-    fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
+    peers_field!();
 
     fn pick(&mut self, _key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         let peers = &mut self.peers;
         if peers.is_single() {
             return round_robin::pick(peers, now, state);
         }
-        if state.tier == Tier::Primary {
-            let found = least(peers, Tier::Primary, now, state);
-            if found.is_some() || peers.backup().is_empty() {
-                return found;
-            }
-            state.tier = Tier::Backup;
-        }
-        least(peers, Tier::Backup, now, state)
+        primary_then_backup(peers, state, |peers, tier, state| {
+            least(peers, tier, now, state)
+        })
     }
 }
 
@@ -85,53 +66,28 @@ fn least(peers: &mut Peers, tier: Tier, now: Instant, state: &mut PickState) -> 
     }
     let (start, mut chosen, bc, bw) = best?;
     if many {
-        let mut total = 0i64;
-        let mut chosen_weight = i64::MIN;
+        // nginx settles the tie by round robin among the peers at the best ratio, starting with
+        // the best peer itself (whatever its count reads now).
+        let mut smooth = Smooth::default();
         for i in start..n {
             let id = tier_peers(peers, tier)[i];
-            let same_ratio = id == tier_peers(peers, tier)[start]
+            let same_ratio = id == chosen
                 || u64::from(peers.active(id)) * bw == bc * u64::from(peers.spec(id).weight);
-            if !same_ratio || !candidate(peers, id) {
-                continue;
-            }
-            let weight = i64::from(peers.spec(id).weight);
-            let st = peers.state_mut(id);
-            st.current_weight += st.effective_weight;
-            total += st.effective_weight;
-            if st.effective_weight < weight {
-                st.effective_weight += 1;
-            }
-            // nginx compares against the best peer's current weight, which the first round
-            // (the best peer itself) has just raised.
-            if st.current_weight > chosen_weight {
-                chosen = id;
-                chosen_weight = st.current_weight;
+            if same_ratio && candidate(peers, id) {
+                smooth.offer(peers, id);
             }
         }
-        peers.state_mut(chosen).current_weight -= total;
+        chosen = smooth.finish(peers).unwrap_or(chosen);
     }
-    peers.take(chosen, now);
-    state.tried.insert(chosen);
-    Some(chosen)
+    Some(book(peers, state, chosen, now))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
+    use crate::upstream::balancer::test_spec as spec;
     use crate::upstream::balancer::{build_with, Method, Outcome};
     use crate::upstream::peer::SharedConns;
-
-    fn spec(port: u16, weight: u32) -> PeerSpec {
-        PeerSpec {
-            weight,
-            ..PeerSpec::new(
-                format!("127.0.0.1:{port}"),
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            )
-        }
-    }
 
     fn pick(b: &mut LeastConn) -> usize {
         b.pick(None, Instant::now(), &mut PickState::new())

@@ -13,6 +13,36 @@
 //! (`ngx_http_upstream_random_module.c`). The last two compare connection counts that every
 //! shard shares ([`crate::upstream::peer::SharedConns`]); everything else is the shard's own.
 
+/// The `peers`/`peers_mut` pair of a [`Balancer`] impl whose peers sit in a field `peers`.
+macro_rules! peers_field {
+    () => {
+        fn peers(&self) -> &Peers {
+            &self.peers
+        }
+
+        fn peers_mut(&mut self) -> &mut Peers {
+            &mut self.peers
+        }
+    };
+}
+
+/// `new` and `from_peers` of a balancer that holds nothing but its peers.
+macro_rules! peers_only_constructors {
+    ($ty:ident, $name:literal) => {
+        impl $ty {
+            #[doc = concat!("A ", $name, " balancer over `specs` (config order).")]
+            pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
+                Ok(Self::from_peers(Peers::new(specs)?))
+            }
+
+            #[doc = concat!("A ", $name, " balancer over `peers`.")]
+            pub fn from_peers(peers: Peers) -> Self {
+                $ty { peers }
+            }
+        }
+    };
+}
+
 pub mod hash;
 pub mod ip_hash;
 pub mod least_conn;
@@ -167,5 +197,92 @@ fn tier_peers(peers: &Peers, tier: Tier) -> &[PeerId] {
     match tier {
         Tier::Primary => peers.primary(),
         Tier::Backup => peers.backup(),
+    }
+}
+
+/// nginx's tier rule: the primary peers; when none is found and there are backup peers, the
+/// request moves to the backup tier for the rest of its attempts. `pick_in` picks in one tier.
+fn primary_then_backup(
+    peers: &mut Peers,
+    state: &mut PickState,
+    mut pick_in: impl FnMut(&mut Peers, Tier, &mut PickState) -> Option<PeerId>,
+) -> Option<PeerId> {
+    if state.tier == Tier::Primary {
+        let found = pick_in(peers, Tier::Primary, state);
+        if found.is_some() || peers.backup().is_empty() {
+            return found;
+        }
+        // nginx clears the tried bitmap here because it indexes peers per tier; our ids are
+        // global and a request never returns to the primary tier, so there is nothing to clear.
+        state.tier = Tier::Backup;
+    }
+    pick_in(peers, Tier::Backup, state)
+}
+
+/// Books `id` as this request's pick: a connection counted on it, and never offered again to
+/// the same request.
+fn book(peers: &mut Peers, state: &mut PickState, id: PeerId, now: Instant) -> PeerId {
+    peers.take(id, now);
+    state.tried.insert(id);
+    id
+}
+
+/// The primary peer whose share of the primary weights holds `point` (modulo the total): the
+/// walk of `ngx_http_upstream_get_hash_peer` and `ngx_http_upstream_get_ip_hash_peer`, where
+/// down peers keep their share.
+fn weighted_primary(peers: &Peers, point: u64) -> PeerId {
+    let mut w = point % peers.primary_weight();
+    for &id in peers.primary() {
+        let weight = u64::from(peers.spec(id).weight);
+        if w < weight {
+            return id;
+        }
+        w -= weight;
+    }
+    unreachable!("the point is below the total primary weight")
+}
+
+/// One selection of nginx's smooth weighted round robin (`ngx_http_upstream_get_peer`) among the
+/// peers [`Smooth::offer`]ed to it: each gains its effective weight, the highest current weight
+/// wins (the first on a tie) and pays back the total.
+#[derive(Default)]
+struct Smooth {
+    best: Option<(PeerId, i64)>,
+    total: i64,
+}
+
+impl Smooth {
+    /// Counts `id` in: raises its current weight, and lets its effective weight recover by one
+    /// towards its configured weight after failures lowered it.
+    fn offer(&mut self, peers: &mut Peers, id: PeerId) {
+        let weight = i64::from(peers.spec(id).weight);
+        let st = peers.state_mut(id);
+        st.current_weight += st.effective_weight;
+        self.total += st.effective_weight;
+        if st.effective_weight < weight {
+            st.effective_weight += 1;
+        }
+        if self.best.is_none_or(|(_, w)| st.current_weight > w) {
+            self.best = Some((id, st.current_weight));
+        }
+    }
+
+    /// The winner, its current weight lowered by the total; `None` when nothing was offered.
+    fn finish(self, peers: &mut Peers) -> Option<PeerId> {
+        let (best, _) = self.best?;
+        peers.state_mut(best).current_weight -= self.total;
+        Some(best)
+    }
+}
+
+/// A peer at 127.0.0.1:`port` with `weight`, for the balancers' unit tests.
+#[cfg(test)]
+fn test_spec(port: u16, weight: u32) -> PeerSpec {
+    PeerSpec {
+        weight,
+        ..PeerSpec::new(
+            format!("127.0.0.1:{port}"),
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
     }
 }

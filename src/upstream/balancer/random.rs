@@ -15,8 +15,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::hash::MAX_HASH_TRIES;
-use super::{round_robin, Balancer, PickState};
+use super::hash::{missed, MAX_HASH_TRIES};
+use super::{book, round_robin, Balancer, PickState};
 use crate::upstream::peer::{PeerId, PeerListError, PeerSpec, Peers};
 
 /// `random [two]` over one shard's peers.
@@ -74,8 +74,7 @@ impl Random {
             if !state.tried.contains(id) && self.peers.usable(id, now) {
                 return Some(id);
             }
-            state.hash_tries += 1;
-            if state.hash_tries > MAX_HASH_TRIES {
+            if missed(state) {
                 return None;
             }
         }
@@ -91,8 +90,7 @@ impl Random {
                 let Some(p) = prev else {
                     prev = Some(id);
                     // nginx counts the first draw as a try too (it falls through to `next`).
-                    state.hash_tries += 1;
-                    if state.hash_tries > MAX_HASH_TRIES {
+                    if missed(state) {
                         return None;
                     }
                     continue;
@@ -106,8 +104,7 @@ impl Random {
                 };
                 return Some(fewer);
             }
-            state.hash_tries += 1;
-            if state.hash_tries > MAX_HASH_TRIES {
+            if missed(state) {
                 return None;
             }
         }
@@ -115,13 +112,7 @@ impl Random {
 }
 
 impl Balancer for Random {
-    fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
+    peers_field!();
 
     fn pick(&mut self, _key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         if state.hash_tries > MAX_HASH_TRIES || self.peers.is_single() {
@@ -135,9 +126,7 @@ impl Balancer for Random {
         let Some(id) = drawn else {
             return round_robin::pick(&mut self.peers, now, state);
         };
-        self.peers.take(id, now);
-        state.tried.insert(id);
-        Some(id)
+        Some(book(&mut self.peers, state, id, now))
     }
 }
 
@@ -167,20 +156,9 @@ impl SplitMix64 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
+    use crate::upstream::balancer::test_spec as spec;
     use crate::upstream::balancer::Outcome;
-
-    fn spec(port: u16, weight: u32) -> PeerSpec {
-        PeerSpec {
-            weight,
-            ..PeerSpec::new(
-                format!("127.0.0.1:{port}"),
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            )
-        }
-    }
 
     fn counts(b: &mut Random, n: usize) -> Vec<usize> {
         let mut c = vec![0; b.peers().len()];

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use super::{Balancer, PickState, Tier};
+use super::{book, primary_then_backup, tier_peers, Balancer, PickState, Smooth, Tier};
 use crate::upstream::peer::{PeerId, PeerListError, PeerSpec, Peers};
 
 /// Smooth weighted round robin over one shard's peers.
@@ -18,26 +18,10 @@ pub struct RoundRobin {
     peers: Peers,
 }
 
-impl RoundRobin {
-    /// A round-robin balancer over `specs` (config order).
-    pub fn new(specs: Vec<PeerSpec>) -> Result<Self, PeerListError> {
-        Ok(Self::from_peers(Peers::new(specs)?))
-    }
-
-    /// A round-robin balancer over `peers`.
-    pub fn from_peers(peers: Peers) -> Self {
-        RoundRobin { peers }
-    }
-}
+peers_only_constructors!(RoundRobin, "round-robin");
 
 impl Balancer for RoundRobin {
-    fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
+    peers_field!();
 
     fn pick(&mut self, _key: Option<&[u8]>, now: Instant, state: &mut PickState) -> Option<PeerId> {
         pick(&mut self.peers, now, state)
@@ -47,20 +31,13 @@ impl Balancer for RoundRobin {
 /// `ngx_http_upstream_get_round_robin_peer`: the primary tier, then (once, for the rest of the
 /// request) the backup tier.
 pub(crate) fn pick(peers: &mut Peers, now: Instant, state: &mut PickState) -> Option<PeerId> {
-    if state.tier == Tier::Primary {
-        let found = if peers.is_single() {
+    primary_then_backup(peers, state, |peers, tier, state| {
+        if tier == Tier::Primary && peers.is_single() {
             single(peers, state)
         } else {
-            smooth(peers, Tier::Primary, now, state)
-        };
-        if found.is_some() || peers.backup().is_empty() {
-            return found;
+            smooth(peers, tier, now, state)
         }
-        // nginx clears the tried bitmap here because it indexes peers per tier; our ids are
-        // global and a request never returns to the primary tier, so there is nothing to clear.
-        state.tier = Tier::Backup;
-    }
-    smooth(peers, Tier::Backup, now, state)
+    })
 }
 
 /// The `peers->single` branch: one primary peer, no backup. nginx checks only `down` and
@@ -82,57 +59,24 @@ fn single(peers: &mut Peers, state: &mut PickState) -> Option<PeerId> {
 
 /// `ngx_http_upstream_get_peer` over one tier, plus the `conns++` of its caller.
 fn smooth(peers: &mut Peers, tier: Tier, now: Instant, state: &mut PickState) -> Option<PeerId> {
-    let ids = match tier {
-        Tier::Primary => peers.primary().len(),
-        Tier::Backup => peers.backup().len(),
-    };
-    let mut best: Option<PeerId> = None;
-    let mut best_weight = 0i64;
-    let mut total = 0i64;
-    for i in 0..ids {
-        let id = match tier {
-            Tier::Primary => peers.primary()[i],
-            Tier::Backup => peers.backup()[i],
-        };
-        if state.tried.contains(id) || !peers.usable(id, now) {
-            continue;
-        }
-        let weight = i64::from(peers.spec(id).weight);
-        let st = peers.state_mut(id);
-        st.current_weight += st.effective_weight;
-        total += st.effective_weight;
-        if st.effective_weight < weight {
-            st.effective_weight += 1;
-        }
-        if best.is_none() || st.current_weight > best_weight {
-            best = Some(id);
-            best_weight = st.current_weight;
+    let mut smooth = Smooth::default();
+    for i in 0..tier_peers(peers, tier).len() {
+        let id = tier_peers(peers, tier)[i];
+        if !state.tried.contains(id) && peers.usable(id, now) {
+            smooth.offer(peers, id);
         }
     }
-    let best = best?;
-    state.tried.insert(best);
-    peers.state_mut(best).current_weight -= total;
-    peers.take(best, now);
-    Some(best)
+    let best = smooth.finish(peers)?;
+    Some(book(peers, state, best, now))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
     use std::time::Duration;
 
     use super::*;
+    use crate::upstream::balancer::test_spec as spec;
     use crate::upstream::balancer::Outcome;
-
-    fn spec(port: u16, weight: u32) -> PeerSpec {
-        PeerSpec {
-            weight,
-            ..PeerSpec::new(
-                format!("127.0.0.1:{port}"),
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            )
-        }
-    }
 
     /// One request per pick, each released with success: the sequence nginx serves.
     fn sequence(rr: &mut RoundRobin, n: usize, now: Instant) -> Vec<usize> {
