@@ -354,13 +354,7 @@ async fn a_non_websocket_upgrade_is_cut_at_worker_shutdown_timeout() {
     ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
     until_stopping(port).await;
     // Past the (empty) spread window the tunnel still carries bytes, unframed...
-    s.write_all(b"\x88\x00still").await.unwrap();
-    let mut buf = [0u8; 7];
-    tokio::time::timeout(T, s.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf, b"\x88\x00still");
+    common::echo::raw_echo_once(&mut s, b"\x88\x00still").await;
     // ...and is cut at the hard limit, with no Close frame.
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(T, s.read_to_end(&mut rest)).await;
@@ -630,13 +624,7 @@ async fn a_reload_with_worker_shutdown_timeout_winds_the_old_configuration_down(
     }
     assert!(hup.elapsed() < TIMEOUT, "Close frames came only at the cut");
     // The raw tunnel still carries bytes until the cut, then closes with nothing more.
-    raw.write_all(b"still").await.unwrap();
-    let mut buf = [0u8; 5];
-    tokio::time::timeout(T, raw.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf, b"still");
+    common::echo::raw_echo_once(&mut raw, b"still").await;
     closed_within(&mut raw, T, "raw tunnel").await;
     closed_within(&mut silent, T, "a connection that never sent a request").await;
     assert!(hup.elapsed() >= TIMEOUT, "cut early: {:?}", hup.elapsed());

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use common::upgrade::*;
 use tokio_tungstenite::tungstenite::Message;
@@ -397,18 +397,8 @@ async fn raw_tunnel(port: u16) -> tokio::net::TcpStream {
         .unwrap()
         .unwrap();
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    raw_echo_once(&mut s, b"before").await;
+    common::echo::raw_echo_once(&mut s, b"before").await;
     s
-}
-
-async fn raw_echo_once(s: &mut tokio::net::TcpStream, data: &[u8]) {
-    s.write_all(data).await.unwrap();
-    let mut got = vec![0u8; data.len()];
-    tokio::time::timeout(T, s.read_exact(&mut got))
-        .await
-        .expect("the raw echo in time")
-        .expect("the raw echo");
-    assert_eq!(got, data, "the raw tunnel changed the bytes");
 }
 
 const T: Duration = Duration::from_secs(20);
@@ -558,7 +548,7 @@ async fn plain_tunnels_move_to_the_new_binary(env: &[(&str, &str)]) {
         common::echo_each(ws, m, "idle tunnel, moved").await;
     }
     busy.go_on(50).await;
-    raw_echo_once(&mut raw_s, b"after the move").await;
+    common::echo::raw_echo_once(&mut raw_s, b"after the move").await;
     busy.finish().await;
     let log = error_log(run);
     let moved = log.matches("tunnel taken over from the old binary").count();

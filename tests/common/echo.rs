@@ -371,3 +371,15 @@ where
         }
     }
 }
+
+/// Writes `data` on a raw upgraded connection and reads it back within 20 s: a tunnel to a
+/// raw echo backend ([`Server::raw_echo`]) that must pass bytes unchanged.
+pub async fn raw_echo_once(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).await.unwrap();
+    let mut got = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut got))
+        .await
+        .expect("the raw echo in time")
+        .expect("the raw echo");
+    assert_eq!(got, data, "the raw tunnel changed the bytes");
+}
