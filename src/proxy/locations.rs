@@ -321,18 +321,21 @@ async fn static_file(req: &mut Req<'_>, walk: &mut Walk, keep_alive: bool) -> St
 
 /// `$document_root` and `$request_filename` follow the conf serving the request.
 fn set_doc_root(req: &mut Req<'_>) {
-    let (root, alias) = match req.conf.root() {
-        DocRoot::Root(p) => (p, None),
-        DocRoot::Alias(p) => {
+    // The field, not the accessor: borrowed from the configuration, not cloned per request.
+    let (root, alias) = match &req.conf.root {
+        None => (std::path::Path::new("html"), None), // nginx's default, as in model.rs
+        Some(DocRoot::Root(p)) => (p.as_path(), None),
+        Some(DocRoot::Alias(p)) => {
             let n = match req.matcher {
                 LocationMatch::Prefix { path, .. } | LocationMatch::Exact(path) => path.len(),
                 LocationMatch::Named(name) => name.len(),
                 LocationMatch::Regex(_) => usize::MAX,
             };
-            (p, Some(n))
+            (p.as_path(), Some(n))
         }
     };
-    req.vars.document_root = Some(root.to_string_lossy().into_owned());
+    // Borrowed from the configuration: rendered only if `$document_root` is asked for.
+    req.vars.document_root = Some(root);
     req.vars.alias_prefix = alias;
 }
 

@@ -203,8 +203,8 @@ async fn refuse(req: &Req<'_>) -> Option<State> {
 fn upgrade_allowed(protocol: &[u8], conf: &LocConf) -> bool {
     let same = |p: &str| p.as_bytes().eq_ignore_ascii_case(protocol);
     protocol.eq_ignore_ascii_case(b"websocket")
-        || conf.proxy_allow_upgrade().iter().any(|p| same(p))
-        || conf.proxy_set_header().iter().any(|(name, value)| {
+        || conf.proxy_allow_upgrade.iter().flatten().any(|p| same(p))
+        || conf.proxy_set_header.iter().flatten().any(|(name, value)| {
             name.eq_ignore_ascii_case("upgrade") && value.as_literal().is_some_and(same)
         })
 }
