@@ -52,12 +52,6 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "nextcloud-aio.conf",
-        &[
-            "\"ssl_conf_command\" directive is not supported by ringproxy: TLS is rustls, not OpenSSL",
-        ],
-    ),
-    (
         "swag-homeassistant.conf",
         &[
             "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
@@ -193,6 +187,17 @@ const SITES: &[Site] = &[
             (
                 (HTTP, "homeassistant.example.com", "/lovelace"),
                 Want::Redirect(301, "https://homeassistant.example.com/lovelace"),
+            ),
+        ],
+    },
+    Site {
+        file: "nextcloud-aio.conf",
+        websockets: &[(HTTPS, "cloud.example.com", "/apps/notify_push/ws")],
+        gets: &[
+            ((HTTPS, "cloud.example.com", "/status.php"), Want::Proxied),
+            (
+                (HTTP, "cloud.example.com", "/login?x=1"),
+                Want::Redirect(301, "https://cloud.example.com/login?x=1"),
             ),
         ],
     },

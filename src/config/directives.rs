@@ -10,7 +10,7 @@ use super::blocks;
 use super::build::{Env, MainBuild, UpstreamBuild};
 use super::error::Result;
 use super::handlers::{
-    self, cipher_string, doc_root, ecdh_curves, error_log, error_page, next_upstream,
+    self, cipher_string, conf_command, doc_root, ecdh_curves, error_log, error_page, next_upstream,
     proxy_redirect, ssl_session_cache, tls_versions, try_files, worker_cpu_affinity,
     worker_processes,
 };
@@ -560,7 +560,11 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_send_lowat", HSL, A1, Handler::Unsupported("")),
     spec!("proxy_ssl_crl", HSL, A1, Handler::Unsupported("")),
     spec!("proxy_ssl_password_file", HSL, A1, Handler::Unsupported("")),
-    spec!("proxy_ssl_conf_command", HSL, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
+    spec!("proxy_ssl_conf_command", HSL, A2, Handler::Level(|c, d, e| {
+        let v = conf_command(d, e, crate::tls::conf_command::Role::Client)?;
+        c.proxy_ssl_conf_command.get_or_insert_with(Vec::new).push(v);
+        Ok(())
+    })),
     // upstream module.
     spec!("server", UPS, MORE1, Handler::Upstream(blocks::upstream_server)),
     spec!("hash", UPS, n(1, 2), Handler::Upstream(blocks::upstream_hash)),
@@ -701,7 +705,11 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("ssl_stapling", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
     spec!("ssl_stapling_verify", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
     spec!("ssl_early_data", HS, FLAG, Handler::NoEffect("TLSv1.3 early data (0-RTT) is never accepted: requests come after the handshake, so none can be replayed, and $ssl_early_data is always empty")),
-    spec!("ssl_conf_command", HS, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
+    spec!("ssl_conf_command", HS, A2, Handler::Level(|c, d, e| {
+        let v = conf_command(d, e, crate::tls::conf_command::Role::Server)?;
+        c.ssl_conf_command.get_or_insert_with(Vec::new).push(v);
+        Ok(())
+    })),
 ];
 
 /// Looks a directive up for a context: `Ok(spec)`, or `Err(true)` when the name exists in

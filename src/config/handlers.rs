@@ -685,6 +685,22 @@ pub(super) fn ecdh_curves(d: &Directive, e: &mut Env) -> Result<String> {
     Ok(v.to_string())
 }
 
+/// `ssl_conf_command`/`proxy_ssl_conf_command NAME VALUE`: checked as OpenSSL checks it (an
+/// unknown command or a bad value is an error), with a warning naming what rustls cannot do.
+pub(super) fn conf_command(
+    d: &Directive,
+    e: &mut Env,
+    role: crate::tls::conf_command::Role,
+) -> Result<(String, String)> {
+    let mut t = crate::tls::conf_command::Tuning::default();
+    crate::tls::conf_command::apply(&mut t, d.arg(0), d.arg(1), role)
+        .map_err(|x| err(d, x.to_string()))?;
+    for (what, why) in &t.skipped {
+        warn_skipped(d, e, &[what.as_str()], why);
+    }
+    Ok((d.arg(0).to_string(), d.arg(1).to_string()))
+}
+
 /// `[warn] ringproxy skips "a", "b" of "DIRECTIVE": WHY in FILE:LINE`, when anything was.
 fn warn_skipped(d: &Directive, e: &mut Env, skipped: &[&str], why: &str) {
     if skipped.is_empty() {

@@ -828,6 +828,8 @@ loc_conf! {
         proxy_ssl_session_reuse: bool = true,
         /// `proxy_ssl_ciphers`.
         proxy_ssl_ciphers: String = "DEFAULT".into(),
+        /// `proxy_ssl_conf_command` (name, value), the list of one level.
+        proxy_ssl_conf_command: Vec<(String, String)> = Vec::new(),
         /// `proxy_ssl_protocols`.
         proxy_ssl_protocols: Vec<TlsVersion> = vec![TlsVersion::Tls12, TlsVersion::Tls13],
         /// `keepalive_timeout` (0 disables client keep-alive).
@@ -955,6 +957,8 @@ loc_conf! {
         ssl_verify_depth: u32 = 1,
         /// `ssl_ecdh_curve`.
         ssl_ecdh_curve: String = "auto".into(),
+        /// `ssl_conf_command` (name, value), the list of one level.
+        ssl_conf_command: Vec<(String, String)> = Vec::new(),
         /// `set_real_ip_from` (the list of one level; inherited when a level has none).
         set_real_ip_from: Vec<crate::http::realip::Trusted> = Vec::new(),
         /// `real_ip_header`.

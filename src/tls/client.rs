@@ -18,11 +18,12 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::client::{Resumption, Tls12Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::conf_command::{self, Role};
 use super::{load_certs, load_key, provider, versions, TlsError};
 use crate::config::model::{LocConf, ProxyPass, TlsVersion};
 use crate::http::vars::RequestVars;
@@ -42,6 +43,7 @@ struct Key {
     sni: bool,
     ciphers: String,
     protocols: Vec<TlsVersion>,
+    commands: Vec<(String, String)>,
 }
 
 impl Key {
@@ -56,6 +58,7 @@ impl Key {
             sni: conf.proxy_ssl_server_name(),
             ciphers: conf.proxy_ssl_ciphers(),
             protocols: conf.proxy_ssl_protocols(),
+            commands: conf.proxy_ssl_conf_command(),
         }
     }
 }
@@ -203,7 +206,22 @@ fn by_raw_key(
 }
 
 fn client_config(k: &Key) -> Result<ClientConfig, TlsError> {
-    let p = provider(&k.ciphers, &k.protocols, "proxy_ssl_ciphers", "auto")?;
+    // `proxy_ssl_conf_command` was checked with the configuration; it overrides the directives.
+    let tuning = conf_command::tuning(&k.commands, Role::Client)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let protocols = tuning.versions(&k.protocols);
+    if protocols.is_empty() {
+        return Err(TlsError::Rustls(
+            "\"proxy_ssl_conf_command\" leaves no protocol rustls speaks (TLSv1.2, TLSv1.3)".into(),
+        ));
+    }
+    let ciphers = tuning.cipher_string.as_deref().unwrap_or(&k.ciphers);
+    let curves = tuning.groups.as_deref().unwrap_or("auto");
+    let p = provider(ciphers, &protocols, "proxy_ssl_ciphers", curves)?;
+    let p = Arc::new(CryptoProvider {
+        cipher_suites: tuning.suites(&p.cipher_suites, false),
+        ..(*p).clone()
+    });
     let webpki = if !k.verify {
         None
     } else if k.trusted.as_os_str().is_empty() {
@@ -227,7 +245,7 @@ fn client_config(k: &Key) -> Result<ClientConfig, TlsError> {
         provider: p.clone(),
     });
     let builder = ClientConfig::builder_with_provider(p)
-        .with_protocol_versions(&versions(&k.protocols))
+        .with_protocol_versions(&versions(&protocols))
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
@@ -246,6 +264,8 @@ fn client_config(k: &Key) -> Result<ClientConfig, TlsError> {
     cfg.enable_sni = k.sni;
     if !k.reuse {
         cfg.resumption = Resumption::disabled();
+    } else if tuning.session_ticket == Some(false) {
+        cfg.resumption = Resumption::default().tls12_resumption(Tls12Resumption::SessionIdOnly);
     }
     Ok(cfg)
 }

@@ -9,6 +9,7 @@
 //! configuration is built (a broken file is a configuration error) and again by each shard.
 
 mod client;
+pub mod conf_command;
 mod server;
 mod session;
 pub mod stream;

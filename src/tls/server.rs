@@ -16,6 +16,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use rustix::net::RecvFlags;
 
+use super::conf_command::{self, Role, Tuning};
 use super::session::{cache_entries, Cache, Tickets};
 use super::{load_pair, provider, versions, ClientConfigs, TlsError};
 use crate::config::model::{HttpConf, LocConf};
@@ -50,19 +51,27 @@ impl ResolvesServerCert for Certs {
     }
 }
 
-/// The rustls configuration of a server with certificates (`None` without any).
-fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
+/// The rustls configuration of a server with certificates (`None` without any);
+/// `chacha_first` puts the CHACHA20-POLY1305 suites first (`PrioritizeChaCha`).
+fn server_config(conf: &LocConf, chacha_first: bool) -> Result<Option<ServerConfig>, TlsError> {
     let certs = conf.ssl_certificate();
     if certs.is_empty() {
         return Ok(None);
     }
-    let protocols = conf.ssl_protocols();
-    let p = provider(
-        &conf.ssl_ciphers(),
-        &protocols,
-        "ssl_ciphers",
-        &conf.ssl_ecdh_curve(),
-    )?;
+    let tuning = tuning(conf)?;
+    let protocols = tuning.versions(&conf.ssl_protocols());
+    if protocols.is_empty() {
+        return Err(TlsError::Rustls(
+            "\"ssl_conf_command\" leaves no protocol rustls speaks (TLSv1.2, TLSv1.3)".into(),
+        ));
+    }
+    let ciphers = tuning.cipher_string.clone().unwrap_or(conf.ssl_ciphers());
+    let curves = tuning.groups.clone().unwrap_or(conf.ssl_ecdh_curve());
+    let p = provider(&ciphers, &protocols, "ssl_ciphers", &curves)?;
+    let p = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: tuning.suites(&p.cipher_suites, chacha_first),
+        ..(*p).clone()
+    });
     let pairs = certs
         .iter()
         .zip(conf.ssl_certificate_key().iter())
@@ -73,7 +82,9 @@ fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Certs(pairs)));
-    cfg.ignore_client_order = conf.ssl_prefer_server_ciphers();
+    cfg.ignore_client_order = tuning
+        .server_preference
+        .unwrap_or(conf.ssl_prefer_server_ciphers());
     cfg.max_fragment_size = Some(record_limit(conf.ssl_buffer_size()));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let timeout = conf.ssl_session_timeout();
@@ -82,12 +93,67 @@ fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
         Some(n) => Cache::new(n, timeout),
         None => Arc::new(NoServerSessionStorage {}),
     };
-    if conf.ssl_session_tickets() {
+    if tuning.session_ticket.unwrap_or(conf.ssl_session_tickets()) {
         cfg.ticketer = Tickets::new(timeout).map_err(|e| TlsError::Rustls(e.to_string()))?;
     } else if cache.is_none() {
         cfg.send_tls13_tickets = 0;
     }
+    if let Some(n) = tuning.num_tickets {
+        cfg.send_tls13_tickets = n;
+    }
     Ok(Some(cfg))
+}
+
+/// A server's `ssl_conf_command` list, read (it was checked with the configuration).
+fn tuning(conf: &LocConf) -> Result<Tuning, TlsError> {
+    conf_command::tuning(&conf.ssl_conf_command(), Role::Server)
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+/// Whether `ssl_conf_command Options PrioritizeChaCha` applies: as OpenSSL, only with the
+/// server's preference on.
+fn prioritizes_chacha(conf: &LocConf) -> Result<bool, TlsError> {
+    let t = tuning(conf)?;
+    Ok(t.prioritize_chacha
+        && t.server_preference
+            .unwrap_or(conf.ssl_prefer_server_ciphers()))
+}
+
+/// A server's configurations: the one it serves with and, with `PrioritizeChaCha`, one
+/// preferring CHACHA20-POLY1305 for clients that list it first (sharing the session cache and
+/// ticket keys).
+fn served(conf: &LocConf) -> Result<Option<Served>, TlsError> {
+    let Some(config) = server_config(conf, false)? else {
+        return Ok(None);
+    };
+    let chacha_first = match prioritizes_chacha(conf)? {
+        true => server_config(conf, true)?.map(|mut c| {
+            c.session_storage = config.session_storage.clone();
+            c.ticketer = config.ticketer.clone();
+            Arc::new(c)
+        }),
+        false => None,
+    };
+    Ok(Some(Served {
+        config: Arc::new(config),
+        chacha_first,
+    }))
+}
+
+/// What a server with certificates serves with.
+struct Served {
+    config: Arc<ServerConfig>,
+    /// For a client whose first suite is a CHACHA20-POLY1305 one (`PrioritizeChaCha`).
+    chacha_first: Option<Arc<ServerConfig>>,
+}
+
+impl Served {
+    fn for_client(&self, first_suite: Option<&rustls::CipherSuite>) -> Arc<ServerConfig> {
+        match (&self.chacha_first, first_suite) {
+            (Some(c), Some(s)) if conf_command::is_chacha(*s) => c.clone(),
+            _ => self.config.clone(),
+        }
+    }
 }
 
 /// rustls' `max_fragment_size` for `ssl_buffer_size` (the plaintext of one record): it counts
@@ -100,13 +166,13 @@ fn record_limit(ssl_buffer_size: u64) -> usize {
 
 /// Checks a server's certificates, keys and TLS settings (configuration time).
 pub fn check_server(conf: &LocConf) -> Result<(), TlsError> {
-    server_config(conf).map(drop)
+    served(conf).map(drop)
 }
 
 /// How a shard answers a handshake that selects a server.
 enum Answer {
     /// With this configuration.
-    Serve(Arc<ServerConfig>),
+    Serve(Served),
     /// With a fatal alert: `ssl_reject_handshake on`.
     Reject,
     /// With a fatal alert: the server has no certificate (it shares a TLS address).
@@ -126,9 +192,9 @@ impl ShardTls {
     pub fn new(http: &HttpConf) -> Result<ShardTls, String> {
         let mut servers = Vec::with_capacity(http.servers.len());
         for s in &http.servers {
-            let answer = match server_config(&s.conf).map_err(|e| e.to_string())? {
+            let answer = match served(&s.conf).map_err(|e| e.to_string())? {
                 _ if s.conf.ssl_reject_handshake() => Answer::Reject,
-                Some(c) => Answer::Serve(Arc::new(c)),
+                Some(c) => Answer::Serve(c),
                 None => Answer::NoCertificate,
             };
             servers.push(answer);
@@ -266,7 +332,7 @@ async fn tls_accept(
         a => a,
     };
     let config = match answer {
-        Some(Answer::Serve(c)) => c.clone(),
+        Some(Answer::Serve(c)) => c.for_client(accepted.client_hello().cipher_suites().first()),
         other => {
             let _ = rustix::io::write(fd(tcp), &REJECT_ALERT);
             return Err(match other {
