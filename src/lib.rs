@@ -13,6 +13,7 @@ pub mod accesslog;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod log;
 pub mod proxy;
 pub mod route;

@@ -36,6 +36,8 @@ pub struct Env {
     pub(super) proxy_refs: Vec<ProxyRef>,
     pub(super) upstreams: Vec<UpstreamConf>,
     pub(super) log_formats: Vec<String>,
+    /// `limit_req`/`limit_conn` zone names with their kind (`true`: req), checked at the end.
+    pub(super) limit_refs: Vec<(String, bool, Span)>,
 }
 
 pub(super) struct ProxyRef {
@@ -145,6 +147,7 @@ pub fn build(ast: &Ast, opts: &BuildOptions) -> Result<(Config, Vec<ConfigWarnin
         proxy_refs: Vec::new(),
         upstreams: Vec::new(),
         log_formats: Vec::new(),
+        limit_refs: Vec::new(),
     };
     let mut main = MainBuild::default();
     let mut state = BuildState::default();
@@ -300,6 +303,7 @@ fn block(kind: Block, d: &Directive, scope: &mut Scope<'_>, env: &mut Env) -> Re
                     escape: "default".into(),
                     format: Template::parse(COMBINED).expect("static"),
                 }],
+                limit_zones: Vec::new(),
                 conf: LocConf::default(),
             };
             walk(
@@ -393,6 +397,7 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
         index_of_ref.push(idx);
     }
     http.upstreams = std::mem::take(&mut env.upstreams);
+    super::limits::check_refs(http, env)?;
     for server in &mut http.servers {
         server.conf.merge(&http.conf);
         super::handlers_out::check_charsets(&server.conf)?;

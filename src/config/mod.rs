@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod lexer;
+pub mod limits;
 pub mod parser;
 
 pub use error::{ConfigError, ConfigWarning, Span};

@@ -179,6 +179,8 @@ pub struct HttpConf {
     pub servers: Vec<ServerConf>,
     /// `log_format` definitions (the predefined `combined` included).
     pub log_formats: Vec<LogFormat>,
+    /// `limit_req_zone` and `limit_conn_zone` definitions.
+    pub limit_zones: Vec<super::limits::LimitZone>,
     /// Settings at the `http` level (servers merged from these).
     pub conf: LocConf,
 }
@@ -965,6 +967,22 @@ loc_conf! {
         real_ip_header: crate::http::realip::RealIpHeader = crate::http::realip::RealIpHeader::XRealIp,
         /// `real_ip_recursive`.
         real_ip_recursive: bool = false,
+        /// `limit_req` lines (the list of one level; inherited when a level has none).
+        limit_req: Vec<super::limits::LimitReq> = Vec::new(),
+        /// `limit_req_status`.
+        limit_req_status: u16 = 503,
+        /// `limit_req_log_level` (delays are logged one level lower, as nginx).
+        limit_req_log_level: LogLevel = LogLevel::Error,
+        /// `limit_req_dry_run`.
+        limit_req_dry_run: bool = false,
+        /// `limit_conn` lines (the list of one level; inherited when a level has none).
+        limit_conn: Vec<super::limits::LimitConn> = Vec::new(),
+        /// `limit_conn_status`.
+        limit_conn_status: u16 = 503,
+        /// `limit_conn_log_level`.
+        limit_conn_log_level: LogLevel = LogLevel::Error,
+        /// `limit_conn_dry_run`.
+        limit_conn_dry_run: bool = false,
     }
     own {
         /// `proxy_pass` (nginx does not inherit it into nested locations).

@@ -130,6 +130,8 @@ pub const BUILTIN_VARS: &[&str] = &[
     "hostname",
     "https",
     "is_args",
+    "limit_conn_status",
+    "limit_req_status",
     "msec",
     "nginx_version",
     "pid",

@@ -186,6 +186,17 @@ pub struct RequestVars<'a> {
     /// The client's address found by the realip module: `$remote_addr` and `$remote_port`
     /// (port 0: none) for this request; the connection's stays in `$realip_remote_*`.
     pub real: Option<super::realip::Found>,
+    /// `$limit_req_status` and `$limit_conn_status`, once the modules have decided.
+    pub limits: LimitStatus,
+}
+
+/// What the limit_req and limit_conn modules decided for a request (nginx's words).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitStatus {
+    /// `PASSED`, `DELAYED`, `REJECTED`, `DELAYED_DRY_RUN` or `REJECTED_DRY_RUN`.
+    pub req: Option<&'static str>,
+    /// `PASSED`, `REJECTED` or `REJECTED_DRY_RUN`.
+    pub conn: Option<&'static str>,
 }
 
 impl<'a> RequestVars<'a> {
@@ -221,6 +232,7 @@ impl<'a> RequestVars<'a> {
             upstream: UpstreamFacts::default(),
             response: ResponseFacts::default(),
             real: None,
+            limits: LimitStatus::default(),
         }
     }
 
@@ -426,6 +438,8 @@ impl<'a> RequestVars<'a> {
                 0 => bytes(""),
                 p => w!("{p}"),
             },
+            "limit_req_status" => self.limits.req.map_or(Val::None, bytes),
+            "limit_conn_status" => self.limits.conn.map_or(Val::None, bytes),
             "realip_remote_addr" => w!("{}", conn.remote.ip()),
             "realip_remote_port" => w!("{}", conn.remote.port()),
             "proxy_protocol_addr"
@@ -682,7 +696,8 @@ fn owned<'a>(s: &str, out: &mut Vec<u8>) -> Val<'a> {
     Val::Written
 }
 
-fn protocol(v: Version) -> &'static str {
+/// `HTTP/1.1` or `HTTP/1.0` (`$server_protocol`).
+pub fn protocol(v: Version) -> &'static str {
     match v {
         Version::Http10 => "HTTP/1.0",
         Version::Http11 => "HTTP/1.1",

@@ -67,6 +67,8 @@ pub(super) struct Conn {
     pub(super) nodelay: bool,
     /// The PROXY protocol header's addresses (`listen ... proxy_protocol`).
     pub(super) proxy_protocol: Option<ProxyAddrs>,
+    /// The current request's `limit_conn` slots.
+    pub(super) limit_slots: Vec<crate::limits::ConnSlot>,
 }
 
 /// Serves one accepted client connection until it closes, `guard` counting it meanwhile: on
@@ -140,6 +142,7 @@ pub async fn serve(
         idle_timeout: default_conf.map_or(std::time::Duration::ZERO, |c| c.keepalive_timeout()),
         nodelay,
         proxy_protocol,
+        limit_slots: Vec::new(),
     };
     loop {
         // Boxed: the request's future (head buffers, header arrays, the owned request) is freed
@@ -156,6 +159,8 @@ pub async fn serve(
             state = request => state,
             _ = ctx.cut.wait() => return,
         };
+        // The request's `limit_conn` slots: given back now, or held by its tunnel.
+        let limits = std::mem::take(&mut conn.limit_slots);
         match state {
             State::ReadingHead => {
                 if ctx.winding_down()
@@ -171,7 +176,8 @@ pub async fn serve(
             State::Tunnel(upstream, cfg, slot) => {
                 // The tunnel gets a task of its own holding only the two sockets and its
                 // guards: this connection's future (request state, buffers) is freed now.
-                let guards = (guard, ctx.hold(), slot);
+                let limits = (!limits.is_empty()).then(|| limits.into_boxed_slice());
+                let guards = (guard, ctx.hold(), slot, limits);
                 let (client, peer) = (conn.stream, conn.peer);
                 monoio::spawn(super::handoff::carry(guards, client, upstream, cfg, peer));
                 return;

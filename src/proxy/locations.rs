@@ -202,6 +202,9 @@ async fn location(req: &mut Req<'_>, walk: &mut Walk, next: Next) -> Step {
     // nginx's pre-access phase: the realip module again, with the location's settings.
     req.real_ip(conf);
     set_doc_root(req);
+    if let Err(code) = super::limits::preaccess(req, conf).await {
+        return Step::Done(req.fail(code).await);
+    }
     let rules = conf.access.as_deref().unwrap_or(&[]);
     if !rules.is_empty() && !access_allows(rules, req.vars.remote_ip()) {
         let head = req.head;

@@ -28,6 +28,7 @@ pub mod handoff;
 pub mod headers_out;
 pub mod idle;
 pub mod io;
+mod limits;
 mod locations;
 pub mod pool;
 mod proxy_header;
