@@ -92,8 +92,47 @@ fn gtime(t: SystemTime) -> OcspGeneralizedTime {
     OcspGeneralizedTime::from(der::DateTime::from_unix_duration(since).unwrap())
 }
 
-/// A successful OCSP response saying `good` for every certificate of `req`, signed by `key`.
-fn response(req: &OcspRequest, ca: &Ca, key: &KeyPair) -> Vec<u8> {
+/// Who signs a responder's answers: the certificate named as responder (and carried in the
+/// response, as `openssl ocsp` does) and the key that signs, which may not be its.
+struct Signer {
+    cert: x509_cert::Certificate,
+    key: KeyPair,
+}
+
+impl Signer {
+    /// The CA itself.
+    fn ca(ca: &Ca) -> Signer {
+        Signer {
+            cert: x509_cert::Certificate::from_der(ca.0.der()).unwrap(),
+            key: KeyPair::from_pem(&ca.0.key().serialize_pem()).unwrap(),
+        }
+    }
+
+    /// The CA's name and certificate with a key that is not its own.
+    fn forged(ca: &Ca) -> Signer {
+        Signer {
+            key: KeyPair::generate().unwrap(),
+            ..Signer::ca(ca)
+        }
+    }
+
+    /// A self-signed responder the CA never certified.
+    fn rogue() -> Signer {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rogue responder");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Signer {
+            cert: x509_cert::Certificate::from_der(cert.der()).unwrap(),
+            key,
+        }
+    }
+}
+
+/// A successful OCSP response saying `good` for every certificate of `req`.
+fn response(req: &OcspRequest, signer: &Signer) -> Vec<u8> {
     let now = SystemTime::now();
     let responses = req
         .tbs_request
@@ -107,15 +146,14 @@ fn response(req: &OcspRequest, ca: &Ca, key: &KeyPair) -> Vec<u8> {
             single_extensions: None,
         })
         .collect();
-    let ca_cert = x509_cert::Certificate::from_der(ca.0.der()).unwrap();
     let tbs = ResponseData {
         version: Version::V1,
-        responder_id: ResponderId::ByName(ca_cert.tbs_certificate.subject),
+        responder_id: ResponderId::ByName(signer.cert.tbs_certificate.subject.clone()),
         produced_at: gtime(now),
         responses,
         response_extensions: None,
     };
-    let signature = key.sign(&tbs.to_der().unwrap()).unwrap();
+    let signature = signer.key.sign(&tbs.to_der().unwrap()).unwrap();
     let basic = BasicOcspResponse {
         tbs_response_data: tbs,
         signature_algorithm: AlgorithmIdentifierOwned {
@@ -123,7 +161,8 @@ fn response(req: &OcspRequest, ca: &Ca, key: &KeyPair) -> Vec<u8> {
             parameters: None,
         },
         signature: BitString::from_bytes(&signature).unwrap(),
-        certs: None,
+        // The signer's certificate, as `openssl ocsp` sends it.
+        certs: Some(vec![signer.cert.clone()]),
     };
     OcspResponse {
         response_status: OcspResponseStatus::Successful,
@@ -136,9 +175,9 @@ fn response(req: &OcspRequest, ca: &Ca, key: &KeyPair) -> Vec<u8> {
     .unwrap()
 }
 
-/// An OCSP responder on 127.0.0.1 answering nginx's GET requests with responses signed by
-/// `key`; its port and how many requests it answered.
-fn responder(ca: Arc<Ca>, key: Arc<KeyPair>) -> (u16, Arc<AtomicUsize>) {
+/// An OCSP responder on 127.0.0.1 answering nginx's GET requests; its port and how many
+/// requests it answered.
+fn responder(signer: Signer) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let served = Arc::new(AtomicUsize::new(0));
@@ -165,7 +204,7 @@ fn responder(ca: Arc<Ca>, key: Arc<KeyPair>) -> (u16, Arc<AtomicUsize>) {
                 .decode(b64)
                 .unwrap();
             let req = OcspRequest::from_der(&der).unwrap();
-            let body = response(&req, &ca, &key);
+            let body = response(&req, &signer);
             let _ = s.write_all(
                 format!(
                     "HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: {}\r\n\r\n",
@@ -285,14 +324,13 @@ fn wait_served(served: &AtomicUsize, n: usize) {
 // effect: ssl_stapling
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_responder_named_in_the_certificate_is_asked_and_its_answer_stapled() {
-    let ca = Arc::new(Ca::new());
-    let (rport, served) = responder(
-        ca.clone(),
-        Arc::new(KeyPair::from_pem(&ca.0.key().serialize_pem()).unwrap()),
-    );
+    let ca = Ca::new();
+    let (rport, served) = responder(Signer::ca(&ca));
     let leaf = ca.leaf(Some(&format!("http://127.0.0.1:{rport}/ocsp")), true);
     let port = common::free_port();
     let _p = start(prefix_with(&[("a", &leaf.0)]), port, &conf(port, ""));
+    // As in nginx, the first handshake starts the request and goes without.
+    assert!(staple(port, &rustls::version::TLS13).await.is_empty());
     let got = first_staple(port).await;
     assert!(!got.is_empty(), "no OCSP response stapled within {T:?}");
     let parsed = OcspResponse::from_der(&got).expect("an OCSP response");
@@ -309,18 +347,17 @@ async fn the_responder_named_in_the_certificate_is_asked_and_its_answer_stapled(
 // effect: ssl_stapling_responder ssl_trusted_certificate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_stapling_responder_with_the_issuer_from_ssl_trusted_certificate() {
-    let ca = Arc::new(Ca::new());
-    let (rport, served) = responder(
-        ca.clone(),
-        Arc::new(KeyPair::from_pem(&ca.0.key().serialize_pem()).unwrap()),
-    );
-    // No AIA in the certificate, no CA in its file.
+    let ca = Ca::new();
+    let (rport, served) = responder(Signer::ca(&ca));
+    // No AIA in the certificate, no CA in its file. Verified: the CA signs, and it is the
+    // issuer and a root of ssl_trusted_certificate.
     let leaf = ca.leaf(None, false);
     let port = common::free_port();
     let dir = prefix_with(&[("a", &leaf.0)]);
     std::fs::write(dir.path().join("certs/ca.crt"), ca.0.pem()).unwrap();
     let extra = format!(
-        "ssl_stapling_responder http://127.0.0.1:{rport}/ocsp/; ssl_trusted_certificate certs/ca.crt;"
+        "ssl_stapling_responder http://127.0.0.1:{rport}/ocsp/; ssl_trusted_certificate certs/ca.crt;
+         ssl_stapling_verify on;"
     );
     let _p = start(dir, port, &conf(port, &extra));
     let got = first_staple(port).await;
@@ -335,7 +372,7 @@ async fn ssl_stapling_file_is_stapled_as_is_from_the_first_handshake() {
     // No responder anywhere: the file is all there is.
     let leaf = ca.leaf(None, false);
     let req = OcspRequest::from_der(&request_for(&ca, &leaf)).unwrap();
-    let der = response(&req, &ca, ca.0.key());
+    let der = response(&req, &Signer::ca(&ca));
     let port = common::free_port();
     let dir = prefix_with(&[("a", &leaf.0)]);
     std::fs::write(dir.path().join("certs/a.ocsp"), &der).unwrap();
@@ -407,35 +444,76 @@ async fn a_certificate_without_a_responder_url_staples_nothing_with_nginx_warnin
 
 // effect: ssl_stapling_verify
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_signed_by_another_key_is_stapled_only_without_ssl_stapling_verify() {
-    let ca = Arc::new(Ca::new());
-    let (rport, served) = responder(ca.clone(), Arc::new(KeyPair::generate().unwrap()));
-    let leaf = ca.leaf(Some(&format!("http://127.0.0.1:{rport}/ocsp")), true);
-    let (on, off) = (common::free_port(), common::free_port());
-    let both = format!(
+async fn a_responder_the_ca_never_certified_is_stapled_only_without_ssl_stapling_verify() {
+    let ca = Ca::new();
+    let (rogue, rogue_served) = responder(Signer::rogue());
+    let (forged, forged_served) = responder(Signer::forged(&ca));
+    let leaf = ca.leaf(None, true);
+    let (on, off, bad) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let url = |port: u16| format!("ssl_stapling_responder http://127.0.0.1:{port}/ocsp/;");
+    let conf = format!(
         "worker_processes 1;\nevents {{}}\nhttp {{
           ssl_certificate certs/a.crt; ssl_certificate_key certs/a.key; ssl_stapling on;
-          server {{ listen 127.0.0.1:{on} ssl; return 200 x; }}
-          server {{ listen 127.0.0.1:{off} ssl; ssl_stapling_verify off; return 200 x; }}
-        }}\n"
+          server {{ listen 127.0.0.1:{on} ssl; ssl_stapling_verify on; {} return 200 x; }}
+          server {{ listen 127.0.0.1:{off} ssl; {} return 200 x; }}
+          server {{ listen 127.0.0.1:{bad} ssl; {} return 200 x; }}
+        }}\n",
+        url(rogue),
+        url(rogue),
+        url(forged)
     );
-    let p = start(prefix_with(&[("a", &leaf.0)]), on, &both);
-    // Without verification the answer is stapled: the responder works.
+    let p = start(prefix_with(&[("a", &leaf.0)]), on, &conf);
+    // Without verification (nginx's default) the rogue's answer is stapled: its signature holds.
     assert!(!first_staple(off).await.is_empty(), "{}", p.stderr());
-    assert!(staple(on, &rustls::version::TLS13).await.is_empty());
-    wait_served(&served, 2);
+    for port in [on, bad] {
+        assert!(staple(port, &rustls::version::TLS13).await.is_empty());
+    }
+    wait_served(&rogue_served, 2);
+    wait_served(&forged_served, 1);
     let deadline = Instant::now() + T;
-    while !p.stderr().contains("OCSP_basic_verify() failed") {
+    while p.stderr().matches("OCSP_basic_verify() failed").count() < 2 {
         assert!(Instant::now() < deadline, "{}", p.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Checked and refused: no staple, now or later.
-    for _ in 0..3 {
-        assert!(staple(on, &rustls::version::TLS13).await.is_empty());
+    // Checked and refused: no staple, now or later, and no new request before 5 minutes.
+    for port in [on, bad] {
+        assert!(staple(port, &rustls::version::TLS13).await.is_empty());
     }
-    assert_eq!(
-        served.load(Ordering::SeqCst),
-        2,
-        "retried in 5 minutes, not at once"
+    assert_eq!(rogue_served.load(Ordering::SeqCst), 2);
+    assert_eq!(forged_served.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_asks_the_responder_again_and_open_connections_carry_on() {
+    let ca = Ca::new();
+    let (rport, served) = responder(Signer::ca(&ca));
+    let leaf = ca.leaf(Some(&format!("http://127.0.0.1:{rport}/ocsp")), true);
+    let port = common::free_port();
+    let text = format!("error_log logs/error.log notice;\n{}", conf(port, ""));
+    let p = start(prefix_with(&[("a", &leaf.0)]), port, &text);
+    let first = first_staple(port).await;
+    assert!(!first.is_empty(), "no OCSP response stapled within {T:?}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    let mut open = common::tls::connect(port, Some("a.test"), common::tls::client(&[], &[]))
+        .await
+        .unwrap();
+    ringproxy::sys::kill(p.pid(), libc::SIGHUP).unwrap();
+    let deadline = Instant::now() + T;
+    while !p.stderr().contains("reconfigured") {
+        assert!(Instant::now() < deadline, "{}", p.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The new generation has its own staple: asked for again, and stapled once answered.
+    let again = first_staple(port).await;
+    assert!(
+        !again.is_empty(),
+        "no OCSP response stapled after the reload"
     );
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    let answer = common::tls::get(&mut open, "a.test", "/").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -958,7 +958,7 @@ loc_conf! {
         /// `ssl_stapling`.
         ssl_stapling: bool = false,
         /// `ssl_stapling_verify`.
-        ssl_stapling_verify: bool = true,
+        ssl_stapling_verify: bool = false,
         /// `ssl_stapling_file`: a DER OCSP response stapled as is.
         ssl_stapling_file: PathBuf = PathBuf::new(),
         /// `ssl_stapling_responder` (overrides the certificate's AIA URL).

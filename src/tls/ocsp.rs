@@ -1,7 +1,7 @@
 //! OCSP for `ssl_stapling`: the responder URL of a certificate (its AIA extension), its
 //! issuer, the request nginx sends (one SHA-1 `CertID`), and the checks nginx makes of a
-//! response before stapling it (status, signature by the issuer or a responder it delegated
-//! to, the certificate's status `good`, thisUpdate/nextUpdate with 5 minutes of leeway).
+//! response before stapling it (status; its signer and signature, see [`Trust`]; the
+//! certificate's status `good`; thisUpdate/nextUpdate with 5 minutes of leeway).
 //!
 //! The ASN.1 is RustCrypto's (`x509-cert`, `x509-ocsp`); signatures are checked with the
 //! algorithms of rustls' crypto provider, so no other crypto library comes in.
@@ -18,7 +18,7 @@ use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 use x509_ocsp::{
     BasicOcspResponse, CertId, CertStatus, OcspRequest, OcspResponse, OcspResponseStatus, Request,
-    TbsRequest, Version,
+    ResponderId, TbsRequest, Version,
 };
 
 /// `id-pe-authorityInfoAccess`.
@@ -43,6 +43,7 @@ const SHA1: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap(
 const LEEWAY: i64 = 300;
 
 /// A parsed certificate with its DER.
+#[derive(Clone)]
 pub struct Cert {
     pub der: Vec<u8>,
     pub parsed: Certificate,
@@ -138,12 +139,12 @@ pub fn now() -> i64 {
 
 /// Checks a response for `id` as nginx does before stapling it: `Ok(valid)`, the time until
 /// which it may be stapled (its nextUpdate, or forever without one), or the message nginx
-/// logs. `verify`: `ssl_stapling_verify`.
+/// logs. `trust`: who may sign it.
 pub fn check(
     der: &[u8],
     id: &CertId,
     issuer: &Cert,
-    verify: bool,
+    trust: &Trust,
     now: i64,
 ) -> Result<i64, String> {
     let resp = OcspResponse::from_der(der).map_err(|_| "d2i_OCSP_RESPONSE() failed".to_string())?;
@@ -159,7 +160,7 @@ pub fn check(
         .filter(|b| b.response_type == OCSP_BASIC)
         .and_then(|b| BasicOcspResponse::from_der(b.response.as_bytes()).ok())
         .ok_or_else(|| "OCSP_response_get1_basic() failed".to_string())?;
-    if verify && !signed_by_issuer(&basic, issuer) {
+    if !signed_by_trusted(&basic, issuer, trust) {
         return Err("OCSP_basic_verify() failed".into());
     }
     let single = basic
@@ -202,33 +203,114 @@ fn status_str(s: OcspResponseStatus) -> &'static str {
     }
 }
 
-/// Whether the response is signed by the issuer itself, or by a certificate it carries that
-/// the issuer signed for OCSP signing (a delegated responder).
-fn signed_by_issuer(basic: &BasicOcspResponse, issuer: &Cert) -> bool {
+/// What a response's signer is checked against, as nginx's `OCSP_basic_verify(...,
+/// OCSP_TRUSTOTHER or OCSP_NOVERIFY)`: the signer, named by the responder ID, is a
+/// certificate of the server's chain (trusted as it is) or one the response carries; its
+/// signature must hold. With `ssl_stapling_verify on`, a carried signer must also lead to a
+/// self-signed certificate of `ssl_trusted_certificate` and be the issuer or a responder the
+/// issuer made for OCSP signing.
+pub struct Trust {
+    /// The server's chain after its leaf.
+    pub chain: Vec<Cert>,
+    /// `ssl_trusted_certificate`.
+    pub store: Vec<Cert>,
+    /// `ssl_stapling_verify`.
+    pub verify: bool,
+}
+
+/// The longest chain followed up to a trusted root.
+const MAX_DEPTH: usize = 10;
+
+/// Whether the certificate is the one the responder ID names.
+fn named(c: &Cert, id: &ResponderId) -> bool {
+    match id {
+        ResponderId::ByName(name) => c.parsed.tbs_certificate.subject == *name,
+        ResponderId::ByKey(hash) => {
+            let key = c
+                .parsed
+                .tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes();
+            Sha1::digest(key).as_slice() == hash.as_bytes()
+        }
+    }
+}
+
+/// Whether the response's signer is one `trust` accepts.
+fn signed_by_trusted(basic: &BasicOcspResponse, issuer: &Cert, trust: &Trust) -> bool {
     let Ok(tbs) = basic.tbs_response_data.to_der() else {
         return false;
     };
-    let sig = basic.signature.raw_bytes();
-    if verify(issuer, &basic.signature_algorithm, &tbs, sig) {
+    let carried: Vec<Cert> = basic
+        .certs
+        .iter()
+        .flatten()
+        .filter_map(|c| Cert::parse(&c.to_der().ok()?))
+        .collect();
+    let id = &basic.tbs_response_data.responder_id;
+    let (signer, in_chain) = match trust.chain.iter().find(|c| named(c, id)) {
+        Some(c) => (c, true),
+        None => match carried.iter().find(|c| named(c, id)) {
+            Some(c) => (c, false),
+            None => return false,
+        },
+    };
+    if !verify(
+        signer,
+        &basic.signature_algorithm,
+        &tbs,
+        basic.signature.raw_bytes(),
+    ) {
+        return false;
+    }
+    if !trust.verify || in_chain {
         return true;
     }
-    let delegated = basic.certs.iter().flatten().filter_map(|c| {
-        let der = c.to_der().ok()?;
-        let cert = Cert::parse(&der)?;
-        let signs_ocsp = cert
-            .parsed
-            .tbs_certificate
-            .extensions
+    let others: Vec<&Cert> = carried
+        .iter()
+        .chain(&trust.chain)
+        .chain(&trust.store)
+        .collect();
+    let is_issuer = signer.parsed.tbs_certificate.subject == issuer.parsed.tbs_certificate.subject
+        && signer.parsed.tbs_certificate.subject_public_key_info
+            == issuer.parsed.tbs_certificate.subject_public_key_info;
+    leads_to_root(signer, &others, &trust.store) && (is_issuer || delegated(signer, issuer))
+}
+
+/// Whether `cert` was made by `issuer` for OCSP signing.
+fn delegated(cert: &Cert, issuer: &Cert) -> bool {
+    let signs_ocsp = cert
+        .parsed
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == EXT_KEY_USAGE)
+        .filter_map(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .any(|eku| eku.0.contains(&KP_OCSP_SIGNING));
+    signs_ocsp && find_issuer(cert, std::slice::from_ref(issuer)).is_some()
+}
+
+/// Whether `cert`, through certificates of `others`, leads to a self-signed one of `store`.
+fn leads_to_root(cert: &Cert, others: &[&Cert], store: &[Cert]) -> bool {
+    let mut at = cert;
+    for _ in 0..MAX_DEPTH {
+        if store.iter().any(|s| s.der == at.der)
+            && find_issuer(at, std::slice::from_ref(at)).is_some()
+        {
+            return true;
+        }
+        let Some(up) = others
             .iter()
-            .flatten()
-            .filter(|e| e.extn_id == EXT_KEY_USAGE)
-            .filter_map(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
-            .any(|eku| eku.0.contains(&KP_OCSP_SIGNING));
-        signs_ocsp.then_some(cert)
-    });
-    delegated
-        .filter(|d| find_issuer(d, std::slice::from_ref(issuer)).is_some())
-        .any(|d| verify(&d, &basic.signature_algorithm, &tbs, sig))
+            .copied()
+            .find(|o| o.der != at.der && find_issuer(at, std::slice::from_ref(*o)).is_some())
+        else {
+            return false;
+        };
+        at = up;
+    }
+    false
 }
 
 /// The DER contents (without the SEQUENCE header) of an algorithm identifier, as rustls'

@@ -48,7 +48,8 @@ struct Responder {
     id: CertId,
     request: Vec<u8>,
     issuer: Cert,
-    verify: bool,
+    /// Who may sign the responses.
+    trust: ocsp::Trust,
 }
 
 /// What stapling does for the certificate `path` (its chain `chain`): `Ok(None)` when it is
@@ -87,11 +88,18 @@ fn source(
             format!("issuer certificate not found for certificate \"{name}\""),
         );
     };
-    let mut candidates: Vec<Cert> = chain[1..].iter().filter_map(|c| Cert::parse(c)).collect();
+    let parse = |certs: &[CertificateDer<'static>]| -> Vec<Cert> {
+        certs.iter().filter_map(|c| Cert::parse(c)).collect()
+    };
     let trusted = conf.ssl_trusted_certificate();
-    if !trusted.as_os_str().is_empty() {
-        candidates.extend(load_certs(&trusted)?.iter().filter_map(|c| Cert::parse(c)));
-    }
+    let store = match trusted.as_os_str().is_empty() {
+        true => Vec::new(),
+        false => parse(&load_certs(&trusted)?),
+    };
+    let candidates: Vec<Cert> = parse(&chain[1..])
+        .into_iter()
+        .chain(store.iter().cloned())
+        .collect();
     let Some(issuer) = ocsp::find_issuer(&leaf, &candidates) else {
         return ignored(
             warnings,
@@ -154,8 +162,12 @@ fn source(
         uri: uri.to_string(),
         id,
         request,
-        issuer: Cert::parse(&issuer.der).expect("parsed before"),
-        verify: conf.ssl_stapling_verify(),
+        issuer: issuer.clone(),
+        trust: ocsp::Trust {
+            chain: parse(&chain[1..]),
+            store,
+            verify: conf.ssl_stapling_verify(),
+        },
     }))))
 }
 
@@ -258,7 +270,7 @@ impl Staple {
     fn fetch(&self) {
         let Some(r) = &self.responder else { return };
         let result = request(r).and_then(|der| {
-            let valid = ocsp::check(&der, &r.id, &r.issuer, r.verify, ocsp::now())?;
+            let valid = ocsp::check(&der, &r.id, &r.issuer, &r.trust, ocsp::now())?;
             Ok((der, valid))
         });
         let now = ocsp::now();
