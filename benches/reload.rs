@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("reload check: load + shard state, {name}"), |b| {
             b.iter(|| {
                 let loaded = config::load(opts).unwrap();
-                ShardProxy::new(&loaded.config).unwrap()
+                ShardProxy::new(&std::sync::Arc::new(loaded.config)).unwrap()
             })
         });
     }

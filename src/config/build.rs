@@ -416,7 +416,7 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
             server.listen.iter_mut().for_each(|l| l.ssl = true);
         }
         check_locations(&server.locations)?;
-        check_ssl(server)?;
+        check_ssl(server, env)?;
     }
     check_listen_conflicts(http, env)?;
     Ok(())
@@ -524,7 +524,7 @@ fn check_locations(list: &[Location]) -> Result<()> {
     Ok(())
 }
 
-fn check_ssl(server: &ServerConf) -> Result<()> {
+fn check_ssl(server: &ServerConf, env: &mut Env) -> Result<()> {
     let certs = server.conf.ssl_certificate();
     let keys = server.conf.ssl_certificate_key();
     if server.listen.iter().any(|l| l.ssl)
@@ -548,6 +548,11 @@ fn check_ssl(server: &ServerConf) -> Result<()> {
     if !certs.is_empty() {
         crate::tls::check_server(&server.conf)
             .map_err(|e| ConfigError::at(&server.span, e.to_string()))?;
+        for w in crate::tls::stapling_warnings(&server.conf)
+            .map_err(|e| ConfigError::at(&server.span, e.to_string()))?
+        {
+            env.warn(None, w);
+        }
     }
     Ok(())
 }

@@ -150,15 +150,11 @@ pub const HTTP2_NOT_YET: &str =
     "HTTP/2 is not implemented yet: TLS offers only http/1.1 in ALPN, so clients use HTTP/1.1";
 
 /// Flags accepted without effect that warn when on: a user relying on them must know.
-pub const WARN_WHEN_ON: &[&str] = &["http2", "ssl_stapling", "ssl_stapling_verify"];
+pub const WARN_WHEN_ON: &[&str] = &["http2"];
 
 /// Why the cache's per-request switches change nothing.
 const NOTHING_CACHED: &str =
     "ringproxy has no cache, so nothing is cached or bypassed (as in nginx without proxy_cache)";
-
-/// Why `ssl_stapling` changes nothing yet.
-const NO_STAPLING: &str =
-    "OCSP stapling is not implemented yet: no OCSP response is stapled, clients check revocation themselves";
 
 macro_rules! level {
     ($name:literal, $ctx:expr, flag, $field:ident) => {
@@ -707,10 +703,12 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
     spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),
-    spec!("ssl_trusted_certificate", HS, A1, Handler::NoEffect("it serves OCSP stapling and client certificate checks, which ringproxy does not do yet")),
+    level!("ssl_trusted_certificate", HS, conf_path, ssl_trusted_certificate),
     spec!("ssl_crl", HS, A1, Handler::Unsupported("")),
-    spec!("ssl_stapling", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
-    spec!("ssl_stapling_verify", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
+    level!("ssl_stapling", HS, flag, ssl_stapling),
+    level!("ssl_stapling_verify", HS, flag, ssl_stapling_verify),
+    level!("ssl_stapling_file", HS, conf_path, ssl_stapling_file),
+    level!("ssl_stapling_responder", HS, string, ssl_stapling_responder),
     spec!("ssl_early_data", HS, FLAG, Handler::NoEffect("TLSv1.3 early data (0-RTT) is never accepted: requests come after the handshake, so none can be replayed, and $ssl_early_data is always empty")),
     spec!("ssl_conf_command", HS, A2, Handler::Level(|c, d, e| {
         let v = conf_command(d, e, crate::tls::conf_command::Role::Server)?;

@@ -961,6 +961,16 @@ loc_conf! {
         ssl_ecdh_curve: String = "auto".into(),
         /// `ssl_conf_command` (name, value), the list of one level.
         ssl_conf_command: Vec<(String, String)> = Vec::new(),
+        /// `ssl_stapling`.
+        ssl_stapling: bool = false,
+        /// `ssl_stapling_verify`.
+        ssl_stapling_verify: bool = false,
+        /// `ssl_stapling_file`: a DER OCSP response stapled as is.
+        ssl_stapling_file: PathBuf = PathBuf::new(),
+        /// `ssl_stapling_responder` (overrides the certificate's AIA URL).
+        ssl_stapling_responder: String = String::new(),
+        /// `ssl_trusted_certificate`: where the OCSP issuer is looked for after the chain.
+        ssl_trusted_certificate: PathBuf = PathBuf::new(),
         /// `set_real_ip_from` (the list of one level; inherited when a level has none).
         set_real_ip_from: Vec<crate::http::realip::Trusted> = Vec::new(),
         /// `real_ip_header`.

@@ -50,6 +50,7 @@ pub mod upstream_pool;
 mod tests;
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use crate::config::model::{Balance, Config, UpstreamConf};
 use crate::upstream::balancer::{self, Balancer, Method};
@@ -96,7 +97,7 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
 
 impl ShardProxy {
     /// Builds the shard's balancers.
-    pub fn new(config: &Config) -> Result<ShardProxy, String> {
+    pub fn new(config: &Arc<Config>) -> Result<ShardProxy, String> {
         let mut balancers = Vec::new();
         for u in config.http.iter().flat_map(|h| &h.upstreams) {
             let method = match &u.balance {
@@ -129,7 +130,7 @@ impl ShardProxy {
             None => return Err("no \"http\" section in configuration".into()),
         };
         let tls = match config.http.as_ref() {
-            Some(h) => crate::tls::ShardTls::new(h)?,
+            Some(h) => crate::tls::ShardTls::new(config, h)?,
             None => return Err("no \"http\" section in configuration".into()),
         };
         Ok(ShardProxy {

@@ -7,11 +7,15 @@
 //! -> request head ...; connect to a peer -> [`upstream`] (handshake, bounded by
 //! `proxy_connect_timeout`) -> upstream request ... Certificates and keys are read when the
 //! configuration is built (a broken file is a configuration error) and again by each shard.
+//! `ssl_stapling`'s OCSP responses (`ocsp`, `stapling`) are fetched once per process and
+//! configuration generation, and shared by the shards.
 
 mod client;
 pub mod conf_command;
+mod ocsp;
 mod server;
 mod session;
+mod stapling;
 pub mod stream;
 pub mod suites;
 
@@ -25,6 +29,7 @@ use rustls::sign::CertifiedKey;
 
 pub use client::{check_upstream, upstream, ClientConfigs, Verifier};
 pub use server::{accept, check_server, ShardTls};
+pub use stapling::warnings as stapling_warnings;
 
 use crate::config::model::TlsVersion;
 

@@ -18,8 +18,9 @@ use rustix::net::RecvFlags;
 
 use super::conf_command::{self, Role, Tuning};
 use super::session::{cache_entries, Cache, Tickets};
+use super::stapling::{self, Staple};
 use super::{load_pair, provider, versions, ClientConfigs, TlsError};
-use crate::config::model::{HttpConf, LocConf};
+use crate::config::model::{Config, HttpConf, LocConf};
 use crate::log;
 use crate::proxy::conn::{handshake, until, FdIo, Stream, Tls, TlsSide, TlsStream};
 use crate::shard::listener::ListenSpec;
@@ -38,22 +39,52 @@ const REJECT_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 /// Several certificates of one server (RSA and ECDSA): the first, in configuration order,
 /// whose key can sign with a scheme the client offers.
 #[derive(Debug)]
-struct Certs(Vec<Arc<CertifiedKey>>);
+struct Certs(Vec<Cert>);
+
+/// A certificate, with its OCSP staple when `ssl_stapling` applies to it.
+#[derive(Debug)]
+enum Cert {
+    Plain(Arc<CertifiedKey>),
+    Stapled(Arc<Staple>),
+}
+
+impl Cert {
+    fn base(&self) -> &CertifiedKey {
+        match self {
+            Cert::Plain(k) => k,
+            Cert::Stapled(s) => s.base(),
+        }
+    }
+
+    fn key(&self) -> Arc<CertifiedKey> {
+        match self {
+            Cert::Plain(k) => k.clone(),
+            Cert::Stapled(s) => s.key(),
+        }
+    }
+}
 
 impl ResolvesServerCert for Certs {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
         self.0
             .iter()
-            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .find(|c| c.base().key.choose_scheme(schemes).is_some())
             .or(self.0.first())
-            .cloned()
+            .map(Cert::key)
     }
 }
 
+/// Which configuration generation and server a shard builds (for the staples they share).
+type Shared<'a> = Option<(&'a Arc<Config>, usize)>;
+
 /// The rustls configuration of a server with certificates (`None` without any);
 /// `chacha_first` puts the CHACHA20-POLY1305 suites first (`PrioritizeChaCha`).
-fn server_config(conf: &LocConf, chacha_first: bool) -> Result<Option<ServerConfig>, TlsError> {
+fn server_config(
+    conf: &LocConf,
+    chacha_first: bool,
+    shared: Shared,
+) -> Result<Option<ServerConfig>, TlsError> {
     let certs = conf.ssl_certificate();
     if certs.is_empty() {
         return Ok(None);
@@ -75,8 +106,16 @@ fn server_config(conf: &LocConf, chacha_first: bool) -> Result<Option<ServerConf
     let pairs = certs
         .iter()
         .zip(conf.ssl_certificate_key().iter())
-        .map(|(c, k)| load_pair(c, k, &p).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()?;
+        .enumerate()
+        .map(|(i, (c, k))| {
+            let key = Arc::new(load_pair(c, k, &p)?);
+            let staple = match shared {
+                Some((config, server)) => stapling::shared(config, server, i, conf, &key)?,
+                None => None,
+            };
+            Ok(staple.map_or(Cert::Plain(key), Cert::Stapled))
+        })
+        .collect::<Result<Vec<_>, TlsError>>()?;
     let mut cfg = ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&versions(&protocols))
         .map_err(|e| TlsError::Rustls(e.to_string()))?
@@ -120,16 +159,18 @@ fn prioritizes_chacha(conf: &LocConf) -> Result<bool, TlsError> {
 }
 
 /// A server's configurations: the one it serves with and, with `PrioritizeChaCha`, one
-/// preferring CHACHA20-POLY1305 for clients that list it first (sharing the session cache and
-/// ticket keys).
-fn served(conf: &LocConf) -> Result<Option<Served>, TlsError> {
-    let Some(config) = server_config(conf, false)? else {
+/// preferring CHACHA20-POLY1305 for clients that list it first (sharing the certificates,
+/// session cache and ticket keys).
+fn served(conf: &LocConf, shared: Shared) -> Result<Option<Served>, TlsError> {
+    let Some(config) = server_config(conf, false, shared)? else {
         return Ok(None);
     };
     let chacha_first = match prioritizes_chacha(conf)? {
-        true => server_config(conf, true)?.map(|mut c| {
+        // The same certificates (and staples) too.
+        true => server_config(conf, true, None)?.map(|mut c| {
             c.session_storage = config.session_storage.clone();
             c.ticketer = config.ticketer.clone();
+            c.cert_resolver = config.cert_resolver.clone();
             Arc::new(c)
         }),
         false => None,
@@ -166,7 +207,7 @@ fn record_limit(ssl_buffer_size: u64) -> usize {
 
 /// Checks a server's certificates, keys and TLS settings (configuration time).
 pub fn check_server(conf: &LocConf) -> Result<(), TlsError> {
-    served(conf).map(drop)
+    served(conf, None).map(drop)
 }
 
 /// How a shard answers a handshake that selects a server.
@@ -189,10 +230,11 @@ pub struct ShardTls {
 
 impl ShardTls {
     /// Builds the configurations of every server with certificates.
-    pub fn new(http: &HttpConf) -> Result<ShardTls, String> {
+    pub fn new(config: &Arc<Config>, http: &HttpConf) -> Result<ShardTls, String> {
         let mut servers = Vec::with_capacity(http.servers.len());
-        for s in &http.servers {
-            let answer = match served(&s.conf).map_err(|e| e.to_string())? {
+        for (i, s) in http.servers.iter().enumerate() {
+            let shared = Some((config, i));
+            let answer = match served(&s.conf, shared).map_err(|e| e.to_string())? {
                 _ if s.conf.ssl_reject_handshake() => Answer::Reject,
                 Some(c) => Answer::Serve(c),
                 None => Answer::NoCertificate,
