@@ -225,12 +225,7 @@ const STREAMED: &str = "ringproxy streams responses through one pooled buffer pe
 /// Directives read into the typed model with nginx's syntax, defaults and inheritance that the
 /// engine does not act on yet; the README's compatibility table marks them "parsed and
 /// validated; no effect yet". Every other directive with a handler is in effect.
-pub const NOT_IN_EFFECT_YET: &[&str] = &[
-    "stub_status",
-    "ssl_verify_client",
-    "ssl_client_certificate",
-    "ssl_verify_depth",
-];
+pub const NOT_IN_EFFECT_YET: &[&str] = &["stub_status"];
 
 /// The table. Names may repeat with different contexts (`server`, `keepalive_timeout`).
 pub static DIRECTIVES: &[Spec] = &[
@@ -696,8 +691,8 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
     spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
     spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),
-    spec!("ssl_trusted_certificate", HS, A1, Handler::NoEffect("it serves OCSP stapling and client certificate checks, which ringproxy does not do yet")),
-    spec!("ssl_crl", HS, A1, Handler::Unsupported("")),
+    level!("ssl_trusted_certificate", HS, conf_path, ssl_trusted_certificate),
+    level!("ssl_crl", HS, conf_path, ssl_crl),
     spec!("ssl_stapling", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
     spec!("ssl_stapling_verify", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
     spec!("ssl_early_data", HS, FLAG, Handler::NoEffect("TLSv1.3 early data (0-RTT) is never accepted: requests come after the handshake, so none can be replayed, and $ssl_early_data is always empty")),

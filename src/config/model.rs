@@ -953,6 +953,10 @@ loc_conf! {
         ssl_client_certificate: PathBuf = PathBuf::new(),
         /// `ssl_verify_depth`.
         ssl_verify_depth: u32 = 1,
+        /// `ssl_trusted_certificate`.
+        ssl_trusted_certificate: PathBuf = PathBuf::new(),
+        /// `ssl_crl`.
+        ssl_crl: PathBuf = PathBuf::new(),
         /// `ssl_ecdh_curve`.
         ssl_ecdh_curve: String = "auto".into(),
         /// `set_real_ip_from` (the list of one level; inherited when a level has none).

@@ -154,7 +154,7 @@ impl ServerCertVerifier for Verifier {
 /// With verification off: checks a handshake signature by the key of a certificate webpki
 /// will not parse (X.509 v1, which OpenSSL accepts, so nginx's backends may present it): the
 /// key is read with x509-parser and the signature checked with the scheme's algorithms.
-fn by_raw_key(
+pub(super) fn by_raw_key(
     message: &[u8],
     cert: &CertificateDer<'_>,
     (scheme, signature): (SignatureScheme, &[u8]),

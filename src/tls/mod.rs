@@ -9,6 +9,8 @@
 //! configuration is built (a broken file is a configuration error) and again by each shard.
 
 mod client;
+pub mod client_auth;
+pub mod peer;
 mod server;
 mod session;
 pub mod stream;

@@ -16,6 +16,8 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use rustix::net::RecvFlags;
 
+use super::client_auth::{ClientAuth, Handshake, Mode};
+use super::peer::PeerCert;
 use super::session::{cache_entries, Cache, Tickets};
 use super::{load_pair, provider, versions, ClientConfigs, TlsError};
 use crate::config::model::{HttpConf, LocConf};
@@ -50,8 +52,36 @@ impl ResolvesServerCert for Certs {
     }
 }
 
-/// The rustls configuration of a server with certificates (`None` without any).
-fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
+/// A server's client-certificate settings (`None`: `ssl_verify_client off`).
+fn client_auth(
+    conf: &LocConf,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<Option<Arc<ClientAuth>>, TlsError> {
+    let Some(mode) = Mode::parse(&conf.ssl_verify_client()) else {
+        return Ok(None);
+    };
+    let ca = conf.ssl_client_certificate();
+    if ca.as_os_str().is_empty() && mode != Mode::OptionalNoCa {
+        return Err(TlsError::Rustls(
+            "no ssl_client_certificate for ssl_verify_client".into(),
+        ));
+    }
+    let auth = ClientAuth::load(
+        &ca,
+        &conf.ssl_trusted_certificate(),
+        &conf.ssl_crl(),
+        conf.ssl_verify_depth(),
+        algs,
+    )?;
+    Ok(Some(Arc::new(auth)))
+}
+
+/// A server's rustls configuration and its client-certificate settings.
+type Built = (ServerConfig, Option<Arc<ClientAuth>>);
+
+/// The rustls configuration of a server with certificates (`None` without any), and its
+/// client-certificate settings.
+fn server_config(conf: &LocConf) -> Result<Option<Built>, TlsError> {
     let certs = conf.ssl_certificate();
     if certs.is_empty() {
         return Ok(None);
@@ -68,11 +98,16 @@ fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
         .zip(conf.ssl_certificate_key().iter())
         .map(|(c, k)| load_pair(c, k, &p).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut cfg = ServerConfig::builder_with_provider(p)
+    let algs = p.signature_verification_algorithms;
+    let builder = ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&versions(&protocols))
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Certs(pairs)));
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let auth = client_auth(conf, algs)?;
+    let builder = match &auth {
+        Some(a) => builder.with_client_cert_verifier(Arc::new(Handshake(a.clone()))),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(Certs(pairs)));
     cfg.ignore_client_order = conf.ssl_prefer_server_ciphers();
     cfg.max_fragment_size = Some(record_limit(conf.ssl_buffer_size()));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -87,7 +122,7 @@ fn server_config(conf: &LocConf) -> Result<Option<ServerConfig>, TlsError> {
     } else if cache.is_none() {
         cfg.send_tls13_tickets = 0;
     }
-    Ok(Some(cfg))
+    Ok(Some((cfg, auth)))
 }
 
 /// rustls' `max_fragment_size` for `ssl_buffer_size` (the plaintext of one record): it counts
@@ -105,8 +140,8 @@ pub fn check_server(conf: &LocConf) -> Result<(), TlsError> {
 
 /// How a shard answers a handshake that selects a server.
 enum Answer {
-    /// With this configuration.
-    Serve(Arc<ServerConfig>),
+    /// With this configuration (and these client-certificate settings).
+    Serve(Arc<ServerConfig>, Option<Arc<ClientAuth>>),
     /// With a fatal alert: `ssl_reject_handshake on`.
     Reject,
     /// With a fatal alert: the server has no certificate (it shares a TLS address).
@@ -128,7 +163,7 @@ impl ShardTls {
         for s in &http.servers {
             let answer = match server_config(&s.conf).map_err(|e| e.to_string())? {
                 _ if s.conf.ssl_reject_handshake() => Answer::Reject,
-                Some(c) => Answer::Serve(Arc::new(c)),
+                Some((c, auth)) => Answer::Serve(Arc::new(c), auth),
                 None => Answer::NoCertificate,
             };
             servers.push(answer);
@@ -177,7 +212,11 @@ pub async fn accept(
     let client = peer.ip();
     let server = spec.addr;
     match tls_accept(ctx, &tcp, local, default, deadline, &mut sni).await {
-        Ok(conn) => Some(Stream::Tls(Box::new(TlsStream::new(tcp, conn, sni)))),
+        Ok((conn, peer)) => {
+            let mut stream = TlsStream::new(tcp, conn, sni);
+            stream.set_client_cert(peer);
+            Some(Stream::Tls(Box::new(stream)))
+        }
         Err(Failed::PlainHttp) => {
             plain_http(Stream::Plain(tcp), dconf, peer, deadline).await;
             None
@@ -213,7 +252,7 @@ async fn tls_accept(
     default: usize,
     deadline: Instant,
     sni: &mut Option<String>,
-) -> Result<Tls, Failed> {
+) -> Result<(Tls, Option<Rc<PeerCert>>), Failed> {
     // Peek at the first byte: a plain HTTP request gets nginx's 400, not a TLS alert.
     loop {
         let mut first = [0u8; 1];
@@ -265,8 +304,8 @@ async fn tls_accept(
         Some(Answer::NoCertificate) => servers.get(default),
         a => a,
     };
-    let config = match answer {
-        Some(Answer::Serve(c)) => c.clone(),
+    let (config, auth) = match answer {
+        Some(Answer::Serve(c, auth)) => (c.clone(), auth.clone()),
         other => {
             let _ = rustix::io::write(fd(tcp), &REJECT_ALERT);
             return Err(match other {
@@ -278,7 +317,18 @@ async fn tls_accept(
     drop(accepted);
     let conn = UnbufferedServerConnection::new(config)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    Ok(handshake(tcp, TlsSide::Server(conn), hello, deadline).await?)
+    let tls = handshake(tcp, TlsSide::Server(conn), hello, deadline).await?;
+    let peer = match (auth, tls.common().peer_certificates()) {
+        (Some(auth), Some(chain)) if !chain.is_empty() => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let verdict = auth.verify(chain, now);
+            Some(Rc::new(PeerCert::new(chain.to_vec(), verdict)))
+        }
+        _ => None,
+    };
+    Ok((tls, peer))
 }
 
 /// A plain HTTP request on a TLS address: read its head (within the same deadline), answer
