@@ -554,7 +554,11 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_force_ranges", HSL, FLAG, Handler::Unsupported("")),
     spec!("proxy_send_lowat", HSL, A1, Handler::Unsupported("")),
     spec!("proxy_ssl_crl", HSL, A1, Handler::Unsupported("")),
-    spec!("proxy_ssl_password_file", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_ssl_password_file", HSL, A1, Handler::Level(|c, d, e| {
+        let v = crate::tls::keys::read_password_file(&e.conf_path(d.arg(0)))
+            .map_err(|m| err(d, m))?;
+        set_once(&mut c.proxy_ssl_password_file, v, d)
+    })),
     spec!("proxy_ssl_conf_command", HSL, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
     // upstream module.
     spec!("server", UPS, MORE1, Handler::Upstream(blocks::upstream_server)),
@@ -689,7 +693,11 @@ pub static DIRECTIVES: &[Spec] = &[
         e.warn(Some(&d.span), "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" directive instead".into());
         set_once(&mut c.ssl, flag(d)?, d)
     })),
-    spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
+    spec!("ssl_password_file", HS, A1, Handler::Level(|c, d, e| {
+        let v = crate::tls::keys::read_password_file(&e.conf_path(d.arg(0)))
+            .map_err(|m| err(d, m))?;
+        set_once(&mut c.ssl_password_file, v, d)
+    })),
     spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),
     level!("ssl_trusted_certificate", HS, conf_path, ssl_trusted_certificate),
     level!("ssl_crl", HS, conf_path, ssl_crl),

@@ -824,6 +824,8 @@ loc_conf! {
         proxy_ssl_certificate: PathBuf = PathBuf::new(),
         /// `proxy_ssl_certificate_key`.
         proxy_ssl_certificate_key: PathBuf = PathBuf::new(),
+        /// `proxy_ssl_password_file`: its passwords, read when the configuration is.
+        proxy_ssl_password_file: crate::tls::keys::Passwords = Default::default(),
         /// `proxy_ssl_session_reuse`.
         proxy_ssl_session_reuse: bool = true,
         /// `proxy_ssl_ciphers`.
@@ -957,6 +959,9 @@ loc_conf! {
         ssl_trusted_certificate: PathBuf = PathBuf::new(),
         /// `ssl_crl`.
         ssl_crl: PathBuf = PathBuf::new(),
+        /// `ssl_password_file`: its passwords, read when the configuration is (nginx reads
+        /// the file once, which may be a pipe).
+        ssl_password_file: crate::tls::keys::Passwords = Default::default(),
         /// `ssl_ecdh_curve`.
         ssl_ecdh_curve: String = "auto".into(),
         /// `set_real_ip_from` (the list of one level; inherited when a level has none).

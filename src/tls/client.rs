@@ -38,6 +38,7 @@ struct Key {
     trusted: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    passwords: super::keys::Passwords,
     reuse: bool,
     sni: bool,
     ciphers: String,
@@ -52,6 +53,7 @@ impl Key {
             trusted: conf.proxy_ssl_trusted_certificate(),
             cert: conf.proxy_ssl_certificate(),
             key: conf.proxy_ssl_certificate_key(),
+            passwords: conf.proxy_ssl_password_file(),
             reuse: conf.proxy_ssl_session_reuse(),
             sni: conf.proxy_ssl_server_name(),
             ciphers: conf.proxy_ssl_ciphers(),
@@ -235,7 +237,7 @@ fn client_config(k: &Key) -> Result<ClientConfig, TlsError> {
         builder.with_no_client_auth()
     } else {
         let chain = load_certs(&k.cert)?;
-        let key = load_key(&k.key)?;
+        let key = load_key(&k.key, &k.passwords)?;
         builder
             .with_client_auth_cert(chain, key)
             .map_err(|e| TlsError::Key {

@@ -93,10 +93,11 @@ fn server_config(conf: &LocConf) -> Result<Option<Built>, TlsError> {
         "ssl_ciphers",
         &conf.ssl_ecdh_curve(),
     )?;
+    let passwords = conf.ssl_password_file();
     let pairs = certs
         .iter()
         .zip(conf.ssl_certificate_key().iter())
-        .map(|(c, k)| load_pair(c, k, &p).map(Arc::new))
+        .map(|(c, k)| load_pair(c, k, &passwords, &p).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let algs = p.signature_verification_algorithms;
     let builder = ServerConfig::builder_with_provider(p)
