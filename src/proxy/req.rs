@@ -204,7 +204,8 @@ impl<'a> Req<'a> {
     pub(super) fn client_cert_error(&self) -> Option<u16> {
         let tls = self.facts.tls.as_ref()?;
         let conf = &self.http.servers[self.server].conf;
-        let mode = Mode::parse(&conf.ssl_verify_client())?;
+        // Borrowed: the accessor clones, and this runs for every request on TLS.
+        let mode = Mode::parse(conf.ssl_verify_client.as_deref().unwrap_or("off"))?;
         let client = self.conn.peer.ip();
         if let (Some(sni), Some(host)) = (tls.server_name, self.head.host) {
             if !crate::route::host_name(host).eq_ignore_ascii_case(sni) {
