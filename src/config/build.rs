@@ -419,6 +419,39 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
         check_ssl(server, env)?;
     }
     check_listen_conflicts(http, env)?;
+    check_default_certificates(http)
+}
+
+/// As nginx's `ngx_http_ssl_init`: the default server of every TLS address needs a
+/// certificate (or `ssl_reject_handshake on`); the others may have none, and the default
+/// server's answers their handshakes.
+fn check_default_certificates(http: &HttpConf) -> Result<()> {
+    let mut seen: Vec<std::net::SocketAddr> = Vec::new();
+    for l in http.servers.iter().flat_map(|s| &s.listen) {
+        if !l.ssl || seen.contains(&l.addr) {
+            continue;
+        }
+        seen.push(l.addr);
+        let on_addr = |s: &&ServerConf| s.listen.iter().any(|m| m.addr == l.addr);
+        let flagged = |s: &&ServerConf| {
+            s.listen
+                .iter()
+                .any(|m| m.addr == l.addr && m.default_server)
+        };
+        let default = http
+            .servers
+            .iter()
+            .find(flagged)
+            .or_else(|| http.servers.iter().find(on_addr));
+        if let Some(server) = default {
+            if server.conf.ssl_certificate().is_empty() && !server.conf.ssl_reject_handshake() {
+                return Err(ConfigError::at(
+                    &server.span,
+                    "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -527,15 +560,6 @@ fn check_locations(list: &[Location]) -> Result<()> {
 fn check_ssl(server: &ServerConf, env: &mut Env) -> Result<()> {
     let certs = server.conf.ssl_certificate();
     let keys = server.conf.ssl_certificate_key();
-    if server.listen.iter().any(|l| l.ssl)
-        && certs.is_empty()
-        && !server.conf.ssl_reject_handshake()
-    {
-        return Err(ConfigError::at(
-            &server.span,
-            "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
-        ));
-    }
     if keys.len() < certs.len() {
         return Err(ConfigError::at(
             &server.span,

@@ -221,12 +221,7 @@ const STREAMED: &str = "ringproxy streams responses through one pooled buffer pe
 /// Directives read into the typed model with nginx's syntax, defaults and inheritance that the
 /// engine does not act on yet; the README's compatibility table marks them "parsed and
 /// validated; no effect yet". Every other directive with a handler is in effect.
-pub const NOT_IN_EFFECT_YET: &[&str] = &[
-    "stub_status",
-    "ssl_verify_client",
-    "ssl_client_certificate",
-    "ssl_verify_depth",
-];
+pub const NOT_IN_EFFECT_YET: &[&str] = &["stub_status"];
 
 /// The table. Names may repeat with different contexts (`server`, `keepalive_timeout`).
 pub static DIRECTIVES: &[Spec] = &[
@@ -562,7 +557,11 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_force_ranges", HSL, FLAG, Handler::Unsupported("")),
     spec!("proxy_send_lowat", HSL, A1, Handler::Unsupported("")),
     spec!("proxy_ssl_crl", HSL, A1, Handler::Unsupported("")),
-    spec!("proxy_ssl_password_file", HSL, A1, Handler::Unsupported("")),
+    spec!("proxy_ssl_password_file", HSL, A1, Handler::Level(|c, d, e| {
+        let v = crate::tls::keys::read_password_file(&e.conf_path(d.arg(0)))
+            .map_err(|m| err(d, m))?;
+        set_once(&mut c.proxy_ssl_password_file, v, d)
+    })),
     spec!("proxy_ssl_conf_command", HSL, A2, Handler::Level(|c, d, e| {
         let v = conf_command(d, e, crate::tls::conf_command::Role::Client)?;
         c.proxy_ssl_conf_command.get_or_insert_with(Vec::new).push(v);
@@ -701,10 +700,14 @@ pub static DIRECTIVES: &[Spec] = &[
         e.warn(Some(&d.span), "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" directive instead".into());
         set_once(&mut c.ssl, flag(d)?, d)
     })),
-    spec!("ssl_password_file", HS, A1, Handler::Unsupported("")),
+    spec!("ssl_password_file", HS, A1, Handler::Level(|c, d, e| {
+        let v = crate::tls::keys::read_password_file(&e.conf_path(d.arg(0)))
+            .map_err(|m| err(d, m))?;
+        set_once(&mut c.ssl_password_file, v, d)
+    })),
     spec!("ssl_session_ticket_key", HS, A1, Handler::Unsupported("")),
     level!("ssl_trusted_certificate", HS, conf_path, ssl_trusted_certificate),
-    spec!("ssl_crl", HS, A1, Handler::Unsupported("")),
+    level!("ssl_crl", HS, conf_path, ssl_crl),
     level!("ssl_stapling", HS, flag, ssl_stapling),
     level!("ssl_stapling_verify", HS, flag, ssl_stapling_verify),
     level!("ssl_stapling_file", HS, conf_path, ssl_stapling_file),

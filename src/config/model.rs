@@ -826,6 +826,8 @@ loc_conf! {
         proxy_ssl_certificate: PathBuf = PathBuf::new(),
         /// `proxy_ssl_certificate_key`.
         proxy_ssl_certificate_key: PathBuf = PathBuf::new(),
+        /// `proxy_ssl_password_file`: its passwords, read when the configuration is.
+        proxy_ssl_password_file: crate::tls::keys::Passwords = Default::default(),
         /// `proxy_ssl_session_reuse`.
         proxy_ssl_session_reuse: bool = true,
         /// `proxy_ssl_ciphers`.
@@ -957,6 +959,14 @@ loc_conf! {
         ssl_client_certificate: PathBuf = PathBuf::new(),
         /// `ssl_verify_depth`.
         ssl_verify_depth: u32 = 1,
+        /// `ssl_trusted_certificate`: CAs trusted for client certificates (not named in the
+        /// CertificateRequest), and where the OCSP issuer is looked for after the chain.
+        ssl_trusted_certificate: PathBuf = PathBuf::new(),
+        /// `ssl_crl`.
+        ssl_crl: PathBuf = PathBuf::new(),
+        /// `ssl_password_file`: its passwords, read when the configuration is (nginx reads
+        /// the file once, which may be a pipe).
+        ssl_password_file: crate::tls::keys::Passwords = Default::default(),
         /// `ssl_ecdh_curve`.
         ssl_ecdh_curve: String = "auto".into(),
         /// `ssl_conf_command` (name, value), the list of one level.
@@ -969,8 +979,6 @@ loc_conf! {
         ssl_stapling_file: PathBuf = PathBuf::new(),
         /// `ssl_stapling_responder` (overrides the certificate's AIA URL).
         ssl_stapling_responder: String = String::new(),
-        /// `ssl_trusted_certificate`: where the OCSP issuer is looked for after the chain.
-        ssl_trusted_certificate: PathBuf = PathBuf::new(),
         /// `set_real_ip_from` (the list of one level; inherited when a level has none).
         set_real_ip_from: Vec<crate::http::realip::Trusted> = Vec::new(),
         /// `real_ip_header`.

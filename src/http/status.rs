@@ -11,6 +11,14 @@
 /// with its own page (see [`wire_status`]).
 pub const REQUEST_HEADER_TOO_LARGE: u16 = 494;
 
+/// nginx's internal status for a client certificate that does not verify
+/// (`NGX_HTTPS_CERT_ERROR`): sent as 400 with its own page.
+pub const CERT_ERROR: u16 = 495;
+
+/// nginx's internal status for `ssl_verify_client on` without a client certificate
+/// (`NGX_HTTPS_NO_CERT`): sent as 400 with its own page.
+pub const NO_CERT: u16 = 496;
+
 /// nginx's internal status for a plain HTTP request on a TLS port (`NGX_HTTP_TO_HTTPS`): sent
 /// on the wire as 400 with its own page.
 pub const TO_HTTPS: u16 = 497;
@@ -18,7 +26,7 @@ pub const TO_HTTPS: u16 = 497;
 /// The status that goes on the status line for an internal status (494 is sent as 400).
 pub fn wire_status(status: u16) -> u16 {
     match status {
-        REQUEST_HEADER_TOO_LARGE | TO_HTTPS => 400,
+        REQUEST_HEADER_TOO_LARGE | CERT_ERROR | NO_CERT | TO_HTTPS => 400,
         s => s,
     }
 }
@@ -42,7 +50,7 @@ pub fn reason(status: u16) -> Option<&'static str> {
         304 => "Not Modified",
         307 => "Temporary Redirect",
         308 => "Permanent Redirect",
-        400 | REQUEST_HEADER_TOO_LARGE | TO_HTTPS => "Bad Request",
+        400 | REQUEST_HEADER_TOO_LARGE | CERT_ERROR | NO_CERT | TO_HTTPS => "Bad Request",
         401 => "Unauthorized",
         402 => "Payment Required",
         403 => "Forbidden",
@@ -106,10 +114,21 @@ pub fn error_page(status: u16) -> Option<&'static [u8]> {
         408 => page!("408 Request Time-out"),
         413 => page!("413 Request Entity Too Large"),
         414 => page!("414 Request-URI Too Large"),
+        421 => page!("421 Misdirected Request"),
         REQUEST_HEADER_TOO_LARGE => page!(
             "400 Request Header Or Cookie Too Large",
             "400 Bad Request",
             "<center>Request Header Or Cookie Too Large</center>\r\n"
+        ),
+        CERT_ERROR => page!(
+            "400 The SSL certificate error",
+            "400 Bad Request",
+            "<center>The SSL certificate error</center>\r\n"
+        ),
+        NO_CERT => page!(
+            "400 No required SSL certificate was sent",
+            "400 Bad Request",
+            "<center>No required SSL certificate was sent</center>\r\n"
         ),
         TO_HTTPS => page!(
             "400 The plain HTTP request was sent to HTTPS port",

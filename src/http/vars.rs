@@ -69,6 +69,8 @@ pub struct TlsFacts<'a> {
     pub server_name: Option<&'a str>,
     /// `$ssl_session_reused`: the handshake resumed a session.
     pub session_reused: bool,
+    /// The client's certificate, when it sent one (`$ssl_client_*`).
+    pub client: Option<&'a crate::tls::peer::PeerCert>,
 }
 
 /// The upstream side, filled in by the proxy as it learns it (`$proxy_*`, `$upstream_*`).
@@ -536,6 +538,19 @@ impl<'a> RequestVars<'a> {
                 .as_ref()
                 .and_then(|t| t.server_name)
                 .map_or(Val::None, bytes),
+            n if n.starts_with("ssl_client_") => match &conn.tls {
+                None => Val::None,
+                Some(t) => {
+                    let now = self
+                        .now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if !crate::tls::peer::write(n, t.client, now as i64, out) {
+                        return None;
+                    }
+                    Val::Written
+                }
+            },
             "proxy_host" => owned(&self.upstream.proxy_host, out),
             "proxy_port" => owned(&self.upstream.proxy_port, out),
             "upstream_addr" => owned(&self.upstream.addr, out),

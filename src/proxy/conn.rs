@@ -23,6 +23,7 @@ use rustix::net::Shutdown;
 
 use crate::http::vars::TlsFacts;
 use crate::sys::fd;
+use crate::tls::peer::PeerCert;
 pub use crate::tls::stream::{handshake, Side as TlsSide, Tls};
 
 /// A connection: plain TCP or TLS over TCP.
@@ -78,6 +79,8 @@ pub struct TlsInfo {
     cipher: &'static str,
     server_name: Option<Rc<str>>,
     session_reused: bool,
+    /// The client's certificate, when it sent one (`ssl_verify_client`).
+    client: Option<Rc<PeerCert>>,
 }
 
 impl TlsInfo {
@@ -89,6 +92,7 @@ impl TlsInfo {
             cipher: self.cipher,
             server_name: self.server_name.as_deref(),
             session_reused: self.session_reused,
+            client: self.client.as_deref(),
         }
     }
 }
@@ -154,8 +158,14 @@ impl TlsStream {
                 cipher,
                 server_name: server_name.map(Rc::from),
                 session_reused,
+                client: None,
             },
         }
+    }
+
+    /// Records the certificate the client sent (server side).
+    pub fn set_client_cert(&mut self, cert: Option<Rc<PeerCert>>) {
+        self.facts.client = cert;
     }
 }
 

@@ -56,6 +56,8 @@ pub fn find(conf: &LocConf, code: u16) -> Option<&ErrorPage> {
 /// Renders `page` for an error with `code`.
 pub fn resolve(page: &ErrorPage, code: u16, vars: &mut RequestVars) -> Resolved {
     let status = match page.response {
+        // nginx's `error_page` gives its internal 400s (494 to 497) `=400` unless told.
+        None if (494..=497).contains(&code) => Some(400),
         None => Some(code),
         Some(None) => None,
         Some(Some(n)) => Some(n),

@@ -57,9 +57,14 @@ struct Walk {
 pub(super) async fn serve_request(req: &mut Req<'_>) -> State {
     let http = req.http;
     let server_conf = &http.servers[req.server].conf;
-    if let Outcome::Return(r) = req.run_script(server_conf, Level::Server) {
-        let keep_alive = req.head.keep_alive;
-        return reply(req, r, keep_alive).await;
+    // nginx answers these before the server's rewrite phase, with the server's error pages;
+    // the connection closes after them.
+    let cert_error = req.client_cert_error();
+    if cert_error.is_none() {
+        if let Outcome::Return(r) = req.run_script(server_conf, Level::Server) {
+            let keep_alive = req.head.keep_alive;
+            return reply(req, r, keep_alive).await;
+        }
     }
     let conn = &*req.conn;
     conn.status.set(0);
@@ -71,8 +76,13 @@ pub(super) async fn serve_request(req: &mut Req<'_>) -> State {
     conn.defer_errors.set(true);
     let mut walk = Walk::default();
     let mut next = Next::Search;
+    let mut pending = cert_error.map(|code| State::Error(Reply::status(code), false));
     let state = loop {
-        match location(req, &mut walk, next).await {
+        let step = match pending.take() {
+            Some(st) => Step::Done(st),
+            None => location(req, &mut walk, next).await,
+        };
+        match step {
             Step::Route(n) => next = n,
             Step::Done(State::Error(r, keep_alive)) => {
                 match error_page(req, &mut walk, r, keep_alive).await {

@@ -15,9 +15,11 @@ use crate::config::model::{HttpConf, LocConf, LocationMatch, ServerName};
 use crate::http::realip::{self, RealIpHeader};
 use crate::http::request::{RequestHead, Version};
 use crate::http::script::{self, Level, Outcome};
+use crate::http::status;
 use crate::http::vars::{ConnFacts, RequestVars};
 use crate::log;
 use crate::shard::ShardCtx;
+use crate::tls::client_auth::{optional_error, Mode};
 
 /// A request being served, from its routing to its access-log line.
 pub(super) struct Req<'a> {
@@ -192,6 +194,44 @@ impl<'a> Req<'a> {
             found.1 = p.src_port;
         }
         self.vars.real = Some(found);
+    }
+
+    /// nginx's client-certificate checks of a request on a TLS connection, under the
+    /// `ssl_verify_client` of the server its Host chose (`ngx_http_set_virtual_server`,
+    /// `ngx_http_process_request`): 421 when that server verifies certificates and the Host
+    /// is not the name the handshake negotiated, 495 for a certificate that failed, 496 for
+    /// none under `on`.
+    pub(super) fn client_cert_error(&self) -> Option<u16> {
+        let tls = self.facts.tls.as_ref()?;
+        let conf = &self.http.servers[self.server].conf;
+        // Borrowed: the accessor clones, and this runs for every request on TLS.
+        let mode = Mode::parse(conf.ssl_verify_client.as_deref().unwrap_or("off"))?;
+        let client = self.conn.peer.ip();
+        if let (Some(sni), Some(host)) = (tls.server_name, self.head.host) {
+            if !crate::route::host_name(host).eq_ignore_ascii_case(sni) {
+                log!(Info, "client attempted to request the server name different from the one that was negotiated, client: {client}");
+                return Some(421);
+            }
+        }
+        match tls.client.map(|c| c.verdict) {
+            Some(Err(f)) if mode != Mode::OptionalNoCa || !optional_error(f) => {
+                log!(
+                    Info,
+                    "client SSL certificate verify error: ({}:{}), client: {client}",
+                    f.0,
+                    f.1
+                );
+                Some(status::CERT_ERROR)
+            }
+            None if mode == Mode::On => {
+                log!(
+                    Info,
+                    "client sent no required SSL certificate, client: {client}"
+                );
+                Some(status::NO_CERT)
+            }
+            _ => None,
+        }
     }
 
     /// A request header's value, when it is text.

@@ -39,6 +39,7 @@ struct Key {
     trusted: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    passwords: super::keys::Passwords,
     reuse: bool,
     sni: bool,
     ciphers: String,
@@ -54,6 +55,7 @@ impl Key {
             trusted: conf.proxy_ssl_trusted_certificate(),
             cert: conf.proxy_ssl_certificate(),
             key: conf.proxy_ssl_certificate_key(),
+            passwords: conf.proxy_ssl_password_file(),
             reuse: conf.proxy_ssl_session_reuse(),
             sni: conf.proxy_ssl_server_name(),
             ciphers: conf.proxy_ssl_ciphers(),
@@ -157,7 +159,7 @@ impl ServerCertVerifier for Verifier {
 /// With verification off: checks a handshake signature by the key of a certificate webpki
 /// will not parse (X.509 v1, which OpenSSL accepts, so nginx's backends may present it): the
 /// key is read with x509-parser and the signature checked with the scheme's algorithms.
-fn by_raw_key(
+pub(super) fn by_raw_key(
     message: &[u8],
     cert: &CertificateDer<'_>,
     (scheme, signature): (SignatureScheme, &[u8]),
@@ -253,7 +255,7 @@ fn client_config(k: &Key) -> Result<ClientConfig, TlsError> {
         builder.with_no_client_auth()
     } else {
         let chain = load_certs(&k.cert)?;
-        let key = load_key(&k.key)?;
+        let key = load_key(&k.key, &k.passwords)?;
         builder
             .with_client_auth_cert(chain, key)
             .map_err(|e| TlsError::Key {

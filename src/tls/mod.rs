@@ -13,6 +13,9 @@
 mod client;
 pub mod conf_command;
 mod ocsp;
+pub mod client_auth;
+pub mod keys;
+pub mod peer;
 mod server;
 mod session;
 mod stapling;
@@ -152,13 +155,17 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The private key of a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC).
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+/// The private key of a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC; encrypted PKCS#8, opened
+/// with one of `passwords`).
+fn load_key(path: &Path, passwords: &keys::Passwords) -> Result<PrivateKeyDer<'static>, TlsError> {
     let fail = |reason: String| TlsError::Key {
         path: path.display().to_string(),
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| fail(open_failed(&e)))?;
+    if let Some(key) = keys::decrypt(&bytes, passwords) {
+        return key.map_err(fail);
+    }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => fail("no private key in PEM file".into()),
         e => fail(format!("invalid PEM ({e})")),
@@ -166,9 +173,14 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// A certificate chain with its key, checked to belong together.
-fn load_pair(cert: &Path, key: &Path, p: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    passwords: &keys::Passwords,
+    p: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
     let chain = load_certs(cert)?;
-    let der = load_key(key)?;
+    let der = load_key(key, passwords)?;
     let signing = p
         .key_provider
         .load_private_key(der)

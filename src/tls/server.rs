@@ -17,6 +17,8 @@ use monoio::net::TcpStream;
 use rustix::net::RecvFlags;
 
 use super::conf_command::{self, Role, Tuning};
+use super::client_auth::{ClientAuth, Handshake, Mode};
+use super::peer::PeerCert;
 use super::session::{cache_entries, Cache, Tickets};
 use super::stapling::{self, Staple};
 use super::{load_pair, provider, versions, ClientConfigs, TlsError};
@@ -75,16 +77,44 @@ impl ResolvesServerCert for Certs {
     }
 }
 
+/// A server's client-certificate settings (`None`: `ssl_verify_client off`).
+fn client_auth(
+    conf: &LocConf,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<Option<Arc<ClientAuth>>, TlsError> {
+    let Some(mode) = Mode::parse(&conf.ssl_verify_client()) else {
+        return Ok(None);
+    };
+    let ca = conf.ssl_client_certificate();
+    if ca.as_os_str().is_empty() && mode != Mode::OptionalNoCa {
+        return Err(TlsError::Rustls(
+            "no ssl_client_certificate for ssl_verify_client".into(),
+        ));
+    }
+    let auth = ClientAuth::load(
+        &ca,
+        &conf.ssl_trusted_certificate(),
+        &conf.ssl_crl(),
+        conf.ssl_verify_depth(),
+        algs,
+    )?;
+    Ok(Some(Arc::new(auth)))
+}
+
+/// A server's rustls configuration and its client-certificate settings.
+type Built = (ServerConfig, Option<Arc<ClientAuth>>);
+
 /// Which configuration generation and server a shard builds (for the staples they share).
 type Shared<'a> = Option<(&'a Arc<Config>, usize)>;
 
-/// The rustls configuration of a server with certificates (`None` without any);
-/// `chacha_first` puts the CHACHA20-POLY1305 suites first (`PrioritizeChaCha`).
+/// The rustls configuration of a server with certificates (`None` without any), and its
+/// client-certificate settings; `chacha_first` puts the CHACHA20-POLY1305 suites first
+/// (`PrioritizeChaCha`).
 fn server_config(
     conf: &LocConf,
     chacha_first: bool,
     shared: Shared,
-) -> Result<Option<ServerConfig>, TlsError> {
+) -> Result<Option<Built>, TlsError> {
     let certs = conf.ssl_certificate();
     if certs.is_empty() {
         return Ok(None);
@@ -103,12 +133,13 @@ fn server_config(
         cipher_suites: tuning.suites(&p.cipher_suites, chacha_first),
         ..(*p).clone()
     });
+    let passwords = conf.ssl_password_file();
     let pairs = certs
         .iter()
         .zip(conf.ssl_certificate_key().iter())
         .enumerate()
         .map(|(i, (c, k))| {
-            let key = Arc::new(load_pair(c, k, &p)?);
+            let key = Arc::new(load_pair(c, k, &passwords, &p)?);
             let staple = match shared {
                 Some((config, server)) => stapling::shared(config, server, i, conf, &key)?,
                 None => None,
@@ -116,11 +147,16 @@ fn server_config(
             Ok(staple.map_or(Cert::Plain(key), Cert::Stapled))
         })
         .collect::<Result<Vec<_>, TlsError>>()?;
-    let mut cfg = ServerConfig::builder_with_provider(p)
+    let algs = p.signature_verification_algorithms;
+    let builder = ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&versions(&protocols))
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Certs(pairs)));
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let auth = client_auth(conf, algs)?;
+    let builder = match &auth {
+        Some(a) => builder.with_client_cert_verifier(Arc::new(Handshake(a.clone()))),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(Certs(pairs)));
     cfg.ignore_client_order = tuning
         .server_preference
         .unwrap_or(conf.ssl_prefer_server_ciphers());
@@ -140,7 +176,7 @@ fn server_config(
     if let Some(n) = tuning.num_tickets {
         cfg.send_tls13_tickets = n;
     }
-    Ok(Some(cfg))
+    Ok(Some((cfg, auth)))
 }
 
 /// A server's `ssl_conf_command` list, read (it was checked with the configuration).
@@ -162,12 +198,13 @@ fn prioritizes_chacha(conf: &LocConf) -> Result<bool, TlsError> {
 /// preferring CHACHA20-POLY1305 for clients that list it first (sharing the certificates,
 /// session cache and ticket keys).
 fn served(conf: &LocConf, shared: Shared) -> Result<Option<Served>, TlsError> {
-    let Some(config) = server_config(conf, false, shared)? else {
+    let Some((config, auth)) = server_config(conf, false, shared)? else {
         return Ok(None);
     };
     let chacha_first = match prioritizes_chacha(conf)? {
-        // The same certificates (and staples) too.
-        true => server_config(conf, true, None)?.map(|mut c| {
+        // The same certificates (and staples) too; the client-certificate checks after the
+        // handshake are the first configuration's.
+        true => server_config(conf, true, None)?.map(|(mut c, _)| {
             c.session_storage = config.session_storage.clone();
             c.ticketer = config.ticketer.clone();
             c.cert_resolver = config.cert_resolver.clone();
@@ -178,6 +215,7 @@ fn served(conf: &LocConf, shared: Shared) -> Result<Option<Served>, TlsError> {
     Ok(Some(Served {
         config: Arc::new(config),
         chacha_first,
+        auth,
     }))
 }
 
@@ -186,6 +224,8 @@ struct Served {
     config: Arc<ServerConfig>,
     /// For a client whose first suite is a CHACHA20-POLY1305 one (`PrioritizeChaCha`).
     chacha_first: Option<Arc<ServerConfig>>,
+    /// The client-certificate settings (`None`: `ssl_verify_client off`).
+    auth: Option<Arc<ClientAuth>>,
 }
 
 impl Served {
@@ -285,7 +325,11 @@ pub async fn accept(
     let client = peer.ip();
     let server = spec.addr;
     match tls_accept(ctx, &tcp, local, default, deadline, &mut sni).await {
-        Ok(conn) => Some(Stream::Tls(Box::new(TlsStream::new(tcp, conn, sni)))),
+        Ok((conn, peer)) => {
+            let mut stream = TlsStream::new(tcp, conn, sni);
+            stream.set_client_cert(peer);
+            Some(Stream::Tls(Box::new(stream)))
+        }
         Err(Failed::PlainHttp) => {
             plain_http(Stream::Plain(tcp), dconf, peer, deadline).await;
             None
@@ -321,7 +365,7 @@ async fn tls_accept(
     default: usize,
     deadline: Instant,
     sni: &mut Option<String>,
-) -> Result<Tls, Failed> {
+) -> Result<(Tls, Option<Rc<PeerCert>>), Failed> {
     // Peek at the first byte: a plain HTTP request gets nginx's 400, not a TLS alert.
     loop {
         let mut first = [0u8; 1];
@@ -373,8 +417,11 @@ async fn tls_accept(
         Some(Answer::NoCertificate) => servers.get(default),
         a => a,
     };
-    let config = match answer {
-        Some(Answer::Serve(c)) => c.for_client(accepted.client_hello().cipher_suites().first()),
+    let (config, auth) = match answer {
+        Some(Answer::Serve(c)) => (
+            c.for_client(accepted.client_hello().cipher_suites().first()),
+            c.auth.clone(),
+        ),
         other => {
             let _ = rustix::io::write(fd(tcp), &REJECT_ALERT);
             return Err(match other {
@@ -386,7 +433,18 @@ async fn tls_accept(
     drop(accepted);
     let conn = UnbufferedServerConnection::new(config)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    Ok(handshake(tcp, TlsSide::Server(conn), hello, deadline).await?)
+    let tls = handshake(tcp, TlsSide::Server(conn), hello, deadline).await?;
+    let peer = match (auth, tls.common().peer_certificates()) {
+        (Some(auth), Some(chain)) if !chain.is_empty() => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let verdict = auth.verify(chain, now);
+            Some(Rc::new(PeerCert::new(chain.to_vec(), verdict)))
+        }
+        _ => None,
+    };
+    Ok((tls, peer))
 }
 
 /// A plain HTTP request on a TLS address: read its head (within the same deadline), answer

@@ -29,10 +29,15 @@ impl Leaf {
 impl Ca {
     /// A new CA (ECDSA P-256).
     pub fn new() -> Ca {
+        Ca::named("ringproxy test CA")
+    }
+
+    /// A new CA (ECDSA P-256) whose subject is `CN=<cn>`.
+    pub fn named(cn: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "ringproxy test CA");
+            .push(rcgen::DnType::CommonName, cn);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         Ca { issuer }
@@ -58,6 +63,31 @@ impl Ca {
         let issuer =
             CertifiedIssuer::signed_by(params, KeyPair::generate().unwrap(), &self.issuer).unwrap();
         Ca { issuer }
+    }
+
+    /// A CRL from this CA (PEM) revoking `revoked` (for `ssl_crl`).
+    pub fn crl(&self, revoked: &[&[u8]]) -> String {
+        let serial = |der: &[u8]| {
+            let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+            rcgen::SerialNumber::from_slice(c.raw_serial())
+        };
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2040, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|der| rcgen::RevokedCertParams {
+                    serial_number: serial(der),
+                    revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
     }
 
     /// A leaf for `names`, ECDSA P-256 or RSA (2048).

@@ -270,6 +270,7 @@ fn every_builtin_variable_is_evaluated() {
         cipher: "TLS_AES_128_GCM_SHA256",
         server_name: Some("a.example"),
         session_reused: true,
+        client: None,
     });
     let pp = ProxyAddrs {
         src_addr: "192.0.2.1".into(),
