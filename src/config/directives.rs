@@ -17,6 +17,7 @@ use super::handlers::{
 use super::handlers_out;
 use super::model::*;
 use super::parser::Directive;
+use super::stream::{self as st, ServerBuild, StreamConf, StreamLevel};
 use super::values::{parse_flag, parse_number, parse_size, parse_time};
 use super::ConfigError;
 
@@ -40,6 +41,13 @@ pub const SIF: Ctx = 64;
 pub const LIF: Ctx = 128;
 /// `limit_except { }`.
 pub const LMT: Ctx = 256;
+/// `stream { }`.
+pub const STREAM: Ctx = 512;
+/// `server { }` in `stream`.
+pub const SSRV: Ctx = 1024;
+/// `upstream { }` in `stream`.
+pub const SUPS: Ctx = 2048;
+const SS: Ctx = STREAM | SSRV;
 const HSL: Ctx = HTTP | SERVER | LOC;
 const HS: Ctx = HTTP | SERVER;
 const SL: Ctx = SERVER | LOC;
@@ -76,6 +84,8 @@ pub enum Block {
     If,
     /// `limit_except`.
     LimitExcept,
+    /// `stream`.
+    Stream,
 }
 
 /// What a directive does.
@@ -95,6 +105,12 @@ pub enum Handler {
     Http(fn(&mut HttpConf, &Directive, &mut Env) -> Result<()>),
     /// Sets something of an `upstream` block.
     Upstream(fn(&mut UpstreamBuild, &Directive, &mut Env) -> Result<()>),
+    /// Sets something at the `stream` or stream `server` level.
+    Stream(fn(&mut StreamLevel, &Directive, &mut Env) -> Result<()>),
+    /// Sets something of the `stream` block itself (`log_format`).
+    StreamMain(fn(&mut StreamConf, &Directive, &mut Env) -> Result<()>),
+    /// Sets something of a stream `server` itself (`listen`, `proxy_pass`).
+    StreamServer(fn(&mut ServerBuild, &Directive, &mut Env) -> Result<()>),
     /// Accepted and checked for arity, with no effect in ringproxy; the reason is documented.
     NoEffect(&'static str),
     /// Refused with `"x" directive is not supported by ringproxy` and the hint.
@@ -270,7 +286,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("load_module", MAIN, A1, Handler::Unsupported("dynamic modules do not exist in ringproxy")),
     spec!("thread_pool", MAIN, n(1, 3), Handler::Unsupported("")),
     spec!("ssl_engine", MAIN, A1, Handler::Unsupported("TLS is rustls, not OpenSSL")),
-    spec!("stream", MAIN, A0, Handler::Unsupported("only the http module exists")),
+    spec!("stream", MAIN, A0, Handler::Block(Block::Stream)),
     spec!("mail", MAIN, A0, Handler::Unsupported("only the http module exists")),
     // events.
     spec!("worker_connections", EVENTS, A1, Handler::Events(|ev, d, _| {
@@ -702,6 +718,43 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("ssl_stapling_verify", HS, FLAG, Handler::NoEffect(NO_STAPLING)),
     spec!("ssl_early_data", HS, FLAG, Handler::NoEffect("TLSv1.3 early data (0-RTT) is never accepted: requests come after the handshake, so none can be replayed, and $ssl_early_data is always empty")),
     spec!("ssl_conf_command", HS, A2, Handler::Unsupported("TLS is rustls, not OpenSSL")),
+    // stream module (src/config/stream.rs).
+    spec!("server", STREAM, A0, Handler::Block(Block::Server)),
+    spec!("upstream", STREAM, A1, Handler::Block(Block::Upstream)),
+    spec!("map", STREAM, A2, Handler::Block(Block::Map)),
+    spec!("listen", SSRV, MORE1, Handler::StreamServer(st::listen)),
+    spec!("proxy_pass", SSRV, A1, Handler::StreamServer(st::proxy_pass)),
+    spec!("proxy_connect_timeout", SS, A1, Handler::Stream(|c, d, _| st::time(&mut c.connect_timeout, d))),
+    spec!("proxy_timeout", SS, A1, Handler::Stream(|c, d, _| st::time(&mut c.timeout, d))),
+    spec!("proxy_next_upstream", SS, FLAG, Handler::Stream(|c, d, _| st::flag(&mut c.next_upstream, d))),
+    spec!("proxy_next_upstream_tries", SS, A1, Handler::Stream(|c, d, _| st::number(&mut c.next_upstream_tries, d))),
+    spec!("proxy_next_upstream_timeout", SS, A1, Handler::Stream(|c, d, _| st::time(&mut c.next_upstream_timeout, d))),
+    spec!("proxy_protocol", SS, FLAG, Handler::Stream(|c, d, _| st::flag(&mut c.proxy_protocol, d))),
+    spec!("proxy_splice", SS, A1, Handler::Stream(|c, d, _| {
+        let v = match d.arg(0) {
+            "on" => SpliceMode::On,
+            "off" => SpliceMode::Off,
+            "auto" => SpliceMode::Auto,
+            other => return Err(err(d, format!("invalid value \"{other}\""))),
+        };
+        set_once(&mut c.splice, v, d)
+    })),
+    spec!("ssl_preread", SS, FLAG, Handler::Stream(|c, d, _| st::flag(&mut c.ssl_preread, d))),
+    spec!("preread_buffer_size", SS, A1, Handler::Stream(|c, d, _| st::size(&mut c.preread_buffer_size, d))),
+    spec!("preread_timeout", SS, A1, Handler::Stream(|c, d, _| st::time(&mut c.preread_timeout, d))),
+    spec!("access_log", SS, MORE1, Handler::Stream(st::access_log)),
+    spec!("log_format", STREAM, MORE2, Handler::StreamMain(st::log_format)),
+    spec!("error_log", SS, MORE1, Handler::Stream(|_, d, e| error_log(d, e).map(drop))),
+    spec!("server", SUPS, MORE1, Handler::Upstream(blocks::upstream_server)),
+    spec!("hash", SUPS, n(1, 2), Handler::Upstream(blocks::upstream_hash)),
+    spec!("least_conn", SUPS, A0, Handler::Upstream(|u, d, e| u.set_balance(Balance::LeastConn, d, e))),
+    spec!("random", SUPS, n(0, 2), Handler::Upstream(blocks::upstream_random)),
+    spec!("zone", SUPS, n(1, 2), Handler::NoEffect("each shard keeps its own peer state (failures, weights, max_conns); the open-connection counts least_conn and random compare are shared between shards without it")),
+    spec!("proxy_bind", SS, n(1, 2), Handler::Unsupported("")),
+    spec!("proxy_download_rate", SS, A1, Handler::Unsupported("")),
+    spec!("proxy_upload_rate", SS, A1, Handler::Unsupported("")),
+    spec!("proxy_responses", SS, A1, Handler::Unsupported("UDP is not proxied")),
+    spec!("proxy_requests", SS, A1, Handler::Unsupported("UDP is not proxied")),
 ];
 
 /// Looks a directive up for a context: `Ok(spec)`, or `Err(true)` when the name exists in
