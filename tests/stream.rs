@@ -106,7 +106,7 @@ fn big(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
-// effect: stream listen proxy_pass proxy_splice
+// effect: stream listen proxy_pass
 #[test]
 fn echo_through_copy_and_splice() {
     let be = echo();
