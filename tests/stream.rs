@@ -453,3 +453,25 @@ fn reload_adds_a_listener_and_keeps_open_sessions() {
     round_trip(&mut s, b"still");
     round_trip(&mut kept, b"and this");
 }
+
+#[test]
+fn an_address_of_both_http_and_stream_fails_to_bind() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let text = format!(
+        "events {{}}\nhttp {{ server {{ listen 127.0.0.1:{port}; }} }}\n\
+         stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:1; }} }}\n"
+    );
+    std::fs::write(dir.path().join("t.conf"), text).unwrap();
+    let p = dir.path().to_str().unwrap();
+    let out = common::run(&["-p", p, "-c", "t.conf", "-g", "daemon off;"]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "bind() to 127.0.0.1:{port} failed (98: Address already in use)"
+        )),
+        "{err}"
+    );
+}

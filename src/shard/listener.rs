@@ -21,6 +21,29 @@ pub struct ListenSpec {
     pub stream: bool,
 }
 
+/// An address both http and stream listen on: each module binds its own socket in nginx, and
+/// the second bind fails; with SO_REUSEPORT both would bind here and split the connections, so
+/// it is refused in nginx's words.
+pub fn check_shared(specs: &[ListenSpec]) -> Result<(), String> {
+    for s in specs.iter().filter(|s| s.stream) {
+        let clash = specs.iter().any(|h| {
+            !h.stream
+                && h.addr.port() == s.addr.port()
+                && h.addr.is_ipv4() == s.addr.is_ipv4()
+                && (h.addr.ip() == s.addr.ip()
+                    || h.addr.ip().is_unspecified()
+                    || s.addr.ip().is_unspecified())
+        });
+        if clash {
+            return Err(format!(
+                "bind() to {} failed (98: Address already in use)",
+                s.addr
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every address of a configuration: http's, then stream's.
 pub fn all_specs(config: &Config) -> Vec<ListenSpec> {
     let mut out = config.http.as_ref().map(specs).unwrap_or_default();

@@ -168,6 +168,7 @@ pub fn run(config: Arc<Config>, reload: Reloader, exe: Exe) -> Result<(), String
     let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH])
         .map_err(|e| format!("cannot install signal handlers ({e})"))?;
     let specs = listener::all_specs(&config);
+    listener::check_shared(&specs)?;
     let mut inherited = Inherited::from_env();
     let mut sockets = Vec::new();
     for _ in 0..shard_count(&config) {

@@ -226,6 +226,7 @@ impl Shards {
         // What every shard builds from it: certificates, keys, CAs, access logs, balancers.
         drop(crate::proxy::ShardProxy::new(&config)?);
         let specs = listener::all_specs(&config);
+        listener::check_shared(&specs)?;
         let want = super::shard_count(&config);
         let kept = want.min(self.running.len());
         let mut added: Vec<Sockets> = Vec::with_capacity(want);
