@@ -475,3 +475,22 @@ fn an_address_of_both_http_and_stream_fails_to_bind() {
         "{err}"
     );
 }
+
+// effect: return
+#[test]
+fn return_sends_a_value_and_closes() {
+    let port = free_port();
+    let c = conf(&format!(
+        "server {{ listen 127.0.0.1:{port} proxy_protocol; \
+         return \"$proxy_protocol_addr:$proxy_protocol_port $remote_addr $server_port\"; }}"
+    ));
+    let _p = common::Proxy::start(&c, port, "", &[]);
+    let mut s = connect(port);
+    s.write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n")
+        .unwrap();
+    let (got, _) = until_closed(&mut s);
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        format!("192.0.2.1:1234 127.0.0.1 {port}")
+    );
+}

@@ -724,6 +724,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("map", STREAM, A2, Handler::Block(Block::Map)),
     spec!("listen", SSRV, MORE1, Handler::StreamServer(st::listen)),
     spec!("proxy_pass", SSRV, A1, Handler::StreamServer(st::proxy_pass)),
+    spec!("return", SSRV, A1, Handler::StreamServer(st::return_)),
     spec!("proxy_connect_timeout", SS, A1, Handler::Stream(|c, d, _| st::time(&mut c.connect_timeout, d))),
     spec!("proxy_timeout", SS, A1, Handler::Stream(|c, d, _| st::time(&mut c.timeout, d))),
     spec!("proxy_next_upstream", SS, FLAG, Handler::Stream(|c, d, _| st::flag(&mut c.next_upstream, d))),

@@ -50,6 +50,8 @@ pub enum StreamPass {
     Upstream(usize),
     /// A value with variables: evaluated per session to an upstream name or `address:port`.
     Var(Template),
+    /// `return value`: the value is sent to the client and the session ends.
+    Return(Template),
 }
 
 /// Settings of `stream` and its servers (`None`: not set at this level).
@@ -156,6 +158,10 @@ pub const STREAM_VARS: &[&str] = &[
     "nginx_version",
     "pid",
     "protocol",
+    "proxy_protocol_addr",
+    "proxy_protocol_port",
+    "proxy_protocol_server_addr",
+    "proxy_protocol_server_port",
     "remote_addr",
     "remote_port",
     "server_addr",
@@ -182,6 +188,7 @@ pub struct ServerBuild {
 enum PassRef {
     Ref(usize),
     Var(Template),
+    Return(Template),
 }
 
 /// Walks a `stream { }` block with its own upstream, format and variable namespaces.
@@ -244,6 +251,7 @@ pub(super) fn block(d: &Directive, env: &mut Env) -> Result<StreamConf> {
         b.server.proxy_pass = match b.pass {
             Some(PassRef::Ref(i)) => Some(StreamPass::Upstream(index_of_ref[i])),
             Some(PassRef::Var(t)) => Some(StreamPass::Var(t)),
+            Some(PassRef::Return(t)) => Some(StreamPass::Return(t)),
             None => None,
         };
         if b.server.listen.is_empty() {
@@ -404,6 +412,15 @@ pub(crate) fn proxy_pass(b: &mut ServerBuild, d: &Directive, e: &mut Env) -> Res
         span: d.span.clone(),
     });
     b.pass = Some(PassRef::Ref(e.proxy_refs.len() - 1));
+    Ok(())
+}
+
+/// `return value` (the stream return module).
+pub(crate) fn return_(b: &mut ServerBuild, d: &Directive, e: &mut Env) -> Result<()> {
+    if b.pass.is_some() {
+        return Err(err(d, "\"return\" directive is duplicate"));
+    }
+    b.pass = Some(PassRef::Return(e.template(d.arg(0), d)?));
     Ok(())
 }
 

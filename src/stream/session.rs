@@ -98,8 +98,9 @@ impl Session<'_> {
             let deadline = Instant::now() + PROXY_HEADER_TIMEOUT;
             let read =
                 crate::proxy::proxy_header::read(&tcp, PROXY_HEADER_MAX, deadline, peer, local);
-            if read.await.is_none() {
-                return 400;
+            match read.await {
+                Some(addrs) => vars.proxy_protocol = addrs,
+                None => return 400,
             }
         }
         let mut first = Vec::new();
@@ -113,6 +114,15 @@ impl Session<'_> {
             }
         }
         vars.received = first.len() as u64;
+        if let Some(StreamPass::Return(t)) = &self.server.proxy_pass {
+            let mut text = Vec::new();
+            vars.render(t, &mut text);
+            let client = Stream::Plain(tcp);
+            if client.write_all(&text, self.conf.timeout()).await.is_ok() {
+                vars.sent = text.len() as u64;
+            }
+            return 200;
+        }
         let target = match self.target(vars) {
             Ok(t) => t,
             Err(status) => return status,
@@ -240,7 +250,7 @@ impl Session<'_> {
                     }
                 }
             }
-            None => {
+            Some(StreamPass::Return(_)) | None => {
                 log!(
                     Error,
                     "no proxy_pass in the stream server listening on {}",

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::preread::Hello;
 use crate::config::model::MapConf;
 use crate::config::template::{Part, Template};
+use crate::http::proxy_protocol::ProxyAddrs;
 use crate::http::vars::{local_time, wildcard, NGINX_VERSION};
 
 /// How deep maps may refer to maps (as http's).
@@ -42,6 +43,8 @@ pub struct SessionVars<'a> {
     pub connect_times: Vec<String>,
     /// What `ssl_preread` found.
     pub hello: Option<Hello>,
+    /// The PROXY protocol header's addresses (`listen ... proxy_protocol`).
+    pub proxy_protocol: Option<ProxyAddrs>,
     /// `gethostname()`.
     pub hostname: &'a str,
     /// The stream block's maps.
@@ -74,6 +77,7 @@ impl<'a> SessionVars<'a> {
             upstream_received: None,
             connect_times: Vec::new(),
             hello: None,
+            proxy_protocol: None,
             hostname,
             maps,
             map_cache: vec![None; maps.len()],
@@ -126,6 +130,18 @@ impl<'a> SessionVars<'a> {
                 IpAddr::V6(a) => w.extend_from_slice(&a.octets()),
             },
             "protocol" => w.extend_from_slice(b"TCP"),
+            "proxy_protocol_addr" => {
+                w.extend_from_slice(self.proxy_protocol.as_ref()?.src_addr.as_bytes())
+            }
+            "proxy_protocol_port" => {
+                write!(w, "{}", self.proxy_protocol.as_ref()?.src_port).ok()?
+            }
+            "proxy_protocol_server_addr" => {
+                w.extend_from_slice(self.proxy_protocol.as_ref()?.dst_addr.as_bytes())
+            }
+            "proxy_protocol_server_port" => {
+                write!(w, "{}", self.proxy_protocol.as_ref()?.dst_port).ok()?
+            }
             "connection" => write!(w, "{}", self.connection).ok()?,
             "bytes_received" => write!(w, "{}", self.received).ok()?,
             "bytes_sent" => write!(w, "{}", self.sent).ok()?,
