@@ -125,7 +125,7 @@ fn echo_through_copy_and_splice() {
         let writer = std::thread::spawn(move || w.write_all(&sent).unwrap());
         assert_eq!(read_n(&mut s, data.len()), data, "port {port}");
         writer.join().unwrap();
-        // A half-close passes on: the backend sees EOF and closes, so the client does too.
+        // The client's FIN ends the session (proxy_half_close off).
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let (rest, _) = until_closed(&mut s);
         assert!(rest.is_empty());
@@ -493,4 +493,32 @@ fn return_sends_a_value_and_closes() {
         String::from_utf8(got).unwrap(),
         format!("192.0.2.1:1234 127.0.0.1 {port}")
     );
+}
+
+/// Answers "bye" once the client has closed its side, then closes.
+fn bye_on_eof() -> SocketAddr {
+    backend(|mut s| {
+        let mut buf = [0u8; 1024];
+        while s.read(&mut buf).unwrap_or(0) > 0 {}
+        let _ = s.write_all(b"bye");
+    })
+}
+
+// effect: proxy_half_close
+#[test]
+fn half_close_only_with_proxy_half_close_on() {
+    let be = bye_on_eof();
+    let (on, off) = (free_port(), free_port());
+    let c = conf(&format!(
+        "server {{ listen 127.0.0.1:{on}; proxy_pass {be}; proxy_half_close on; }}\n\
+         server {{ listen 127.0.0.1:{off}; proxy_pass {be}; }}"
+    ));
+    let _p = common::Proxy::start(&c, on, "", &[]);
+    for (port, want) in [(on, &b"bye"[..]), (off, &b""[..])] {
+        let mut s = connect(port);
+        s.write_all(b"data").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let (got, _) = until_closed(&mut s);
+        assert_eq!(got, want, "port {port}");
+    }
 }

@@ -730,6 +730,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_next_upstream", SS, FLAG, Handler::Stream(|c, d, _| st::flag(&mut c.next_upstream, d))),
     spec!("proxy_next_upstream_tries", SS, A1, Handler::Stream(|c, d, _| st::number(&mut c.next_upstream_tries, d))),
     spec!("proxy_next_upstream_timeout", SS, A1, Handler::Stream(|c, d, _| st::time(&mut c.next_upstream_timeout, d))),
+    spec!("proxy_half_close", SS, FLAG, Handler::Stream(|c, d, _| st::flag(&mut c.half_close, d))),
     spec!("proxy_protocol", SS, FLAG, Handler::Stream(|c, d, _| st::flag(&mut c.proxy_protocol, d))),
     spec!("proxy_splice", SS, A1, Handler::Stream(|c, d, _| {
         let v = match d.arg(0) {

@@ -77,6 +77,8 @@ pub struct StreamLevel {
     pub preread_buffer_size: Option<u64>,
     /// `preread_timeout` (30s).
     pub preread_timeout: Option<Duration>,
+    /// `proxy_half_close` (off: the first side to close ends the session).
+    pub half_close: Option<bool>,
     /// `proxy_splice` (ringproxy's own: off, copy only).
     pub splice: Option<super::model::SpliceMode>,
 }
@@ -101,6 +103,7 @@ impl StreamLevel {
             ssl_preread,
             preread_buffer_size,
             preread_timeout,
+            half_close,
             splice
         );
     }
@@ -140,6 +143,10 @@ impl StreamLevel {
     /// `preread_timeout`.
     pub fn preread_timeout(&self) -> Duration {
         self.preread_timeout.unwrap_or(Duration::from_secs(30))
+    }
+    /// `proxy_half_close`.
+    pub fn half_close(&self) -> bool {
+        self.half_close.unwrap_or(false)
     }
     /// `proxy_splice`.
     pub fn splice(&self) -> super::model::SpliceMode {

@@ -35,6 +35,9 @@ const CLIENT_HELLO: u8 = 1;
 
 /// Looks at `buf`, the bytes the client has sent so far.
 pub fn parse(buf: &[u8]) -> Parse {
+    if buf.first().is_some_and(|b| b & 0x80 != 0) {
+        return sslv2(buf);
+    }
     // The handshake message may span records: collect their payloads.
     let mut message = Vec::new();
     let mut at = 0;
@@ -70,6 +73,26 @@ pub fn parse(buf: &[u8]) -> Parse {
             }
         }
     }
+}
+
+/// An SSLv2-framed ClientHello (two length bytes with the top bit set, type 1, version), which
+/// old clients send to offer SSLv2 and TLS at once: only its version is read, as nginx does.
+fn sslv2(buf: &[u8]) -> Parse {
+    let Some(head) = buf.get(..5) else {
+        return Parse::NeedMore;
+    };
+    if head[2] != CLIENT_HELLO {
+        return Parse::NotTls;
+    }
+    let version = u16::from_be_bytes([head[3], head[4]]);
+    let protocol = match version {
+        0x0002 => "SSLv2",
+        v => version_name(v).unwrap_or(""),
+    };
+    Parse::Done(Hello {
+        protocol: protocol.to_string(),
+        ..Hello::default()
+    })
 }
 
 /// A cursor over length-prefixed fields.
@@ -125,7 +148,10 @@ fn client_hello(body: &[u8]) -> Option<Hello> {
         let mut exts = Reader(r.vec16()?);
         while !exts.0.is_empty() {
             let kind = exts.u16()?;
-            let mut data = Reader(exts.vec16()?);
+            // An extension claiming more than the message holds is read as far as it goes
+            // (nginx's parser follows the inner lengths and stops at the message's end).
+            let len = usize::from(exts.u16()?).min(exts.0.len());
+            let mut data = Reader(exts.take(len)?);
             match kind {
                 0 => {
                     let mut list = Reader(data.vec16()?);
@@ -149,7 +175,11 @@ fn client_hello(body: &[u8]) -> Option<Hello> {
                     let mut list = Reader(data.vec8()?);
                     best = 0;
                     while !list.0.is_empty() {
-                        let v = list.u16()?;
+                        let mut v = list.u16()?;
+                        // TLS 1.3 drafts (0x7fNN) count as TLSv1.3, as nginx reports them.
+                        if v >> 8 == 0x7f {
+                            v = 0x0304;
+                        }
                         if version_name(v).is_some() && v > best {
                             best = v;
                         }
@@ -228,6 +258,23 @@ mod tests {
             (h.protocol.as_str(), h.server_name.as_str()),
             ("TLSv1.2", "")
         );
+    }
+
+    #[test]
+    fn drafts_sslv2_framing_and_short_extensions() {
+        // A TLS 1.3 draft in supported_versions, whose extension length overstates its data.
+        let mut bytes = hello(&[ext(43, &[2, 0x7f, 0x1c])]);
+        let at = bytes.len() - 4;
+        bytes[at] = 7;
+        let Parse::Done(h) = parse(&bytes) else {
+            panic!("not parsed")
+        };
+        assert_eq!(h.protocol, "TLSv1.3");
+        let v2 = [0x80, 0x1c, 1, 0, 2, 0, 3, 0, 0];
+        let Parse::Done(h) = parse(&v2) else {
+            panic!("not parsed")
+        };
+        assert_eq!(h.protocol, "SSLv2");
     }
 
     #[test]

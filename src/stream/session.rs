@@ -163,6 +163,7 @@ impl Session<'_> {
             path,
             frames: None,
             generation: self.gen.serial,
+            half_close: self.conf.half_close(),
         };
         let out = tunnel::run(&client, &upstream, cfg).await;
         vars.received += out.up_bytes;
