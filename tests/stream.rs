@@ -200,7 +200,8 @@ fn next_upstream_after_a_refused_connect() {
     };
     let c = conf(&format!(
         "{}{}{}\
-         server {{ listen 127.0.0.1:{on}; proxy_pass g_on; }}\n\
+         log_format tries '$upstream_addr!$upstream_bytes_sent!$upstream_bytes_received';\n\
+         server {{ listen 127.0.0.1:{on}; proxy_pass g_on; access_log logs/tries.log tries; }}\n\
          server {{ listen 127.0.0.1:{off}; proxy_pass g_off; proxy_next_upstream off; }}\n\
          server {{ listen 127.0.0.1:{tries}; proxy_pass g_tries; proxy_next_upstream_tries 1; }}",
         group("g_on"),
@@ -210,6 +211,16 @@ fn next_upstream_after_a_refused_connect() {
     let mut p = common::Proxy::start(&c, on, "", &[]);
     let mut s = connect(on);
     round_trip(&mut s, b"reached");
+    drop(s);
+    let log = p.dir.path().join("logs/tries.log");
+    let line = poll("the access log line", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.ends_with('\n'))
+    });
+    // Each try is listed; the refused one moved no byte.
+    let (refused, _) = line.split_once(',').unwrap();
+    assert_eq!(line, format!("{refused}, {be}!0, 7!0, 7\n"));
     for port in [off, tries] {
         let mut s = connect(port);
         let _ = s.write_all(b"lost");
@@ -476,13 +487,14 @@ fn an_address_of_both_http_and_stream_fails_to_bind() {
     );
 }
 
-// effect: return
+// effect: return map
 #[test]
 fn return_sends_a_value_and_closes() {
     let port = free_port();
     let c = conf(&format!(
-        "server {{ listen 127.0.0.1:{port} proxy_protocol; \
-         return \"$proxy_protocol_addr:$proxy_protocol_port $remote_addr $server_port\"; }}"
+        "map $remote_addr $m {{ ~^(?<first>\\d+)[.] ok; }}\n\
+         server {{ listen 127.0.0.1:{port} proxy_protocol; \
+         return \"$proxy_protocol_addr:$proxy_protocol_port $remote_addr $server_port $m:$first\"; }}"
     ));
     let _p = common::Proxy::start(&c, port, "", &[]);
     let mut s = connect(port);
@@ -491,7 +503,7 @@ fn return_sends_a_value_and_closes() {
     let (got, _) = until_closed(&mut s);
     assert_eq!(
         String::from_utf8(got).unwrap(),
-        format!("192.0.2.1:1234 127.0.0.1 {port}")
+        format!("192.0.2.1:1234 127.0.0.1 {port} ok:127")
     );
 }
 

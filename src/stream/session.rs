@@ -146,6 +146,8 @@ impl Session<'_> {
                     "{e} while proxying to upstream, client: {}, server: {local}",
                     peer.ip()
                 );
+                vars.upstream_sent.push(0);
+                vars.upstream_received.push(0);
                 self.release(picked);
                 return 200;
             }
@@ -168,8 +170,8 @@ impl Session<'_> {
         let out = tunnel::run(&client, &upstream, cfg).await;
         vars.received += out.up_bytes;
         vars.sent = out.down_bytes;
-        vars.upstream_sent = Some(up_sent + out.up_bytes);
-        vars.upstream_received = Some(out.down_bytes);
+        vars.upstream_sent.push(up_sent + out.up_bytes);
+        vars.upstream_received.push(out.down_bytes);
         if let tunnel::End::ReadTimeout = out.end {
             log!(Info, "connection timed out (110: Connection timed out) while proxying connection, client: {}, server: {local}", peer.ip());
         }
@@ -301,6 +303,8 @@ impl Session<'_> {
                 .borrow_mut()
                 .pick(key.as_deref(), Instant::now(), &mut state);
             let Some(id) = picked else {
+                // nginx's $upstream_addr names the group when no peer could be tried.
+                vars.upstream_addr.push(upstream.name.clone());
                 log!(Error, "no live upstreams while connecting to upstream, client: {}, server: {}, upstream: \"{}\"", vars.remote.ip(), vars.local, upstream.name);
                 return None;
             };
@@ -315,6 +319,8 @@ impl Session<'_> {
                     return Some((s, Some((group, id))));
                 }
                 Err(()) => {
+                    vars.upstream_sent.push(0);
+                    vars.upstream_received.push(0);
                     let mut b = balancer.borrow_mut();
                     b.report(id, PeerOutcome::Failure, Instant::now());
                     b.release(id);

@@ -35,10 +35,10 @@ pub struct SessionVars<'a> {
     pub sent: u64,
     /// Every peer tried, as nginx lists them in `$upstream_addr` (`, ` between tries).
     pub upstream_addr: Vec<String>,
-    /// Bytes to and from the last upstream.
-    pub upstream_sent: Option<u64>,
-    /// Bytes from the last upstream.
-    pub upstream_received: Option<u64>,
+    /// Bytes sent to each upstream tried (0 for a failed try), listed as `$upstream_addr`.
+    pub upstream_sent: Vec<u64>,
+    /// Bytes received from each upstream tried.
+    pub upstream_received: Vec<u64>,
     /// Connect times of the tries, `-` for one that failed.
     pub connect_times: Vec<String>,
     /// What `ssl_preread` found.
@@ -50,6 +50,8 @@ pub struct SessionVars<'a> {
     /// The stream block's maps.
     pub maps: &'a [MapConf],
     map_cache: Vec<Option<Vec<u8>>>,
+    /// Named captures of map regexes that matched: variables from then on, as in nginx.
+    named: Vec<(String, Vec<u8>)>,
     captures: Vec<(usize, usize)>,
     subject: Vec<u8>,
     depth: u8,
@@ -73,14 +75,15 @@ impl<'a> SessionVars<'a> {
             received: 0,
             sent: 0,
             upstream_addr: Vec::new(),
-            upstream_sent: None,
-            upstream_received: None,
+            upstream_sent: Vec::new(),
+            upstream_received: Vec::new(),
             connect_times: Vec::new(),
             hello: None,
             proxy_protocol: None,
             hostname,
             maps,
             map_cache: vec![None; maps.len()],
+            named: Vec::new(),
             captures: Vec::new(),
             subject: Vec::new(),
             depth: 0,
@@ -115,6 +118,9 @@ impl<'a> SessionVars<'a> {
 
     /// The value of `$name`, `None` when it has none.
     pub fn get(&mut self, name: &str) -> Option<Cow<'_, [u8]>> {
+        if let Some(i) = self.named.iter().position(|(n, _)| n == name) {
+            return Some(Cow::Borrowed(&self.named[i].1));
+        }
         if let Some(i) = self.maps.iter().position(|m| m.variable == name) {
             return self.map(i).map(Cow::Owned);
         }
@@ -156,8 +162,12 @@ impl<'a> SessionVars<'a> {
             "upstream_connect_time" if !self.connect_times.is_empty() => {
                 w.extend_from_slice(self.connect_times.join(", ").as_bytes())
             }
-            "upstream_bytes_sent" => write!(w, "{}", self.upstream_sent?).ok()?,
-            "upstream_bytes_received" => write!(w, "{}", self.upstream_received?).ok()?,
+            "upstream_bytes_sent" if !self.upstream_sent.is_empty() => {
+                w.extend_from_slice(joined(&self.upstream_sent).as_bytes())
+            }
+            "upstream_bytes_received" if !self.upstream_received.is_empty() => {
+                w.extend_from_slice(joined(&self.upstream_received).as_bytes())
+            }
             "ssl_preread_server_name" => {
                 w.extend_from_slice(self.hello.as_ref()?.server_name.as_bytes())
             }
@@ -235,12 +245,26 @@ impl<'a> SessionVars<'a> {
                         .map(|i| found.get(i).unwrap_or((usize::MAX, usize::MAX)))
                         .collect();
                     self.subject = key.to_vec();
+                    for (i, name) in re.names() {
+                        if let Some((s, e)) = found.get(i) {
+                            let value = key[s..e].to_vec();
+                            let name = name.to_ascii_lowercase();
+                            self.named.retain(|(n, _)| *n != name);
+                            self.named.push((name, value));
+                        }
+                    }
                     return v;
                 }
             }
         }
         &map.default
     }
+}
+
+/// Per-try values as nginx lists them: `, ` between tries.
+fn joined(v: &[u64]) -> String {
+    let parts: Vec<String> = v.iter().map(u64::to_string).collect();
+    parts.join(", ")
 }
 
 impl crate::accesslog::LogVars for SessionVars<'_> {
