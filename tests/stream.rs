@@ -534,3 +534,44 @@ fn half_close_only_with_proxy_half_close_on() {
         assert_eq!(got, want, "port {port}");
     }
 }
+
+#[test]
+fn graceful_stop_waits_for_sessions_and_worker_shutdown_timeout_cuts_them() {
+    let be = echo();
+    let port = free_port();
+    let c = conf(&format!(
+        "server {{ listen 127.0.0.1:{port}; proxy_pass {be}; }}"
+    ));
+    let p = common::Proxy::start(&c, port, "", &[]);
+    let mut s = connect(port);
+    round_trip(&mut s, b"before");
+    ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+    // Not accepting any more, the open session still served.
+    poll("the listener to close", || {
+        TcpStream::connect(("127.0.0.1", port)).err()
+    });
+    round_trip(&mut s, b"during the stop");
+    drop(s);
+    assert!(p.stop_with(0, T).success());
+
+    let port = free_port();
+    let c = format!(
+        "worker_shutdown_timeout 1s;\n{}",
+        conf(&format!(
+            "server {{ listen 127.0.0.1:{port}; proxy_pass {be}; }}"
+        ))
+    );
+    let p = common::Proxy::start(&c, port, "", &[]);
+    let mut s = connect(port);
+    round_trip(&mut s, b"before");
+    let start = Instant::now();
+    ringproxy::sys::kill(p.pid(), libc::SIGQUIT).unwrap();
+    let (rest, _) = until_closed(&mut s);
+    assert!(rest.is_empty());
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(p.stop_with(0, T).success());
+}
