@@ -343,6 +343,8 @@ fn refused_with_reasons() {
         ("server { listen 127.0.0.1:1; proxy_pass u; }", "no port in upstream \"u\""),
         ("server { listen 127.0.0.1:1; proxy_pass 127.0.0.1:2; proxy_bind 127.0.0.1; }", "\"proxy_bind\" directive is not supported by ringproxy"),
         ("server { listen 127.0.0.1:1; proxy_pass $nope; }", "unknown \"nope\" variable"),
+        ("server { listen 127.0.0.1:1; proxy_pass 127.0.0.1:2; allow 127.0.0.1; }", "\"allow\" directive is not supported by ringproxy in stream"),
+        ("server { listen 127.0.0.1:1; proxy_pass 127.0.0.1:2; proxy_ssl on; }", "\"proxy_ssl\" directive is not supported by ringproxy: TLS to stream backends is not implemented"),
         ("server { listen 127.0.0.1:1; proxy_pass 127.0.0.1:2; access_log logs/a.log; }", "log format is not specified"),
         ("server { listen 127.0.0.1:1; proxy_pass 127.0.0.1:2; }\nserver { listen 127.0.0.1:1; proxy_pass 127.0.0.1:2; }", "duplicate \"127.0.0.1:1\" address and port pair"),
     ] {

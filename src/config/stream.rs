@@ -477,3 +477,15 @@ pub(crate) fn size(c: &mut Option<u64>, d: &Directive) -> Result<()> {
 pub(crate) fn number(c: &mut Option<u32>, d: &Directive) -> Result<()> {
     set_once(c, directives::num(d, 0)?, d)
 }
+
+/// A directive of nginx's stream modules that ringproxy does not do in stream (its http
+/// namesake may work): refused by name, with the context said.
+pub(crate) fn refuse(_: &mut StreamLevel, d: &Directive, _: &mut Env) -> Result<()> {
+    Err(err(
+        d,
+        format!(
+            "\"{}\" directive is not supported by ringproxy in stream",
+            d.name()
+        ),
+    ))
+}

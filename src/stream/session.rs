@@ -303,8 +303,11 @@ impl Session<'_> {
                 .borrow_mut()
                 .pick(key.as_deref(), Instant::now(), &mut state);
             let Some(id) = picked else {
-                // nginx's $upstream_addr names the group when no peer could be tried.
-                vars.upstream_addr.push(upstream.name.clone());
+                // nginx's $upstream_addr names the group when no peer could be tried at all;
+                // after failed tries it lists only those.
+                if tries == 0 {
+                    vars.upstream_addr.push(upstream.name.clone());
+                }
                 log!(Error, "no live upstreams while connecting to upstream, client: {}, server: {}, upstream: \"{}\"", vars.remote.ip(), vars.local, upstream.name);
                 return None;
             };
