@@ -191,7 +191,7 @@ fn proxy_timeout_closes_an_idle_session() {
 #[test]
 fn next_upstream_after_a_refused_connect() {
     let be = echo();
-    let (on, off, tries) = (free_port(), free_port(), free_port());
+    let (on, off, tries, dead) = (free_port(), free_port(), free_port(), free_port());
     let group = |name: &str| {
         format!(
             "upstream {name} {{ server {}; server {be}; }}\n",
@@ -203,7 +203,9 @@ fn next_upstream_after_a_refused_connect() {
          log_format tries '$upstream_addr!$upstream_bytes_sent!$upstream_bytes_received';\n\
          server {{ listen 127.0.0.1:{on}; proxy_pass g_on; access_log logs/tries.log tries; }}\n\
          server {{ listen 127.0.0.1:{off}; proxy_pass g_off; proxy_next_upstream off; }}\n\
-         server {{ listen 127.0.0.1:{tries}; proxy_pass g_tries; proxy_next_upstream_tries 1; }}",
+         server {{ listen 127.0.0.1:{tries}; proxy_pass g_tries; proxy_next_upstream_tries 1; }}\n\
+         upstream g_dead {{ server {be} down; }}\n\
+         server {{ listen 127.0.0.1:{dead}; proxy_pass g_dead; access_log logs/dead.log tries; }}",
         group("g_on"),
         group("g_off"),
         group("g_tries")
@@ -227,6 +229,17 @@ fn next_upstream_after_a_refused_connect() {
         let (got, _) = until_closed(&mut s);
         assert!(got.is_empty(), "port {port}: {got:?}");
     }
+    // No live peer at all: $upstream_addr names the group, as nginx's.
+    let mut s = connect(dead);
+    let (got, _) = until_closed(&mut s);
+    assert!(got.is_empty());
+    let log = p.dir.path().join("logs/dead.log");
+    let line = poll("the access log line", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.ends_with('\n'))
+    });
+    assert_eq!(line, "g_dead!-!-\n");
     p.allow_log("connect() failed");
     assert!(p
         .stderr()
