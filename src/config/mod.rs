@@ -22,6 +22,7 @@ pub mod model;
 pub mod model_out;
 pub mod regex;
 pub mod stream;
+pub mod stream_directives;
 pub mod template;
 pub mod values;
 
