@@ -32,6 +32,29 @@ use crate::config::parser::os_error;
 use crate::config::template::{Part, Template};
 use crate::http::vars::RequestVars;
 
+/// What a log line's variables come from: an http request's [`RequestVars`], or a stream
+/// session's (`crate::stream`).
+pub trait LogVars {
+    /// The value of `$name`; `None` when it has none.
+    fn value(&mut self, name: &str) -> Option<std::borrow::Cow<'_, [u8]>>;
+    /// Capture `n` of the last regex match.
+    fn group(&self, n: usize) -> Option<&[u8]>;
+    /// Appends the value of `t` to `out`.
+    fn render_into(&mut self, t: &Template, out: &mut Vec<u8>);
+}
+
+impl LogVars for RequestVars<'_> {
+    fn value(&mut self, name: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.get(name)
+    }
+    fn group(&self, n: usize) -> Option<&[u8]> {
+        self.capture(n)
+    }
+    fn render_into(&mut self, t: &Template, out: &mut Vec<u8>) {
+        self.render(t, out);
+    }
+}
+
 /// What can go wrong with an access log, in nginx's words.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessLogError {
@@ -255,10 +278,10 @@ impl AccessLogs {
     /// Writes the request's line to each of `logs` (the location's merged `access_log` list).
     /// The response facts must already be in `vars` (see [`RequestVars::response`]). Every log is
     /// attempted; the first error is returned for the caller to put in the error log.
-    pub fn log(
+    pub fn log<V: LogVars>(
         &mut self,
         logs: &[AccessLog],
-        vars: &mut RequestVars<'_>,
+        vars: &mut V,
     ) -> Result<(), AccessLogError> {
         if logs.iter().any(|l| matches!(l, AccessLog::Off)) {
             return Ok(());
@@ -276,7 +299,7 @@ impl AccessLogs {
             };
             if let Some(cond) = condition {
                 self.line.clear();
-                vars.render(cond, &mut self.line);
+                vars.render_into(cond, &mut self.line);
                 if self.line.is_empty() || self.line == b"0" {
                     continue;
                 }
@@ -401,16 +424,16 @@ fn append(file: &mut LogFile, line: &[u8]) -> Result<(), AccessLogError> {
 }
 
 /// Renders `t` with `escape` applied to variable values only.
-pub fn render_line(t: &Template, escape: Escape, vars: &mut RequestVars<'_>, out: &mut Vec<u8>) {
+pub fn render_line<V: LogVars>(t: &Template, escape: Escape, vars: &mut V, out: &mut Vec<u8>) {
     for p in &t.parts {
         match p {
             Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
             Part::Var(name) => {
-                let v = vars.get(name);
+                let v = vars.value(name);
                 write_value(v.as_deref(), escape, out);
             }
             Part::Capture(n) => {
-                let v = vars.capture(usize::from(*n));
+                let v = vars.group(usize::from(*n));
                 write_value(v, escape, out);
             }
         }

@@ -18,6 +18,7 @@ pub mod log;
 pub mod proxy;
 pub mod route;
 pub mod shard;
+pub mod stream;
 pub mod sys;
 pub mod tls;
 pub mod upstream;

@@ -10,7 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use ringproxy::config::directives::{Handler, DIRECTIVES, NOT_IN_EFFECT_YET};
+use ringproxy::config::directives::{all, Handler, NOT_IN_EFFECT_YET};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,8 +29,7 @@ fn reference_config_names_every_implemented_directive() {
     let words: BTreeSet<&str> = text
         .split(|c: char| c.is_whitespace() || c == '#' || c == ';' || c == ',')
         .collect();
-    let missing: Vec<&str> = DIRECTIVES
-        .iter()
+    let missing: Vec<&str> = all()
         .filter(|s| {
             !matches!(
                 s.handler,
@@ -57,7 +56,7 @@ fn readme_status<'a>(readme: &'a str, name: &str) -> Option<&'a str> {
 fn readme_compatibility_table_is_true() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let mut problems = Vec::new();
-    for spec in DIRECTIVES {
+    for spec in all() {
         let Some(status) = readme_status(&readme, spec.name) else {
             problems.push(format!("{}: no row", spec.name));
             continue;
@@ -139,7 +138,7 @@ fn every_directive_in_effect_has_a_behaviour_test() {
         misplaced.is_empty(),
         "`// effect:` markers not above a test: {misplaced:?}"
     );
-    let known: BTreeSet<&str> = DIRECTIVES.iter().map(|s| s.name).collect();
+    let known: BTreeSet<&str> = all().map(|s| s.name).collect();
     let unknown: Vec<&String> = markers
         .keys()
         .filter(|k| !known.contains(k.as_str()))
@@ -148,8 +147,7 @@ fn every_directive_in_effect_has_a_behaviour_test() {
         unknown.is_empty(),
         "markers name unknown directives: {unknown:?}"
     );
-    let in_effect: BTreeSet<&str> = DIRECTIVES
-        .iter()
+    let in_effect: BTreeSet<&str> = all()
         .filter(|s| {
             !matches!(
                 s.handler,

@@ -107,7 +107,7 @@ pub(super) fn location(
     Ok(loc)
 }
 
-pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
+pub(super) fn upstream(d: &Directive, env: &mut Env, ctx: directives::Ctx) -> Result<()> {
     let name = d.arg(0).to_string();
     if env
         .upstreams
@@ -135,12 +135,7 @@ pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
         keepalive_requests: None,
         keepalive_time: None,
     };
-    walk(
-        children(d),
-        directives::UPS,
-        &mut Scope::Upstream(&mut u),
-        env,
-    )?;
+    walk(children(d), ctx, &mut Scope::Upstream(&mut u), env)?;
     if u.conf.peers.is_empty() {
         return Err(err(d, "no servers are inside upstream"));
     }

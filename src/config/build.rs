@@ -129,12 +129,20 @@ pub(super) enum Scope<'a> {
     Upstream(&'a mut UpstreamBuild),
     /// The inside of `if` or `limit_except`: settings of a nameless location.
     Nested(&'a mut LocConf),
+    /// `stream { }` and the servers read so far.
+    Stream(
+        &'a mut super::stream::StreamConf,
+        &'a mut Vec<super::stream::ServerBuild>,
+    ),
+    /// `server { }` in `stream`.
+    StreamServer(&'a mut super::stream::ServerBuild),
 }
 
 #[derive(Default)]
 pub(super) struct BuildState {
     events: Option<EventsConf>,
     http: Option<HttpConf>,
+    stream: Option<super::stream::StreamConf>,
 }
 
 /// Builds the model from a parsed configuration; returns it with the warnings nginx would log.
@@ -182,7 +190,15 @@ pub fn build(ast: &Ast, opts: &BuildOptions) -> Result<(Config, Vec<ConfigWarnin
         user: main.user,
         prefix: opts.prefix.clone(),
     };
-    Ok((Config { main, events, http }, env.warnings))
+    Ok((
+        Config {
+            main,
+            events,
+            http,
+            stream: state.stream,
+        },
+        env.warnings,
+    ))
 }
 
 pub(super) fn walk(
@@ -257,6 +273,10 @@ pub(super) fn walk(
             (Handler::Server(f), Scope::Server(s)) => f(s, d, env)?,
             (Handler::Http(f), Scope::Http(h)) => f(h, d, env)?,
             (Handler::Upstream(f), Scope::Upstream(u)) => f(u, d, env)?,
+            (Handler::Stream(f), Scope::Stream(s, _)) => f(&mut s.conf, d, env)?,
+            (Handler::Stream(f), Scope::StreamServer(b)) => f(&mut b.server.conf, d, env)?,
+            (Handler::StreamMain(f), Scope::Stream(s, _)) => f(s, d, env)?,
+            (Handler::StreamServer(f), Scope::StreamServer(b)) => f(b, d, env)?,
             _ => {
                 return Err(err(
                     d,
@@ -338,8 +358,17 @@ fn block(kind: Block, d: &Directive, scope: &mut Scope<'_>, env: &mut Env) -> Re
             let loc = blocks::location(d, Some(parent), env)?;
             parent.locations.push(loc);
         }
-        (Block::Upstream, Scope::Http(_)) => blocks::upstream(d, env)?,
+        (Block::Upstream, Scope::Http(_)) => blocks::upstream(d, env, directives::UPS)?,
         (Block::Map, Scope::Http(http)) => http.maps.push(blocks::map(d, env)?),
+        (Block::Stream, Scope::Main(_, state)) => {
+            if state.stream.is_some() {
+                return Err(err(d, "\"stream\" directive is duplicate"));
+            }
+            state.stream = Some(super::stream::block(d, env)?);
+        }
+        (Block::Server, Scope::Stream(_, servers)) => super::stream::server(d, env, servers)?,
+        (Block::Upstream, Scope::Stream(..)) => blocks::upstream(d, env, directives::SUPS)?,
+        (Block::Map, Scope::Stream(s, _)) => s.maps.push(blocks::map(d, env)?),
         (Block::Types, Scope::Http(h)) => blocks::types(&mut h.conf, d, env)?,
         (Block::Types, Scope::Server(s)) => blocks::types(&mut s.conf, d, env)?,
         (Block::Types, Scope::Location(l)) => blocks::types(&mut l.conf, d, env)?,

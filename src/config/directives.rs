@@ -17,6 +17,7 @@ use super::handlers::{
 use super::handlers_out;
 use super::model::*;
 use super::parser::Directive;
+use super::stream::{ServerBuild, StreamConf, StreamLevel};
 use super::values::{parse_flag, parse_number, parse_size, parse_time};
 use super::ConfigError;
 
@@ -40,6 +41,13 @@ pub const SIF: Ctx = 64;
 pub const LIF: Ctx = 128;
 /// `limit_except { }`.
 pub const LMT: Ctx = 256;
+/// `stream { }`.
+pub const STREAM: Ctx = 512;
+/// `server { }` in `stream`.
+pub const SSRV: Ctx = 1024;
+/// `upstream { }` in `stream`.
+pub const SUPS: Ctx = 2048;
+pub(super) const SS: Ctx = STREAM | SSRV;
 const HSL: Ctx = HTTP | SERVER | LOC;
 const HS: Ctx = HTTP | SERVER;
 const SL: Ctx = SERVER | LOC;
@@ -76,6 +84,8 @@ pub enum Block {
     If,
     /// `limit_except`.
     LimitExcept,
+    /// `stream`.
+    Stream,
 }
 
 /// What a directive does.
@@ -95,6 +105,12 @@ pub enum Handler {
     Http(fn(&mut HttpConf, &Directive, &mut Env) -> Result<()>),
     /// Sets something of an `upstream` block.
     Upstream(fn(&mut UpstreamBuild, &Directive, &mut Env) -> Result<()>),
+    /// Sets something at the `stream` or stream `server` level.
+    Stream(fn(&mut StreamLevel, &Directive, &mut Env) -> Result<()>),
+    /// Sets something of the `stream` block itself (`log_format`).
+    StreamMain(fn(&mut StreamConf, &Directive, &mut Env) -> Result<()>),
+    /// Sets something of a stream `server` itself (`listen`, `proxy_pass`).
+    StreamServer(fn(&mut ServerBuild, &Directive, &mut Env) -> Result<()>),
     /// Accepted and checked for arity, with no effect in ringproxy; the reason is documented.
     NoEffect(&'static str),
     /// Refused with `"x" directive is not supported by ringproxy` and the hint.
@@ -124,15 +140,15 @@ impl Spec {
     }
 }
 
-const fn n(min: u8, max: u8) -> Arity {
+pub(super) const fn n(min: u8, max: u8) -> Arity {
     Arity::Range(min, max)
 }
-const A0: Arity = Arity::Range(0, 0);
-const A1: Arity = Arity::Range(1, 1);
-const A2: Arity = Arity::Range(2, 2);
-const FLAG: Arity = Arity::Flag;
-const MORE1: Arity = Arity::AtLeast(1);
-const MORE2: Arity = Arity::AtLeast(2);
+pub(super) const A0: Arity = Arity::Range(0, 0);
+pub(super) const A1: Arity = Arity::Range(1, 1);
+pub(super) const A2: Arity = Arity::Range(2, 2);
+pub(super) const FLAG: Arity = Arity::Flag;
+pub(super) const MORE1: Arity = Arity::AtLeast(1);
+pub(super) const MORE2: Arity = Arity::AtLeast(2);
 
 macro_rules! spec {
     ($name:literal, $ctx:expr, $arity:expr, $handler:expr) => {
@@ -144,6 +160,7 @@ macro_rules! spec {
         }
     };
 }
+pub(super) use spec;
 
 /// Why `http2` and `listen ... http2` change nothing yet (the README's table says the same).
 pub const HTTP2_NOT_YET: &str =
@@ -261,7 +278,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("load_module", MAIN, A1, Handler::Unsupported("dynamic modules do not exist in ringproxy")),
     spec!("thread_pool", MAIN, n(1, 3), Handler::Unsupported("")),
     spec!("ssl_engine", MAIN, A1, Handler::Unsupported("TLS is rustls, not OpenSSL")),
-    spec!("stream", MAIN, A0, Handler::Unsupported("only the http module exists")),
+    spec!("stream", MAIN, A0, Handler::Block(Block::Stream)),
     spec!("mail", MAIN, A0, Handler::Unsupported("only the http module exists")),
     // events.
     spec!("worker_connections", EVENTS, A1, Handler::Events(|ev, d, _| {
@@ -720,11 +737,18 @@ pub static DIRECTIVES: &[Spec] = &[
     })),
 ];
 
+/// Every directive: the main table, then the stream module's (`stream_directives.rs`).
+pub fn all() -> impl Iterator<Item = &'static Spec> {
+    DIRECTIVES
+        .iter()
+        .chain(super::stream_directives::STREAM_DIRECTIVES)
+}
+
 /// Looks a directive up for a context: `Ok(spec)`, or `Err(true)` when the name exists in
 /// another context ("not allowed here"), `Err(false)` when nobody knows it.
 pub fn lookup(name: &str, ctx: Ctx) -> std::result::Result<&'static Spec, bool> {
     let mut known = false;
-    for spec in DIRECTIVES {
+    for spec in all() {
         if spec.name == name {
             if spec.ctx & ctx != 0 {
                 return Ok(spec);

@@ -22,6 +22,8 @@ pub mod handlers_out;
 pub mod model;
 pub mod model_out;
 pub mod regex;
+pub mod stream;
+pub mod stream_directives;
 pub mod template;
 pub mod values;
 

@@ -28,6 +28,8 @@ pub struct Config {
     pub events: EventsConf,
     /// `http { }`, if present.
     pub http: Option<HttpConf>,
+    /// `stream { }`, if present.
+    pub stream: Option<super::stream::StreamConf>,
 }
 
 /// `worker_processes N|auto`.
@@ -169,7 +171,7 @@ pub struct EventsConf {
 }
 
 /// `http { }`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HttpConf {
     /// `map` blocks, in order.
     pub maps: Vec<MapConf>,

@@ -831,7 +831,7 @@ pub fn find_cookie<'v>(value: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
 /// The longest `hostnames` wildcard matching `key`: `*.example.com` matches names below it,
 /// `.example.com` also the bare name, `www.example.*` names above it. Leading wildcards win over
 /// trailing ones, as in nginx's combined hash.
-fn wildcard<'m>(list: &'m [(String, Template)], key: &[u8]) -> Option<&'m Template> {
+pub(crate) fn wildcard<'m>(list: &'m [(String, Template)], key: &[u8]) -> Option<&'m Template> {
     let mut best: Option<(usize, &Template)> = None;
     for (k, v) in list {
         let k = k.as_bytes();

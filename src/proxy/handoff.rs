@@ -231,6 +231,7 @@ pub fn decode(b: &[u8]) -> Option<(TunnelConfig, SocketAddr)> {
         frames,
         // Set by `adopt`: the generation of the shard that takes it.
         generation: 0,
+        half_close: true,
     };
     Some((cfg, SocketAddr::new(ip, port)))
 }
@@ -296,6 +297,7 @@ mod tests {
             path: Path::Auto,
             frames: Some([up, down]),
             generation: 0,
+            half_close: true,
         };
         for peer in ["127.0.0.1:40000", "[::1]:65535"] {
             let peer: SocketAddr = peer.parse().unwrap();
@@ -329,6 +331,7 @@ mod tests {
             path: Path::Copy,
             frames: Some([Frames::default(), Frames::default()]),
             generation: 0,
+            half_close: true,
         };
         let good = encode(&cfg, "127.0.0.1:1".parse().unwrap());
         assert!(decode(&good).is_some());
@@ -375,6 +378,7 @@ mod size {
                 path: Path::Auto,
                 frames: None,
                 generation: 0,
+                half_close: true,
             };
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
             let (a, b) = pair();

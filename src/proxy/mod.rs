@@ -31,7 +31,7 @@ pub mod io;
 mod limits;
 mod locations;
 pub mod pool;
-mod proxy_header;
+pub(crate) mod proxy_header;
 mod proxy_pass;
 mod read_head;
 mod req;
@@ -52,7 +52,7 @@ mod tests;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use crate::config::model::{Balance, Config, UpstreamConf};
+use crate::config::model::{Balance, Config, HttpConf, UpstreamConf};
 use crate::upstream::balancer::{self, Balancer, Method};
 use crate::upstream::peer::PeerSpec;
 
@@ -74,6 +74,8 @@ pub struct ShardProxy {
     pub tls: crate::tls::ShardTls,
     /// Idle upstream connections (`keepalive` in `upstream`), indexed like the balancers.
     pub upstream_pools: upstream_pool::UpstreamPools,
+    /// The `stream` block's balancers and access logs, when there is one.
+    pub stream: Option<crate::stream::ShardStream>,
     next_id: Cell<u64>,
 }
 
@@ -95,45 +97,55 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
     specs
 }
 
+/// The balancer of one upstream group (http or stream): the one place its method is chosen.
+pub fn balancer_for(u: &UpstreamConf) -> Result<Box<dyn Balancer>, String> {
+    let method = match &u.balance {
+        Balance::RoundRobin => Method::RoundRobin,
+        Balance::Hash {
+            consistent: false, ..
+        } => Method::Hash,
+        Balance::Hash {
+            consistent: true, ..
+        } => Method::ConsistentHash,
+        Balance::IpHash => Method::IpHash,
+        Balance::LeastConn => Method::LeastConn,
+        Balance::Random { two: false } => Method::Random,
+        Balance::Random { two: true } => Method::RandomTwo,
+    };
+    balancer::build_with(&method, peer_specs(u), &u.conns)
+        .map_err(|e| format!("upstream \"{}\": {e}", u.name))
+}
+
 impl ShardProxy {
     /// Builds the shard's balancers.
     pub fn new(config: &Arc<Config>) -> Result<ShardProxy, String> {
         let mut balancers = Vec::new();
         for u in config.http.iter().flat_map(|h| &h.upstreams) {
-            let method = match &u.balance {
-                Balance::RoundRobin => Method::RoundRobin,
-                Balance::Hash {
-                    consistent: false, ..
-                } => Method::Hash,
-                Balance::Hash {
-                    consistent: true, ..
-                } => Method::ConsistentHash,
-                Balance::IpHash => Method::IpHash,
-                Balance::LeastConn => Method::LeastConn,
-                Balance::Random { two: false } => Method::Random,
-                Balance::Random { two: true } => Method::RandomTwo,
-            };
-            let b = balancer::build_with(&method, peer_specs(u), &u.conns)
-                .map_err(|e| format!("upstream \"{}\": {e}", u.name))?;
-            balancers.push(RefCell::new(b));
+            balancers.push(RefCell::new(balancer_for(u)?));
         }
-        let router = match config.http.as_ref() {
-            Some(h) => crate::route::Router::new(h),
-            None => return Err("no \"http\" section in configuration".into()),
+        // A configuration with only `stream` serves no http: an empty block routes nothing.
+        let empty;
+        let http = match (config.http.as_ref(), &config.stream) {
+            (Some(h), _) => h,
+            (None, Some(_)) => {
+                empty = HttpConf::default();
+                &empty
+            }
+            (None, None) => return Err("no \"http\" section in configuration".into()),
         };
+        let router = crate::route::Router::new(http);
         let hostname = rustix::system::uname()
             .nodename()
             .to_string_lossy()
             .into_owned();
-        let access = match config.http.as_ref() {
-            Some(h) => crate::accesslog::AccessLogs::from_http(h).map_err(|e| e.to_string())?,
-            None => return Err("no \"http\" section in configuration".into()),
-        };
-        let tls = match config.http.as_ref() {
-            Some(h) => crate::tls::ShardTls::new(config, h)?,
-            None => return Err("no \"http\" section in configuration".into()),
+        let access = crate::accesslog::AccessLogs::from_http(http).map_err(|e| e.to_string())?;
+        let tls = crate::tls::ShardTls::new(config, http)?;
+        let stream = match &config.stream {
+            Some(s) => Some(crate::stream::ShardStream::new(s)?),
+            None => None,
         };
         Ok(ShardProxy {
+            stream,
             tls,
             access: RefCell::new(access),
             upstream_pools: upstream_pool::UpstreamPools::new(config.http.as_ref()),

@@ -23,7 +23,7 @@ use crate::sys::fd;
 
 /// Reads the header (at most `max` bytes) by `deadline`. `None`: close the connection;
 /// `Some(None)`: a header without addresses (`UNKNOWN`, LOCAL).
-pub(super) async fn read(
+pub(crate) async fn read(
     tcp: &TcpStream,
     max: usize,
     deadline: Instant,

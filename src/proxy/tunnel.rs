@@ -84,6 +84,9 @@ pub struct TunnelConfig {
     /// The shard's configuration generation the tunnel started on: a reload with
     /// `worker_shutdown_timeout` drains it and cuts it at the timeout.
     pub generation: u32,
+    /// A FIN from one side is passed on as a half-close while the other direction keeps
+    /// flowing; when false the first FIN ends the tunnel (nginx's stream `proxy_half_close off`).
+    pub half_close: bool,
 }
 
 impl TunnelConfig {
@@ -189,6 +192,7 @@ pub async fn run(client: &Stream, upstream: &Stream, mut cfg: TunnelConfig) -> O
         ));
         let pumps = pin!(async {
             match select(up, down).await {
+                Either::Left((Ok(()), _)) | Either::Right((Ok(()), _)) if !cfg.half_close => Ok(()),
                 Either::Left((Ok(()), rest)) => rest.await,
                 Either::Right((Ok(()), rest)) => rest.await,
                 Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
@@ -675,6 +679,7 @@ mod tests {
                 path: Path::Auto,
                 frames: None,
                 generation: 0,
+                half_close: true,
             };
             let (proxy_client, proxy_up) = (Stream::Plain(proxy_client), Stream::Plain(proxy_up));
             let tunnel = monoio::spawn(async move {
@@ -728,6 +733,7 @@ mod tests {
                     path,
                     frames: None,
                     generation: 0,
+                    half_close: true,
                 };
                 let tunnel = run(&proxy_client, &proxy_up, cfg);
                 let traffic = async {

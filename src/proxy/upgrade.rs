@@ -59,6 +59,7 @@ pub(super) async fn tunnel_after_101(
         path,
         frames,
         generation: req.ctx.serial,
+        half_close: true,
     };
     State::Tunnel(upstream, cfg, slot)
 }

@@ -99,11 +99,7 @@ pub struct ShardCtx {
 impl ShardCtx {
     /// A generation of `shard` for `config`.
     pub fn new(shard: &Rc<Shard>, config: Arc<Config>, proxy: crate::proxy::ShardProxy) -> Self {
-        let listens = config
-            .http
-            .as_ref()
-            .map(super::listener::specs)
-            .unwrap_or_default();
+        let listens = super::listener::all_specs(&config);
         let serial = shard.generations.get();
         shard.generations.set(serial.wrapping_add(1));
         ShardCtx {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::model::{HttpConf, Listen};
+use crate::config::model::{Config, HttpConf, Listen};
 
 /// One address to listen on, with the socket options of its first `listen` that set any.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,15 +17,57 @@ pub struct ListenSpec {
     pub addr: SocketAddr,
     /// The `listen` it came from (options).
     pub listen: Listen,
+    /// A `stream` server's address: sessions go to `crate::stream`, not to http.
+    pub stream: bool,
+}
+
+/// An address both http and stream listen on: each module binds its own socket in nginx, and
+/// the second bind fails; with SO_REUSEPORT both would bind here and split the connections, so
+/// it is refused in nginx's words.
+pub fn check_shared(specs: &[ListenSpec]) -> Result<(), String> {
+    for s in specs.iter().filter(|s| s.stream) {
+        let clash = specs.iter().any(|h| {
+            !h.stream
+                && h.addr.port() == s.addr.port()
+                && h.addr.is_ipv4() == s.addr.is_ipv4()
+                && (h.addr.ip() == s.addr.ip()
+                    || h.addr.ip().is_unspecified()
+                    || s.addr.ip().is_unspecified())
+        });
+        if clash {
+            return Err(format!(
+                "bind() to {} failed (98: Address already in use)",
+                s.addr
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every address of a configuration: http's, then stream's.
+pub fn all_specs(config: &Config) -> Vec<ListenSpec> {
+    let mut out = config.http.as_ref().map(specs).unwrap_or_default();
+    if let Some(stream) = &config.stream {
+        let listens = stream.servers.iter().flat_map(|s| &s.listen);
+        out.extend(distinct(listens).into_iter().map(|mut s| {
+            s.stream = true;
+            s
+        }));
+    }
+    out
 }
 
 /// The distinct addresses of a configuration. Like nginx, a specific `ip:port` is not bound when
 /// a wildcard `*:port` of the same family exists: the wildcard socket receives those
 /// connections and the server is chosen by the connection's local address.
 pub fn specs(http: &HttpConf) -> Vec<ListenSpec> {
+    distinct(http.servers.iter().flat_map(|s| &s.listen))
+}
+
+fn distinct<'a>(listens: impl Iterator<Item = &'a Listen>) -> Vec<ListenSpec> {
     let mut out: Vec<ListenSpec> = Vec::new();
-    for server in &http.servers {
-        for l in &server.listen {
+    {
+        for l in listens {
             if let Some(have) = out.iter_mut().find(|s| s.addr == l.addr) {
                 // `ssl` on any listen of an address makes the address TLS, as in nginx.
                 have.listen.ssl |= l.ssl;
@@ -36,6 +78,7 @@ pub fn specs(http: &HttpConf) -> Vec<ListenSpec> {
             out.push(ListenSpec {
                 addr: l.addr,
                 listen: l.clone(),
+                stream: false,
             });
         }
     }

@@ -160,14 +160,15 @@ pub fn run(config: Arc<Config>, reload: Reloader, exe: Exe) -> Result<(), String
     if let Some(n) = config.main.worker_rlimit_nofile {
         raise_nofile(n);
     }
-    let Some(http) = config.http.as_ref() else {
+    if config.http.is_none() && config.stream.is_none() {
         return Err("no \"http\" section in configuration: nothing to serve".into());
-    };
+    }
     // Before anything is bound: a TERM that comes while the shards start is handled (once
     // they have started), not the default action that would kill the process mid-start.
     let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH])
         .map_err(|e| format!("cannot install signal handlers ({e})"))?;
-    let specs = listener::specs(http);
+    let specs = listener::all_specs(&config);
+    listener::check_shared(&specs)?;
     let mut inherited = Inherited::from_env();
     let mut sockets = Vec::new();
     for _ in 0..shard_count(&config) {

@@ -225,11 +225,8 @@ impl Shards {
         let config = Arc::new(config);
         // What every shard builds from it: certificates, keys, CAs, access logs, balancers.
         drop(crate::proxy::ShardProxy::new(&config)?);
-        let specs = config
-            .http
-            .as_ref()
-            .map(listener::specs)
-            .unwrap_or_default();
+        let specs = listener::all_specs(&config);
+        listener::check_shared(&specs)?;
         let want = super::shard_count(&config);
         let kept = want.min(self.running.len());
         let mut added: Vec<Sockets> = Vec::with_capacity(want);

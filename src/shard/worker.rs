@@ -165,6 +165,11 @@ async fn shard_main(start: ShardStart) {
                     for e in cur.proxy.access.borrow_mut().reopen() {
                         log!(Alert, "{e}");
                     }
+                    if let Some(s) = &cur.proxy.stream {
+                        for e in s.access.borrow_mut().reopen() {
+                            log!(Alert, "{e}");
+                        }
+                    }
                 }
             }
             (Ok(1), Some(b'G')) => {
@@ -348,6 +353,11 @@ async fn housekeeping(shard: Rc<Shard>) {
                     if let Err(e) = cur.proxy.access.borrow_mut().flush_all() {
                         log!(Alert, "{e}");
                     }
+                    if let Some(s) = &cur.proxy.stream {
+                        if let Err(e) = s.access.borrow_mut().flush_all() {
+                            log!(Alert, "{e}");
+                        }
+                    }
                 }
                 return;
             }
@@ -355,6 +365,11 @@ async fn housekeeping(shard: Rc<Shard>) {
         if let Some(cur) = shard.current() {
             if let Err(e) = cur.proxy.access.borrow_mut().flush_due(Instant::now()) {
                 log!(Alert, "{e}");
+            }
+            if let Some(s) = &cur.proxy.stream {
+                if let Err(e) = s.access.borrow_mut().flush_due(Instant::now()) {
+                    log!(Alert, "{e}");
+                }
             }
         }
         crate::proxy::pool::release_after_burst();
@@ -511,6 +526,10 @@ fn hand_over(
     peer: SocketAddr,
 ) {
     let (gen, spec) = (gen.clone(), spec.clone());
+    if spec.stream {
+        monoio::spawn(crate::stream::serve(gen, guard, spec, stream, peer));
+        return;
+    }
     monoio::spawn(async move {
         crate::proxy::handler::serve(gen, guard, spec, stream, peer).await;
     });
