@@ -398,9 +398,22 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("client_body_in_file_only", HSL, A1, Handler::Unsupported("")),
     spec!("client_body_in_single_buffer", HSL, FLAG, Handler::Unsupported("")),
     spec!("disable_symlinks", HSL, n(1, 2), Handler::Unsupported("")),
-    spec!("satisfy", HSL, A1, Handler::Unsupported("")),
-    spec!("auth_basic", HSL | LMT, A1, Handler::Unsupported("")),
-    spec!("auth_basic_user_file", HSL | LMT, A1, Handler::Unsupported("")),
+    spec!("satisfy", HSL, A1, Handler::Level(|c, d, _| {
+        let s = match d.arg(0) {
+            "all" => Satisfy::All,
+            "any" => Satisfy::Any,
+            v => return Err(err(d, format!("invalid value \"{v}\" in \"satisfy\" directive, it must be \"all\" or \"any\""))),
+        };
+        set_once(&mut c.satisfy, s, d)
+    })),
+    spec!("auth_basic", HSL | LMT, A1, Handler::Level(|c, d, e| {
+        let realm = e.template(d.arg(0), d)?;
+        set_once(&mut c.auth_basic, realm, d)
+    })),
+    spec!("auth_basic_user_file", HSL | LMT, A1, Handler::Level(|c, d, e| {
+        let file = AuthUserFile { path: e.template(d.arg(0), d)?, conf_dir: e.conf_path("") };
+        set_once(&mut c.auth_basic_user_file, file, d)
+    })),
     spec!("auth_request", HSL, A1, Handler::Unsupported("")),
     spec!("allow", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),
     spec!("deny", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),

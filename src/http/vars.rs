@@ -138,6 +138,8 @@ pub struct ResponseFacts {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Body bytes in and out of gzip, when the response was compressed (`$gzip_ratio`).
     pub gzip: Option<(u64, u64)>,
+    /// `WWW-Authenticate` of an access check's 401.
+    pub www_authenticate: Option<Vec<u8>>,
 }
 
 /// Where a value lives, so lookups can borrow the request buffer instead of copying it.
@@ -425,6 +427,19 @@ impl<'a> RequestVars<'a> {
             "remote_port" => match self.real.map_or(conn.remote.port(), |r| r.1) {
                 0 => bytes(""),
                 p => w!("{p}"),
+            },
+            // As nginx: from any `Authorization: Basic` header, with or without auth_basic.
+            "remote_user" => match head
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                .and_then(|h| super::basic_auth::credentials(h.value))
+            {
+                Some((user, _)) => {
+                    out.extend_from_slice(&user);
+                    Val::Written
+                }
+                None => Val::None,
             },
             "realip_remote_addr" => w!("{}", conn.remote.ip()),
             "realip_remote_port" => w!("{}", conn.remote.port()),

@@ -14,6 +14,7 @@
 //! (`error_page`). The shard's upstream keep-alive pools are in `upstream_pool`, the request
 //! body's relay in `request_body`.
 
+mod access;
 mod answer;
 pub mod conn;
 pub mod cookies;
