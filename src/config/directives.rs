@@ -414,7 +414,19 @@ pub static DIRECTIVES: &[Spec] = &[
         let file = AuthUserFile { path: e.template(d.arg(0), d)?, conf_dir: e.conf_path("") };
         set_once(&mut c.auth_basic_user_file, file, d)
     })),
-    spec!("auth_request", HSL, A1, Handler::Unsupported("")),
+    spec!("auth_request", HSL, A1, Handler::Level(|c, d, _| {
+        let uri = if d.arg(0) == "off" { String::new() } else { d.arg(0).to_string() };
+        set_once(&mut c.auth_request, uri, d)
+    })),
+    spec!("auth_request_set", HSL, A2, Handler::Level(|c, d, e| {
+        let Some(name) = d.arg(0).strip_prefix('$') else {
+            return Err(err(d, format!("invalid variable name \"{}\"", d.arg(0))));
+        };
+        let value = e.template(d.arg(1), d)?;
+        e.vars.define(name);
+        c.auth_request_set.get_or_insert_with(Vec::new).push((name.to_ascii_lowercase(), value));
+        Ok(())
+    })),
     spec!("allow", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),
     spec!("deny", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),
     spec!("limit_req", HSL, n(1, 3), Handler::Unsupported("")),

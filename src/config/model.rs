@@ -914,6 +914,10 @@ loc_conf! {
         auth_basic_user_file: AuthUserFile = AuthUserFile { path: Template::default(), conf_dir: PathBuf::new() },
         /// `satisfy`.
         satisfy: Satisfy = Satisfy::All,
+        /// `auth_request` (empty: `off`).
+        auth_request: String = String::new(),
+        /// `auth_request_set $name value`, in order.
+        auth_request_set: Vec<(String, Template)> = Vec::new(),
         /// `expires` (off when unset).
         expires: Expires = Expires { mode: ExpiresMode::Off, time: 0, value: None },
         /// `charset`.

@@ -1,6 +1,6 @@
 //! nginx's access phase for a request in its location (`locations` calls [`phase`] after the
 //! location's rewrite script and the realip module): the access module's `allow`/`deny`, then
-//! `auth_basic`, combined by `satisfy` as `ngx_http_core_access_phase` combines its handlers.
+//! `auth_basic`, then `auth_request` (its subrequest: `auth_request`), combined by `satisfy` as `ngx_http_core_access_phase` combines its handlers.
 //! Under `satisfy all` the first refusal answers; under `satisfy any` the first check that
 //! allows ends the phase, and otherwise a 401 wins over a 403.
 
@@ -28,8 +28,16 @@ enum Verdict {
 pub(super) async fn phase(req: &mut Req<'_>, keep_alive: bool) -> Option<State> {
     let any = req.conf.satisfy() == Satisfy::Any;
     let mut pending: Option<u16> = None;
-    for check in [rules as fn(&mut Req<'_>, bool) -> Verdict, auth_basic] {
-        match check(req, any) {
+    for i in 0..3 {
+        let verdict = match i {
+            0 => rules(req, any),
+            1 => auth_basic(req),
+            _ => match auth_request(req).await {
+                Some(v) => v,
+                None => return Some(State::Closed),
+            },
+        };
+        match verdict {
             Verdict::Declined => {}
             Verdict::Allowed if any => {
                 // nginx hides a challenge an earlier check added.
@@ -90,7 +98,7 @@ fn forbidden_by_rule(req: &Req<'_>) {
 
 /// `auth_basic` with `auth_basic_user_file`, as nginx's module: both must be set and the realm
 /// must not be `off`; the file is read for each request, as nginx does.
-fn auth_basic(req: &mut Req<'_>, _any: bool) -> Verdict {
+fn auth_basic(req: &mut Req<'_>) -> Verdict {
     let conf = req.conf;
     let (Some(realm), Some(file)) = (&conf.auth_basic, &conf.auth_basic_user_file) else {
         return Verdict::Declined;
@@ -166,6 +174,38 @@ fn auth_basic(req: &mut Req<'_>, _any: bool) -> Verdict {
             challenge(req)
         }
     }
+}
+
+/// `auth_request`: the subrequest's 2xx allows, its 401 (with its `WWW-Authenticate`) and
+/// 403 refuse, anything else is nginx's 500; `None` when the client went away meanwhile.
+async fn auth_request(req: &mut Req<'_>) -> Option<Verdict> {
+    let uri = match req.conf.auth_request.as_deref() {
+        None | Some("") => return Some(Verdict::Declined),
+        Some(u) => u,
+    };
+    let answer = super::auth_request::ask(req, uri).await?;
+    super::auth_request::set_variables(req, &answer);
+    Some(match answer.status {
+        200..=299 => Verdict::Allowed,
+        403 => Verdict::Refused(403),
+        401 => {
+            req.vars.response.www_authenticate = answer
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+                .map(|(_, v)| v.clone());
+            Verdict::Refused(401)
+        }
+        s => {
+            log!(
+                Error,
+                "*{} auth request unexpected status: {s}{}",
+                req.conn.id,
+                context(req)
+            );
+            Verdict::Refused(500)
+        }
+    })
 }
 
 /// The request's part of an nginx error-log line: `, client: ..., server: ..., request: "...",

@@ -16,6 +16,7 @@
 
 mod access;
 mod answer;
+mod auth_request;
 pub mod conn;
 pub mod cookies;
 pub mod error_page;
