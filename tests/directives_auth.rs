@@ -137,6 +137,16 @@ async fn basic_auth_challenges_and_admits() {
     let r = get(&p, "/open/", "").await;
     assert_eq!(status(&r), "200", "{r}");
 
+    // A body not read: the connection closes after the 401 rather than parse it as a request.
+    let mut s = send(
+        p.port,
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    let (got, end) = read_to_end_within(&mut s, T).await;
+    assert_eq!(end, Some(End::Eof), "not closed in time");
+    assert_eq!(status(&String::from_utf8_lossy(&got)), "401");
+
     let file = p.dir.path().join("htpasswd");
     wait_for("the auth log lines", || {
         let log = error_log(&p);
@@ -256,4 +266,30 @@ async fn remote_user_without_auth_basic() {
     assert!(r.contains("X-User: someone\r\n"), "{r}");
     let r = get(&p, "/", "").await;
     assert!(r.contains("X-User: \r\n") || !r.contains("X-User"), "{r}");
+}
+
+// effect: auth_delay
+/// A 401 waits `auth_delay` before it is sent; a good password does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_delay_holds_the_401_back() {
+    let b = mirror().await;
+    let p = proxy(
+        "auth_delay 2s;",
+        "auth_basic R; auth_basic_user_file htpasswd;",
+        &b,
+    );
+    let start = std::time::Instant::now();
+    let r = get(&p, "/", &basic("plain", "wrong")).await;
+    assert_eq!(status(&r), "401", "{r}");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(1900),
+        "answered after {:?}",
+        start.elapsed()
+    );
+    let r = get(&p, "/", &basic("plain", "pw")).await;
+    assert_eq!(status(&r), "200", "{r}");
+    wait_for("the delay's log line", || {
+        error_log(&p).contains("delaying unauthorized request, client: 127.0.0.1")
+    })
+    .await;
 }

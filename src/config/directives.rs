@@ -414,6 +414,7 @@ pub static DIRECTIVES: &[Spec] = &[
         let file = AuthUserFile { path: e.template(d.arg(0), d)?, conf_dir: e.conf_path("") };
         set_once(&mut c.auth_basic_user_file, file, d)
     })),
+    level!("auth_delay", HSL, time, auth_delay),
     spec!("auth_request", HSL, A1, Handler::Level(|c, d, _| {
         let uri = if d.arg(0) == "off" { String::new() } else { d.arg(0).to_string() };
         set_once(&mut c.auth_request, uri, d)

@@ -914,6 +914,8 @@ loc_conf! {
         auth_basic_user_file: AuthUserFile = AuthUserFile { path: Template::default(), conf_dir: PathBuf::new() },
         /// `satisfy`.
         satisfy: Satisfy = Satisfy::All,
+        /// `auth_delay`: how long a 401 of the access phase waits before it is sent.
+        auth_delay: Duration = secs(0),
         /// `auth_request` (empty: `off`).
         auth_request: String = String::new(),
         /// `auth_request_set $name value`, in order.

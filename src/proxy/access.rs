@@ -9,6 +9,7 @@ use super::req::Req;
 use crate::config::conditional::access_decides;
 use crate::config::model::Satisfy;
 use crate::http::basic_auth;
+use crate::http::request::Body;
 use crate::http::request::Version;
 use crate::http::script::Reply;
 use crate::log;
@@ -60,10 +61,24 @@ pub(super) async fn phase(req: &mut Req<'_>, keep_alive: bool) -> Option<State> 
     Some(refuse(req, code, keep_alive).await)
 }
 
-/// nginx keeps the connection after a 401 or 403, not after a 500.
+/// nginx keeps the connection after a 401 or 403, not after a 500. A request body is not read
+/// here (nginx discards it): its bytes would be taken for the next request, so that connection
+/// closes.
 async fn refuse(req: &mut Req<'_>, code: u16, keep_alive: bool) -> State {
     if code == 500 {
         return req.fail(500).await;
+    }
+    let keep_alive = keep_alive && req.head.body == Body::None;
+    let delay = req.conf.auth_delay();
+    if code == 401 && !delay.is_zero() {
+        // `auth_delay`: slows password guessing down, as nginx.
+        log!(
+            Info,
+            "*{} delaying unauthorized request{}",
+            req.conn.id,
+            context(req)
+        );
+        monoio::time::sleep(delay).await;
     }
     super::answer::reply(req, Reply::status(code), keep_alive).await
 }
