@@ -1,8 +1,9 @@
 //! nginx's access phase for a request in its location (`locations` calls [`phase`] after the
 //! location's rewrite script and the realip module): the access module's `allow`/`deny`, then
-//! `auth_basic`, then `auth_request` (its subrequest: `auth_request`), combined by `satisfy` as `ngx_http_core_access_phase` combines its handlers.
-//! Under `satisfy all` the first refusal answers; under `satisfy any` the first check that
-//! allows ends the phase, and otherwise a 401 wins over a 403.
+//! `auth_basic`, then `auth_request` (its subrequest: `auth_request`), combined by `satisfy`
+//! as `ngx_http_core_access_phase` combines its handlers. Under `satisfy all` the first
+//! refusal answers; under `satisfy any` the first check that allows ends the phase, and
+//! otherwise a 401 wins over a 403. A 401 waits `auth_delay` first.
 
 use super::handler::State;
 use super::req::Req;
