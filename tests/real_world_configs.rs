@@ -11,6 +11,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{certs, tls, Echo, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Sites nginx 1.22 accepts and ringproxy refuses: each `[emerg]` message (without its
@@ -20,13 +22,6 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         "discourse.conf",
         &[
             "unix domain sockets in \"proxy_pass\" are not supported by ringproxy",
-        ],
-    ),
-    (
-        "kibana.conf",
-        &[
-            "\"auth_basic\" directive is not supported by ringproxy",
-            "\"auth_basic_user_file\" directive is not supported by ringproxy",
         ],
     ),
     (
@@ -72,6 +67,19 @@ enum Want {
     Static(&'static str),
     /// This status with this `Location`.
     Redirect(u16, &'static str),
+    /// Asked without credentials: 401 with this realm's challenge.
+    Challenge(&'static str),
+}
+
+/// Sites behind `auth_basic`: the `Authorization` value their WebSockets and proxied GETs send
+/// (a user of the corpus's `htpasswd.users`).
+const CREDENTIALS: &[(&str, &str)] = &[("kibana.conf", "Basic a2liYW5hYWRtaW46a2liYW5hLXB3")];
+
+fn credentials(site: &str) -> Option<&'static str> {
+    CREDENTIALS
+        .iter()
+        .find(|(f, _)| *f == site)
+        .map(|(_, c)| *c)
 }
 
 /// A request on one of a site's two ports: TLS (`@PORT_HTTPS@`) or not, Host (and SNI), path.
@@ -143,6 +151,17 @@ const SITES: &[Site] = &[
         file: "novnc.conf",
         websockets: &[(HTTP, "vnc.example.com", "/websockify")],
         gets: &[((HTTP, "vnc.example.com", "/vnc/"), Want::Static("vnc.html"))],
+    },
+    Site {
+        file: "kibana.conf",
+        websockets: &[(HTTP, "kibana.example.com", "/api/ws?x=1")],
+        gets: &[
+            ((HTTP, "kibana.example.com", "/app/home"), Want::Proxied),
+            (
+                (HTTP, "kibana.example.com", "/app/home"),
+                Want::Challenge("Restricted Access"),
+            ),
+        ],
     },
     Site {
         file: "portainer.conf",
@@ -348,6 +367,8 @@ fn prefix(site: &str, http: u16, https: u16, backend: &str) -> tempfile::TempDir
     for f in ["index.html", "vnc.html", "favicon.ico"] {
         std::fs::write(p.join("html").join(f), static_body(f)).unwrap();
     }
+    // A site's `auth_basic_user_file`, relative to the configuration's directory.
+    std::fs::copy(corpus().join("htpasswd.users"), p.join("htpasswd.users")).unwrap();
     let subst = |text: String| {
         text.replace("@PORT_HTTPS@", &https.to_string())
             .replace("@PORT_HTTP@", &http.to_string())
@@ -465,15 +486,22 @@ async fn websocket(http: u16, https: u16, (secure, host, path): Target, site: &s
         Message::text(format!("hello {site}")),
         Message::binary(common::big(256 * 1024)),
     ];
+    let url = format!("{}://{host}{path}", if secure { "wss" } else { "ws" });
+    let mut request = url.into_client_request().unwrap();
+    if let Some(c) = credentials(site) {
+        request
+            .headers_mut()
+            .insert("authorization", c.parse().unwrap());
+    }
     if secure {
         let s = tls::connect(https, Some(host), tls::client(&[], &[]))
             .await
             .unwrap();
-        let url = format!("wss://{host}{path}");
-        let (mut ws, resp) = tokio::time::timeout(tls::T, tokio_tungstenite::client_async(url, s))
-            .await
-            .expect("upgrade in time")
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (mut ws, resp) =
+            tokio::time::timeout(tls::T, tokio_tungstenite::client_async(request, s))
+                .await
+                .expect("upgrade in time")
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(resp.status(), 101, "{what}");
         common::echo_each(&mut ws, messages, &what).await;
         ws.close(None).await.unwrap();
@@ -481,29 +509,49 @@ async fn websocket(http: u16, https: u16, (secure, host, path): Target, site: &s
         let s = tokio::net::TcpStream::connect(("127.0.0.1", http))
             .await
             .unwrap();
-        let url = format!("ws://{host}{path}");
-        let (mut ws, resp) = tokio::time::timeout(tls::T, tokio_tungstenite::client_async(url, s))
-            .await
-            .expect("upgrade in time")
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (mut ws, resp) =
+            tokio::time::timeout(tls::T, tokio_tungstenite::client_async(request, s))
+                .await
+                .expect("upgrade in time")
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(resp.status(), 101, "{what}");
         common::echo_each(&mut ws, messages, &what).await;
         ws.close(None).await.unwrap();
     }
 }
 
-async fn get(http: u16, https: u16, (secure, host, path): Target) -> String {
+async fn get(http: u16, https: u16, (secure, host, path): Target, auth: Option<&str>) -> String {
     if secure {
         let mut s = tls::connect(https, Some(host), tls::client(&[], &[]))
             .await
             .unwrap();
-        tls::get(&mut s, host, path).await
+        get_on(&mut s, host, path, auth).await
     } else {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http))
             .await
             .unwrap();
-        tls::get(&mut s, host, path).await
+        get_on(&mut s, host, path, auth).await
     }
+}
+
+/// `tls::get`, with an `Authorization` header when `auth` is given.
+async fn get_on<S>(s: &mut S, host: &str, path: &str, auth: Option<&str>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(auth) = auth else {
+        return tls::get(s, host, path).await;
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(tls::T, s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("a clean end of stream");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
@@ -528,6 +576,15 @@ fn check_get(resp: &str, want: Want, what: &str) {
         Want::Static(file) => {
             assert!(status.starts_with("HTTP/1.1 200 "), "{what}: {resp}");
             assert_eq!(tls::body(resp), static_body(file), "{what}: {resp}");
+        }
+        Want::Challenge(realm) => {
+            assert!(status.starts_with("HTTP/1.1 401 "), "{what}: {resp}");
+            let want = format!("Basic realm=\"{realm}\"");
+            assert_eq!(
+                header(resp, "www-authenticate"),
+                Some(want.as_str()),
+                "{what}: {resp}"
+            );
         }
         Want::Redirect(code, location) => {
             assert!(
@@ -556,7 +613,8 @@ fn run_site(site: &Site, backend: &str) {
                 "{}: GET {}{} (tls: {})",
                 site.file, target.1, target.2, target.0
             );
-            check_get(&get(http, https, target).await, want, &what);
+            let auth = credentials(site.file).filter(|_| !matches!(want, Want::Challenge(_)));
+            check_get(&get(http, https, target, auth).await, want, &what);
         }
     });
     drop(proxy);

@@ -236,6 +236,12 @@ pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
 /// Whether the access rules let `client` in (nginx's access phase: the first rule matching the
 /// client's address decides; an IPv4-mapped IPv6 client is checked as IPv4).
 pub fn access_allows(rules: &[AccessRule], client: IpAddr) -> bool {
+    access_decides(rules, client).unwrap_or(true)
+}
+
+/// What the first rule matching `client` says (true: allow); `None` when none matches (nginx's
+/// `NGX_DECLINED`, which matters under `satisfy any`).
+pub fn access_decides(rules: &[AccessRule], client: IpAddr) -> Option<bool> {
     let client = match client {
         IpAddr::V6(a) => a.to_ipv4_mapped().map_or(client, IpAddr::V4),
         v4 => v4,
@@ -247,10 +253,10 @@ pub fn access_allows(rules: &[AccessRule], client: IpAddr) -> bool {
             Some((net, len)) => net.is_ipv4() == client.is_ipv4() && mask(client, len) == net,
         };
         if hit {
-            return !r.deny;
+            return Some(!r.deny);
         }
     }
-    true
+    None
 }
 
 #[cfg(test)]

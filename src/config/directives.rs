@@ -406,10 +406,36 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("client_body_in_file_only", HSL, A1, Handler::Unsupported("")),
     spec!("client_body_in_single_buffer", HSL, FLAG, Handler::Unsupported("")),
     spec!("disable_symlinks", HSL, n(1, 2), Handler::Unsupported("")),
-    spec!("satisfy", HSL, A1, Handler::Unsupported("")),
-    spec!("auth_basic", HSL | LMT, A1, Handler::Unsupported("")),
-    spec!("auth_basic_user_file", HSL | LMT, A1, Handler::Unsupported("")),
-    spec!("auth_request", HSL, A1, Handler::Unsupported("")),
+    spec!("satisfy", HSL, A1, Handler::Level(|c, d, _| {
+        let s = match d.arg(0) {
+            "all" => Satisfy::All,
+            "any" => Satisfy::Any,
+            v => return Err(err(d, format!("invalid value \"{v}\" in \"satisfy\" directive, it must be \"all\" or \"any\""))),
+        };
+        set_once(&mut c.satisfy, s, d)
+    })),
+    spec!("auth_basic", HSL | LMT, A1, Handler::Level(|c, d, e| {
+        let realm = e.template(d.arg(0), d)?;
+        set_once(&mut c.auth_basic, realm, d)
+    })),
+    spec!("auth_basic_user_file", HSL | LMT, A1, Handler::Level(|c, d, e| {
+        let file = AuthUserFile { path: e.template(d.arg(0), d)?, conf_dir: e.conf_path("") };
+        set_once(&mut c.auth_basic_user_file, file, d)
+    })),
+    level!("auth_delay", HSL, time, auth_delay),
+    spec!("auth_request", HSL, A1, Handler::Level(|c, d, _| {
+        let uri = if d.arg(0) == "off" { String::new() } else { d.arg(0).to_string() };
+        set_once(&mut c.auth_request, uri, d)
+    })),
+    spec!("auth_request_set", HSL, A2, Handler::Level(|c, d, e| {
+        let Some(name) = d.arg(0).strip_prefix('$') else {
+            return Err(err(d, format!("invalid variable name \"{}\"", d.arg(0))));
+        };
+        let value = e.template(d.arg(1), d)?;
+        e.vars.define(name);
+        c.auth_request_set.get_or_insert_with(Vec::new).push((name.to_ascii_lowercase(), value));
+        Ok(())
+    })),
     spec!("allow", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),
     spec!("deny", HSL | LMT, A1, Handler::Level(super::conditional::access_rule)),
     // limit_req and limit_conn modules.

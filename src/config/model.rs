@@ -570,6 +570,25 @@ pub struct AccessRule {
     pub unix: bool,
 }
 
+/// `auth_basic_user_file`: the path (variables allowed) and the directory a relative one is
+/// under (nginx's conf prefix).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthUserFile {
+    /// The path as written.
+    pub path: Template,
+    /// The main configuration file's directory.
+    pub conf_dir: PathBuf,
+}
+
+/// `satisfy`: how the access phase's checks combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Satisfy {
+    /// Every check must allow.
+    All,
+    /// One check allowing is enough.
+    Any,
+}
+
 /// `limit_except METHOD ... { }`: the configuration used for the methods not listed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LimitExcept {
@@ -897,6 +916,18 @@ loc_conf! {
         add_header: Vec<AddHeader> = Vec::new(),
         /// `allow` and `deny`, in order (the first that matches decides).
         access: Vec<AccessRule> = Vec::new(),
+        /// `auth_basic`: the realm (`off`, or unset: no authentication).
+        auth_basic: Template = Template::default(),
+        /// `auth_basic_user_file`.
+        auth_basic_user_file: AuthUserFile = AuthUserFile { path: Template::default(), conf_dir: PathBuf::new() },
+        /// `satisfy`.
+        satisfy: Satisfy = Satisfy::All,
+        /// `auth_delay`: how long a 401 of the access phase waits before it is sent.
+        auth_delay: Duration = secs(0),
+        /// `auth_request` (empty: `off`).
+        auth_request: String = String::new(),
+        /// `auth_request_set $name value`, in order.
+        auth_request_set: Vec<(String, Template)> = Vec::new(),
         /// `expires` (off when unset).
         expires: Expires = Expires { mode: ExpiresMode::Off, time: 0, value: None },
         /// `charset`.

@@ -5,6 +5,7 @@
 //! ([`body`]). Errors carry the status nginx answers with; [`status`] has the reason phrases and
 //! error pages.
 
+pub mod basic_auth;
 pub mod body;
 pub mod condition;
 pub mod headers;

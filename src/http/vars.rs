@@ -140,6 +140,8 @@ pub struct ResponseFacts {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Body bytes in and out of gzip, when the response was compressed (`$gzip_ratio`).
     pub gzip: Option<(u64, u64)>,
+    /// `WWW-Authenticate` of an access check's 401.
+    pub www_authenticate: Option<Vec<u8>>,
 }
 
 /// Where a value lives, so lookups can borrow the request buffer instead of copying it.
@@ -442,6 +444,19 @@ impl<'a> RequestVars<'a> {
             },
             "limit_req_status" => self.limits.req.map_or(Val::None, bytes),
             "limit_conn_status" => self.limits.conn.map_or(Val::None, bytes),
+            // As nginx: from any `Authorization: Basic` header, with or without auth_basic.
+            "remote_user" => match head
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                .and_then(|h| super::basic_auth::credentials(h.value))
+            {
+                Some((user, _)) => {
+                    out.extend_from_slice(&user);
+                    Val::Written
+                }
+                None => Val::None,
+            },
             "realip_remote_addr" => w!("{}", conn.remote.ip()),
             "realip_remote_port" => w!("{}", conn.remote.port()),
             "proxy_protocol_addr"

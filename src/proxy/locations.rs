@@ -13,7 +13,6 @@ use super::proxy_pass::proxy;
 use super::req::{Req, SERVER_LEVEL};
 use super::respond;
 use super::static_files::{self, Conditional, Decision, FileHit};
-use crate::config::conditional::access_allows;
 use crate::config::model::{DocRoot, Location, LocationMatch};
 use crate::http::request::Version;
 use crate::http::script::{Level, Outcome, Reply};
@@ -215,19 +214,9 @@ async fn location(req: &mut Req<'_>, walk: &mut Walk, next: Next) -> Step {
     if let Err(code) = super::limits::preaccess(req, conf).await {
         return Step::Done(req.fail(code).await);
     }
-    let rules = conf.access.as_deref().unwrap_or(&[]);
-    if !rules.is_empty() && !access_allows(rules, req.vars.remote_ip()) {
-        let head = req.head;
-        log!(
-            Error,
-            "access forbidden by rule, client: {}, server: {}, request: \"{} {}\", host: \"{}\"",
-            req.vars.remote_ip(),
-            req.facts.server_name,
-            head.method,
-            head.target.raw,
-            head.host.unwrap_or("")
-        );
-        return Step::Done(req.fail(403).await);
+    // nginx's access phase: allow/deny, auth_basic, combined by `satisfy`.
+    if let Some(st) = super::access::phase(req, keep_alive).await {
+        return Step::Done(st);
     }
     if let Some(pp) = conf.proxy_pass.as_ref() {
         return Step::Done(proxy(req, pp, keep_alive).await);

@@ -14,7 +14,9 @@
 //! (`error_page`). The shard's upstream keep-alive pools are in `upstream_pool`, the request
 //! body's relay in `request_body`.
 
+mod access;
 mod answer;
+mod auth_request;
 pub mod conn;
 pub mod cookies;
 pub mod error_page;

@@ -348,3 +348,70 @@ fn client_head(
         gzip,
     })
 }
+
+/// An `auth_request` subrequest's exchange with `pp`'s upstream: the status and headers of its
+/// response, whose body is dropped (the connection goes back to the keep-alive pool when the
+/// body was empty or already read whole). `Err`: the status nginx gives a failed exchange (502,
+/// 504...), `None` when the client went away.
+pub(super) async fn subrequest(
+    req: &mut Req<'_>,
+    pp: &ProxyPass,
+) -> Result<(u16, Vec<(String, Vec<u8>)>), Option<u16>> {
+    req.vars.upstream = UpstreamFacts::for_proxy_pass(pp);
+    let failed = |st: State| match st {
+        State::Error(r, _) => Some(r.code),
+        _ => None,
+    };
+    let (upstream, sent, slot) = exchange(req, pp).await.map_err(failed)?;
+    let mut ubuf = sent.ubuf;
+    let max_head = (req.conf.proxy_buffer_size() as usize).max(1024);
+    let ip = req.conn.peer.ip();
+    loop {
+        let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse_response(&ubuf, &mut hdrs, max_head, false) {
+            Ok(Parsed::Complete(h, len)) if h.status == 100 => {
+                ubuf.drain(..len);
+                continue;
+            }
+            Ok(Parsed::Complete(h, len)) => {
+                let headers = h
+                    .headers
+                    .iter()
+                    .map(|x| (x.name.to_string(), x.value.to_vec()))
+                    .collect();
+                let whole = match h.body {
+                    ResponseBody::None => ubuf.len() == len,
+                    ResponseBody::Length(n) => (ubuf.len() - len) as u64 == n,
+                    _ => false,
+                };
+                let reusable = whole && sent.keeps_alive && keepalive::response_keeps_alive(&h);
+                let status = h.status;
+                if reusable && upstream.stream.plain().is_some() {
+                    UpstreamPools::put(req.ctx, pp.upstream, upstream);
+                }
+                drop(slot);
+                return Ok((status, headers));
+            }
+            Ok(Parsed::Partial) => {}
+            Err(e) => {
+                log!(
+                    Error,
+                    "{e} while reading response header from upstream, client: {ip}"
+                );
+                return Err(Some(502));
+            }
+        }
+        let deadline = Instant::now() + req.conf.proxy_read_timeout();
+        match read_into(&upstream.stream, &mut ubuf, max_head, deadline).await {
+            Ok(0) => {
+                log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {ip}");
+                return Err(Some(502));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log!(Error, "upstream timed out ({}) while reading response header from upstream, client: {ip}", crate::config::os_error(&e));
+                return Err(Some(if is_timeout(&e) { 504 } else { 502 }));
+            }
+        }
+    }
+}

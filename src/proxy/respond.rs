@@ -82,6 +82,8 @@ pub struct Page<'a> {
     pub keep_alive: bool,
     /// `server_tokens`.
     pub tokens: bool,
+    /// `WWW-Authenticate` (an access check's 401).
+    pub www_authenticate: Option<&'a [u8]>,
     /// The client takes a chunked body (HTTP/1.1, `chunked_transfer_encoding on`); a compressed
     /// body to one that does not is sent until close.
     pub chunked: bool,
@@ -118,6 +120,9 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
         line("Transfer-Encoding", b"chunked");
     }
     line("Connection", if keep { b"keep-alive" } else { b"close" });
+    if let Some(v) = p.www_authenticate {
+        line("WWW-Authenticate", v);
+    }
     if let Some((n, v)) = x.vary() {
         line(n, v);
     }
@@ -175,6 +180,11 @@ pub fn reply(
         location: location.as_deref(),
         keep_alive,
         tokens: conf.server_tokens(),
+        www_authenticate: vars
+            .response
+            .www_authenticate
+            .as_deref()
+            .filter(|_| r.code == 401),
         chunked: takes_chunked(vars.head(), conf),
     };
     page(&p, &extras)

@@ -13,7 +13,7 @@ use crate::http::vars::*;
 const BIG: &[u8] = b"GET /a/./b%41/../c?a=1&B=2&a=3 HTTP/1.1\r\nHost: WWW.Ex.COM.:8080\r\n\
 X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nCookie: a=1; b= 2 ;c=3\r\nCookie: C=4\r\n\
 User-Agent: u1\r\nUser-Agent: u2\r\nX-A: one\r\nX-a: two\r\nX_B: under\r\nX-K: aaabb\r\n\
-Content-Length: 0\r\nContent-Type: text/x\r\nConnection: close\r\n\r\n";
+Content-Length: 0\r\nContent-Type: text/x\r\nConnection: close\r\nAuthorization: Basic dTpw\r\n\r\n";
 
 fn s(v: Option<Cow<'_, [u8]>>) -> Option<String> {
     v.map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -26,6 +26,7 @@ fn request_variables_as_nginx() {
         let mut v = RequestVars::new(head, &c, &[], Cow::Borrowed("/a/c"), SystemTime::now());
         let expect = [
             ("http_x_forwarded_for", Some("1.1.1.1, 2.2.2.2")),
+            ("remote_user", Some("u")),
             ("http_cookie", Some("a=1; b= 2 ;c=3; C=4")),
             ("http_user_agent", Some("u1")),
             ("http_x_a", Some("one")),
