@@ -17,12 +17,6 @@ use tokio_tungstenite::tungstenite::Message;
 /// `in FILE:LINE`), in the order `-t` reports them once the ones before are commented out.
 const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
     (
-        "discourse.conf",
-        &[
-            "unix domain sockets in \"proxy_pass\" are not supported by ringproxy",
-        ],
-    ),
-    (
         "kibana.conf",
         &[
             "\"auth_basic\" directive is not supported by ringproxy",
@@ -93,6 +87,18 @@ const HTTP: bool = false;
 const HTTPS: bool = true;
 
 const SITES: &[Site] = &[
+    Site {
+        file: "discourse.conf",
+        // No Upgrade headers are set: nginx passes no WebSocket here (Discourse long-polls).
+        websockets: &[],
+        gets: &[
+            ((HTTPS, "forum.example.com", "/latest"), Want::Proxied),
+            (
+                (HTTP, "forum.example.com", "/latest"),
+                Want::Redirect(301, "https://forum.example.com/latest"),
+            ),
+        ],
+    },
     Site {
         file: "code-server.conf",
         websockets: &[(HTTP, "code.example.com", "/stable-abc?reconnectionToken=1")],
@@ -351,6 +357,7 @@ fn prefix(site: &str, http: u16, https: u16, backend: &str) -> tempfile::TempDir
             .replace("@KEY@", p.join("certs/localhost.key").to_str().unwrap())
             .replace("@ROOT@", p.join("html").to_str().unwrap())
             .replace("@DHPARAM@", p.join("dhparam.pem").to_str().unwrap())
+            .replace("@PREFIX@", p.to_str().unwrap())
     };
     let read = |path: PathBuf| std::fs::read_to_string(path).unwrap();
     std::fs::write(p.join("ringproxy.conf"), read(corpus().join("nginx.conf"))).unwrap();
@@ -534,9 +541,23 @@ fn check_get(resp: &str, want: Want, what: &str) {
     }
 }
 
+/// The echo backend on each unix socket the site proxies to (`proxy_pass http://unix:PATH:`).
+fn unix_backends(site: &Path) -> Vec<common::echo::UnixEcho> {
+    let text = std::fs::read_to_string(site).unwrap();
+    text.split("http://unix:")
+        .skip(1)
+        .map(|rest| {
+            let path = Path::new(rest.split_once(':').unwrap().0);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            common::echo::UnixEcho::start(path)
+        })
+        .collect()
+}
+
 fn run_site(site: &Site, backend: &str) {
     let (http, https) = (common::free_port(), common::free_port());
     let dir = prefix(site.file, http, https, backend);
+    let _unix_backends = unix_backends(&dir.path().join("sites-enabled").join(site.file));
     let proxy = Proxy::start_in(dir, http, "", &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -155,17 +155,19 @@ pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
 /// `server address [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down] [max_conns=N]`.
 pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env) -> Result<()> {
     let addr = d.arg(0);
-    if addr.starts_with("unix:") {
-        return Err(err(
-            d,
-            "unix domain sockets in upstream are not supported by ringproxy",
-        ));
-    }
-    let hp =
-        parse_host_port(addr, false).map_err(|e| err(d, format!("{e} in upstream \"{addr}\"")))?;
-    let port = hp.port.unwrap_or(80);
-    let addrs = resolve(&hp.host, port)
-        .ok_or_else(|| err(d, format!("host not found in upstream \"{addr}\"")))?;
+    let addrs = if let Some(path) = addr.strip_prefix("unix:") {
+        vec![super::values::unix_peer(path)
+            .map_err(|e| err(d, format!("{e} in upstream \"{addr}\"")))?]
+    } else {
+        let hp = parse_host_port(addr, false)
+            .map_err(|e| err(d, format!("{e} in upstream \"{addr}\"")))?;
+        let port = hp.port.unwrap_or(80);
+        resolve(&hp.host, port)
+            .ok_or_else(|| err(d, format!("host not found in upstream \"{addr}\"")))?
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    };
     let mut peer = PeerConf::new(addr.to_string(), addrs, d.span.clone());
     let invalid = |a: &str| err(d, format!("invalid parameter \"{a}\""));
     for a in &d.args[1..] {

@@ -430,9 +430,18 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
     {
         return Ok(i);
     }
-    let addrs = resolve(&r.host, port).ok_or_else(|| {
-        ConfigError::at(&r.span, format!("host not found in upstream \"{name}\""))
-    })?;
+    let addrs = match r.host.strip_prefix("unix:") {
+        Some(path) => {
+            vec![super::values::unix_peer(path).map_err(|m| ConfigError::at(&r.span, m))?]
+        }
+        None => resolve(&r.host, port)
+            .ok_or_else(|| {
+                ConfigError::at(&r.span, format!("host not found in upstream \"{name}\""))
+            })?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    };
     env.upstreams.push(UpstreamConf {
         name: name.clone(),
         explicit: false,

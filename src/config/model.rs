@@ -253,7 +253,7 @@ pub struct PeerConf {
     /// As written (`127.0.0.1:9001`, `backend.local`), which consistent hashing uses.
     pub name: String,
     /// Resolved addresses (a name may resolve to several: each becomes a peer, as in nginx).
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<crate::upstream::peer::PeerAddr>,
     /// `weight=` (default 1).
     pub weight: u32,
     /// `max_fails=` (default 1; 0 disables accounting).
@@ -272,7 +272,7 @@ pub struct PeerConf {
 
 impl PeerConf {
     /// A peer with nginx's defaults (weight 1, max_fails 1, fail_timeout 10s).
-    pub fn new(name: String, addrs: Vec<SocketAddr>, span: Span) -> PeerConf {
+    pub fn new(name: String, addrs: Vec<crate::upstream::peer::PeerAddr>, span: Span) -> PeerConf {
         PeerConf {
             name,
             addrs,

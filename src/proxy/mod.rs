@@ -86,7 +86,7 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
                 backup: p.backup,
                 down: p.down,
                 max_conns: p.max_conns,
-                ..PeerSpec::new(p.name.clone(), *addr)
+                ..PeerSpec::new(p.name.clone(), addr.clone())
             });
         }
     }

@@ -16,6 +16,7 @@
 //! the second.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,6 +29,32 @@ impl PeerId {
     /// The position of this peer in the spec list.
     pub fn index(self) -> usize {
         self.0
+    }
+}
+
+/// Where a peer listens: a TCP address, or a unix stream socket's path (`server unix:/path`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// An IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// The path of a unix stream socket (relative paths are relative to the working directory,
+    /// as nginx connects them).
+    Unix(Arc<Path>),
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> Self {
+        PeerAddr::Inet(a)
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    /// As nginx prints a peer in `$upstream_addr` and its logs: `127.0.0.1:80`, `unix:/path`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Inet(a) => a.fmt(f),
+            PeerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
     }
 }
 
@@ -46,7 +73,7 @@ pub struct PeerSpec {
     /// The resolved address as text, as nginx prints it in `$upstream_addr` (`"127.0.0.1:9001"`).
     pub name: String,
     /// Where to connect.
-    pub addr: SocketAddr,
+    pub addr: PeerAddr,
     /// `weight=` (nginx default 1; 0 is rejected).
     pub weight: u32,
     /// `max_fails=` (default 1; 0 disables failure accounting).
@@ -122,7 +149,8 @@ pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 impl PeerSpec {
     /// A peer with nginx's defaults: weight 1, max_fails 1, fail_timeout 10s, not backup, not
     /// down, no max_conns. `name` is `addr` printed as nginx prints it.
-    pub fn new(server: impl Into<String>, addr: SocketAddr) -> Self {
+    pub fn new(server: impl Into<String>, addr: impl Into<PeerAddr>) -> Self {
+        let addr = addr.into();
         PeerSpec {
             server: server.into(),
             name: addr.to_string(),
