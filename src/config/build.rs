@@ -393,6 +393,7 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
         index_of_ref.push(idx);
     }
     http.upstreams = std::mem::take(&mut env.upstreams);
+    check_zones(&http.upstreams)?;
     for server in &mut http.servers {
         server.conf.merge(&http.conf);
         super::handlers_out::check_charsets(&server.conf)?;
@@ -414,6 +415,20 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
         check_ssl(server)?;
     }
     check_listen_conflicts(http, env)?;
+    Ok(())
+}
+
+/// A zone named without a size must be given one by another upstream (nginx's cycle check,
+/// which names no line).
+fn check_zones(upstreams: &[UpstreamConf]) -> Result<()> {
+    let zones = upstreams.iter().filter_map(|u| u.zone.as_ref());
+    for (name, _) in zones.clone() {
+        if !zones.clone().any(|(n, size)| n == name && *size > 0) {
+            return Err(ConfigError::global(format!(
+                "zero size shared memory zone \"{name}\""
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -453,6 +468,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
         keepalive_time: Duration::from_secs(3600),
         span: r.span.clone(),
         conns: Default::default(),
+        zone: None,
     });
     Ok(env.upstreams.len() - 1)
 }

@@ -311,6 +311,8 @@ pub struct UpstreamConf {
     /// Run-time state, not configuration: the open connections on each peer, shared by the
     /// shards serving this configuration (`least_conn` and `random two` compare them).
     pub conns: crate::upstream::peer::SharedConns,
+    /// `zone name [size]` (size 0 when not given here): `max_conns` counts across shards.
+    pub zone: Option<(String, u64)>,
 }
 
 /// A `listen` directive.
