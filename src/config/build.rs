@@ -476,7 +476,12 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
 fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize]) -> Result<()> {
     loc.conf.merge(parent);
     super::handlers_out::check_charsets(&loc.conf)?;
-    if let Some(pp) = loc.conf.proxy_pass.as_mut() {
+    if let Some(pp) = loc
+        .conf
+        .proxy_pass
+        .as_mut()
+        .filter(|pp| pp.dynamic.is_none())
+    {
         pp.upstream = index_of_ref[pp.upstream];
         if pp.uri.is_some()
             && matches!(
@@ -490,7 +495,8 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
             ));
         }
     }
-    if let Some(pp) = loc.conf.proxy_pass.as_ref().filter(|pp| pp.tls) {
+    // A URL with variables may say `https://`: nginx makes its SSL context anyway.
+    if let Some(pp) = (loc.conf.proxy_pass.as_ref()).filter(|pp| pp.tls || pp.dynamic.is_some()) {
         crate::tls::check_upstream(&loc.conf)
             .map_err(|e| ConfigError::at(&pp.span, e.to_string()))?;
     }
@@ -518,7 +524,8 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
 fn finish_nested(conf: &mut LocConf, parent: &LocConf, index_of_ref: &[usize]) {
     conf.merge(parent);
     match conf.proxy_pass.as_mut() {
-        Some(pp) => pp.upstream = index_of_ref[pp.upstream],
+        Some(pp) if pp.dynamic.is_none() => pp.upstream = index_of_ref[pp.upstream],
+        Some(_) => {}
         None => conf.proxy_pass.clone_from(&parent.proxy_pass),
     }
 }

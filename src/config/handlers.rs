@@ -223,14 +223,27 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
         return Err(err(d, "\"proxy_pass\" directive is duplicate"));
     }
     let url = d.arg(0);
-    let host_vars = || {
-        err(
-            d,
-            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
-        )
+    // Variables in the scheme or host: nginx evaluates the whole URL per request (and takes
+    // `https://` as possible: its SSL context is made whatever the URL gives).
+    let dynamic = |e: &mut Env| -> Result<ProxyPass> {
+        Ok(ProxyPass {
+            tls: false,
+            upstream: ProxyPass::UNRESOLVED,
+            host: String::new(),
+            uri: None,
+            uri_vars: None,
+            dynamic: Some(e.template(url, d)?),
+            direct: None,
+            span: d.span.clone(),
+        })
     };
-    if url.starts_with('$') {
-        return Err(host_vars());
+    let literal_scheme = url.starts_with("http://") || url.starts_with("https://");
+    if (url.contains('$') && !literal_scheme)
+        || url.starts_with("http://$")
+        || url.starts_with("https://$")
+    {
+        c.proxy_pass = Some(dynamic(e)?);
+        return Ok(());
     }
     let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
@@ -257,7 +270,8 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
     if (host.is_empty() || host.ends_with(':'))
         && uri.as_deref().is_some_and(|u| u.starts_with('$'))
     {
-        return Err(host_vars());
+        c.proxy_pass = Some(dynamic(e)?);
+        return Ok(());
     }
     let (uri, uri_vars) = match uri {
         Some(u) if u.contains('$') => (None, Some(e.template(&u, d)?)),
@@ -284,6 +298,8 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
         host: host.to_string(),
         uri,
         uri_vars,
+        dynamic: None,
+        direct: None,
         span: d.span.clone(),
     });
     Ok(())

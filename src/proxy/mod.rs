@@ -17,6 +17,7 @@
 mod answer;
 pub mod conn;
 pub mod cookies;
+mod dynamic_pass;
 pub mod error_page;
 mod exchange;
 pub mod expires;

@@ -4,6 +4,7 @@
 //! `https://`). A failed peer is reported to the balancer and the next one tried as
 //! `proxy_next_upstream` allows. The connection goes on to `exchange::send_request`.
 
+use std::cell::RefCell;
 use std::io;
 use std::path::Path;
 use std::time::Instant;
@@ -16,8 +17,8 @@ use super::req::Req;
 use super::upstream_pool::UpstreamConn;
 use crate::config::model::{Balance, ProxyPass};
 use crate::log;
-use crate::upstream::balancer::{Outcome as PeerOutcome, PickState};
-use crate::upstream::peer::PeerAddr;
+use crate::upstream::balancer::{self, Outcome as PeerOutcome, PickState};
+use crate::upstream::peer::{PeerAddr, PeerSpec};
 
 /// Why a connection attempt failed.
 enum Failed {
@@ -36,9 +37,23 @@ pub(super) async fn connect(
     pooled: bool,
 ) -> Result<UpstreamConn, u16> {
     let (ctx, conf) = (req.ctx, req.conf);
-    let group = &req.http.upstreams[pp.upstream];
-    let balancer = &ctx.proxy.balancers[pp.upstream];
-    let key = match &group.balance {
+    let own;
+    let (balancer, name, balance) = match &pp.direct {
+        // An address a URL with variables named: a group of one for this request.
+        Some(addr) => {
+            let spec = PeerSpec::new(pp.host.clone(), addr.clone());
+            let built = balancer::build(&balancer::Method::RoundRobin, vec![spec])
+                .expect("one peer without backup or zero weight makes a group");
+            own = RefCell::new(built);
+            (&own, pp.host.as_str(), &Balance::RoundRobin)
+        }
+        None => {
+            let group = &req.http.upstreams[pp.upstream];
+            let b = &ctx.proxy.balancers[pp.upstream];
+            (b, group.name.as_str(), &group.balance)
+        }
+    };
+    let key = match balance {
         Balance::Hash { key, .. } => {
             let mut k = Vec::new();
             req.vars.render(key, &mut k);
@@ -66,7 +81,7 @@ pub(super) async fn connect(
             .pick(key.as_deref(), Instant::now(), &mut state);
         let Some(id) = picked else {
             let head = req.head;
-            log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", req.conn.peer.ip(), head.method, head.target.raw, group.name);
+            log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", req.conn.peer.ip(), head.method, head.target.raw, name);
             return Err(status);
         };
         let addr = balancer.borrow().peers().spec(id).addr.clone();
