@@ -51,13 +51,6 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
             "\"ssl_conf_command\" directive is not supported by ringproxy: TLS is rustls, not OpenSSL",
         ],
     ),
-    (
-        "swag-homeassistant.conf",
-        &[
-            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
-            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
-        ],
-    ),
 ];
 
 const STOPPED_NO_LINE: &str = "(search stopped: the error names no line)";
@@ -87,6 +80,20 @@ const HTTP: bool = false;
 const HTTPS: bool = true;
 
 const SITES: &[Site] = &[
+    Site {
+        file: "swag-homeassistant.conf",
+        websockets: &[(HTTPS, "homeassistant.example.com", "/api/websocket")],
+        gets: &[
+            (
+                (HTTPS, "homeassistant.example.com", "/lovelace"),
+                Want::Proxied,
+            ),
+            (
+                (HTTPS, "homeassistant.example.com", "/api/states"),
+                Want::Proxied,
+            ),
+        ],
+    },
     Site {
         file: "discourse.conf",
         // No Upgrade headers are set: nginx passes no WebSocket here (Discourse long-polls).
@@ -337,7 +344,7 @@ fn static_body(file: &str) -> String {
 /// A prefix running `site`: the corpus's `nginx.conf` as `ringproxy.conf`, the seed
 /// configurations' `mime.types`, `snippets/` and `sites-enabled/<site>` with the placeholders
 /// substituted, a generated certificate, a static root and `logs/`.
-fn prefix(site: &str, http: u16, https: u16, backend: &str) -> tempfile::TempDir {
+fn prefix(site: &str, http: u16, https: u16, backend: &str, resolver: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     for sub in ["logs", "html", "snippets", "sites-enabled"] {
@@ -353,6 +360,8 @@ fn prefix(site: &str, http: u16, https: u16, backend: &str) -> tempfile::TempDir
         text.replace("@PORT_HTTPS@", &https.to_string())
             .replace("@PORT_HTTP@", &http.to_string())
             .replace("@BACKEND@", backend)
+            .replace("@BACKEND_PORT@", backend.rsplit_once(':').unwrap().1)
+            .replace("@RESOLVER@", resolver)
             .replace("@CERT@", p.join("certs/localhost.crt").to_str().unwrap())
             .replace("@KEY@", p.join("certs/localhost.key").to_str().unwrap())
             .replace("@ROOT@", p.join("html").to_str().unwrap())
@@ -427,7 +436,7 @@ fn every_site_passes_t_or_is_a_known_refusal() {
             .iter()
             .map(|f| {
                 s.spawn(move || {
-                    let dir = prefix(f, 80, 443, "127.0.0.1:3000");
+                    let dir = prefix(f, 80, 443, "127.0.0.1:3000", "127.0.0.1:53");
                     (f.clone(), refusals(dir.path()))
                 })
             })
@@ -556,7 +565,10 @@ fn unix_backends(site: &Path) -> Vec<common::echo::UnixEcho> {
 
 fn run_site(site: &Site, backend: &str) {
     let (http, https) = (common::free_port(), common::free_port());
-    let dir = prefix(site.file, http, https, backend);
+    // What resolver-using sites (swag-homeassistant.conf) look their backend up in.
+    let dns = common::dns::Dns::start();
+    dns.set("homeassistant", &[std::net::Ipv4Addr::LOCALHOST], 30);
+    let dir = prefix(site.file, http, https, backend, &dns.addr.to_string());
     let _unix_backends = unix_backends(&dir.path().join("sites-enabled").join(site.file));
     let proxy = Proxy::start_in(dir, http, "", &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
