@@ -41,6 +41,7 @@ async fn holding_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<Notif
     (addr, seen, release)
 }
 
+/// The status line and, after a space, the `X-Addr` header's value.
 async fn status(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -51,11 +52,12 @@ async fn status(port: u16) -> String {
         .await
         .expect("an answer in time")
         .unwrap();
-    String::from_utf8_lossy(&out)
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let addr = text
         .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
+        .find_map(|l| l.strip_prefix("X-Addr: "))
+        .unwrap_or("-");
+    format!("{} {addr}", text.lines().next().unwrap_or(""))
 }
 
 // effect: zone
@@ -73,7 +75,10 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://u; }}
+        location / {{
+            proxy_pass http://u;
+            add_header X-Addr $upstream_addr always;
+        }}
     }}
 }}
 "
@@ -107,7 +112,10 @@ http {{
     }
     assert_eq!(seen.load(Ordering::SeqCst), 1, "{statuses:?}");
     assert!(
-        statuses.iter().all(|s| s.starts_with("HTTP/1.1 502 ")),
+        // With no peer left, nginx's $upstream_addr is the group's name.
+        statuses
+            .iter()
+            .all(|s| s.starts_with("HTTP/1.1 502 ") && s.ends_with(" u")),
         "{statuses:?}"
     );
     release.notify_waiters();

@@ -80,6 +80,8 @@ pub(super) async fn connect(
             .borrow_mut()
             .pick(key.as_deref(), Instant::now(), &mut state);
         let Some(id) = picked else {
+            // nginx names the group when no peer is left (`pc->name = peers->name`).
+            req.vars.upstream.addr = name.to_string();
             let head = req.head;
             log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", req.conn.peer.ip(), head.method, head.target.raw, name);
             return Err(status);
