@@ -19,12 +19,6 @@ use tokio_tungstenite::tungstenite::Message;
 /// `in FILE:LINE`), in the order `-t` reports them once the ones before are commented out.
 const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
     (
-        "discourse.conf",
-        &[
-            "unix domain sockets in \"proxy_pass\" are not supported by ringproxy",
-        ],
-    ),
-    (
         "mastodon.conf",
         &[
             "\"proxy_cache_path\" directive is not supported by ringproxy: ringproxy has no cache",
@@ -44,13 +38,6 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
             "\"proxy_cache_min_uses\" directive is not supported by ringproxy: ringproxy has no cache",
             "\"proxy_cache_use_stale\" directive is not supported by ringproxy: ringproxy has no cache",
             "\"proxy_cache_lock\" directive is not supported by ringproxy: ringproxy has no cache",
-        ],
-    ),
-    (
-        "swag-homeassistant.conf",
-        &[
-            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
-            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
         ],
     ),
 ];
@@ -95,6 +82,32 @@ const HTTP: bool = false;
 const HTTPS: bool = true;
 
 const SITES: &[Site] = &[
+    Site {
+        file: "swag-homeassistant.conf",
+        websockets: &[(HTTPS, "homeassistant.example.com", "/api/websocket")],
+        gets: &[
+            (
+                (HTTPS, "homeassistant.example.com", "/lovelace"),
+                Want::Proxied,
+            ),
+            (
+                (HTTPS, "homeassistant.example.com", "/api/states"),
+                Want::Proxied,
+            ),
+        ],
+    },
+    Site {
+        file: "discourse.conf",
+        // No Upgrade headers are set: nginx passes no WebSocket here (Discourse long-polls).
+        websockets: &[],
+        gets: &[
+            ((HTTPS, "forum.example.com", "/latest"), Want::Proxied),
+            (
+                (HTTP, "forum.example.com", "/latest"),
+                Want::Redirect(301, "https://forum.example.com/latest"),
+            ),
+        ],
+    },
     Site {
         file: "code-server.conf",
         websockets: &[(HTTP, "code.example.com", "/stable-abc?reconnectionToken=1")],
@@ -355,7 +368,7 @@ fn static_body(file: &str) -> String {
 /// A prefix running `site`: the corpus's `nginx.conf` as `ringproxy.conf`, the seed
 /// configurations' `mime.types`, `snippets/` and `sites-enabled/<site>` with the placeholders
 /// substituted, a generated certificate, a static root and `logs/`.
-fn prefix(site: &str, http: u16, https: u16, backend: &str) -> tempfile::TempDir {
+fn prefix(site: &str, http: u16, https: u16, backend: &str, resolver: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     for sub in ["logs", "html", "snippets", "sites-enabled"] {
@@ -373,10 +386,13 @@ fn prefix(site: &str, http: u16, https: u16, backend: &str) -> tempfile::TempDir
         text.replace("@PORT_HTTPS@", &https.to_string())
             .replace("@PORT_HTTP@", &http.to_string())
             .replace("@BACKEND@", backend)
+            .replace("@BACKEND_PORT@", backend.rsplit_once(':').unwrap().1)
+            .replace("@RESOLVER@", resolver)
             .replace("@CERT@", p.join("certs/localhost.crt").to_str().unwrap())
             .replace("@KEY@", p.join("certs/localhost.key").to_str().unwrap())
             .replace("@ROOT@", p.join("html").to_str().unwrap())
             .replace("@DHPARAM@", p.join("dhparam.pem").to_str().unwrap())
+            .replace("@PREFIX@", p.to_str().unwrap())
     };
     let read = |path: PathBuf| std::fs::read_to_string(path).unwrap();
     std::fs::write(p.join("ringproxy.conf"), read(corpus().join("nginx.conf"))).unwrap();
@@ -446,7 +462,7 @@ fn every_site_passes_t_or_is_a_known_refusal() {
             .iter()
             .map(|f| {
                 s.spawn(move || {
-                    let dir = prefix(f, 80, 443, "127.0.0.1:3000");
+                    let dir = prefix(f, 80, 443, "127.0.0.1:3000", "127.0.0.1:53");
                     (f.clone(), refusals(dir.path()))
                 })
             })
@@ -596,9 +612,26 @@ fn check_get(resp: &str, want: Want, what: &str) {
     }
 }
 
+/// The echo backend on each unix socket the site proxies to (`proxy_pass http://unix:PATH:`).
+fn unix_backends(site: &Path) -> Vec<common::echo::UnixEcho> {
+    let text = std::fs::read_to_string(site).unwrap();
+    text.split("http://unix:")
+        .skip(1)
+        .map(|rest| {
+            let path = Path::new(rest.split_once(':').unwrap().0);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            common::echo::UnixEcho::start(path)
+        })
+        .collect()
+}
+
 fn run_site(site: &Site, backend: &str) {
     let (http, https) = (common::free_port(), common::free_port());
-    let dir = prefix(site.file, http, https, backend);
+    // What resolver-using sites (swag-homeassistant.conf) look their backend up in.
+    let dns = common::dns::Dns::start();
+    dns.set("homeassistant", &[std::net::Ipv4Addr::LOCALHOST], 30);
+    let dir = prefix(site.file, http, https, backend, &dns.addr.to_string());
+    let _unix_backends = unix_backends(&dir.path().join("sites-enabled").join(site.file));
     let proxy = Proxy::start_in(dir, http, "", &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -128,6 +128,7 @@ pub(super) fn upstream(d: &Directive, env: &mut Env, ctx: directives::Ctx) -> Re
             keepalive_time: Duration::from_secs(3600),
             span: d.span.clone(),
             conns: Default::default(),
+            zone: None,
         },
         balance_set: false,
         keepalive: None,
@@ -138,6 +139,9 @@ pub(super) fn upstream(d: &Directive, env: &mut Env, ctx: directives::Ctx) -> Re
     walk(children(d), ctx, &mut Scope::Upstream(&mut u), env)?;
     if u.conf.peers.is_empty() {
         return Err(err(d, "no servers are inside upstream"));
+    }
+    if u.conf.zone.is_some() {
+        u.conf.conns = crate::upstream::peer::SharedConns::zoned();
     }
     u.conf.keepalive = u.keepalive.unwrap_or(0);
     u.conf.keepalive_timeout = u.keepalive_timeout.unwrap_or(Duration::from_secs(60));
@@ -150,17 +154,19 @@ pub(super) fn upstream(d: &Directive, env: &mut Env, ctx: directives::Ctx) -> Re
 /// `server address [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down] [max_conns=N]`.
 pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env) -> Result<()> {
     let addr = d.arg(0);
-    if addr.starts_with("unix:") {
-        return Err(err(
-            d,
-            "unix domain sockets in upstream are not supported by ringproxy",
-        ));
-    }
-    let hp =
-        parse_host_port(addr, false).map_err(|e| err(d, format!("{e} in upstream \"{addr}\"")))?;
-    let port = hp.port.unwrap_or(80);
-    let addrs = resolve(&hp.host, port)
-        .ok_or_else(|| err(d, format!("host not found in upstream \"{addr}\"")))?;
+    let addrs = if let Some(path) = addr.strip_prefix("unix:") {
+        vec![super::values::unix_peer(path)
+            .map_err(|e| err(d, format!("{e} in upstream \"{addr}\"")))?]
+    } else {
+        let hp = parse_host_port(addr, false)
+            .map_err(|e| err(d, format!("{e} in upstream \"{addr}\"")))?;
+        let port = hp.port.unwrap_or(80);
+        resolve(&hp.host, port)
+            .ok_or_else(|| err(d, format!("host not found in upstream \"{addr}\"")))?
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    };
     let mut peer = PeerConf::new(addr.to_string(), addrs, d.span.clone());
     let invalid = |a: &str| err(d, format!("invalid parameter \"{a}\""));
     for a in &d.args[1..] {
@@ -194,6 +200,28 @@ pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env)
         }
     }
     u.conf.peers.push(peer);
+    Ok(())
+}
+
+/// `zone name [size]`: the size is checked as nginx does (at least 8 pages); it sizes nothing
+/// here, the shared state being as large as the peer list.
+pub(crate) fn upstream_zone(u: &mut UpstreamBuild, d: &Directive, _: &mut Env) -> Result<()> {
+    // nginx 1.22 takes a second `zone` in one upstream without complaint: the last one counts.
+    let name = d.arg(0);
+    let size = match d.args.get(1) {
+        None => 0,
+        Some(a) => {
+            let v = a.value.as_str();
+            let size = super::values::parse_size(v)
+                .ok_or_else(|| err(d, format!("invalid zone size \"{v}\"")))?;
+            // 8 * ngx_pagesize.
+            if size < 8 * 4096 {
+                return Err(err(d, format!("zone \"{name}\" is too small")));
+            }
+            size
+        }
+    };
+    u.conf.zone = Some((name.to_string(), size));
     Ok(())
 }
 

@@ -427,6 +427,7 @@ fn finish_http(http: &mut HttpConf, env: &mut Env) -> Result<()> {
     }
     http.upstreams = std::mem::take(&mut env.upstreams);
     super::limits::check_refs(http, env)?;
+    check_zones(&http.upstreams)?;
     for server in &mut http.servers {
         server.conf.merge(&http.conf);
         super::handlers_out::check_charsets(&server.conf)?;
@@ -484,6 +485,20 @@ fn check_default_certificates(http: &HttpConf) -> Result<()> {
     Ok(())
 }
 
+/// A zone named without a size must be given one by another upstream (nginx's cycle check,
+/// which names no line).
+fn check_zones(upstreams: &[UpstreamConf]) -> Result<()> {
+    let zones = upstreams.iter().filter_map(|u| u.zone.as_ref());
+    for (name, _) in zones.clone() {
+        if !zones.clone().any(|(n, size)| n == name && *size > 0) {
+            return Err(ConfigError::global(format!(
+                "zero size shared memory zone \"{name}\""
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
     let port = r.port.unwrap_or(if r.tls { 443 } else { 80 });
     let name = match r.port {
@@ -497,9 +512,18 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
     {
         return Ok(i);
     }
-    let addrs = resolve(&r.host, port).ok_or_else(|| {
-        ConfigError::at(&r.span, format!("host not found in upstream \"{name}\""))
-    })?;
+    let addrs = match r.host.strip_prefix("unix:") {
+        Some(path) => {
+            vec![super::values::unix_peer(path).map_err(|m| ConfigError::at(&r.span, m))?]
+        }
+        None => resolve(&r.host, port)
+            .ok_or_else(|| {
+                ConfigError::at(&r.span, format!("host not found in upstream \"{name}\""))
+            })?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    };
     env.upstreams.push(UpstreamConf {
         name: name.clone(),
         explicit: false,
@@ -511,6 +535,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
         keepalive_time: Duration::from_secs(3600),
         span: r.span.clone(),
         conns: Default::default(),
+        zone: None,
     });
     Ok(env.upstreams.len() - 1)
 }
@@ -518,7 +543,12 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
 fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize]) -> Result<()> {
     loc.conf.merge(parent);
     super::handlers_out::check_charsets(&loc.conf)?;
-    if let Some(pp) = loc.conf.proxy_pass.as_mut() {
+    if let Some(pp) = loc
+        .conf
+        .proxy_pass
+        .as_mut()
+        .filter(|pp| pp.dynamic.is_none())
+    {
         pp.upstream = index_of_ref[pp.upstream];
         if pp.uri.is_some()
             && matches!(
@@ -532,7 +562,8 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
             ));
         }
     }
-    if let Some(pp) = loc.conf.proxy_pass.as_ref().filter(|pp| pp.tls) {
+    // A URL with variables may say `https://`: nginx makes its SSL context anyway.
+    if let Some(pp) = (loc.conf.proxy_pass.as_ref()).filter(|pp| pp.tls || pp.dynamic.is_some()) {
         crate::tls::check_upstream(&loc.conf)
             .map_err(|e| ConfigError::at(&pp.span, e.to_string()))?;
     }
@@ -560,7 +591,8 @@ fn finish_location(loc: &mut Location, parent: &LocConf, index_of_ref: &[usize])
 fn finish_nested(conf: &mut LocConf, parent: &LocConf, index_of_ref: &[usize]) {
     conf.merge(parent);
     match conf.proxy_pass.as_mut() {
-        Some(pp) => pp.upstream = index_of_ref[pp.upstream],
+        Some(pp) if pp.dynamic.is_none() => pp.upstream = index_of_ref[pp.upstream],
+        Some(_) => {}
         None => conf.proxy_pass.clone_from(&parent.proxy_pass),
     }
 }

@@ -223,14 +223,27 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
         return Err(err(d, "\"proxy_pass\" directive is duplicate"));
     }
     let url = d.arg(0);
-    let host_vars = || {
-        err(
-            d,
-            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
-        )
+    // Variables in the scheme or host: nginx evaluates the whole URL per request (and takes
+    // `https://` as possible: its SSL context is made whatever the URL gives).
+    let dynamic = |e: &mut Env| -> Result<ProxyPass> {
+        Ok(ProxyPass {
+            tls: false,
+            upstream: ProxyPass::UNRESOLVED,
+            host: String::new(),
+            uri: None,
+            uri_vars: None,
+            dynamic: Some(e.template(url, d)?),
+            direct: None,
+            span: d.span.clone(),
+        })
     };
-    if url.starts_with('$') {
-        return Err(host_vars());
+    let literal_scheme = url.starts_with("http://") || url.starts_with("https://");
+    if (url.contains('$') && !literal_scheme)
+        || url.starts_with("http://$")
+        || url.starts_with("https://$")
+    {
+        c.proxy_pass = Some(dynamic(e)?);
+        return Ok(());
     }
     let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
@@ -239,32 +252,43 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
     } else {
         return Err(err(d, "invalid URL prefix"));
     };
-    // Variables may follow the host (`http://backend$request_uri`), as a URI part.
-    let (host, uri) = match rest.find(['/', '$']) {
-        Some(i) => (&rest[..i], Some(rest[i..].to_string())),
-        None => (rest, None),
+    // Variables may follow the host (`http://backend$request_uri`), as a URI part. A unix
+    // socket's path ends at the next `:` (`http://unix:/path:/uri`), as in nginx.
+    let (host, uri) = if let Some(path) = rest.strip_prefix("unix:") {
+        match path.find(':') {
+            Some(i) => (&rest[..5 + i], Some(path[i + 1..].to_string())),
+            None => (rest, None),
+        }
+    } else {
+        match rest.find(['/', '$']) {
+            Some(i) => (&rest[..i], Some(rest[i..].to_string())),
+            None => (rest, None),
+        }
     };
+    let uri = uri.filter(|u| !u.is_empty());
     // `http://$host...` or `http://backend:$port...`: the variable is the host's.
     if (host.is_empty() || host.ends_with(':'))
         && uri.as_deref().is_some_and(|u| u.starts_with('$'))
     {
-        return Err(host_vars());
+        c.proxy_pass = Some(dynamic(e)?);
+        return Ok(());
     }
     let (uri, uri_vars) = match uri {
         Some(u) if u.contains('$') => (None, Some(e.template(&u, d)?)),
         u => (u, None),
     };
-    if host.starts_with("unix:") {
-        return Err(err(
-            d,
-            "unix domain sockets in \"proxy_pass\" are not supported by ringproxy",
-        ));
-    }
-    let hp =
-        parse_host_port(host, false).map_err(|m| err(d, format!("{m} in upstream \"{rest}\"")))?;
+    let (ref_host, port) = if let Some(path) = host.strip_prefix("unix:") {
+        super::values::unix_peer(path)
+            .map_err(|m| err(d, format!("{m} in upstream \"{rest}\"")))?;
+        (host.to_string(), None)
+    } else {
+        let hp = parse_host_port(host, false)
+            .map_err(|m| err(d, format!("{m} in upstream \"{rest}\"")))?;
+        (hp.host, hp.port)
+    };
     e.proxy_refs.push(ProxyRef {
-        host: hp.host.clone(),
-        port: hp.port,
+        host: ref_host,
+        port,
         tls,
         span: d.span.clone(),
     });
@@ -274,6 +298,8 @@ pub(crate) fn proxy_pass(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<
         host: host.to_string(),
         uri,
         uri_vars,
+        dynamic: None,
+        direct: None,
         span: d.span.clone(),
     });
     Ok(())

@@ -192,3 +192,39 @@ pub(crate) fn proxy_cookie_flags(c: &mut LocConf, d: &Directive, e: &mut Env) ->
     c.proxy_cookie_flags.get_or_insert_with(Vec::new).push(rule);
     Ok(())
 }
+
+/// `resolver address ... [valid=time] [ipv4=on|off] [ipv6=on|off]` (`ipv4=` as nginx 1.23.1+;
+/// a name is resolved now, each of its addresses a server).
+pub(crate) fn resolver(c: &mut LocConf, d: &Directive, _: &mut Env) -> Result<()> {
+    if c.resolver.is_some() {
+        return Err(err(d, "\"resolver\" directive is duplicate"));
+    }
+    let mut r = crate::config::model::ResolverConf::default();
+    for a in &d.args {
+        let v = a.value.as_str();
+        let invalid = || err(d, format!("invalid parameter: {v}"));
+        let on_off = |s: &str| match s {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err(invalid()),
+        };
+        if let Some(t) = v.strip_prefix("valid=") {
+            r.valid = Some(super::values::parse_time(t).ok_or_else(invalid)?);
+        } else if let Some(s) = v.strip_prefix("ipv4=") {
+            r.ipv4 = on_off(s)?;
+        } else if let Some(s) = v.strip_prefix("ipv6=") {
+            r.ipv6 = on_off(s)?;
+        } else {
+            let hp = super::values::parse_host_port(v, false)
+                .map_err(|e| err(d, format!("{e} in resolver \"{v}\"")))?;
+            let addrs = super::values::resolve(&hp.host, hp.port.unwrap_or(53))
+                .ok_or_else(|| err(d, format!("host not found in resolver \"{v}\"")))?;
+            r.addrs.extend(addrs);
+        }
+    }
+    if !r.ipv4 && !r.ipv6 {
+        return Err(err(d, "\"ipv4\" and \"ipv6\" cannot both be \"off\""));
+    }
+    c.resolver = Some(r);
+    Ok(())
+}

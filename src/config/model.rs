@@ -257,7 +257,7 @@ pub struct PeerConf {
     /// As written (`127.0.0.1:9001`, `backend.local`), which consistent hashing uses.
     pub name: String,
     /// Resolved addresses (a name may resolve to several: each becomes a peer, as in nginx).
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<crate::upstream::peer::PeerAddr>,
     /// `weight=` (default 1).
     pub weight: u32,
     /// `max_fails=` (default 1; 0 disables accounting).
@@ -276,7 +276,7 @@ pub struct PeerConf {
 
 impl PeerConf {
     /// A peer with nginx's defaults (weight 1, max_fails 1, fail_timeout 10s).
-    pub fn new(name: String, addrs: Vec<SocketAddr>, span: Span) -> PeerConf {
+    pub fn new(name: String, addrs: Vec<crate::upstream::peer::PeerAddr>, span: Span) -> PeerConf {
         PeerConf {
             name,
             addrs,
@@ -315,6 +315,8 @@ pub struct UpstreamConf {
     /// Run-time state, not configuration: the open connections on each peer, shared by the
     /// shards serving this configuration (`least_conn` and `random two` compare them).
     pub conns: crate::upstream::peer::SharedConns,
+    /// `zone name [size]` (size 0 when not given here): `max_conns` counts across shards.
+    pub zone: Option<(String, u64)>,
 }
 
 /// A `listen` directive.
@@ -467,8 +469,25 @@ pub struct ProxyPass {
     /// A URI part with variables (`http://backend$request_uri`): rendered per request and sent
     /// as it comes out, the location's prefix not replaced (as nginx); `uri` is then `None`.
     pub uri_vars: Option<Template>,
+    /// The whole URL, when its scheme or host has variables (`http://$backend`): evaluated per
+    /// request into a `ProxyPass` naming an upstream group or a `direct` address, as nginx
+    /// does (`proxy::dynamic_pass`). `upstream` is [`ProxyPass::UNRESOLVED`] until then.
+    pub dynamic: Option<Template>,
+    /// The peer of an evaluated URL whose host is no upstream group's name but an address
+    /// (`http://127.0.0.1:8081`, `http://unix:/path`): a group of its own for the request.
+    pub direct: Option<crate::upstream::peer::PeerAddr>,
     /// Where it was written.
     pub span: Span,
+}
+
+impl ProxyPass {
+    /// `upstream` of a URL with variables before it is evaluated, and of a `direct` peer.
+    pub const UNRESOLVED: usize = usize::MAX;
+
+    /// A URL with variables in its scheme or host, not yet evaluated for this request.
+    pub fn needs_eval(&self) -> bool {
+        self.dynamic.is_some() && self.direct.is_none() && self.upstream == Self::UNRESOLVED
+    }
 }
 
 /// One step of the rewrite module's script (run in order, per server and per location).
@@ -693,6 +712,30 @@ pub enum UaMatch {
     Regex(Regex),
 }
 
+/// `resolver address ... [valid=time] [ipv4=on|off] [ipv6=on|off]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolverConf {
+    /// The name servers (port 53 unless given).
+    pub addrs: Vec<SocketAddr>,
+    /// `valid=`: how long an answer is kept, instead of its TTL.
+    pub valid: Option<Duration>,
+    /// Ask for A records.
+    pub ipv4: bool,
+    /// Ask for AAAA records.
+    pub ipv6: bool,
+}
+
+impl Default for ResolverConf {
+    fn default() -> Self {
+        ResolverConf {
+            addrs: Vec::new(),
+            valid: None,
+            ipv4: true,
+            ipv6: true,
+        }
+    }
+}
+
 /// One `proxy_redirect` rule.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProxyRedirect {
@@ -804,6 +847,10 @@ loc_conf! {
         proxy_pass_header: Vec<String> = Vec::new(),
         /// `proxy_connect_timeout`.
         proxy_connect_timeout: Duration = secs(60),
+        /// `resolver` (no address: none defined).
+        resolver: ResolverConf = ResolverConf::default(),
+        /// `resolver_timeout`.
+        resolver_timeout: Duration = secs(30),
         /// `proxy_read_timeout`.
         proxy_read_timeout: Duration = secs(60),
         /// `proxy_send_timeout`.

@@ -233,6 +233,18 @@ pub(super) fn block(d: &Directive, env: &mut Env) -> Result<StreamConf> {
         }
     }
     stream.upstreams = stream_upstreams;
+    // The stream engine connects TCP only.
+    for p in stream.upstreams.iter().flat_map(|u| &u.peers) {
+        if p.addrs
+            .iter()
+            .any(|a| matches!(a, crate::upstream::peer::PeerAddr::Unix(_)))
+        {
+            return Err(ConfigError::at(
+                &p.span,
+                "unix domain sockets in stream upstreams are not supported by ringproxy",
+            ));
+        }
+    }
     let mut index_of_ref = Vec::with_capacity(refs.len());
     for r in &refs {
         let explicit = stream
@@ -291,7 +303,12 @@ fn implicit(upstreams: &mut Vec<UpstreamConf>, r: &ProxyRef, port: u16) -> Resul
     upstreams.push(UpstreamConf {
         name: name.clone(),
         explicit: false,
-        peers: vec![super::model::PeerConf::new(name, addrs, r.span.clone())],
+        peers: vec![super::model::PeerConf::new(
+            name,
+            addrs.into_iter().map(Into::into).collect(),
+            r.span.clone(),
+        )],
+        zone: None,
         balance: super::model::Balance::RoundRobin,
         keepalive: 0,
         keepalive_timeout: Duration::from_secs(60),

@@ -53,7 +53,7 @@ pub static STREAM_DIRECTIVES: &[Spec] = &[
     spec!("proxy_requests", SS, A1, Handler::Unsupported("UDP is not proxied")),
     spec!("allow", SS, MORE1, Handler::Stream(st::refuse)),
     spec!("deny", SS, MORE1, Handler::Stream(st::refuse)),
-    spec!("limit_conn", SS, MORE1, Handler::Stream(st::refuse)),
+    spec!("limit_conn", SS, MORE1, Handler::Unsupported("")),
     spec!("set", SS, MORE1, Handler::Stream(st::refuse)),
     spec!("resolver", SS, MORE1, Handler::NoEffect("upstream host names are resolved at start and reload, as nginx does without a resolver")),
     spec!("resolver_timeout", SS, A1, Handler::NoEffect("upstream host names are resolved at start and reload")),

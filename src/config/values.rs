@@ -160,6 +160,20 @@ fn parse_port(s: &str) -> Option<u16> {
     Some(n as u16)
 }
 
+/// The peer of `unix:PATH` (the text after `unix:`), with nginx's errors for an empty path and
+/// one too long for `sun_path` (room for its terminating NUL included).
+pub fn unix_peer(path: &str) -> Result<crate::upstream::peer::PeerAddr, &'static str> {
+    if path.is_empty() {
+        return Err("no path in the unix domain socket");
+    }
+    // sizeof(sockaddr_un.sun_path) on Linux.
+    if path.len() + 1 > 108 {
+        return Err("too long path in the unix domain socket");
+    }
+    let path: std::sync::Arc<std::path::Path> = std::path::Path::new(path).into();
+    Ok(crate::upstream::peer::PeerAddr::Unix(path))
+}
+
 /// Resolves a host and port as nginx does at configuration time (`*` is the wildcard address).
 pub fn resolve(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
     if host == "*" {

@@ -102,6 +102,13 @@ impl UpstreamFacts {
     /// `$proxy_host`/`$proxy_port` of a `proxy_pass` (nginx's `ngx_http_proxy_set_vars`: the
     /// scheme's default port is left out of the host).
     pub fn for_proxy_pass(pass: &ProxyPass) -> UpstreamFacts {
+        if pass.host.starts_with("unix:") {
+            // nginx's `$proxy_host` for a unix socket, with no port.
+            return UpstreamFacts {
+                proxy_host: "localhost".to_string(),
+                ..UpstreamFacts::default()
+            };
+        }
         let default = if pass.tls { "443" } else { "80" };
         let (host, port) = split_port(&pass.host);
         let (proxy_host, proxy_port) = match port {

@@ -240,7 +240,7 @@ fn names_charset(content_type: &[u8]) -> bool {
 /// and its replacement, or `None` where nginx has none (a regex or named location with a URI in
 /// `proxy_pass`).
 pub fn default_redirect(pp: &ProxyPass, matcher: &LocationMatch) -> Option<(String, String)> {
-    if pp.uri_vars.is_some() {
+    if pp.uri_vars.is_some() || pp.dynamic.is_some() {
         // nginx has no default rule for a URL with variables: it refuses `proxy_redirect
         // default` there, and without the directive nothing is rewritten.
         return None;

@@ -19,6 +19,7 @@ mod answer;
 mod auth_request;
 pub mod conn;
 pub mod cookies;
+mod dynamic_pass;
 pub mod error_page;
 mod exchange;
 pub mod expires;
@@ -92,7 +93,7 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
                 backup: p.backup,
                 down: p.down,
                 max_conns: p.max_conns,
-                ..PeerSpec::new(p.name.clone(), *addr)
+                ..PeerSpec::new(p.name.clone(), addr.clone())
             });
         }
     }

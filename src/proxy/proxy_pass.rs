@@ -36,17 +36,18 @@ use crate::upstream::keepalive;
 
 /// A peer's connection slot taken by the balancer's pick (`max_conns` counts it), given back
 /// when the request, or its tunnel, is done with the connection.
+/// A `direct` peer's group of one lives only for its request: nothing to give back.
 pub(super) struct PeerSlot {
     ctx: Rc<ShardCtx>,
-    upstream: usize,
+    upstream: Option<usize>,
     peer: crate::upstream::PeerId,
 }
 
 impl PeerSlot {
-    fn new(ctx: &Rc<ShardCtx>, upstream: usize, peer: crate::upstream::PeerId) -> PeerSlot {
+    fn new(ctx: &Rc<ShardCtx>, pp: &ProxyPass, peer: crate::upstream::PeerId) -> PeerSlot {
         PeerSlot {
             ctx: ctx.clone(),
-            upstream,
+            upstream: pp.direct.is_none().then_some(pp.upstream),
             peer,
         }
     }
@@ -54,9 +55,9 @@ impl PeerSlot {
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        self.ctx.proxy.balancers[self.upstream]
-            .borrow_mut()
-            .release(self.peer);
+        if let Some(u) = self.upstream {
+            self.ctx.proxy.balancers[u].borrow_mut().release(self.peer);
+        }
     }
 }
 
@@ -82,6 +83,18 @@ pub(super) async fn proxy(req: &mut Req<'_>, pp: &ProxyPass, keep_alive: bool) -
     if let Some(refused) = refuse(req).await {
         return refused;
     }
+    let evaluated;
+    let pp = if pp.needs_eval() {
+        match super::dynamic_pass::evaluate(req, pp).await {
+            Ok(p) => {
+                evaluated = p;
+                &evaluated
+            }
+            Err(code) => return req.fail(code).await,
+        }
+    } else {
+        pp
+    };
     req.vars.upstream = UpstreamFacts::for_proxy_pass(pp);
     let (upstream, sent, slot) = match exchange(req, pp).await {
         Ok(exchanged) => exchanged,
@@ -136,7 +149,11 @@ pub(super) async fn proxy(req: &mut Req<'_>, pp: &ProxyPass, keep_alive: bool) -
         None => relay_response_body(req, &upstream.stream, ubuf, Frame::of(body, framing)).await,
     };
     // Only plain connections are cached (a TLS one is never taken back out).
-    if matches!(relayed, Ok(true)) && reusable && upstream.stream.plain().is_some() {
+    if matches!(relayed, Ok(true))
+        && reusable
+        && upstream.stream.plain().is_some()
+        && pp.direct.is_none()
+    {
         UpstreamPools::put(req.ctx, pp.upstream, upstream);
     }
     drop(slot);
@@ -218,14 +235,15 @@ async fn exchange(
     // A cached connection the peer closed just as the request went out is retried once on a
     // new connection (nginx: proxy_next_upstream error, not counted against the peer).
     let retry = upstream_pool::may_retry(req.head, req.early, req.conf);
-    let mut pooled = !pp.tls && req.ctx.proxy.upstream_pools.enabled(pp.upstream);
+    let mut pooled =
+        !pp.tls && pp.direct.is_none() && req.ctx.proxy.upstream_pools.enabled(pp.upstream);
     let body_read = req.conn.body_read.get();
     loop {
         let mut up = match connect(req, pp, pooled).await {
             Ok(u) => u,
             Err(code) => return Err(req.fail(code).await),
         };
-        let slot = PeerSlot::new(req.ctx, pp.upstream, up.peer);
+        let slot = PeerSlot::new(req.ctx, pp, up.peer);
         match send_request(req, &mut up, pp, retry).await {
             Ok(sent) => return Ok((up, sent, slot)),
             Err(Sent::Stale) => {

@@ -4,8 +4,9 @@
 //! `https://`). A failed peer is reported to the balancer and the next one tried as
 //! `proxy_next_upstream` allows. The connection goes on to `exchange::send_request`.
 
+use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
@@ -16,7 +17,8 @@ use super::req::Req;
 use super::upstream_pool::UpstreamConn;
 use crate::config::model::{Balance, ProxyPass};
 use crate::log;
-use crate::upstream::balancer::{Outcome as PeerOutcome, PickState};
+use crate::upstream::balancer::{self, Outcome as PeerOutcome, PickState};
+use crate::upstream::peer::{PeerAddr, PeerSpec};
 
 /// Why a connection attempt failed.
 enum Failed {
@@ -35,9 +37,23 @@ pub(super) async fn connect(
     pooled: bool,
 ) -> Result<UpstreamConn, u16> {
     let (ctx, conf) = (req.ctx, req.conf);
-    let group = &req.http.upstreams[pp.upstream];
-    let balancer = &ctx.proxy.balancers[pp.upstream];
-    let key = match &group.balance {
+    let own;
+    let (balancer, name, balance) = match &pp.direct {
+        // An address a URL with variables named: a group of one for this request.
+        Some(addr) => {
+            let spec = PeerSpec::new(pp.host.clone(), addr.clone());
+            let built = balancer::build(&balancer::Method::RoundRobin, vec![spec])
+                .expect("one peer without backup or zero weight makes a group");
+            own = RefCell::new(built);
+            (&own, pp.host.as_str(), &Balance::RoundRobin)
+        }
+        None => {
+            let group = &req.http.upstreams[pp.upstream];
+            let b = &ctx.proxy.balancers[pp.upstream];
+            (b, group.name.as_str(), &group.balance)
+        }
+    };
+    let key = match balance {
         Balance::Hash { key, .. } => {
             let mut k = Vec::new();
             req.vars.render(key, &mut k);
@@ -64,18 +80,20 @@ pub(super) async fn connect(
             .borrow_mut()
             .pick(key.as_deref(), Instant::now(), &mut state);
         let Some(id) = picked else {
+            // nginx names the group when no peer is left (`pc->name = peers->name`).
+            req.vars.upstream.addr = name.to_string();
             let head = req.head;
-            log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", req.conn.peer.ip(), head.method, head.target.raw, group.name);
+            log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", req.conn.peer.ip(), head.method, head.target.raw, name);
             return Err(status);
         };
-        let addr = balancer.borrow().peers().spec(id).addr;
+        let addr = balancer.borrow().peers().spec(id).addr.clone();
         let cached = pooled.then(|| ctx.proxy.upstream_pools.take(pp.upstream, id));
         if let Some(c) = cached.flatten() {
             req.vars.upstream.addr = addr.to_string();
             return Ok(c);
         }
         tries += 1;
-        let failed = match attempt(req, pp, addr).await {
+        let failed = match attempt(req, pp, &addr).await {
             Ok(s) => {
                 balancer
                     .borrow_mut()
@@ -95,7 +113,7 @@ pub(super) async fn connect(
         };
         status = if timed_out { 504 } else { 502 };
         if let Failed::Connect(e) = &failed {
-            log_connect_failure(req, pp, addr, e, timed_out);
+            log_connect_failure(req, pp, &addr, e, timed_out);
         }
         let allowed = !next.off
             && next
@@ -112,14 +130,13 @@ pub(super) async fn connect(
 /// One new connection to `addr`: the connect within `proxy_connect_timeout`, the location's
 /// socket options, and for `https://` the TLS handshake, part of connecting as in nginx (a
 /// failed one fails the peer, and the next one is tried).
-async fn attempt(req: &mut Req<'_>, pp: &ProxyPass, addr: SocketAddr) -> Result<Stream, Failed> {
+async fn attempt(req: &mut Req<'_>, pp: &ProxyPass, addr: &PeerAddr) -> Result<Stream, Failed> {
     let conf = req.conf;
-    let connected =
-        monoio::time::timeout(conf.proxy_connect_timeout(), TcpStream::connect_addr(addr)).await;
+    let connected = monoio::time::timeout(conf.proxy_connect_timeout(), connect_peer(addr)).await;
     match connected {
         Ok(Ok(s)) if super::io::set_nonblocking(&s).is_ok() => {
             // nginx sets it on upstream connections too (streamed bodies, tunnels).
-            if conf.tcp_nodelay() {
+            if conf.tcp_nodelay() && matches!(addr, PeerAddr::Inet(_)) {
                 let _ = s.set_nodelay(true);
             }
             if conf.proxy_socket_keepalive() {
@@ -137,10 +154,36 @@ async fn attempt(req: &mut Req<'_>, pp: &ProxyPass, addr: SocketAddr) -> Result<
     }
 }
 
+/// A new connection to `addr`, TCP or unix.
+async fn connect_peer(addr: &PeerAddr) -> io::Result<TcpStream> {
+    match addr {
+        PeerAddr::Inet(a) => TcpStream::connect_addr(*a).await,
+        PeerAddr::Unix(path) => connect_unix(path),
+    }
+}
+
+/// A connected unix stream socket, carried as a monoio `TcpStream`: that type is only a
+/// descriptor registered with the driver (io_uring or epoll), and all the proxy does with an
+/// upstream stream (readiness waits, reads and writes, splice, shutdown, passing it to a new
+/// binary) works on any stream socket, so the tunnel, the keep-alive pool and the splice path
+/// serve unix peers unchanged. Only TCP options are skipped for it (`attempt`); its addresses
+/// are never asked (monoio would expect an inet one).
+///
+/// The connect is non-blocking, as nginx's: a unix socket connects at once or fails at once
+/// (`EAGAIN` when the listener's backlog is full, which nginx reports as a failure too).
+fn connect_unix(path: &Path) -> io::Result<TcpStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    s.connect(&SockAddr::unix(path)?)?;
+    let fd: std::os::fd::OwnedFd = s.into();
+    TcpStream::from_std(std::net::TcpStream::from(fd))
+}
+
 fn log_connect_failure(
     req: &Req<'_>,
     pp: &ProxyPass,
-    addr: SocketAddr,
+    addr: &PeerAddr,
     e: &io::Error,
     timed_out: bool,
 ) {
@@ -148,6 +191,9 @@ fn log_connect_failure(
     let scheme = if pp.tls { "https" } else { "http" };
     if timed_out {
         log!(Error, "upstream timed out (110: Connection timed out) while connecting to upstream, client: {ip}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", head.method, head.target.raw);
+    } else if let PeerAddr::Unix(_) = addr {
+        // A unix connect fails synchronously, where nginx names the peer.
+        log!(Error, "connect() to {addr} failed ({}) while connecting to upstream, client: {ip}, request: \"{} {}\", upstream: \"{scheme}://{addr}:\"", crate::config::os_error(e), head.method, head.target.raw);
     } else {
         log!(Error, "connect() failed ({}) while connecting to upstream, client: {ip}, request: \"{} {}\", upstream: \"{scheme}://{addr}\"", crate::config::os_error(e), head.method, head.target.raw);
     }

@@ -311,7 +311,12 @@ impl Session<'_> {
                 log!(Error, "no live upstreams while connecting to upstream, client: {}, server: {}, upstream: \"{}\"", vars.remote.ip(), vars.local, upstream.name);
                 return None;
             };
-            let addr = balancer.borrow().peers().spec(id).addr;
+            // Configuration refuses unix sockets in stream upstreams.
+            let crate::upstream::peer::PeerAddr::Inet(addr) =
+                balancer.borrow().peers().spec(id).addr.clone()
+            else {
+                return None;
+            };
             vars.upstream_addr.push(addr.to_string());
             tries += 1;
             match self.attempt(addr, vars).await {

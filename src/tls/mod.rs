@@ -11,10 +11,10 @@
 //! configuration generation, and shared by the shards.
 
 mod client;
-pub mod conf_command;
-mod ocsp;
 pub mod client_auth;
+pub mod conf_command;
 pub mod keys;
+mod ocsp;
 pub mod peer;
 mod server;
 mod session;

@@ -16,8 +16,8 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use rustix::net::RecvFlags;
 
-use super::conf_command::{self, Role, Tuning};
 use super::client_auth::{ClientAuth, Handshake, Mode};
+use super::conf_command::{self, Role, Tuning};
 use super::peer::PeerCert;
 use super::session::{cache_entries, Cache, Tickets};
 use super::stapling::{self, Staple};

@@ -11,6 +11,7 @@
 pub mod balancer;
 pub mod keepalive;
 pub mod peer;
+pub mod resolver;
 
 pub use balancer::{Balancer, Method, Outcome, PickState};
 pub use peer::{PeerId, PeerListError, PeerSpec, PeerState, Peers, TriedSet};

@@ -16,6 +16,7 @@
 //! the second.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,6 +29,32 @@ impl PeerId {
     /// The position of this peer in the spec list.
     pub fn index(self) -> usize {
         self.0
+    }
+}
+
+/// Where a peer listens: a TCP address, or a unix stream socket's path (`server unix:/path`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// An IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// The path of a unix stream socket (relative paths are relative to the working directory,
+    /// as nginx connects them).
+    Unix(Arc<Path>),
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> Self {
+        PeerAddr::Inet(a)
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    /// As nginx prints a peer in `$upstream_addr` and its logs: `127.0.0.1:80`, `unix:/path`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Inet(a) => a.fmt(f),
+            PeerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
     }
 }
 
@@ -46,7 +73,7 @@ pub struct PeerSpec {
     /// The resolved address as text, as nginx prints it in `$upstream_addr` (`"127.0.0.1:9001"`).
     pub name: String,
     /// Where to connect.
-    pub addr: SocketAddr,
+    pub addr: PeerAddr,
     /// `weight=` (nginx default 1; 0 is rejected).
     pub weight: u32,
     /// `max_fails=` (default 1; 0 disables failure accounting).
@@ -57,7 +84,7 @@ pub struct PeerSpec {
     pub backup: bool,
     /// `down`: never picked (but still placed on the consistent-hash ring, as nginx does).
     pub down: bool,
-    /// `max_conns=` (default 0: unlimited), counted per shard.
+    /// `max_conns=` (default 0: unlimited), counted per shard, or across shards with a `zone`.
     pub max_conns: u32,
 }
 
@@ -67,13 +94,21 @@ pub struct PeerSpec {
 /// The config model holds one per upstream group, so all shards of a generation share it; it is
 /// sized by the first [`Peers::with_conns`] that uses it. A clone shares the counters. Being
 /// run-time state, it never makes two configurations differ: `==` is always true.
+///
+/// With a `zone` in the upstream, `max_conns` is checked against these shared counts too, as
+/// nginx checks its workers' shared `peer->conns`; without one, against the shard's own.
 #[derive(Clone, Default)]
-pub struct SharedConns(Arc<OnceLock<Arc<[AtomicU32]>>>);
+pub struct SharedConns(Arc<OnceLock<Arc<[AtomicU32]>>>, bool);
 
 impl SharedConns {
     /// Counters not yet shared with anyone.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counters for an upstream with a `zone`: `max_conns` limits the sum over all shards.
+    pub fn zoned() -> Self {
+        SharedConns(Arc::default(), true)
     }
 
     /// The counters for `n` peers, made on first use.
@@ -122,7 +157,8 @@ pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 impl PeerSpec {
     /// A peer with nginx's defaults: weight 1, max_fails 1, fail_timeout 10s, not backup, not
     /// down, no max_conns. `name` is `addr` printed as nginx prints it.
-    pub fn new(server: impl Into<String>, addr: SocketAddr) -> Self {
+    pub fn new(server: impl Into<String>, addr: impl Into<PeerAddr>) -> Self {
+        let addr = addr.into();
         PeerSpec {
             server: server.into(),
             name: addr.to_string(),
@@ -244,6 +280,8 @@ pub struct Peers {
     tries: usize,
     /// Open connections per peer across all shards (see [`SharedConns`]).
     active: Arc<[AtomicU32]>,
+    /// The upstream has a `zone`: `max_conns` counts `active`, not this shard's picks.
+    zone: bool,
 }
 
 impl Peers {
@@ -283,6 +321,7 @@ impl Peers {
             .collect();
         Ok(Peers {
             active: conns.counters(specs.len()),
+            zone: conns.1,
             single: primary.len() == 1 && backup.is_empty(),
             specs,
             states,
@@ -363,7 +402,20 @@ impl Peers {
         {
             return false;
         }
-        !(spec.max_conns != 0 && state.conns >= spec.max_conns)
+        !self.at_max_conns(id)
+    }
+
+    /// Whether `id` has `max_conns` connections open: this shard's, or with a `zone` every
+    /// shard's. Two shards may both see the last free slot and take it (nginx's zone lock has
+    /// no counterpart here): the limit can be passed by one connection per other shard at once.
+    pub(crate) fn at_max_conns(&self, id: PeerId) -> bool {
+        let max = self.specs[id.0].max_conns;
+        let open = if self.zone {
+            self.active(id)
+        } else {
+            self.states[id.0].conns
+        };
+        max != 0 && open >= max
     }
 
     /// Connections open on `id` across every shard sharing this list's [`SharedConns`]

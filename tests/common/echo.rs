@@ -129,6 +129,64 @@ impl Echo {
     }
 }
 
+/// The echo backend on a unix stream socket (bound at `path`, which must not exist yet), on
+/// its own thread and runtime until dropped.
+#[allow(dead_code)]
+pub struct UnixEcho {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[allow(dead_code)]
+impl UnixEcho {
+    pub fn start(path: &std::path::Path) -> UnixEcho {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("unix-echo".to_string())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("echo runtime");
+                rt.block_on(async move {
+                    let l = tokio::net::UnixListener::bind(&path).expect("bind the unix socket");
+                    ready_tx.send(()).unwrap();
+                    let accept = async {
+                        loop {
+                            match l.accept().await {
+                                Ok((s, _)) => {
+                                    tokio::spawn(serve(s, ANSWER.to_vec()));
+                                }
+                                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = accept => {}
+                    }
+                });
+            })
+            .expect("spawn the echo thread");
+        ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the unix echo backend listening within 20 s");
+        UnixEcho {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UnixEcho {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
 /// What the server needs from a request head.
 struct Head {
     len: usize,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod dns;
 pub mod echo;
 pub mod http1;
 pub mod ports;

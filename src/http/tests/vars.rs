@@ -358,6 +358,8 @@ fn proxy_host_and_port_as_nginx() {
         host: host.into(),
         uri: None,
         uri_vars: None,
+        dynamic: None,
+        direct: None,
         span: crate::config::Span {
             file: None,
             line: 0,

@@ -44,12 +44,9 @@ pub(crate) fn pick(peers: &mut Peers, now: Instant, state: &mut PickState) -> Op
 /// `max_conns` (a lone peer is never considered failed) and does not touch `checked`.
 fn single(peers: &mut Peers, state: &mut PickState) -> Option<PeerId> {
     let id = peers.primary()[0];
-    let spec = peers.spec(id);
-    let st = peers.state(id);
     // nginx does not consult `tried` here because `tries` is 1; we do, so a caller that retries
     // anyway still never gets the same peer twice.
-    if spec.down || (spec.max_conns != 0 && st.conns >= spec.max_conns) || state.tried.contains(id)
-    {
+    if peers.spec(id).down || peers.at_max_conns(id) || state.tried.contains(id) {
         return None;
     }
     peers.count(id);
