@@ -128,6 +128,7 @@ pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
             keepalive_time: Duration::from_secs(3600),
             span: d.span.clone(),
             conns: Default::default(),
+            sticky: None,
         },
         balance_set: false,
         keepalive: None,
@@ -152,7 +153,8 @@ pub(super) fn upstream(d: &Directive, env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-/// `server address [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down] [max_conns=N]`.
+/// `server address [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down] [max_conns=N]
+/// [route=string]`.
 pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env) -> Result<()> {
     let addr = d.arg(0);
     if addr.starts_with("unix:") {
@@ -194,6 +196,11 @@ pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env)
             peer.backup = true;
         } else if v == "down" {
             peer.down = true;
+        } else if let Some(r) = v.strip_prefix("route=") {
+            if r.is_empty() || r.len() > super::sticky::MAX_ROUTE_LEN {
+                return Err(invalid(v));
+            }
+            peer.route = Some(r.to_string());
         } else {
             return Err(invalid(v));
         }

@@ -444,6 +444,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
         keepalive_time: Duration::from_secs(3600),
         span: r.span.clone(),
         conns: Default::default(),
+        sticky: None,
     });
     Ok(env.upstreams.len() - 1)
 }

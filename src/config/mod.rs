@@ -21,6 +21,7 @@ pub mod handlers_out;
 pub mod model;
 pub mod model_out;
 pub mod regex;
+pub mod sticky;
 pub mod template;
 pub mod values;
 

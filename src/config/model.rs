@@ -266,6 +266,8 @@ pub struct PeerConf {
     pub down: bool,
     /// `max_conns=` (0: unlimited).
     pub max_conns: u32,
+    /// `route=`: the server ID `sticky` binds clients to (default: the MD5 of the address).
+    pub route: Option<String>,
     /// Where it was written.
     pub span: Span,
 }
@@ -282,6 +284,7 @@ impl PeerConf {
             backup: false,
             down: false,
             max_conns: 0,
+            route: None,
             span,
         }
     }
@@ -311,6 +314,8 @@ pub struct UpstreamConf {
     /// Run-time state, not configuration: the open connections on each peer, shared by the
     /// shards serving this configuration (`least_conn` and `random two` compare them).
     pub conns: crate::upstream::peer::SharedConns,
+    /// `sticky`: session affinity over the balancing method.
+    pub sticky: Option<super::sticky::StickyConf>,
 }
 
 /// A `listen` directive.

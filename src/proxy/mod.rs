@@ -40,6 +40,7 @@ pub mod respond;
 pub mod response;
 mod response_body;
 pub mod static_files;
+mod sticky;
 pub mod tunnel;
 mod upgrade;
 mod upstream_connect;
@@ -79,7 +80,7 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
     let mut specs = Vec::new();
     for p in &u.peers {
         for addr in &p.addrs {
-            specs.push(PeerSpec {
+            let mut spec = PeerSpec {
                 weight: p.weight,
                 max_fails: p.max_fails,
                 fail_timeout: p.fail_timeout,
@@ -87,7 +88,11 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
                 down: p.down,
                 max_conns: p.max_conns,
                 ..PeerSpec::new(p.name.clone(), *addr)
-            });
+            };
+            if let Some(route) = &p.route {
+                spec.sid = route.clone();
+            }
+            specs.push(spec);
         }
     }
     specs
@@ -111,8 +116,11 @@ impl ShardProxy {
                 Balance::Random { two: false } => Method::Random,
                 Balance::Random { two: true } => Method::RandomTwo,
             };
-            let b = balancer::build_with(&method, peer_specs(u), &u.conns)
+            let mut b = balancer::build_with(&method, peer_specs(u), &u.conns)
                 .map_err(|e| format!("upstream \"{}\": {e}", u.name))?;
+            if u.sticky.is_some() {
+                b = Box::new(balancer::Sticky::new(b));
+            }
             balancers.push(RefCell::new(b));
         }
         let router = match config.http.as_ref() {

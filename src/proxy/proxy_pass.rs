@@ -264,7 +264,7 @@ async fn read_response_head(
                 return Err(State::Error(Reply::status(h.status), false));
             }
             Ok(Parsed::Complete(h, len)) => {
-                let resp = client_head(req, pp, &h, len, (keep_alive, reusable));
+                let resp = client_head(req, (pp, upstream.peer), &h, len, (keep_alive, reusable));
                 ubuf.drain(..len);
                 return match resp {
                     Some(r) => Ok(r),
@@ -298,11 +298,25 @@ async fn read_response_head(
     }
 }
 
+/// `sticky cookie`'s `Set-Cookie` for a response from `peer`, if the upstream has one.
+fn sticky_cookie(
+    req: &mut Req<'_>,
+    pp: &ProxyPass,
+    peer: crate::upstream::PeerId,
+) -> Option<Vec<u8>> {
+    let group = &req.http.upstreams[pp.upstream];
+    let cookie = group.sticky.as_ref()?.cookie.as_ref()?;
+    let balancer = req.ctx.proxy.balancers[pp.upstream].borrow();
+    let sid = &balancer.peers().spec(peer).sid;
+    let now = std::time::SystemTime::now();
+    Some(super::sticky::set_cookie(cookie, sid, &mut req.vars, now))
+}
+
 /// The client's head for the upstream's `h`: nginx's response filters (`add_header`,
 /// `proxy_redirect`, gzip) and framing (`head_len`: the upstream head's size). `None` when it cannot be written (nginx: 502).
 fn client_head(
     req: &mut Req<'_>,
-    pp: &ProxyPass,
+    (pp, peer): (&ProxyPass, crate::upstream::PeerId),
     h: &ResponseHead<'_, '_>,
     head_len: usize,
     (keep_alive, reusable): (bool, bool),
@@ -317,6 +331,7 @@ fn client_head(
         pass: pp,
         matcher: req.matcher,
         status_override: req.conn.err_status.get(),
+        sticky_cookie: sticky_cookie(req, pp, peer),
     };
     let shaped =
         super::headers_out::shape_proxied(conf, &mut req.vars, &proxied, h.status, &list, length);

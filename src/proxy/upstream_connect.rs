@@ -55,7 +55,10 @@ pub(super) async fn connect(
         0 => usize::MAX,
         n => n as usize,
     };
-    let mut state = PickState::new();
+    let mut state = match &group.sticky {
+        Some(sticky) => PickState::with_hint(super::sticky::hint(sticky, &mut req.vars)),
+        None => PickState::new(),
+    };
     let mut status = 502;
     let mut tries = 0;
     let (started, time_limit) = (Instant::now(), conf.proxy_next_upstream_timeout());
