@@ -136,7 +136,14 @@ fn run_ops<'c>(
                 vars.render(value, &mut v);
                 vars.set_var(var, v);
             }
-            ScriptOp::Break => return Some(Outcome::Break),
+            ScriptOp::Break => {
+                // nginx's break code: a URI rewritten earlier in this script stays, without a
+                // new location search, so the location's prefix no longer describes it.
+                if *changed {
+                    vars.set_location_valid(false);
+                }
+                return Some(Outcome::Break);
+            }
             ScriptOp::Return { code, text } => {
                 let mut reply = Reply {
                     code: *code,

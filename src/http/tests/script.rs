@@ -26,6 +26,7 @@ const CONF: &str = r#"events {} http { server { listen 8080; server_name srv.loc
     location /l { rewrite ^/nomatch /x; set $v 1; }
     location /m { rewrite ^ $scheme://$host/n; }
     location /n { return 444; }
+    location /o { rewrite ^ /p; break; return 500; }
 } }"#;
 
 fn script(cfg: &Config, prefix: &str) -> Vec<ScriptOp> {
@@ -141,6 +142,14 @@ fn return_break_set_and_chained_rewrites() {
         assert_eq!(o, Outcome::Break);
         assert_eq!(v.get("v").unwrap().as_ref(), b"server-/j");
     });
+    // A URI changed without a flag, then `break` (nginx's `ngx_http_script_break_code`): the
+    // same as the `break` flag; a `break` after no change keeps the prefix valid.
+    go("/o/z", "/o/z", "/o", |o, v| {
+        assert_eq!(o, Outcome::Break);
+        assert_eq!(v.uri(), "/p");
+        assert!(!v.location_valid());
+    });
+    go("/j", "/j", "/j", |_, v| assert!(v.location_valid()));
     go("/l", "/l", "/l", |o, v| {
         assert_eq!(o, Outcome::Continue);
         assert!(!v.uri_changed());
