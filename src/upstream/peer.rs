@@ -209,6 +209,16 @@ impl TriedSet {
         }
     }
 
+    /// Forgets `peer`.
+    pub fn remove(&mut self, peer: PeerId) {
+        let i = peer.0;
+        if i < 64 {
+            self.first &= !(1 << i);
+        } else if let Some(w) = self.rest.get_mut(i / 64 - 1) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
     /// Forgets every peer (for reusing the set for another request).
     pub fn clear(&mut self) {
         self.first = 0;

@@ -117,6 +117,12 @@ impl PickState {
         }
     }
 
+    /// Lets `peer` be picked again by this request: its cached connection went stale, which
+    /// is not the peer's failure (nginx gives the try back).
+    pub fn untry(&mut self, peer: PeerId) {
+        self.tried.remove(peer);
+    }
+
     /// The peers this request was already given.
     pub fn tried(&self) -> &TriedSet {
         &self.tried
