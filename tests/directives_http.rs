@@ -132,6 +132,48 @@ fn rewrite_module_directives_change_the_request_as_nginx() {
     );
 }
 
+/// The cases of nginx-tests' rewrite.t that ringproxy once got wrong, checked against nginx
+/// 1.22 by hand: a URI rewritten without a flag then `break` goes to `proxy_pass` whole (the
+/// location no longer describes it); under an error_page status a bare `return 200` is an empty
+/// body, and the `Location` of the `return 302` that led to the error_page stays; a Location
+/// nginx did not make absolute follows `Connection`.
+#[test]
+fn return_and_break_under_error_page_and_proxy_pass_as_nginx() {
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n        \
+         location /return204 {{ return 204; }}\n        \
+         location /return200 {{ return 200; }}\n        \
+         location /return200text {{ return 200 \"text\"; }}\n        \
+         location /return405 {{ return 405; }}\n        \
+         location /e405r200 {{ error_page 405 /return200; return 405; }}\n        \
+         location /e302r200text {{ error_page 302 /return200text; return 302 \"text\"; }}\n        \
+         location /e302r405 {{ error_page 302 /return405; return 302 \"text\"; }}\n        \
+         location /abs {{ return 301 http://example.com/; }}\n        \
+         location /break {{\n            rewrite ^ /return200;\n            break;\n            \
+         proxy_pass http://127.0.0.1:{port}/return204;\n        }}\n    }}\n}}\n"
+    );
+    let _p = Proxy::start(&conf, port, "", &[]);
+    let r = get(port, "a", "/break");
+    assert_eq!((r.code, r.text().as_str()), (200, ""), "{:?}", r.headers);
+    let r = get(port, "a", "/e405r200");
+    assert_eq!((r.code, r.text().as_str()), (405, ""), "{:?}", r.headers);
+    assert_eq!(r.get("content-length"), Some("0"));
+    let r = get(port, "a", "/e302r200text");
+    assert_eq!((r.code, r.text().as_str()), (302, "text"));
+    assert_eq!(r.get("location"), Some("text"));
+    let r = get(port, "a", "/e302r405");
+    assert_eq!(r.code, 405);
+    assert_eq!(r.get("location"), Some("text"));
+    assert!(r.text().contains("<title>405 Not Allowed</title>"));
+    for path in ["/abs", "/e302r200text"] {
+        let r = get(port, "a", path);
+        let names = r.names();
+        let at = |n: &str| names.iter().position(|h| *h == n).unwrap();
+        assert!(at("connection") < at("location"), "{path}: {names:?}");
+    }
+}
+
 // effect: absolute_redirect port_in_redirect server_name_in_redirect
 #[test]
 fn relative_redirects_follow_the_three_redirect_directives() {

@@ -295,6 +295,85 @@ async fn a_refused_connect_goes_to_the_next_server_as_proxy_next_upstream_allows
     }
 }
 
+/// A backend that reads a request head and closes without answering (nginx's `return 444`).
+async fn closing() -> Backend {
+    Backend::start(|mut s| async move {
+        let _ = read_head(&mut s).await;
+    })
+    .await
+}
+
+/// A backend answering every request with `status` and a body naming it.
+async fn answering_status(status: &'static str) -> Backend {
+    Backend::start(move |mut s| async move {
+        if read_head(&mut s).await.is_some() {
+            let r = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: 3\r\n\r\n{}",
+                &status[..3]
+            );
+            let _ = s.write_all(r.as_bytes()).await;
+        }
+    })
+    .await
+}
+
+/// The `X-Addr` header of a response (`$upstream_addr`).
+fn addr_header(r: &str) -> &str {
+    r.lines()
+        .find_map(|l| l.strip_prefix("X-Addr: "))
+        .unwrap_or("")
+}
+
+// effect: proxy_next_upstream
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_after_the_request_went_out_go_to_the_next_server_as_nginx() {
+    let (ok, close, bad) = (
+        directive_kit::answering("ok").await,
+        closing().await,
+        answering_status("502 Bad Gateway").await,
+    );
+    let (o, c, b) = (ok.addr, close.addr, bad.addr);
+    let addr = "add_header X-Addr $upstream_addr always;";
+    // A peer that closes without an answer is an `error` (in the default); every peer tried is
+    // in `$upstream_addr`.
+    let p = directive_kit::proxy(&[c, o], "", addr);
+    let r = answer(p.port, GET_CLOSE).await;
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert_eq!(addr_header(&r), format!("{c}, {o}"));
+    // ... not with `proxy_next_upstream off`, nor for a POST (its body went out already).
+    let p = directive_kit::proxy(&[c, o], "", &format!("{addr} proxy_next_upstream off;"));
+    assert!(answer(p.port, GET_CLOSE).await.starts_with("HTTP/1.1 502 "));
+    let p = directive_kit::proxy(&[c, o], "", addr);
+    let post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    let r = answer(p.port, post).await;
+    assert!(r.starts_with("HTTP/1.1 502 "), "{r}");
+    assert_eq!(addr_header(&r), c.to_string());
+    // An upstream's 502 is relayed unless `http_502` is listed.
+    let p = directive_kit::proxy(&[b, o], "", addr);
+    let r = answer(p.port, GET_CLOSE).await;
+    assert!(
+        r.starts_with("HTTP/1.1 502 Bad Gateway\r\n") && r.ends_with("502"),
+        "{r}"
+    );
+    let p = directive_kit::proxy(
+        &[b, o],
+        "",
+        &format!("{addr} proxy_next_upstream http_502;"),
+    );
+    let r = answer(p.port, GET_CLOSE).await;
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert_eq!(addr_header(&r), format!("{b}, {o}"));
+    // Every peer failed (and so is marked failed in this one shard): the next request finds no
+    // live one, and `$upstream_addr` names the upstream, as nginx's "no live upstreams".
+    let close2 = closing().await;
+    let p = directive_kit::proxy(&[c, close2.addr], "", addr);
+    let r = answer(p.port, GET_CLOSE).await;
+    assert!(r.starts_with("HTTP/1.1 502 "), "{r}");
+    assert_eq!(addr_header(&r), format!("{c}, {}", close2.addr));
+    let r = answer(p.port, GET_CLOSE).await;
+    assert_eq!(addr_header(&r), "b");
+}
+
 // effect: proxy_next_upstream_tries
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_next_upstream_tries_bounds_the_servers_tried() {

@@ -129,6 +129,7 @@ pub(super) fn upstream(d: &Directive, env: &mut Env, ctx: directives::Ctx) -> Re
             span: d.span.clone(),
             conns: Default::default(),
             zone: None,
+            sticky: None,
         },
         balance_set: false,
         keepalive: None,
@@ -151,7 +152,8 @@ pub(super) fn upstream(d: &Directive, env: &mut Env, ctx: directives::Ctx) -> Re
     Ok(())
 }
 
-/// `server address [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down] [max_conns=N]`.
+/// `server address [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down] [max_conns=N]
+/// [route=string]`.
 pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env) -> Result<()> {
     let addr = d.arg(0);
     let addrs = if let Some(path) = addr.strip_prefix("unix:") {
@@ -195,6 +197,11 @@ pub(crate) fn upstream_server(u: &mut UpstreamBuild, d: &Directive, _: &mut Env)
             peer.backup = true;
         } else if v == "down" {
             peer.down = true;
+        } else if let Some(r) = v.strip_prefix("route=") {
+            if r.is_empty() || r.len() > super::sticky::MAX_ROUTE_LEN {
+                return Err(invalid(v));
+            }
+            peer.route = Some(r.to_string());
         } else {
             return Err(invalid(v));
         }

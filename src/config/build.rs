@@ -536,6 +536,7 @@ fn implicit_upstream(r: &ProxyRef, env: &mut Env) -> Result<usize> {
         span: r.span.clone(),
         conns: Default::default(),
         zone: None,
+        sticky: None,
     });
     Ok(env.upstreams.len() - 1)
 }

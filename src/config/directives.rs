@@ -627,7 +627,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("keepalive_requests", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_requests, num(d, 0)?, d))),
     spec!("keepalive_time", UPS, A1, Handler::Upstream(|u, d, _| set_once(&mut u.keepalive_time, time(d, 0)?, d))),
     spec!("zone", UPS, n(1, 2), Handler::Upstream(blocks::upstream_zone)),
-    spec!("sticky", UPS, MORE1, Handler::Unsupported("")),
+    spec!("sticky", UPS, MORE2, Handler::Upstream(super::sticky::directive)),
     spec!("queue", UPS, n(1, 2), Handler::Unsupported("")),
     spec!("ntlm", UPS, A0, Handler::Unsupported("")),
     // log module.

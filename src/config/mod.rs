@@ -24,6 +24,7 @@ pub mod model_out;
 pub mod regex;
 pub mod stream;
 pub mod stream_directives;
+pub mod sticky;
 pub mod template;
 pub mod values;
 

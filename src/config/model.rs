@@ -270,6 +270,8 @@ pub struct PeerConf {
     pub down: bool,
     /// `max_conns=` (0: unlimited).
     pub max_conns: u32,
+    /// `route=`: the server ID `sticky` binds clients to (default: the MD5 of the address).
+    pub route: Option<String>,
     /// Where it was written.
     pub span: Span,
 }
@@ -286,6 +288,7 @@ impl PeerConf {
             backup: false,
             down: false,
             max_conns: 0,
+            route: None,
             span,
         }
     }
@@ -317,6 +320,8 @@ pub struct UpstreamConf {
     pub conns: crate::upstream::peer::SharedConns,
     /// `zone name [size]` (size 0 when not given here): `max_conns` counts across shards.
     pub zone: Option<(String, u64)>,
+    /// `sticky`: session affinity over the balancing method.
+    pub sticky: Option<super::sticky::StickyConf>,
 }
 
 /// A `listen` directive.

@@ -309,6 +309,7 @@ fn implicit(upstreams: &mut Vec<UpstreamConf>, r: &ProxyRef, port: u16) -> Resul
             r.span.clone(),
         )],
         zone: None,
+        sticky: None,
         balance: super::model::Balance::RoundRobin,
         keepalive: 0,
         keepalive_timeout: Duration::from_secs(60),

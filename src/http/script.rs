@@ -136,7 +136,14 @@ fn run_ops<'c>(
                 vars.render(value, &mut v);
                 vars.set_var(var, v);
             }
-            ScriptOp::Break => return Some(Outcome::Break),
+            ScriptOp::Break => {
+                // nginx's break code: a URI rewritten earlier in this script stays, without a
+                // new location search, so the location's prefix no longer describes it.
+                if *changed {
+                    vars.set_location_valid(false);
+                }
+                return Some(Outcome::Break);
+            }
             ScriptOp::Return { code, text } => {
                 let mut reply = Reply {
                     code: *code,
@@ -187,11 +194,13 @@ fn rewrite(
         || starts_as_redirect(replacement);
     let r = expand(replacement, redirect, vars);
     if redirect {
-        let mut location = r.uri.into_bytes();
+        let mut raw = r.uri.into_bytes();
         if let Some(a) = &r.args {
-            location.push(b'?');
-            location.extend_from_slice(a.as_bytes());
+            raw.push(b'?');
+            raw.extend_from_slice(a.as_bytes());
         }
+        let mut location = Vec::with_capacity(raw.len());
+        unescape_redirect(&raw, &mut location);
         if r.add_args {
             if let Some(orig) = vars.args().filter(|a| !a.is_empty()) {
                 location.push(if r.args.is_some() { b'&' } else { b'?' });
@@ -240,6 +249,55 @@ fn rewrite(
             Some(Outcome::Break)
         }
         _ => None,
+    }
+}
+
+/// nginx's `ngx_unescape_uri(..., NGX_UNESCAPE_REDIRECT)` over a rewritten redirect (before
+/// the client's args are added): `%XX` of a printable character above `%` is decoded, any
+/// other stays escaped; everything from the first `?`, as written or decoded, is copied as is.
+/// A broken escape goes as nginx's state machine lets it: `%` then a non-digit keeps the
+/// non-digit only, `%` a digit then a non-digit drops all three, a `%` at the end drops.
+fn unescape_redirect(src: &[u8], out: &mut Vec<u8>) {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut i = 0;
+    while i < src.len() {
+        let c = src[i];
+        if c == b'?' {
+            out.extend_from_slice(&src[i..]);
+            return;
+        }
+        if c != b'%' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let Some(hi) = src.get(i + 1).copied() else {
+            return;
+        };
+        let Some(h) = hex(hi) else {
+            out.push(hi);
+            i += 2;
+            continue;
+        };
+        let Some(lo) = src.get(i + 2).copied() else {
+            return;
+        };
+        let Some(l) = hex(lo) else {
+            i += 3;
+            continue;
+        };
+        let ch = (h << 4) | l;
+        if ch == b'?' {
+            out.push(b'?');
+            out.extend_from_slice(&src[i + 3..]);
+            return;
+        }
+        if ch > b'%' && ch < 0x7f {
+            out.push(ch);
+        } else {
+            out.extend_from_slice(&src[i..i + 3]);
+        }
+        i += 3;
     }
 }
 

@@ -108,6 +108,27 @@ impl CivilTime {
             self.second
         );
     }
+
+    /// The date as nginx writes it in cookies (`ngx_http_cookie_time`): dashes, and a two-digit
+    /// year up to 2037 (the form old browsers parse), four digits after.
+    pub fn write_cookie_date(&self, out: &mut Vec<u8>) {
+        let year = if self.year > 2037 {
+            self.year
+        } else {
+            self.year % 100
+        };
+        let _ = write!(
+            out,
+            "{}, {:02}-{}-{:02} {:02}:{:02}:{:02} GMT",
+            DAYS[self.weekday as usize % 7],
+            self.day,
+            MONTHS[(self.month - 1) as usize % 12],
+            year,
+            self.hour,
+            self.minute,
+            self.second
+        );
+    }
 }
 
 /// Seconds with millisecond precision, as nginx prints `$request_time` and upstream times.

@@ -60,8 +60,18 @@ pub(super) async fn reply(req: &mut Req<'_>, r: Reply, keep_alive: bool) -> Stat
     if req.conn.defer_errors.get() && r.body.is_none() && r.code >= 300 && r.code != 444 {
         return State::Error(r, keep_alive);
     }
-    let code = req.conn.err_status.get().unwrap_or(r.code);
-    send_page(req, Reply { code, ..r }, keep_alive).await
+    let Some(code) = req.conn.err_status.get() else {
+        return send_page(req, r, keep_alive).await;
+    };
+    // Under an error_page status, nginx sends a bare `return` below 300 as the empty body it is
+    // (`ngx_http_send_response`), not the page of the status; and a redirect's `Location` from
+    // before the error_page stays unless this reply sets its own.
+    let r = Reply {
+        code,
+        body: r.body.or_else(|| (r.code < 300).then(Vec::new)),
+        location: r.location.or_else(|| req.conn.err_location.take()),
+    };
+    send_page(req, r, keep_alive).await
 }
 
 /// Sends ringproxy's own response for `r` (its text, or nginx's page for the status), with the

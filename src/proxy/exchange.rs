@@ -36,6 +36,9 @@ pub(super) enum Sent {
     Stale,
     /// Answer the client with this status.
     Fail(u16),
+    /// The peer failed (502: an error, 504: a timeout): `proxy_next_upstream` may try another,
+    /// else the client gets this status.
+    Upstream(u16),
     /// The client side failed; close.
     Closed,
 }
@@ -64,7 +67,7 @@ pub(super) async fn send_request(
     match write_all(&up.stream, &out, conf.proxy_send_timeout()).await {
         Ok(()) => {}
         Err(e) if stale && !is_timeout(&e) => return Err(Sent::Stale),
-        Err(e) => return Err(Sent::Fail(send_failed(conn, &e))),
+        Err(e) => return Err(Sent::Upstream(send_failed(conn, &e))),
     }
     drop(out);
     // The request body (none for an upgrade: the bytes after the head are the first frames,
@@ -137,7 +140,11 @@ async fn first_response_bytes(req: &Req<'_>, up: &Stream, stale: bool) -> Result
         Ok(0) => {
             // Logged for a stale cached connection too, as nginx 1.22 does before its retry.
             log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {}", conn.peer.ip());
-            Err(if stale { Sent::Stale } else { Sent::Fail(502) })
+            Err(if stale {
+                Sent::Stale
+            } else {
+                Sent::Upstream(502)
+            })
         }
         Err(e) if stale && !is_timeout(&e) => {
             log!(
@@ -157,7 +164,7 @@ async fn first_response_bytes(req: &Req<'_>, up: &Stream, stale: bool) -> Result
                 crate::config::os_error(&e),
                 conn.peer.ip()
             );
-            Err(Sent::Fail(code))
+            Err(Sent::Upstream(code))
         }
     }
 }
@@ -185,7 +192,7 @@ fn send_failed(conn: &Conn, e: &std::io::Error) -> u16 {
 fn body_failed(conn: &Conn, e: BodyError) -> Sent {
     let ip = conn.peer.ip();
     match e {
-        BodyError::Upstream(e) => Sent::Fail(send_failed(conn, &e)),
+        BodyError::Upstream(e) => Sent::Upstream(send_failed(conn, &e)),
         BodyError::TooLarge(before, size) => {
             log!(Error, "client intended to send too large chunked body: {before}+{size} bytes, client: {ip}");
             Sent::Fail(413)

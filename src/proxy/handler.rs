@@ -55,6 +55,9 @@ pub(super) struct Conn {
     pub(super) defer_errors: Cell<bool>,
     /// The status an `error_page` gave the rest of this request.
     pub(super) err_status: Cell<Option<u16>>,
+    /// The `Location` of the `return` that led to an `error_page`: nginx keeps it in the
+    /// response headers across the internal redirect, so the page's reply carries it.
+    pub(super) err_location: std::cell::RefCell<Option<Vec<u8>>>,
     /// Body bytes in and out of gzip for this response (`$gzip_ratio`).
     pub(super) gzip_io: Cell<Option<(u64, u64)>>,
     /// The request body went upstream already: a proxied error page gets none.
@@ -137,6 +140,7 @@ pub async fn serve(
         head_sent: Cell::new(0),
         defer_errors: Cell::new(false),
         err_status: Cell::new(None),
+        err_location: Default::default(),
         gzip_io: Cell::new(None),
         body_read: Cell::new(false),
         idle_timeout: default_conf.map_or(std::time::Duration::ZERO, |c| c.keepalive_timeout()),

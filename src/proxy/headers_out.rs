@@ -386,6 +386,9 @@ pub struct ProxiedRequest<'a> {
     pub matcher: &'a LocationMatch,
     /// An `error_page` status that replaces the upstream's.
     pub status_override: Option<u16>,
+    /// `sticky cookie`: the `Set-Cookie` value that binds the client to the peer that
+    /// answered (goes before the upstream's headers, untouched by `proxy_cookie_*`).
+    pub sticky_cookie: Option<Vec<u8>>,
 }
 
 /// Runs the filters over an upstream response head (`status`, `headers`, body `length` when
@@ -447,6 +450,9 @@ pub fn shape_proxied<'h>(
                 }
             }
         }
+    }
+    if let Some(c) = &req.sticky_cookie {
+        list.insert(0, ("Set-Cookie", Cow::Owned(c.clone())));
     }
     let mut extras = Extras::for_response(conf, vars, &resp, Some(headers));
     extras.replace_upstream(&mut list);

@@ -72,6 +72,7 @@ pub(super) async fn serve_request(req: &mut Req<'_>) -> State {
     conn.gzip_io.set(None);
     conn.body_read.set(false);
     conn.err_status.set(None);
+    conn.err_location.replace(None);
     conn.defer_errors.set(true);
     let mut walk = Walk::default();
     let mut next = Next::Search;
@@ -115,6 +116,7 @@ async fn error_page(req: &mut Req<'_>, walk: &mut Walk, r: Reply, keep_alive: bo
         None => None,
         Some(res) => {
             req.conn.err_status.set(res.status);
+            req.conn.err_location.replace(r.location.clone());
             match res.action {
                 error_page::Action::Internal { uri, args } => {
                     req.vars.set_uri(uri, Some(args));
@@ -142,6 +144,9 @@ async fn error_page(req: &mut Req<'_>, walk: &mut Walk, r: Reply, keep_alive: bo
         }
         None => {
             req.conn.err_status.set(None);
+            // A `Location` from before an earlier error_page is still among nginx's headers.
+            let location = r.location.or_else(|| req.conn.err_location.take());
+            let r = Reply { location, ..r };
             Step::Done(send_page(req, r, !walk.closing).await)
         }
     }

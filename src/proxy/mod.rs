@@ -44,6 +44,7 @@ pub mod respond;
 pub mod response;
 mod response_body;
 pub mod static_files;
+mod sticky;
 pub mod tunnel;
 mod upgrade;
 mod upstream_connect;
@@ -86,7 +87,7 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
     let mut specs = Vec::new();
     for p in &u.peers {
         for addr in &p.addrs {
-            specs.push(PeerSpec {
+            let mut spec = PeerSpec {
                 weight: p.weight,
                 max_fails: p.max_fails,
                 fail_timeout: p.fail_timeout,
@@ -94,7 +95,11 @@ fn peer_specs(u: &UpstreamConf) -> Vec<PeerSpec> {
                 down: p.down,
                 max_conns: p.max_conns,
                 ..PeerSpec::new(p.name.clone(), addr.clone())
-            });
+            };
+            if let Some(route) = &p.route {
+                spec.sid = route.clone();
+            }
+            specs.push(spec);
         }
     }
     specs
@@ -115,8 +120,12 @@ pub fn balancer_for(u: &UpstreamConf) -> Result<Box<dyn Balancer>, String> {
         Balance::Random { two: false } => Method::Random,
         Balance::Random { two: true } => Method::RandomTwo,
     };
-    balancer::build_with(&method, peer_specs(u), &u.conns)
-        .map_err(|e| format!("upstream \"{}\": {e}", u.name))
+    let b = balancer::build_with(&method, peer_specs(u), &u.conns)
+        .map_err(|e| format!("upstream \"{}\": {e}", u.name))?;
+    Ok(match u.sticky {
+        Some(_) => Box::new(balancer::Sticky::new(b)),
+        None => b,
+    })
 }
 
 impl ShardProxy {

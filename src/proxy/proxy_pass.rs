@@ -23,7 +23,7 @@ use super::respond;
 use super::response::{write_client_head, ClientFraming, ClientOptions};
 use super::response_body::{relay_response_body, Frame};
 use super::upgrade::tunnel_after_101;
-use super::upstream_connect::connect;
+use super::upstream_connect::{connect, Attempts, Fault};
 use super::upstream_pool::{self, UpstreamConn, UpstreamPools};
 use crate::config::model::{LocConf, ProxyPass};
 use crate::http::request::{Body, Parsed};
@@ -96,18 +96,32 @@ pub(super) async fn proxy(req: &mut Req<'_>, pp: &ProxyPass, keep_alive: bool) -
         pp
     };
     req.vars.upstream = UpstreamFacts::for_proxy_pass(pp);
-    let (upstream, sent, slot) = match exchange(req, pp).await {
-        Ok(exchanged) => exchanged,
-        Err(st) => return st,
+    let mut attempts = Attempts::new(req, pp);
+    let body_read = req.conn.body_read.get();
+    let (upstream, leftover, sent_upgrade, ubuf, slot, resp) = loop {
+        let (upstream, sent, slot) = match exchange(req, pp, &mut attempts).await {
+            Ok(exchanged) => exchanged,
+            Err(st) => return st,
+        };
+        let Request {
+            upgrade,
+            keeps_alive,
+            leftover,
+            mut ubuf,
+        } = sent;
+        let facts = (keep_alive, keeps_alive);
+        let head = read_response_head(req, pp, &upstream, &mut ubuf, facts, &attempts).await;
+        match head {
+            Ok(r) => break (upstream, leftover, upgrade, ubuf, slot, r),
+            Err(Headless::Done(st)) => return *st,
+            Err(Headless::Next(status)) => {
+                // The peer's answer is not used: the next peer gets the request again.
+                attempts.set_status(status);
+                req.conn.body_read.set(body_read);
+            }
+        }
     };
     let _upstream_guard = req.ctx.hold();
-    let Request {
-        upgrade: sent_upgrade,
-        keeps_alive: reusable,
-        leftover,
-        mut ubuf,
-    } = sent;
-    let resp = read_response_head(req, pp, &upstream, &mut ubuf, (keep_alive, reusable)).await;
     let Response {
         status,
         body,
@@ -116,10 +130,7 @@ pub(super) async fn proxy(req: &mut Req<'_>, pp: &ProxyPass, keep_alive: bool) -
         reusable,
         head,
         gzip,
-    } = match resp {
-        Ok(r) => r,
-        Err(st) => return st,
-    };
+    } = resp;
     if body == ResponseBody::SwitchingProtocols {
         if !(req.head.upgrade && sent_upgrade) || status != 101 {
             return req.fail(502).await;
@@ -231,6 +242,7 @@ fn upgrade_allowed(protocol: &[u8], conf: &LocConf) -> bool {
 async fn exchange(
     req: &mut Req<'_>,
     pp: &ProxyPass,
+    attempts: &mut Attempts,
 ) -> Result<(UpstreamConn, Request, PeerSlot), State> {
     // A cached connection the peer closed just as the request went out is retried once on a
     // new connection (nginx: proxy_next_upstream error, not counted against the peer).
@@ -239,7 +251,7 @@ async fn exchange(
         !pp.tls && pp.direct.is_none() && req.ctx.proxy.upstream_pools.enabled(pp.upstream);
     let body_read = req.conn.body_read.get();
     loop {
-        let mut up = match connect(req, pp, pooled).await {
+        let mut up = match connect(req, pp, pooled, attempts).await {
             Ok(u) => u,
             Err(code) => return Err(req.fail(code).await),
         };
@@ -249,12 +261,60 @@ async fn exchange(
             Err(Sent::Stale) => {
                 // The body (all of it still in `early`: `may_retry`) goes again.
                 req.conn.body_read.set(body_read);
+                attempts.stale(up.peer);
                 pooled = false;
+            }
+            Err(Sent::Upstream(code)) => {
+                let fault = Fault::of_status(code);
+                peer_failed(req, pp, up.peer, fault);
+                if !(resendable(req) && attempts.again(req, pp, fault)) {
+                    return Err(req.fail(code).await);
+                }
+                attempts.set_status(code);
+                req.conn.body_read.set(body_read);
             }
             Err(Sent::Fail(code)) => return Err(req.fail(code).await),
             Err(Sent::Closed) => return Err(State::Closed),
         }
     }
+}
+
+/// Whether the request can go to another peer after this one had it (nginx buffers the body
+/// and refuses to repeat a non-idempotent request unless `proxy_next_upstream non_idempotent`;
+/// ringproxy streams bodies, so only one it still holds whole goes again).
+fn resendable(req: &Req<'_>) -> bool {
+    let listed = |w: &str| req.conf.proxy_next_upstream().when.iter().any(|x| x == w);
+    let body_held = match req.head.body {
+        Body::None => true,
+        Body::Length(n) => n <= req.early.len() as u64,
+        Body::Chunked => false,
+    };
+    let idempotent =
+        !matches!(req.head.method, "POST" | "LOCK" | "PATCH") || listed("non_idempotent");
+    body_held && idempotent && !req.head.upgrade
+}
+
+/// Tells the balancer that `peer` failed this request as `fault`, whether or not another peer
+/// gets it (nginx frees the peer as failed in `ngx_http_upstream_next`); its connection slot
+/// goes back when the caller drops it.
+fn peer_failed(req: &Req<'_>, pp: &ProxyPass, peer: crate::upstream::PeerId, fault: Fault) {
+    // A group of one made for an address a URL with variables named has no state to keep.
+    if fault.fails_peer() && pp.direct.is_none() {
+        req.ctx.proxy.balancers[pp.upstream].borrow_mut().report(
+            peer,
+            crate::upstream::Outcome::Failure,
+            Instant::now(),
+        );
+    }
+}
+
+/// Why no response head came to use.
+enum Headless {
+    /// The request is answered (an error sent, or deferred to `error_page`).
+    Done(Box<State>),
+    /// The peer failed, and `proxy_next_upstream` lets another try; the status is what the
+    /// request gets if no other peer is left.
+    Next(u16),
 }
 
 /// Reads the response head into `ubuf` (skipping `100 Continue`s) and builds the client's
@@ -266,8 +326,17 @@ async fn read_response_head(
     upstream: &UpstreamConn,
     ubuf: &mut Vec<u8>,
     (keep_alive, reusable): (bool, bool),
-) -> Result<Response, State> {
+    attempts: &Attempts,
+) -> Result<Response, Headless> {
     let conf = req.conf;
+    // The peer failed as `fault`: whether another may make up for it.
+    let next = |req: &mut Req<'_>, fault: Fault| {
+        peer_failed(req, pp, upstream.peer, fault);
+        resendable(req) && attempts.again(req, pp, fault)
+    };
+    let listed_status = |req: &Req<'_>, status: u16| {
+        Fault::of_response(status).is_some_and(|f| resendable(req) && attempts.again(req, pp, f))
+    };
     let max_head = conf.proxy_buffer_size() as usize;
     let head_request = req.head.method == "HEAD";
     let ip = req.conn.peer.ip();
@@ -278,15 +347,22 @@ async fn read_response_head(
                 ubuf.drain(..len);
                 continue;
             }
+            Ok(Parsed::Complete(h, _)) if listed_status(req, h.status) => {
+                peer_failed(req, pp, upstream.peer, Fault::Status(h.status));
+                return Err(Headless::Next(502));
+            }
             Ok(Parsed::Complete(h, _)) if error_page::intercepts(conf, h.status) => {
-                return Err(State::Error(Reply::status(h.status), false));
+                return Err(Headless::Done(Box::new(State::Error(
+                    Reply::status(h.status),
+                    false,
+                ))));
             }
             Ok(Parsed::Complete(h, len)) => {
-                let resp = client_head(req, pp, &h, len, (keep_alive, reusable));
+                let resp = client_head(req, (pp, upstream.peer), &h, len, (keep_alive, reusable));
                 ubuf.drain(..len);
                 return match resp {
                     Some(r) => Ok(r),
-                    None => Err(req.fail(502).await),
+                    None => Err(Headless::Done(Box::new(req.fail(502).await))),
                 };
             }
             Ok(Parsed::Partial) => {}
@@ -296,7 +372,10 @@ async fn read_response_head(
                     Error,
                     "{e} while reading response header from upstream, client: {ip}"
                 );
-                return Err(req.fail(502).await);
+                if next(req, Fault::InvalidHeader) {
+                    return Err(Headless::Next(502));
+                }
+                return Err(Headless::Done(Box::new(req.fail(502).await)));
             }
         }
         let deadline = Instant::now() + conf.proxy_read_timeout();
@@ -304,23 +383,46 @@ async fn read_response_head(
         match read_into(&upstream.stream, ubuf, room, deadline).await {
             Ok(0) => {
                 log!(Error, "upstream prematurely closed connection while reading response header from upstream, client: {ip}");
-                return Err(req.fail(502).await);
+                if next(req, Fault::Error) {
+                    return Err(Headless::Next(502));
+                }
+                return Err(Headless::Done(Box::new(req.fail(502).await)));
             }
             Ok(_) => {}
             Err(e) => {
                 let code = if is_timeout(&e) { 504 } else { 502 };
                 log!(Error, "upstream timed out ({}) while reading response header from upstream, client: {ip}", crate::config::os_error(&e));
-                return Err(req.fail(code).await);
+                if next(req, Fault::of_status(code)) {
+                    return Err(Headless::Next(code));
+                }
+                return Err(Headless::Done(Box::new(req.fail(code).await)));
             }
         }
     }
+}
+
+/// `sticky cookie`'s `Set-Cookie` for a response from `peer`, if the upstream has one.
+fn sticky_cookie(
+    req: &mut Req<'_>,
+    pp: &ProxyPass,
+    peer: crate::upstream::PeerId,
+) -> Option<Vec<u8>> {
+    if pp.direct.is_some() {
+        return None;
+    }
+    let group = &req.http.upstreams[pp.upstream];
+    let cookie = group.sticky.as_ref()?.cookie.as_ref()?;
+    let balancer = req.ctx.proxy.balancers[pp.upstream].borrow();
+    let sid = &balancer.peers().spec(peer).sid;
+    let now = std::time::SystemTime::now();
+    Some(super::sticky::set_cookie(cookie, sid, &mut req.vars, now))
 }
 
 /// The client's head for the upstream's `h`: nginx's response filters (`add_header`,
 /// `proxy_redirect`, gzip) and framing (`head_len`: the upstream head's size). `None` when it cannot be written (nginx: 502).
 fn client_head(
     req: &mut Req<'_>,
-    pp: &ProxyPass,
+    (pp, peer): (&ProxyPass, crate::upstream::PeerId),
     h: &ResponseHead<'_, '_>,
     head_len: usize,
     (keep_alive, reusable): (bool, bool),
@@ -335,6 +437,7 @@ fn client_head(
         pass: pp,
         matcher: req.matcher,
         status_override: req.conn.err_status.get(),
+        sticky_cookie: sticky_cookie(req, pp, peer),
     };
     let shaped =
         super::headers_out::shape_proxied(conf, &mut req.vars, &proxied, h.status, &list, length);
@@ -380,7 +483,10 @@ pub(super) async fn subrequest(
         State::Error(r, _) => Some(r.code),
         _ => None,
     };
-    let (upstream, sent, slot) = exchange(req, pp).await.map_err(failed)?;
+    let mut attempts = Attempts::new(req, pp);
+    let (upstream, sent, slot) = exchange(req, pp, &mut attempts)
+        .await
+        .map_err(failed)?;
     let mut ubuf = sent.ubuf;
     let max_head = (req.conf.proxy_buffer_size() as usize).max(1024);
     let ip = req.conn.peer.ip();

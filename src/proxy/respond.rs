@@ -78,6 +78,10 @@ pub struct Page<'a> {
     pub body: &'a [u8],
     /// `Location`.
     pub location: Option<&'a str>,
+    /// `Location` goes in nginx's slot before `Connection`: the header filter writes it there
+    /// only when it made a relative one absolute; any other stays in the header list, after
+    /// `Connection` and `Vary`, before the `add_header` lines.
+    pub location_first: bool,
     /// The connection may stay open.
     pub keep_alive: bool,
     /// `server_tokens`.
@@ -111,7 +115,7 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
     if compress.is_none() && !no_content {
         line("Content-Length", body.len().to_string().as_bytes());
     }
-    if let Some(l) = p.location {
+    if let Some(l) = p.location.filter(|_| p.location_first) {
         line("Location", l.as_bytes());
     }
     let chunked = compress.is_some() && p.chunked;
@@ -125,6 +129,9 @@ pub fn page(p: &Page, x: &Extras) -> (Vec<u8>, bool, Option<(u64, u64)>) {
     }
     if let Some((n, v)) = x.vary() {
         line(n, v);
+    }
+    if let Some(l) = p.location.filter(|_| !p.location_first) {
+        line("Location", l.as_bytes());
     }
     for (n, v) in x.tail() {
         line(n, v);
@@ -156,7 +163,8 @@ pub fn reply(
 ) -> (Vec<u8>, bool, Option<(u64, u64)>) {
     let location = r.location.as_ref().map(|l| {
         let abs = absolute_location(vars, conf, l);
-        String::from_utf8_lossy(&abs).into_owned()
+        let made_absolute = abs != *l;
+        (String::from_utf8_lossy(&abs).into_owned(), made_absolute)
     });
     let default_type = conf.default_type();
     let (content_type, body): (&str, &[u8]) = match &r.body {
@@ -177,7 +185,8 @@ pub fn reply(
         code: r.code,
         content_type,
         body,
-        location: location.as_deref(),
+        location: location.as_ref().map(|(l, _)| l.as_str()),
+        location_first: location.as_ref().is_some_and(|(_, first)| *first),
         keep_alive,
         tokens: conf.server_tokens(),
         www_authenticate: vars

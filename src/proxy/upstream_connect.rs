@@ -28,6 +28,123 @@ enum Failed {
     Handshake(u16),
 }
 
+/// One request's walk over the peers of its upstream (nginx's `u->peer` across
+/// `ngx_http_upstream_next`): the balancer's per-request state, the attempts made, and the
+/// status the request gets if no peer answers.
+pub(super) struct Attempts {
+    state: PickState,
+    made: usize,
+    status: u16,
+    started: Instant,
+}
+
+/// What went wrong with a peer, as `proxy_next_upstream` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// `error`: connecting, sending, or the peer closed before a whole head.
+    Error,
+    /// `timeout`.
+    Timeout,
+    /// `invalid_header`.
+    InvalidHeader,
+    /// `http_500`, `http_502`, ...: the peer answered with this status.
+    Status(u16),
+}
+
+impl Fault {
+    /// A `502` or `504` from the exchange: an error or a timeout.
+    pub(super) fn of_status(code: u16) -> Fault {
+        if code == 504 {
+            Fault::Timeout
+        } else {
+            Fault::Error
+        }
+    }
+
+    /// A response status `proxy_next_upstream` can name.
+    pub(super) fn of_response(status: u16) -> Option<Fault> {
+        matches!(status, 500 | 502 | 503 | 504 | 403 | 404 | 429).then_some(Fault::Status(status))
+    }
+
+    fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Fault::Error => "error".into(),
+            Fault::Timeout => "timeout".into(),
+            Fault::InvalidHeader => "invalid_header".into(),
+            Fault::Status(s) => format!("http_{s}").into(),
+        }
+    }
+
+    /// Whether the peer counts as failed (max_fails): not for `http_403`/`http_404`
+    /// (`NGX_PEER_NEXT`).
+    pub(super) fn fails_peer(self) -> bool {
+        !matches!(self, Fault::Status(403 | 404))
+    }
+}
+
+impl Attempts {
+    /// A request's first attempt at the upstream of `pp` (with the server ID a `sticky` one
+    /// asks for).
+    pub(super) fn new(req: &mut Req<'_>, pp: &ProxyPass) -> Attempts {
+        // An address named by a URL with variables is a group of one, without `sticky`.
+        let sticky = match pp.direct {
+            Some(_) => None,
+            None => req.http.upstreams[pp.upstream].sticky.as_ref(),
+        };
+        let state = match sticky {
+            Some(sticky) => PickState::with_hint(super::sticky::hint(sticky, &mut req.vars)),
+            None => PickState::new(),
+        };
+        Attempts {
+            state,
+            made: 0,
+            status: 502,
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether, after `fault` on the last peer, another may be tried (`ngx_http_upstream_next`):
+    /// `proxy_next_upstream` names it, peers and `proxy_next_upstream_tries` are not used up,
+    /// `proxy_next_upstream_timeout` has not run out. The caller checks that the request can
+    /// go again.
+    pub(super) fn again(&self, req: &Req<'_>, pp: &ProxyPass, fault: Fault) -> bool {
+        let conf = req.conf;
+        let next = conf.proxy_next_upstream();
+        let name = fault.name();
+        let listed = !next.off && next.when.iter().any(|w| *w == name);
+        let max_tries = match conf.proxy_next_upstream_tries() {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let peers = match pp.direct {
+            Some(_) => 1,
+            None => req.ctx.proxy.balancers[pp.upstream].borrow().tries(),
+        };
+        let limit = conf.proxy_next_upstream_timeout();
+        let out_of_time = !limit.is_zero() && self.started.elapsed() >= limit;
+        listed && self.made < max_tries.min(peers) && !out_of_time
+    }
+
+    /// A cached connection to `peer` went stale: the peer may be picked again.
+    pub(super) fn stale(&mut self, peer: crate::upstream::PeerId) {
+        self.state.untry(peer);
+    }
+
+    /// Records the status a request that gives up now gets.
+    pub(super) fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+/// Appends `addr` to `$upstream_addr` (nginx lists every peer tried, `, `-separated).
+fn note_addr(req: &mut Req<'_>, addr: &str) {
+    let list = &mut req.vars.upstream.addr;
+    if !list.is_empty() {
+        list.push_str(", ");
+    }
+    list.push_str(addr);
+}
+
 /// Connects to a peer of the location's upstream (an idle keep-alive connection to the picked
 /// peer when `pooled` and one is cached), trying the next one as `proxy_next_upstream` allows.
 /// `Err(status)` is 502 or 504.
@@ -35,8 +152,9 @@ pub(super) async fn connect(
     req: &mut Req<'_>,
     pp: &ProxyPass,
     pooled: bool,
+    attempts: &mut Attempts,
 ) -> Result<UpstreamConn, u16> {
-    let (ctx, conf) = (req.ctx, req.conf);
+    let ctx = req.ctx;
     let own;
     let (balancer, name, balance) = match &pp.direct {
         // An address a URL with variables named: a group of one for this request.
@@ -66,33 +184,25 @@ pub(super) async fn connect(
         }),
         _ => None,
     };
-    let next = conf.proxy_next_upstream();
-    let max_tries = match conf.proxy_next_upstream_tries() {
-        0 => usize::MAX,
-        n => n as usize,
-    };
-    let mut state = PickState::new();
-    let mut status = 502;
-    let mut tries = 0;
-    let (started, time_limit) = (Instant::now(), conf.proxy_next_upstream_timeout());
     loop {
-        let picked = balancer
-            .borrow_mut()
-            .pick(key.as_deref(), Instant::now(), &mut state);
+        let picked =
+            balancer
+                .borrow_mut()
+                .pick(key.as_deref(), Instant::now(), &mut attempts.state);
         let Some(id) = picked else {
-            // nginx names the group when no peer is left (`pc->name = peers->name`).
-            req.vars.upstream.addr = name.to_string();
             let head = req.head;
             log!(Error, "no live upstreams while connecting to upstream, client: {}, request: \"{} {}\", upstream: \"{}\"", req.conn.peer.ip(), head.method, head.target.raw, name);
-            return Err(status);
+            // nginx's peer name for "no live upstreams" is the upstream's.
+            note_addr(req, name);
+            return Err(attempts.status);
         };
         let addr = balancer.borrow().peers().spec(id).addr.clone();
+        note_addr(req, &addr.to_string());
         let cached = pooled.then(|| ctx.proxy.upstream_pools.take(pp.upstream, id));
         if let Some(c) = cached.flatten() {
-            req.vars.upstream.addr = addr.to_string();
             return Ok(c);
         }
-        tries += 1;
+        attempts.made += 1;
         let failed = match attempt(req, pp, &addr).await {
             Ok(s) => {
                 balancer
@@ -111,18 +221,17 @@ pub(super) async fn connect(
             Failed::Handshake(code) => *code == 504,
             Failed::Connect(e) => is_timeout(e),
         };
-        status = if timed_out { 504 } else { 502 };
+        attempts.status = if timed_out { 504 } else { 502 };
         if let Failed::Connect(e) = &failed {
             log_connect_failure(req, pp, &addr, e, timed_out);
         }
-        let allowed = !next.off
-            && next
-                .when
-                .iter()
-                .any(|w| w == if timed_out { "timeout" } else { "error" });
-        let out_of_time = !time_limit.is_zero() && started.elapsed() >= time_limit;
-        if !allowed || tries >= max_tries || out_of_time {
-            return Err(status);
+        let fault = if timed_out {
+            Fault::Timeout
+        } else {
+            Fault::Error
+        };
+        if !attempts.again(req, pp, fault) {
+            return Err(attempts.status);
         }
     }
 }
@@ -142,7 +251,6 @@ async fn attempt(req: &mut Req<'_>, pp: &ProxyPass, addr: &PeerAddr) -> Result<S
             if conf.proxy_socket_keepalive() {
                 let _ = socket2::SockRef::from(&crate::sys::fd(&s)).set_keepalive(true);
             }
-            req.vars.upstream.addr = addr.to_string();
             let client = req.conn.peer;
             crate::tls::upstream(req.ctx, s, client, conf, pp, &mut req.vars)
                 .await

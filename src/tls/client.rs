@@ -328,7 +328,14 @@ pub async fn upstream(
             }
         },
     };
-    let upstream = vars.upstream.addr.clone();
+    // The peer being tried: the last of `$upstream_addr`'s list.
+    let upstream = vars
+        .upstream
+        .addr
+        .rsplit(", ")
+        .next()
+        .unwrap_or("")
+        .to_string();
     let Some(name) = ssl_name(conf, vars) else {
         log!(Error, "invalid \"proxy_ssl_name\" while SSL handshaking to upstream, client: {}, upstream: \"{upstream}\"", client.ip());
         return Err(502);

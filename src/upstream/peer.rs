@@ -86,6 +86,9 @@ pub struct PeerSpec {
     pub down: bool,
     /// `max_conns=` (default 0: unlimited), counted per shard, or across shards with a `zone`.
     pub max_conns: u32,
+    /// The server ID `sticky` routes by (`peer->sid`): the `server`'s `route=`, else the MD5 of
+    /// `name` in lowercase hex, as nginx generates it.
+    pub sid: String,
 }
 
 /// Open connections on each peer of one upstream, counted by every shard that serves one
@@ -159,9 +162,11 @@ impl PeerSpec {
     /// down, no max_conns. `name` is `addr` printed as nginx prints it.
     pub fn new(server: impl Into<String>, addr: impl Into<PeerAddr>) -> Self {
         let addr = addr.into();
+        let name = addr.to_string();
         PeerSpec {
             server: server.into(),
-            name: addr.to_string(),
+            sid: generated_sid(&name),
+            name,
             addr,
             weight: 1,
             max_fails: DEFAULT_MAX_FAILS,
@@ -171,6 +176,14 @@ impl PeerSpec {
             max_conns: 0,
         }
     }
+}
+
+/// nginx's generated server ID (`ngx_http_upstream_rr_peer_init_sid`): the MD5 of the printed
+/// address, in lowercase hex.
+pub fn generated_sid(name: &str) -> String {
+    use md5::Digest;
+    let digest = md5::Md5::digest(name.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What one shard knows about one peer at run time (`ngx_http_upstream_rr_peer_t`'s mutable part).
@@ -229,6 +242,16 @@ impl TriedSet {
                 self.rest.resize(w + 1, 0);
             }
             self.rest[w] |= 1 << (i % 64);
+        }
+    }
+
+    /// Forgets `peer`.
+    pub fn remove(&mut self, peer: PeerId) {
+        let i = peer.0;
+        if i < 64 {
+            self.first &= !(1 << i);
+        } else if let Some(w) = self.rest.get_mut(i / 64 - 1) {
+            *w &= !(1 << (i % 64));
         }
     }
 

@@ -26,6 +26,9 @@ const CONF: &str = r#"events {} http { server { listen 8080; server_name srv.loc
     location /l { rewrite ^/nomatch /x; set $v 1; }
     location /m { rewrite ^ $scheme://$host/n; }
     location /n { return 444; }
+    location /o { rewrite ^ /p; break; return 500; }
+    location /u1 { rewrite ^ $arg_r? redirect; }
+    location /u2 { rewrite ^ http://ex.com/a%20%2F%7e%zz%4zb%3Fc%41?x=%3F%41 redirect; }
 } }"#;
 
 fn script(cfg: &Config, prefix: &str) -> Vec<ScriptOp> {
@@ -109,6 +112,29 @@ fn redirects_escape_captures_only_for_escaped_uris() {
     });
 }
 
+/// A rewritten redirect is unescaped as nginx does (`NGX_UNESCAPE_REDIRECT`, the cases of
+/// nginx-tests' rewrite_unescape.t and more, checked against nginx 1.22 by hand).
+#[test]
+fn redirects_are_unescaped_up_to_the_first_question_mark() {
+    let t1 = "/u1?r=http%3A%2F%2Fexample.com%2F%3Ffrom%3Dblah";
+    go(t1, "/u1", "/u1", |o, _| {
+        assert_eq!(o, redirect(302, "http://example.com/?from%3Dblah"))
+    });
+    go(
+        "/u1?r=http%3A%2F%2Fexample.com%0D%0Asplit",
+        "/u1",
+        "/u1",
+        |o, _| assert_eq!(o, redirect(302, "http://example.com%0D%0Asplit")),
+    );
+    // Space and controls stay escaped, `%zz` keeps `zz`, `%4z` goes, a decoded `?` ends it.
+    go("/u2?k=v", "/u2", "/u2", |o, _| {
+        assert_eq!(
+            o,
+            redirect(302, "http://ex.com/a%20/~zzb?c%41?x=%3F%41&k=v")
+        )
+    });
+}
+
 #[test]
 fn return_break_set_and_chained_rewrites() {
     go("/f?o=1", "/f", "/f", |o, _| {
@@ -141,6 +167,14 @@ fn return_break_set_and_chained_rewrites() {
         assert_eq!(o, Outcome::Break);
         assert_eq!(v.get("v").unwrap().as_ref(), b"server-/j");
     });
+    // A URI changed without a flag, then `break` (nginx's `ngx_http_script_break_code`): the
+    // same as the `break` flag; a `break` after no change keeps the prefix valid.
+    go("/o/z", "/o/z", "/o", |o, v| {
+        assert_eq!(o, Outcome::Break);
+        assert_eq!(v.uri(), "/p");
+        assert!(!v.location_valid());
+    });
+    go("/j", "/j", "/j", |_, v| assert!(v.location_valid()));
     go("/l", "/l", "/l", |o, v| {
         assert_eq!(o, Outcome::Continue);
         assert!(!v.uri_changed());

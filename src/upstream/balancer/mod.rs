@@ -12,6 +12,8 @@
 //! [`LeastConn`] (`ngx_http_upstream_least_conn_module.c`) and [`Random`]
 //! (`ngx_http_upstream_random_module.c`). The last two compare connection counts that every
 //! shard shares ([`crate::upstream::peer::SharedConns`]); everything else is the shard's own.
+//! [`Sticky`] wraps any of them for `sticky` (session affinity), as nginx's sticky module wraps
+//! whichever balancer the upstream has.
 
 /// The `peers`/`peers_mut` pair of a [`Balancer`] impl whose peers sit in a field `peers`.
 macro_rules! peers_field {
@@ -48,6 +50,7 @@ pub mod ip_hash;
 pub mod least_conn;
 pub mod random;
 pub mod round_robin;
+pub mod sticky;
 
 use std::time::Instant;
 
@@ -56,6 +59,7 @@ pub use ip_hash::IpHash;
 pub use least_conn::LeastConn;
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use sticky::Sticky;
 
 use super::peer::{PeerId, PeerListError, PeerSpec, Peers, SharedConns, TriedSet};
 
@@ -93,12 +97,30 @@ pub struct PickState {
     pub(crate) hash_tries: u32,
     /// Whether the consistent-hash ring position was looked up for this request.
     pub(crate) hash_started: bool,
+    /// The server ID the request asks for (`pc->hint`: a `sticky` cookie or route), empty
+    /// for none; only [`Sticky`] reads it.
+    pub(crate) hint: Vec<u8>,
 }
 
 impl PickState {
     /// State for a new request.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// State for a new request that asks for the peer whose server ID is `hint` (see
+    /// [`Sticky`]); an empty hint asks for none.
+    pub fn with_hint(hint: Vec<u8>) -> Self {
+        PickState {
+            hint,
+            ..Self::default()
+        }
+    }
+
+    /// Lets `peer` be picked again by this request: its cached connection went stale, which
+    /// is not the peer's failure (nginx gives the try back).
+    pub fn untry(&mut self, peer: PeerId) {
+        self.tried.remove(peer);
     }
 
     /// The peers this request was already given.
