@@ -23,6 +23,29 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "gitlab.conf",
+        &[
+            "variable \"$remote_user\" is not supported by ringproxy",
+            "unknown log format \"gitlab_ssl_access\"",
+            "unknown log format \"gitlab_ssl_access\"",
+        ],
+    ),
+    (
+        "jellyfin.conf",
+        &[
+            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
+            "variables in the scheme or host of \"proxy_pass\" are not supported by ringproxy",
+        ],
+    ),
+    (
+        "jitsi-meet.conf",
+        &[
+            "\"ssi\" directive is not supported by ringproxy",
+            "\"ssi_types\" directive is not supported by ringproxy",
+            "variables in \"alias\" are not supported by ringproxy",
+        ],
+    ),
+    (
         "kibana.conf",
         &[
             "\"auth_basic\" directive is not supported by ringproxy",
@@ -72,6 +95,8 @@ enum Want {
     Static(&'static str),
     /// This status with this `Location`.
     Redirect(u16, &'static str),
+    /// No response: the connection is closed (`return 444`).
+    Closed,
 }
 
 /// A request on one of a site's two ports: TLS (`@PORT_HTTPS@`) or not, Host (and SNI), path.
@@ -87,6 +112,153 @@ const HTTP: bool = false;
 const HTTPS: bool = true;
 
 const SITES: &[Site] = &[
+    Site {
+        file: "aspnetcore-signalr.conf",
+        websockets: &[(HTTPS, "app.example.com", "/hubs/chat?id=Qm9")],
+        gets: &[
+            ((HTTPS, "app.example.com", "/"), Want::Proxied),
+            ((HTTPS, "eu.app.example.com", "/privacy"), Want::Proxied),
+            (
+                (HTTP, "app.example.com", "/privacy"),
+                Want::Redirect(301, "https://app.example.com/privacy"),
+            ),
+        ],
+    },
+    Site {
+        file: "cockpit.conf",
+        websockets: &[(HTTPS, "cockpit.example.com", "/cockpit/socket")],
+        gets: &[
+            ((HTTPS, "cockpit.example.com", "/system"), Want::Proxied),
+            (
+                (HTTP, "cockpit.example.com", "/system"),
+                Want::Redirect(301, "https://cockpit.example.com/system"),
+            ),
+            ((HTTP, "other.example.com", "/"), Want::Closed),
+        ],
+    },
+    Site {
+        file: "etherpad.conf",
+        websockets: &[
+            (
+                HTTPS,
+                "etherpad.example.org",
+                "/socket.io/?padId=p1&EIO=4&transport=websocket",
+            ),
+            (
+                HTTPS,
+                "etherpad.example.org",
+                "/etherpad/socket.io/?padId=p1&EIO=4&transport=websocket",
+            ),
+        ],
+        gets: &[
+            ((HTTPS, "etherpad.example.org", "/p/p1"), Want::Proxied),
+            (
+                (HTTPS, "etherpad.example.org", "/etherpad/p/p1"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "etherpad.example.org", "/p/p1"),
+                Want::Redirect(301, "https://etherpad.example.org/p/p1"),
+            ),
+        ],
+    },
+    Site {
+        file: "netdata.conf",
+        websockets: &[(HTTP, "netdata.example.com", "/netdata/api/v2/ws")],
+        gets: &[(
+            (HTTP, "netdata.example.com", "/netdata/api/v1/info?x=1"),
+            Want::Proxied,
+        )],
+    },
+    Site {
+        file: "ntfy.conf",
+        websockets: &[
+            (HTTP, "ntfy.sh", "/mytopic/ws"),
+            (HTTPS, "ntfy.sh", "/mytopic/ws"),
+        ],
+        gets: &[
+            (
+                (HTTP, "ntfy.sh", "/mytopic"),
+                Want::Redirect(302, "https://ntfy.sh/mytopic"),
+            ),
+            ((HTTP, "ntfy.sh", "/mytopic/json?poll=1"), Want::Proxied),
+            ((HTTPS, "ntfy.sh", "/mytopic"), Want::Proxied),
+        ],
+    },
+    Site {
+        file: "octoprint.conf",
+        websockets: &[(HTTP, "octopi.local", "/octoprint/sockjs/websocket")],
+        gets: &[
+            ((HTTP, "octopi.local", "/octoprint/"), Want::Proxied),
+            (
+                (HTTP, "octopi.local", "/webcam/?action=stream"),
+                Want::Proxied,
+            ),
+        ],
+    },
+    Site {
+        file: "odoo.conf",
+        websockets: &[(HTTPS, "odoo.mycompany.com", "/websocket")],
+        gets: &[
+            ((HTTPS, "odoo.mycompany.com", "/web/login"), Want::Proxied),
+            (
+                (HTTPS, "odoo.mycompany.com", "/web/static/lib/app.js"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "odoo.mycompany.com", "/web"),
+                Want::Redirect(301, "https://odoo.mycompany.com/web"),
+            ),
+        ],
+    },
+    Site {
+        file: "onlyoffice.conf",
+        websockets: &[(
+            HTTP,
+            "docs.example.com",
+            "/7.5.1/doc/k1/c/?EIO=4&transport=websocket",
+        )],
+        gets: &[
+            ((HTTP, "docs.example.com", "/healthcheck"), Want::Proxied),
+            (
+                (HTTP, "docs.example.com", "/ds-vpath/healthcheck"),
+                Want::Proxied,
+            ),
+        ],
+    },
+    Site {
+        file: "proxmox-ve.conf",
+        websockets: &[(
+            HTTPS,
+            "pve.example.com",
+            "/api2/json/nodes/pve/qemu/100/vncwebsocket?port=5900",
+        )],
+        gets: &[
+            ((HTTPS, "pve.example.com", "/"), Want::Proxied),
+            (
+                (HTTP, "pve.example.com", "/pve2/ext6/x?ver=8"),
+                Want::Redirect(301, "https://pve.example.com/pve2/ext6/x?ver=8"),
+            ),
+        ],
+    },
+    Site {
+        file: "rstudio-subpath.conf",
+        websockets: &[
+            (HTTP, "analytics.example.com", "/rstudio/p/4f2a/websocket/"),
+            (HTTP, "analytics.example.com", "/shiny/app/websocket/"),
+        ],
+        gets: &[
+            ((HTTP, "analytics.example.com", "/rstudio/"), Want::Proxied),
+            (
+                (HTTP, "analytics.example.com", "/shiny/app/"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "analytics.example.com", "/rstudio"),
+                Want::Redirect(301, "http://analytics.example.com/rstudio/"),
+            ),
+        ],
+    },
     Site {
         file: "code-server.conf",
         websockets: &[(HTTP, "code.example.com", "/stable-abc?reconnectionToken=1")],
@@ -529,6 +701,7 @@ fn check_get(resp: &str, want: Want, what: &str) {
             assert!(status.starts_with("HTTP/1.1 200 "), "{what}: {resp}");
             assert_eq!(tls::body(resp), static_body(file), "{what}: {resp}");
         }
+        Want::Closed => assert_eq!(resp, "", "{what}"),
         Want::Redirect(code, location) => {
             assert!(
                 status.starts_with(&format!("HTTP/1.1 {code} ")),
