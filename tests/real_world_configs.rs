@@ -42,7 +42,6 @@ const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
         &[
             "\"ssi\" directive is not supported by ringproxy",
             "\"ssi_types\" directive is not supported by ringproxy",
-            "variables in \"alias\" are not supported by ringproxy",
         ],
     ),
     (

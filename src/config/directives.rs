@@ -300,8 +300,8 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("types", HSL, A0, Handler::Block(Block::Types)),
     spec!("listen", SERVER, MORE1, Handler::Server(handlers::listen)),
     spec!("server_name", SERVER, MORE1, Handler::Server(handlers::server_name)),
-    spec!("root", HSL | LIF, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Root(e.prefix_path(d.arg(0)))))),
-    spec!("alias", LOC, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Alias(e.prefix_path(d.arg(0)))))),
+    spec!("root", HSL | LIF, A1, Handler::Level(doc_root)),
+    spec!("alias", LOC, A1, Handler::Level(doc_root)),
     spec!("index", HSL, MORE1, Handler::Level(|c, d, e| {
         let list = d.args.iter().map(|a| e.template(&a.value, d)).collect::<Result<Vec<_>>>()?;
         set_once(&mut c.index, list, d)
