@@ -84,7 +84,7 @@ fn balancing_methods_parse_and_a_second_one_warns_as_nginx() {
 }
 
 #[test]
-fn aio_and_proxy_cache_off_are_accepted_with_nginx_values() {
+fn aio_proxy_cache_off_and_proxy_store_off_are_accepted_with_nginx_values() {
     let load = |directive: &str| {
         let text = format!(
             "events {{}}\nhttp {{ server {{ listen 127.0.0.1:1; location / {{ {directive} }} }} }}\n"
@@ -97,9 +97,16 @@ fn aio_and_proxy_cache_off_are_accepted_with_nginx_values() {
         "aio threads;",
         "aio threads=default;",
         "proxy_cache off;",
+        "proxy_store off;",
     ] {
         load(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
-    let e = load("proxy_cache $zone;").unwrap_err().to_string();
-    assert!(e.contains("ringproxy has no cache"), "{e}");
+    for refused in [
+        "proxy_cache $zone;",
+        "proxy_store on;",
+        "proxy_store /data$uri;",
+    ] {
+        let e = load(refused).unwrap_err().to_string();
+        assert!(e.contains("ringproxy has no cache"), "{refused}: {e}");
+    }
 }

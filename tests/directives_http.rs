@@ -2,7 +2,7 @@
 //! effect shows in the answer: `server`/`listen`/`server_name`/`location` routing,
 //! `merge_slashes`, `rewrite`/`return`/`set`/`break`/`map`, the three redirect directives,
 //! `server_tokens`, static files (`root`, `alias`, `index`, `try_files`, `types`,
-//! `default_type`, `etag`, `add_header`) and `access_log` with `log_format`. The expected
+//! `default_type`, `etag`, `add_header`; `root`/`alias` with variables) and `access_log` with `log_format`. The expected
 //! answers are nginx 1.22.1's for the same configuration and requests (checked by hand).
 
 mod common;
@@ -277,6 +277,66 @@ fn static_files_are_found_and_typed_as_nginx() {
     let r = get(port, "a", "/dir");
     assert_eq!(status_code(&r), "301");
     assert_eq!(r.get("location"), Some(&*format!("http://a:{port}/dir/")));
+}
+
+/// `root` and `alias` with variables: the server name's capture, a regex location's
+/// captures, arguments; a relative result is under the prefix; `$document_root` and
+/// `$request_filename` follow the rendered path (nginx 1.22.1's answers for the same requests).
+// effect: root alias
+#[test]
+fn root_and_alias_with_variables_are_rendered_per_request() {
+    let port = common::free_port();
+    let conf = format!(
+        "events {{}}\nhttp {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{port};\n        server_name ~^(?<site>[a-z]+)\\.test$;\n        root $site/;\n        add_header X-Root $document_root always;\n        add_header X-File $request_filename always;\n        location ~ ^/cap/(a|b)(\\.txt)$ {{ alias data/$1$2; }}\n        location /files/ {{ alias $arg_d/; }}\n        location /try/ {{ root $arg_r; }}\n    }}\n}}\n"
+    );
+    let dir = static_prefix(&conf);
+    let p = dir.path().to_str().unwrap().to_string();
+    let _p = Proxy::start_in(dir, port, "", &[]);
+    let check = |host: &str, target: &str, want: (&str, &str, &str, &str)| {
+        let r = get(port, host, target);
+        let body = if status_code(&r) == "200" {
+            r.text()
+        } else {
+            String::new()
+        };
+        let got = (
+            status_code(&r),
+            body.as_str(),
+            r.get("x-root").unwrap_or(""),
+            r.get("x-file").unwrap_or(""),
+        );
+        assert_eq!(got, want, "{host}{target}");
+    };
+    let (www, data) = (format!("{p}/www"), format!("{p}/data"));
+    check(
+        "www.test",
+        "/a.txt",
+        ("200", "file a\n", &www, &format!("{www}/a.txt")),
+    );
+    check(
+        "data.test",
+        "/b.txt",
+        ("200", "b data\n", &data, &format!("{data}/b.txt")),
+    );
+    let b = format!("{data}/b.txt");
+    check("www.test", "/cap/b.txt", ("200", "b data\n", &b, &b));
+    let a = format!("{data}/a.txt");
+    check("www.test", "/cap/a.txt", ("404", "", &a, &a));
+    check(
+        "www.test",
+        "/files/b.txt?d=data",
+        ("200", "b data\n", &format!("{data}/"), &b),
+    );
+    check(
+        "x.test",
+        "/try/here.txt?r=www",
+        ("200", "here\n", &www, &format!("{www}/try/here.txt")),
+    );
+    check(
+        "www.test",
+        "/try/here.txt",
+        ("404", "", &format!("{p}/"), &format!("{p}//try/here.txt")),
+    );
 }
 
 // effect: etag add_header

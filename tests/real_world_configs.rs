@@ -19,6 +19,13 @@ use tokio_tungstenite::tungstenite::Message;
 /// `in FILE:LINE`), in the order `-t` reports them once the ones before are commented out.
 const KNOWN_REFUSALS: &[(&str, &[&str])] = &[
     (
+        "jitsi-meet.conf",
+        &[
+            "\"ssi\" directive is not supported by ringproxy",
+            "\"ssi_types\" directive is not supported by ringproxy",
+        ],
+    ),
+    (
         "mastodon.conf",
         &[
             "\"proxy_cache_path\" directive is not supported by ringproxy: ringproxy has no cache",
@@ -56,6 +63,8 @@ enum Want {
     Redirect(u16, &'static str),
     /// Asked without credentials: 401 with this realm's challenge.
     Challenge(&'static str),
+    /// No response: the connection is closed (`return 444`).
+    Closed,
 }
 
 /// Sites behind `auth_basic`: the `Authorization` value their WebSockets and proxied GETs send
@@ -343,6 +352,178 @@ const SITES: &[Site] = &[
             ),
         ],
     },
+    Site {
+        file: "aspnetcore-signalr.conf",
+        websockets: &[(HTTPS, "app.example.com", "/hubs/chat?id=Qm9")],
+        gets: &[
+            ((HTTPS, "app.example.com", "/"), Want::Proxied),
+            ((HTTPS, "eu.app.example.com", "/privacy"), Want::Proxied),
+            (
+                (HTTP, "app.example.com", "/privacy"),
+                Want::Redirect(301, "https://app.example.com/privacy"),
+            ),
+        ],
+    },
+    Site {
+        file: "cockpit.conf",
+        websockets: &[(HTTPS, "cockpit.example.com", "/cockpit/socket")],
+        gets: &[
+            ((HTTPS, "cockpit.example.com", "/system"), Want::Proxied),
+            (
+                (HTTP, "cockpit.example.com", "/system"),
+                Want::Redirect(301, "https://cockpit.example.com/system"),
+            ),
+            ((HTTP, "other.example.com", "/"), Want::Closed),
+        ],
+    },
+    Site {
+        file: "etherpad.conf",
+        websockets: &[
+            (
+                HTTPS,
+                "etherpad.example.org",
+                "/socket.io/?padId=p1&EIO=4&transport=websocket",
+            ),
+            (
+                HTTPS,
+                "etherpad.example.org",
+                "/etherpad/socket.io/?padId=p1&EIO=4&transport=websocket",
+            ),
+        ],
+        gets: &[
+            ((HTTPS, "etherpad.example.org", "/p/p1"), Want::Proxied),
+            (
+                (HTTPS, "etherpad.example.org", "/etherpad/p/p1"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "etherpad.example.org", "/p/p1"),
+                Want::Redirect(301, "https://etherpad.example.org/p/p1"),
+            ),
+        ],
+    },
+    Site {
+        file: "netdata.conf",
+        websockets: &[(HTTP, "netdata.example.com", "/netdata/api/v2/ws")],
+        gets: &[(
+            (HTTP, "netdata.example.com", "/netdata/api/v1/info?x=1"),
+            Want::Proxied,
+        )],
+    },
+    Site {
+        file: "ntfy.conf",
+        websockets: &[
+            (HTTP, "ntfy.sh", "/mytopic/ws"),
+            (HTTPS, "ntfy.sh", "/mytopic/ws"),
+        ],
+        gets: &[
+            (
+                (HTTP, "ntfy.sh", "/mytopic"),
+                Want::Redirect(302, "https://ntfy.sh/mytopic"),
+            ),
+            ((HTTP, "ntfy.sh", "/mytopic/json?poll=1"), Want::Proxied),
+            ((HTTPS, "ntfy.sh", "/mytopic"), Want::Proxied),
+        ],
+    },
+    Site {
+        file: "octoprint.conf",
+        websockets: &[(HTTP, "octopi.local", "/octoprint/sockjs/websocket")],
+        gets: &[
+            ((HTTP, "octopi.local", "/octoprint/"), Want::Proxied),
+            (
+                (HTTP, "octopi.local", "/webcam/?action=stream"),
+                Want::Proxied,
+            ),
+        ],
+    },
+    Site {
+        file: "odoo.conf",
+        websockets: &[(HTTPS, "odoo.mycompany.com", "/websocket")],
+        gets: &[
+            ((HTTPS, "odoo.mycompany.com", "/web/login"), Want::Proxied),
+            (
+                (HTTPS, "odoo.mycompany.com", "/web/static/lib/app.js"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "odoo.mycompany.com", "/web"),
+                Want::Redirect(301, "https://odoo.mycompany.com/web"),
+            ),
+        ],
+    },
+    Site {
+        file: "onlyoffice.conf",
+        websockets: &[(
+            HTTP,
+            "docs.example.com",
+            "/7.5.1/doc/k1/c/?EIO=4&transport=websocket",
+        )],
+        gets: &[
+            ((HTTP, "docs.example.com", "/healthcheck"), Want::Proxied),
+            (
+                (HTTP, "docs.example.com", "/ds-vpath/healthcheck"),
+                Want::Proxied,
+            ),
+        ],
+    },
+    Site {
+        file: "proxmox-ve.conf",
+        websockets: &[(
+            HTTPS,
+            "pve.example.com",
+            "/api2/json/nodes/pve/qemu/100/vncwebsocket?port=5900",
+        )],
+        gets: &[
+            ((HTTPS, "pve.example.com", "/"), Want::Proxied),
+            (
+                (HTTP, "pve.example.com", "/pve2/ext6/x?ver=8"),
+                Want::Redirect(301, "https://pve.example.com/pve2/ext6/x?ver=8"),
+            ),
+        ],
+    },
+    Site {
+        file: "rstudio-subpath.conf",
+        websockets: &[
+            (HTTP, "analytics.example.com", "/rstudio/p/4f2a/websocket/"),
+            (HTTP, "analytics.example.com", "/shiny/app/websocket/"),
+        ],
+        gets: &[
+            ((HTTP, "analytics.example.com", "/rstudio/"), Want::Proxied),
+            (
+                (HTTP, "analytics.example.com", "/shiny/app/"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "analytics.example.com", "/rstudio"),
+                Want::Redirect(301, "http://analytics.example.com/rstudio/"),
+            ),
+        ],
+    },
+    Site {
+        file: "gitlab.conf",
+        websockets: &[(HTTPS, "gitlab.example.com", "/-/cable")],
+        gets: &[
+            ((HTTPS, "gitlab.example.com", "/explore"), Want::Proxied),
+            (
+                (HTTP, "gitlab.example.com", "/explore"),
+                Want::Redirect(301, "https://gitlab.example.com/explore"),
+            ),
+        ],
+    },
+    Site {
+        file: "jellyfin.conf",
+        websockets: &[(HTTPS, "jellyfin.example.org", "/socket")],
+        gets: &[
+            (
+                (HTTPS, "jellyfin.example.org", "/web/index.html"),
+                Want::Proxied,
+            ),
+            (
+                (HTTP, "jellyfin.example.org", "/web/"),
+                Want::Redirect(301, "https://jellyfin.example.org/web/"),
+            ),
+        ],
+    },
 ];
 
 fn corpus() -> PathBuf {
@@ -593,6 +774,7 @@ fn check_get(resp: &str, want: Want, what: &str) {
             assert!(status.starts_with("HTTP/1.1 200 "), "{what}: {resp}");
             assert_eq!(tls::body(resp), static_body(file), "{what}: {resp}");
         }
+        Want::Closed => assert_eq!(resp, "", "{what}"),
         Want::Challenge(realm) => {
             assert!(status.starts_with("HTTP/1.1 401 "), "{what}: {resp}");
             let want = format!("Basic realm=\"{realm}\"");

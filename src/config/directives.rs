@@ -229,6 +229,8 @@ const NO_HASH: &str = "ringproxy sizes its lookup tables itself";
 const NO_CACHE: &str = "ringproxy has no cache";
 /// `proxy_cache off` is what ringproxy does anyway; a zone is refused (see `handlers_out::proxy_cache`).
 const CACHE_OFF: &str = "only `off` is accepted, ringproxy has no cache";
+/// `proxy_store off` is what ringproxy does anyway; `on` or a path is refused.
+const STORE_OFF: &str = "only `off` is accepted, ringproxy never writes responses to disk";
 const NO_OVERRIDE: &str =
     "only `off`: overriding an upstream's charset recodes, and ringproxy has no charset_map";
 const NO_AIO: &str =
@@ -306,8 +308,8 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("types", HSL, A0, Handler::Block(Block::Types)),
     spec!("listen", SERVER, MORE1, Handler::Server(handlers::listen)),
     spec!("server_name", SERVER, MORE1, Handler::Server(handlers::server_name)),
-    spec!("root", HSL | LIF, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Root(e.prefix_path(d.arg(0)))))),
-    spec!("alias", LOC, A1, Handler::Level(|c, d, e| doc_root(c, d, DocRoot::Alias(e.prefix_path(d.arg(0)))))),
+    spec!("root", HSL | LIF, A1, Handler::Level(doc_root)),
+    spec!("alias", LOC, A1, Handler::Level(doc_root)),
     spec!("index", HSL, MORE1, Handler::Level(|c, d, e| {
         let list = d.args.iter().map(|a| e.template(&a.value, d)).collect::<Result<Vec<_>>>()?;
         set_once(&mut c.index, list, d)
@@ -457,6 +459,15 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("override_charset", HSL, FLAG, Handler::NoEffectChecked(NO_OVERRIDE, handlers_out::override_charset)),
     spec!("charset_map", HTTP, A2, Handler::Unsupported("ringproxy adds \"; charset=\" but does not recode")),
     spec!("ssi", HSL | LIF, FLAG, Handler::Unsupported("")),
+    spec!("ssi_types", HSL, MORE1, Handler::Unsupported("")),
+    spec!("ssi_silent_errors", HSL, FLAG, Handler::Unsupported("")),
+    spec!("ssi_last_modified", HSL, FLAG, Handler::Unsupported("")),
+    spec!("ssi_min_file_chunk", HSL, A1, Handler::Unsupported("")),
+    spec!("ssi_value_length", HSL, A1, Handler::Unsupported("")),
+    spec!("sub_filter", HSL, A2, Handler::Unsupported("")),
+    spec!("sub_filter_once", HSL, FLAG, Handler::Unsupported("")),
+    spec!("sub_filter_types", HSL, MORE1, Handler::Unsupported("")),
+    spec!("sub_filter_last_modified", HSL, FLAG, Handler::Unsupported("")),
     spec!("autoindex", HSL, FLAG, Handler::Unsupported("")),
     // realip module.
     spec!("set_real_ip_from", HSL, A1, Handler::Level(handlers::set_real_ip_from)),
@@ -589,7 +600,7 @@ pub static DIRECTIVES: &[Spec] = &[
     spec!("proxy_cache_min_uses", HSL, A1, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_lock", HSL, FLAG, Handler::Unsupported(NO_CACHE)),
     spec!("proxy_cache_revalidate", HSL, FLAG, Handler::Unsupported(NO_CACHE)),
-    spec!("proxy_store", HSL, A1, Handler::Unsupported(NO_CACHE)),
+    spec!("proxy_store", HSL, A1, Handler::NoEffectChecked(STORE_OFF, handlers_out::proxy_store)),
     spec!("proxy_cookie_domain", HSL, n(1, 2), Handler::Level(handlers_out::proxy_cookie_domain)),
     spec!("proxy_cookie_path", HSL, n(1, 2), Handler::Level(handlers_out::proxy_cookie_path)),
     spec!("proxy_cookie_flags", HSL, n(1, 4), Handler::Level(handlers_out::proxy_cookie_flags)),

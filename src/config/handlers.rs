@@ -495,20 +495,11 @@ pub fn parse_level(s: &str) -> Option<LogLevel> {
     })
 }
 
-pub(super) fn doc_root(c: &mut LocConf, d: &Directive, v: DocRoot) -> Result<()> {
-    if d.arg(0).contains('$') {
-        return Err(err(
-            d,
-            format!(
-                "variables in \"{}\" are not supported by ringproxy",
-                d.name()
-            ),
-        ));
-    }
+pub(super) fn doc_root(c: &mut LocConf, d: &Directive, e: &mut Env) -> Result<()> {
     if let Some(prev) = &c.root {
         let prev_name = match prev {
-            DocRoot::Root(_) => "root",
-            DocRoot::Alias(_) => "alias",
+            DocRoot::Root(_) | DocRoot::RootVars(..) => "root",
+            DocRoot::Alias(_) | DocRoot::AliasVars(..) => "alias",
         };
         let msg = if prev_name == d.name() {
             format!("\"{}\" directive is duplicate", d.name())
@@ -521,6 +512,39 @@ pub(super) fn doc_root(c: &mut LocConf, d: &Directive, v: DocRoot) -> Result<()>
         };
         return Err(err(d, msg));
     }
+    let raw = d.arg(0);
+    let alias = d.name() == "alias";
+    let v = if raw.contains('$') {
+        // nginx's checks: these two are what the root defines.
+        for var in ["document_root", "realpath_root"] {
+            if raw.contains(&format!("${var}")) || raw.contains(&format!("${{{var}}}")) {
+                return Err(err(
+                    d,
+                    format!(
+                        "the ${var} variable cannot be used in the \"{}\" directive",
+                        d.name()
+                    ),
+                ));
+            }
+        }
+        // nginx drops a root's (not an alias's) trailing slash before compiling.
+        let text = if !alias && raw.len() > 1 {
+            raw.strip_suffix('/').unwrap_or(raw)
+        } else {
+            raw
+        };
+        let t = e.template(text, d)?;
+        let prefix = e.prefix_path("");
+        if alias {
+            DocRoot::AliasVars(t, prefix)
+        } else {
+            DocRoot::RootVars(t, prefix)
+        }
+    } else if alias {
+        DocRoot::Alias(e.prefix_path(raw))
+    } else {
+        DocRoot::Root(e.prefix_path(raw))
+    };
     c.root = Some(v);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Handlers of the directives that shape the response head (`expires`, `charset`,
 //! `proxy_cookie_*`, `gzip_static`) and of those accepted only in the values that change
-//! nothing here (`aio`, `proxy_cache off`, `override_charset off`). Each refuses what nginx refuses, in nginx's words.
+//! nothing here (`aio`, `proxy_cache off`, `proxy_store off`, `override_charset off`). Each refuses what nginx refuses, in nginx's words.
 
 use super::build::Env;
 use super::directives::{err, invalid_value, set_once};
@@ -34,6 +34,17 @@ pub(crate) fn proxy_cache(d: &Directive) -> Result<()> {
     Err(err(
         d,
         "\"proxy_cache\" directive is not supported by ringproxy: ringproxy has no cache",
+    ))
+}
+
+/// `proxy_store off` only: storing responses as files needs the disk writes ringproxy never does.
+pub(crate) fn proxy_store(d: &Directive) -> Result<()> {
+    if d.arg(0) == "off" {
+        return Ok(());
+    }
+    Err(err(
+        d,
+        "\"proxy_store\" directive is not supported by ringproxy: ringproxy has no cache",
     ))
 }
 

@@ -22,9 +22,9 @@ pub mod handlers_out;
 pub mod model;
 pub mod model_out;
 pub mod regex;
+pub mod sticky;
 pub mod stream;
 pub mod stream_directives;
-pub mod sticky;
 pub mod template;
 pub mod values;
 

@@ -799,6 +799,28 @@ pub enum DocRoot {
     Root(PathBuf),
     /// `alias`: the location's prefix is replaced by the path.
     Alias(PathBuf),
+    /// `root` with variables, rendered per request; a relative result is under the prefix.
+    RootVars(Template, PathBuf),
+    /// `alias` with variables (often a regex location's captures), rendered per request.
+    AliasVars(Template, PathBuf),
+}
+
+impl DocRoot {
+    /// The path for this request and whether it is an alias: `render` evaluates the template
+    /// of a root with variables, and nginx's `ngx_get_full_name` puts a relative result under
+    /// the prefix.
+    pub fn rendered(&self, render: &mut dyn FnMut(&Template) -> Vec<u8>) -> (PathBuf, bool) {
+        use std::os::unix::ffi::OsStringExt;
+        let mut full = |t: &Template, prefix: &PathBuf| {
+            prefix.join(PathBuf::from(std::ffi::OsString::from_vec(render(t))))
+        };
+        match self {
+            DocRoot::Root(p) => (p.clone(), false),
+            DocRoot::Alias(p) => (p.clone(), true),
+            DocRoot::RootVars(t, prefix) => (full(t, prefix), false),
+            DocRoot::AliasVars(t, prefix) => (full(t, prefix), true),
+        }
+    }
 }
 
 /// `types { }`: extension to MIME type.

@@ -185,7 +185,7 @@ pub struct RequestVars<'a> {
     /// `$request_length` (head and body bytes read; the head length until the body is read).
     pub request_length: u64,
     /// `$document_root` of the location, when it has one.
-    pub document_root: Option<&'a std::path::Path>,
+    pub document_root: Option<std::borrow::Cow<'a, std::path::Path>>,
     /// How `$request_filename` maps `$uri` under `document_root`: `None` for `root` (the whole
     /// URI is appended), `Some(n)` for `alias` (the first `n` bytes are replaced; `usize::MAX`
     /// in a regex location: the alias is the whole path).
@@ -491,11 +491,12 @@ impl<'a> RequestVars<'a> {
             "connection_requests" => w!("{}", conn.requests),
             "content_length" => head.header("content-length").map_or(Val::None, Val::Bytes),
             "content_type" => head.header("content-type").map_or(Val::None, Val::Bytes),
-            "document_root" => match self.document_root {
+            "document_root" => match &self.document_root {
                 Some(r) => w!("{}", r.display()),
                 None => Val::None,
             },
-            "request_filename" => match self.document_root.map(std::path::Path::display) {
+            "request_filename" => match self.document_root.as_deref().map(std::path::Path::display)
+            {
                 Some(r) => {
                     let rest = match self.alias_prefix {
                         None => Some(&*self.uri),

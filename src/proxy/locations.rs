@@ -6,6 +6,8 @@
 //! `static_files`; `return` to `answer::reply`. The state it ends in goes back to
 //! `handler::serve`, after the access-log line.
 
+use std::borrow::Cow;
+
 use super::answer::{reply, send_page};
 use super::error_page;
 use super::handler::State;
@@ -329,19 +331,27 @@ async fn static_file(req: &mut Req<'_>, walk: &mut Walk, keep_alive: bool) -> St
 /// `$document_root` and `$request_filename` follow the conf serving the request.
 fn set_doc_root(req: &mut Req<'_>) {
     // The field, not the accessor: borrowed from the configuration, not cloned per request.
+    let alias_len = || match req.matcher {
+        LocationMatch::Prefix { path, .. } | LocationMatch::Exact(path) => path.len(),
+        LocationMatch::Named(name) => name.len(),
+        LocationMatch::Regex(_) => usize::MAX,
+    };
     let (root, alias) = match &req.conf.root {
-        None => (std::path::Path::new("html"), None), // nginx's default, as in model.rs
-        Some(DocRoot::Root(p)) => (p.as_path(), None),
-        Some(DocRoot::Alias(p)) => {
-            let n = match req.matcher {
-                LocationMatch::Prefix { path, .. } | LocationMatch::Exact(path) => path.len(),
-                LocationMatch::Named(name) => name.len(),
-                LocationMatch::Regex(_) => usize::MAX,
-            };
-            (p.as_path(), Some(n))
+        None => (Cow::Borrowed(std::path::Path::new("html")), None), // nginx's default, as in model.rs
+        Some(DocRoot::Root(p)) => (Cow::Borrowed(p.as_path()), None),
+        Some(DocRoot::Alias(p)) => (Cow::Borrowed(p.as_path()), Some(alias_len())),
+        Some(vars @ (DocRoot::RootVars(..) | DocRoot::AliasVars(..))) => {
+            // Evaluated now, as nginx's map_uri_to_path does: with the location's captures.
+            let v = &mut req.vars;
+            let (p, is_alias) = vars.rendered(&mut |t| {
+                let mut out = Vec::new();
+                v.render(t, &mut out);
+                out
+            });
+            (Cow::Owned(p), is_alias.then(alias_len))
         }
     };
-    // Borrowed from the configuration: rendered only if `$document_root` is asked for.
+    // Literal roots are borrowed from the configuration: rendered only if asked for.
     req.vars.document_root = Some(root);
     req.vars.alias_prefix = alias;
 }

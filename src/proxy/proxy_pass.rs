@@ -484,9 +484,7 @@ pub(super) async fn subrequest(
         _ => None,
     };
     let mut attempts = Attempts::new(req, pp);
-    let (upstream, sent, slot) = exchange(req, pp, &mut attempts)
-        .await
-        .map_err(failed)?;
+    let (upstream, sent, slot) = exchange(req, pp, &mut attempts).await.map_err(failed)?;
     let mut ubuf = sent.ubuf;
     let max_head = (req.conf.proxy_buffer_size() as usize).max(1024);
     let ip = req.conn.peer.ip();

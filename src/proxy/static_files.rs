@@ -30,7 +30,7 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::model::{DocRoot, GzipStatic, LocConf, LocationMatch, TryFilesLast};
+use crate::config::model::{GzipStatic, LocConf, LocationMatch, TryFilesLast};
 use crate::config::template::{Part, Template};
 use crate::http::vars::RequestVars;
 use crate::proxy::gzip::{self, BodyEncoder, GzipRequest, GzipResponse};
@@ -180,7 +180,8 @@ pub fn resolve_with(
     if !uri.starts_with('/') || uri.contains('\0') || uri.split('/').any(|s| s == "..") {
         return Decision::Status(400);
     }
-    let mapper = Mapper::new(conf.root(), matcher);
+    let (base, alias) = conf.root().rendered(render);
+    let mapper = Mapper::new(base, alias, matcher);
     if let Err(code) = mapper.map(uri, false) {
         return Decision::Status(code);
     }
@@ -368,23 +369,16 @@ enum Alias {
 }
 
 impl Mapper {
-    fn new(root: DocRoot, matcher: &LocationMatch) -> Mapper {
-        match root {
-            DocRoot::Root(base) => Mapper {
-                base,
-                alias: Alias::None,
-            },
-            DocRoot::Alias(base) => {
-                let alias = match matcher {
-                    LocationMatch::Prefix { path, .. } | LocationMatch::Exact(path) => {
-                        Alias::Prefix(path.len())
-                    }
-                    LocationMatch::Named(name) => Alias::Prefix(name.len()),
-                    LocationMatch::Regex(_) => Alias::Whole,
-                };
-                Mapper { base, alias }
+    fn new(base: PathBuf, alias: bool, matcher: &LocationMatch) -> Mapper {
+        let alias = match matcher {
+            _ if !alias => Alias::None,
+            LocationMatch::Prefix { path, .. } | LocationMatch::Exact(path) => {
+                Alias::Prefix(path.len())
             }
-        }
+            LocationMatch::Named(name) => Alias::Prefix(name.len()),
+            LocationMatch::Regex(_) => Alias::Whole,
+        };
+        Mapper { base, alias }
     }
 
     fn prefix_len(&self) -> Option<usize> {

@@ -282,7 +282,7 @@ fn every_builtin_variable_is_evaluated() {
     c.proxy_protocol = Some(&pp);
     with_head(BIG, |head, _| {
         let mut v = RequestVars::new(head, &c, &[], Cow::Borrowed("/"), SystemTime::now());
-        v.document_root = Some(std::path::Path::new("/srv"));
+        v.document_root = Some(std::path::Path::new("/srv").into());
         v.upstream = UpstreamFacts {
             proxy_host: "b".into(),
             proxy_port: "80".into(),
