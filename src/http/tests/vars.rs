@@ -297,10 +297,14 @@ fn every_builtin_variable_is_evaluated() {
         };
         assert_eq!(s(v.get("gzip_ratio")), None, "not compressed");
         v.response.gzip = Some((2125, 1000));
+        assert_eq!(s(v.get("limit_req_status")), None, "no limit_req applied");
+        v.limits.req = Some("DELAYED");
+        v.limits.conn = Some("PASSED");
         for name in BUILTIN_VARS {
             assert!(v.get(name).is_some(), "${name} has no value");
         }
         assert_eq!(s(v.get("gzip_ratio")).as_deref(), Some("2.13"));
+        assert_eq!(s(v.get("limit_req_status")).as_deref(), Some("DELAYED"));
         assert_eq!(s(v.get("https")).as_deref(), Some("on"));
         assert_eq!(s(v.get("scheme")).as_deref(), Some("https"));
         assert_eq!(s(v.get("ssl_server_name")).as_deref(), Some("a.example"));
